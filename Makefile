@@ -1,0 +1,53 @@
+# pg_ratelimit: PGXS build.
+#
+#   make && make install     build and install into the PostgreSQL that
+#                            pg_config names
+#   make installcheck        regression, isolation and TAP tests against a
+#                            running server with the extension preloaded
+#   make test                everything, on a throwaway server (scripts/test.sh)
+
+MODULE_big = pg_ratelimit
+OBJS = \
+	src/admission.o \
+	src/clock.o \
+	src/config.o \
+	src/functions.o \
+	src/lease.o \
+	src/pg_ratelimit.o \
+	src/settings.o \
+	src/shmem.o
+
+EXTENSION = pg_ratelimit
+DATA = pg_ratelimit--1.0.sql
+PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
+
+REGRESS = setup config acquire release capacity clock errors
+REGRESS_OPTS = --load-extension=pg_ratelimit
+
+ISOLATION = race_rpm race_tpm race_concurrency
+ISOLATION_OPTS = --inputdir=tests/isolation --load-extension=pg_ratelimit
+
+TAP_TESTS = 1
+PROVE_TESTS = tests/t/*.pl
+
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifeq ($(PGXS),)
+$(error pg_config was not found: install postgresql-server-dev-15, or run scripts/test.sh)
+endif
+include $(PGXS)
+
+# The regression and isolation suites share one database, the one named by
+# ratelimit.database on the test server.
+CONTRIB_TESTDB = contrib_regression
+ISOLATION_TESTDB = contrib_regression
+
+.PHONY: test demo bench
+test:
+	bash scripts/test.sh
+demo:
+	bash scripts/demo.sh
+bench:
+	bash tests/bench/run.sh

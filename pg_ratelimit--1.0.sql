@@ -1,0 +1,409 @@
+/* pg_ratelimit--1.0.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION pg_ratelimit" to load this file. \quit
+
+------------------------------------------------------------------------------
+-- Configuration tables: the source of truth.  Change them through the
+-- rl_define_* / rl_drop_* functions (direct DML works too: a statement
+-- trigger hands every committed change to shared memory).
+------------------------------------------------------------------------------
+
+CREATE TABLE rl_model (
+	model			text PRIMARY KEY
+					CHECK (model <> '' AND octet_length(model) <= 127),
+	rpm				bigint CHECK (rpm > 0),
+	tpm				bigint CHECK (tpm > 0),
+	rpd				bigint CHECK (rpd > 0),
+	tpd				bigint CHECK (tpd > 0),
+	max_concurrent	integer CHECK (max_concurrent > 0),
+	price_input		numeric NOT NULL DEFAULT 0 CHECK (price_input >= 0),
+	price_output	numeric NOT NULL DEFAULT 0 CHECK (price_output >= 0),
+	price_cached	numeric NOT NULL DEFAULT 0 CHECK (price_cached >= 0),
+	count_cached	boolean NOT NULL DEFAULT true,
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE rl_model IS 'pg_ratelimit models and their limits (NULL: not limited); prices are per million tokens';
+
+CREATE TABLE rl_job_type (
+	job_type		text PRIMARY KEY
+					CHECK (job_type <> '' AND octet_length(job_type) <= 127),
+	est_tokens		bigint NOT NULL DEFAULT 0 CHECK (est_tokens >= 0),
+	est_requests	integer NOT NULL DEFAULT 1 CHECK (est_requests >= 0),
+	est_memory_kb	bigint NOT NULL DEFAULT 0 CHECK (est_memory_kb >= 0),
+	ratio			float8 CHECK (ratio >= 0 AND ratio <= 1),
+	flexible		boolean NOT NULL DEFAULT true,
+	max_wait		interval CHECK (max_wait >= '0'),
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE rl_job_type IS 'pg_ratelimit job types: estimates, share of every model, default wait';
+
+CREATE TABLE rl_job_type_wait (
+	job_type		text REFERENCES rl_job_type ON DELETE CASCADE ON UPDATE CASCADE,
+	model			text REFERENCES rl_model ON DELETE CASCADE ON UPDATE CASCADE,
+	max_wait		interval NOT NULL CHECK (max_wait >= '0'),
+	PRIMARY KEY (job_type, model)
+);
+COMMENT ON TABLE rl_job_type_wait IS 'pg_ratelimit max_wait of a job type on one model';
+
+SELECT pg_catalog.pg_extension_config_dump('rl_model', '');
+SELECT pg_catalog.pg_extension_config_dump('rl_job_type', '');
+SELECT pg_catalog.pg_extension_config_dump('rl_job_type_wait', '');
+
+GRANT SELECT ON rl_model, rl_job_type, rl_job_type_wait TO PUBLIC;
+
+CREATE FUNCTION rl_config_trigger() RETURNS trigger
+AS 'MODULE_PATHNAME', 'rl_config_trigger'
+LANGUAGE C;
+
+CREATE TRIGGER rl_model_changed
+	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON rl_model
+	FOR EACH STATEMENT EXECUTE FUNCTION rl_config_trigger();
+CREATE TRIGGER rl_job_type_changed
+	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON rl_job_type
+	FOR EACH STATEMENT EXECUTE FUNCTION rl_config_trigger();
+CREATE TRIGGER rl_job_type_wait_changed
+	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON rl_job_type_wait
+	FOR EACH STATEMENT EXECUTE FUNCTION rl_config_trigger();
+
+CREATE FUNCTION rl_internal_check() RETURNS void
+AS 'MODULE_PATHNAME', 'rl_internal_check'
+LANGUAGE C;
+
+CREATE FUNCTION rl_internal_resync() RETURNS void
+AS 'MODULE_PATHNAME', 'rl_internal_resync'
+LANGUAGE C;
+
+------------------------------------------------------------------------------
+-- Configuration functions (administrators).  They run as the extension's
+-- owner, so granting EXECUTE on them is all an administrator role needs.
+------------------------------------------------------------------------------
+
+-- Refuse a NULL, empty or too long name
+CREATE FUNCTION rl_internal_check_name(name text, what text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL THEN
+		RAISE EXCEPTION USING ERRCODE = 'null_value_not_allowed',
+			MESSAGE = format('%s must not be null', what);
+	END IF;
+	IF name = '' THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = format('%s name must not be empty', what);
+	END IF;
+	IF octet_length(name) > 127 THEN
+		RAISE EXCEPTION USING ERRCODE = 'name_too_long',
+			MESSAGE = format('%s name is too long', what),
+			DETAIL = 'The longest allowed name has 127 bytes.';
+	END IF;
+END
+$$;
+
+-- Refuse a negative (or, when strict, zero) amount
+CREATE FUNCTION rl_internal_check_amount(amount numeric, what text, positive boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF positive AND amount <= 0 THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = format('%s must be positive', what),
+			HINT = 'Use NULL for "not limited".';
+	END IF;
+	IF amount < 0 THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = format('%s must not be negative', what);
+	END IF;
+END
+$$;
+
+CREATE FUNCTION rl_define_model(model text,
+								rpm bigint DEFAULT NULL,
+								tpm bigint DEFAULT NULL,
+								rpd bigint DEFAULT NULL,
+								tpd bigint DEFAULT NULL,
+								max_concurrent integer DEFAULT NULL,
+								price_input numeric DEFAULT 0,
+								price_output numeric DEFAULT 0,
+								price_cached numeric DEFAULT 0,
+								count_cached boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.rl_internal_check();
+	PERFORM @extschema@.rl_internal_check_name(model, 'model');
+	PERFORM @extschema@.rl_internal_check_amount(rpm, 'rpm', true);
+	PERFORM @extschema@.rl_internal_check_amount(tpm, 'tpm', true);
+	PERFORM @extschema@.rl_internal_check_amount(rpd, 'rpd', true);
+	PERFORM @extschema@.rl_internal_check_amount(tpd, 'tpd', true);
+	PERFORM @extschema@.rl_internal_check_amount(max_concurrent, 'max_concurrent', true);
+	PERFORM @extschema@.rl_internal_check_amount(price_input, 'price_input', false);
+	PERFORM @extschema@.rl_internal_check_amount(price_output, 'price_output', false);
+	PERFORM @extschema@.rl_internal_check_amount(price_cached, 'price_cached', false);
+	IF 'NaN'::numeric IN (price_input, price_output, price_cached) THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = 'prices must be numbers';
+	END IF;
+
+	INSERT INTO @extschema@.rl_model AS m
+		(model, rpm, tpm, rpd, tpd, max_concurrent,
+		 price_input, price_output, price_cached, count_cached)
+	VALUES (model, rpm, tpm, rpd, tpd, max_concurrent,
+			coalesce(price_input, 0), coalesce(price_output, 0),
+			coalesce(price_cached, 0), coalesce(count_cached, true))
+	ON CONFLICT ON CONSTRAINT rl_model_pkey DO UPDATE
+		SET rpm = excluded.rpm, tpm = excluded.tpm,
+			rpd = excluded.rpd, tpd = excluded.tpd,
+			max_concurrent = excluded.max_concurrent,
+			price_input = excluded.price_input,
+			price_output = excluded.price_output,
+			price_cached = excluded.price_cached,
+			count_cached = excluded.count_cached,
+			updated_at = now();
+END
+$$;
+
+CREATE FUNCTION rl_drop_model(model text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.rl_internal_check();
+	PERFORM @extschema@.rl_internal_check_name(model, 'model');
+	DELETE FROM @extschema@.rl_model m WHERE m.model = rl_drop_model.model;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+			MESSAGE = format('model "%s" does not exist', model);
+	END IF;
+END
+$$;
+
+CREATE FUNCTION rl_define_job_type(job_type text,
+								   est_tokens bigint DEFAULT 0,
+								   est_requests integer DEFAULT 1,
+								   est_memory_kb bigint DEFAULT 0,
+								   ratio float8 DEFAULT NULL,
+								   flexible boolean DEFAULT true,
+								   max_wait interval DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ratio_sum float8;
+BEGIN
+	PERFORM @extschema@.rl_internal_check();
+	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type');
+	PERFORM @extschema@.rl_internal_check_amount(est_tokens, 'est_tokens', false);
+	PERFORM @extschema@.rl_internal_check_amount(est_requests, 'est_requests', false);
+	PERFORM @extschema@.rl_internal_check_amount(est_memory_kb, 'est_memory_kb', false);
+	IF ratio IS NOT NULL AND NOT (ratio >= 0 AND ratio <= 1) THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = 'ratio must be between 0 and 1';
+	END IF;
+	IF max_wait < '0' THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = 'max_wait must not be negative';
+	END IF;
+
+	INSERT INTO @extschema@.rl_job_type AS j
+		(job_type, est_tokens, est_requests, est_memory_kb, ratio, flexible, max_wait)
+	VALUES (job_type, coalesce(est_tokens, 0), coalesce(est_requests, 1),
+			coalesce(est_memory_kb, 0), ratio, coalesce(flexible, true), max_wait)
+	ON CONFLICT ON CONSTRAINT rl_job_type_pkey DO UPDATE
+		SET est_tokens = excluded.est_tokens,
+			est_requests = excluded.est_requests,
+			est_memory_kb = excluded.est_memory_kb,
+			ratio = excluded.ratio,
+			flexible = excluded.flexible,
+			max_wait = excluded.max_wait,
+			updated_at = now();
+
+	SELECT sum(j.ratio) INTO ratio_sum FROM @extschema@.rl_job_type j;
+	IF ratio_sum > 1 + 1e-9 THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = format('job type ratios would sum to %s, more than 1', round(ratio_sum::numeric, 6)),
+			HINT = 'Lower the ratio of this or another job type.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION rl_set_max_wait(job_type text, model text, max_wait interval)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.rl_internal_check();
+	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type');
+	PERFORM @extschema@.rl_internal_check_name(model, 'model');
+	IF NOT EXISTS (SELECT FROM @extschema@.rl_job_type j WHERE j.job_type = rl_set_max_wait.job_type) THEN
+		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+			MESSAGE = format('job type "%s" does not exist', job_type);
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.rl_model m WHERE m.model = rl_set_max_wait.model) THEN
+		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+			MESSAGE = format('model "%s" does not exist', model);
+	END IF;
+	IF max_wait < '0' THEN
+		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
+			MESSAGE = 'max_wait must not be negative';
+	END IF;
+
+	IF max_wait IS NULL THEN
+		DELETE FROM @extschema@.rl_job_type_wait w
+		WHERE w.job_type = rl_set_max_wait.job_type AND w.model = rl_set_max_wait.model;
+	ELSE
+		INSERT INTO @extschema@.rl_job_type_wait AS w (job_type, model, max_wait)
+		VALUES (job_type, model, max_wait)
+		ON CONFLICT ON CONSTRAINT rl_job_type_wait_pkey DO UPDATE
+			SET max_wait = excluded.max_wait;
+	END IF;
+END
+$$;
+
+CREATE FUNCTION rl_drop_job_type(job_type text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@.rl_internal_check();
+	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type');
+	DELETE FROM @extschema@.rl_job_type j WHERE j.job_type = rl_drop_job_type.job_type;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
+			MESSAGE = format('job type "%s" does not exist', job_type);
+	END IF;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Acquire and release (applications)
+------------------------------------------------------------------------------
+
+CREATE TYPE rl_grant AS (
+	granted			boolean,
+	lease_id		bigint,
+	model			text,
+	retry_after		interval,
+	limited_by		text
+);
+
+CREATE TYPE rl_settlement AS (
+	released		boolean,
+	model			text,
+	tokens_estimated bigint,
+	tokens_actual	bigint,
+	tokens_refunded	bigint,
+	overage			bigint,
+	cost			numeric
+);
+
+CREATE FUNCTION rl_acquire(model text,
+						   job_type text DEFAULT NULL,
+						   tokens bigint DEFAULT NULL,
+						   requests integer DEFAULT NULL,
+						   max_wait interval DEFAULT NULL,
+						   instance text DEFAULT NULL,
+						   ttl interval DEFAULT NULL)
+RETURNS rl_grant
+AS 'MODULE_PATHNAME', 'rl_acquire'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION rl_acquire_any(models text[],
+							   job_type text DEFAULT NULL,
+							   tokens bigint DEFAULT NULL,
+							   requests integer DEFAULT NULL,
+							   max_wait interval DEFAULT NULL,
+							   instance text DEFAULT NULL,
+							   ttl interval DEFAULT NULL)
+RETURNS rl_grant
+AS 'MODULE_PATHNAME', 'rl_acquire_any'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION rl_release(lease_id bigint,
+						   input_tokens bigint DEFAULT NULL,
+						   output_tokens bigint DEFAULT NULL,
+						   cached_tokens bigint DEFAULT NULL,
+						   requests integer DEFAULT NULL)
+RETURNS rl_settlement
+AS 'MODULE_PATHNAME', 'rl_release'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+------------------------------------------------------------------------------
+-- Reading the state
+------------------------------------------------------------------------------
+
+CREATE FUNCTION rl_capacity(model text,
+							job_type text DEFAULT NULL,
+							tokens bigint DEFAULT NULL,
+							requests integer DEFAULT NULL)
+RETURNS TABLE (dimension text, limit_value bigint, used bigint,
+			   remaining bigint, slots bigint, resets_at timestamptz)
+AS 'MODULE_PATHNAME', 'rl_capacity'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE FUNCTION rl_status_internal(
+	OUT model text, OUT rpm bigint, OUT tpm bigint, OUT rpd bigint,
+	OUT tpd bigint, OUT max_concurrent bigint,
+	OUT requests_minute bigint, OUT tokens_minute bigint,
+	OUT requests_day bigint, OUT tokens_day bigint, OUT in_flight bigint,
+	OUT minute_resets_at timestamptz, OUT day_resets_at timestamptz,
+	OUT granted bigint, OUT denied bigint, OUT expired bigint,
+	OUT overage_events bigint, OUT overage_tokens bigint,
+	OUT cost_today numeric)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rl_status_internal'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW rl_status AS
+	SELECT * FROM rl_status_internal() ORDER BY model;
+COMMENT ON VIEW rl_status IS 'pg_ratelimit models: limits, usage of the current windows, totals';
+
+CREATE FUNCTION rl_leases_internal(
+	OUT lease_id bigint, OUT model text, OUT job_type text, OUT instance text,
+	OUT tokens bigint, OUT requests integer,
+	OUT acquired_at timestamptz, OUT expires_at timestamptz,
+	OUT pid integer, OUT role text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rl_leases_internal'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW rl_leases AS
+	SELECT * FROM rl_leases_internal() ORDER BY lease_id;
+COMMENT ON VIEW rl_leases IS 'pg_ratelimit open leases';
+
+GRANT SELECT ON rl_status, rl_leases TO PUBLIC;
+
+------------------------------------------------------------------------------
+-- Test clock
+------------------------------------------------------------------------------
+
+CREATE FUNCTION rl_debug_set_clock(now timestamptz) RETURNS void
+AS 'MODULE_PATHNAME', 'rl_debug_set_clock'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION rl_clock() RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'rl_clock'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+REVOKE ALL ON FUNCTION
+	rl_define_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean),
+	rl_drop_model(text),
+	rl_define_job_type(text, bigint, integer, bigint, float8, boolean, interval),
+	rl_set_max_wait(text, text, interval),
+	rl_drop_job_type(text),
+	rl_debug_set_clock(timestamptz),
+	rl_internal_resync(),
+	rl_config_trigger()
+FROM PUBLIC;
+
+-- Shared memory may still hold the configuration of an earlier installation
+SELECT rl_internal_resync();

@@ -1,0 +1,95 @@
+# Shared set-up for scripts/test.sh, scripts/demo.sh and tests/bench/run.sh:
+# install what is missing, build and install the extension, and start or
+# stop a throwaway PostgreSQL 15 server with pg_ratelimit preloaded.
+#
+# PostgreSQL refuses to run as root: when we are root the server (and
+# everything that starts servers) runs as the postgres user.
+
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Run a command as the user that owns the servers
+as_server_user() {
+	if is_root; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+# apt-get what is missing (when root); otherwise say what to install
+install_deps() {
+	local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
+				libpq-dev libipc-run-perl make gcc)
+	local missing=()
+	for p in "${pkgs[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if is_root; then
+		log "installing ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq >/dev/null
+		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	else
+		die "missing packages: ${missing[*]} (run as root once, or: sudo apt-get install ${missing[*]})"
+	fi
+}
+
+# Build and install the extension into the server's directories
+build_and_install() {
+	log "building pg_ratelimit"
+	make -C "$REPO_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	if is_root || [ -w "$("$PG_BIN/pg_config" --pkglibdir)" ]; then
+		make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	elif sudo -n true 2>/dev/null; then
+		sudo make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	else
+		die "cannot install into $("$PG_BIN/pg_config" --pkglibdir): run as root or with sudo"
+	fi
+}
+
+# A directory the server user can write to
+make_server_dir() {
+	local dir
+	dir=$(mktemp -d /tmp/pg_ratelimit.XXXXXX)
+	chmod 755 "$dir"
+	is_root && chown postgres:postgres "$dir"
+	echo "$dir"
+}
+
+# start_server DIR DATABASE [extra postgresql.conf lines...]
+# Initialises DIR/data, listens only on a Unix socket in DIR, and sets
+# PGHOST, PGPORT and PGUSER for the clients that follow.
+start_server() {
+	local dir=$1 database=$2
+	shift 2
+	as_server_user "$PG_BIN/initdb" -D "$dir/data" -A trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
+		|| { cat "$dir/initdb.log"; die "initdb failed"; }
+	{
+		echo "shared_preload_libraries = 'pg_ratelimit'"
+		echo "ratelimit.database = '$database'"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$dir'"
+		echo "port = 5432"
+		echo "max_connections = 120"
+		echo "fsync = off"
+		for line in "$@"; do echo "$line"; done
+	} | as_server_user tee -a "$dir/data/postgresql.conf" >/dev/null
+	as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null \
+		|| { cat "$dir/server.log"; die "the server did not start"; }
+	export PGHOST=$dir PGPORT=5432
+	if is_root; then export PGUSER=postgres; else export PGUSER=$(id -un); fi
+	export PGDATABASE=postgres
+}
+
+stop_server() {
+	local dir=$1
+	[ -d "$dir/data" ] && as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Run every pg_ratelimit test on a throwaway server:
+#   pg_regress (sql/, expected/), isolation specs (tests/isolation/),
+#   the many-client stress test (tests/stress/) and TAP tests (tests/t/).
+#
+# Installs missing Debian packages when run as root, builds and installs the
+# extension, then runs the suites as the postgres user (as root) or as the
+# current user.  Ends with a line "N passed, N failed".
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+if [ "${1:-}" != "--inner" ]; then
+	install_deps
+	build_and_install
+	if is_root; then
+		# pg_regress writes into the tree and TAP refuses root: run a copy
+		work=$(make_server_dir)
+		cp -a "$REPO_ROOT/." "$work/src"
+		chown -R postgres:postgres "$work/src"
+		status=0
+		runuser -u postgres -- bash "$work/src/scripts/test.sh" --inner || status=$?
+		rm -rf "$work"
+		exit $status
+	fi
+	exec bash "$REPO_ROOT/scripts/test.sh" --inner
+fi
+
+cd "$REPO_ROOT"
+make -s clean >/dev/null 2>&1 || true
+dir=$(make_server_dir)
+trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
+start_server "$dir" contrib_regression
+log "test server on $dir (database contrib_regression)"
+
+passed=0
+failed=0
+# count_results LOG: add the suite's per-test results to the totals
+count_results() {
+	local ok bad
+	ok=$(grep -cE '(\.\.\. ok|^ok [0-9]+ |\.\. ok$)' "$1" || true)
+	bad=$(grep -cE '(\.\.\. FAILED|^not ok [0-9]+ |\.\. (Dubious|Failed))' "$1" || true)
+	passed=$((passed + ok))
+	failed=$((failed + bad))
+}
+
+run_suite() {
+	local name=$1
+	shift
+	log "$name"
+	local out="$dir/$name.log"
+	if ! "$@" 2>&1 | tee "$out"; then
+		failed=$((failed + 1))
+		[ -f regression.diffs ] && cat regression.diffs
+		[ -f output_iso/regression.diffs ] && cat output_iso/regression.diffs
+	fi
+	count_results "$out"
+}
+
+run_suite regress make -s installcheck ISOLATION= TAP_TESTS=
+run_suite isolation make -s installcheck REGRESS= TAP_TESTS=
+run_suite stress bash tests/stress/run.sh
+run_suite tap make -s installcheck REGRESS= ISOLATION= PROVE_FLAGS=--verbose
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,106 @@
+-- Bad input: an ERROR with a fitting SQLSTATE, and nothing changed.
+SET timezone = 'UTC';
+SELECT rl_debug_set_clock('2030-01-01 00:00:05+00');
+SELECT rl_define_model('err/m', rpm => 10, tpm => 1000, rpd => 100, tpd => 5000, max_concurrent => 2);
+SELECT rl_define_job_type('err/jt', est_tokens => 10);
+
+-- runs a statement and shows the SQLSTATE and message it fails with
+CREATE FUNCTION regress_error(statement text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE statement;
+	RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || SQLERRM;
+END
+$$;
+
+-- NULL and empty names (22004, 22023), too long (42622)
+SELECT regress_error($$SELECT * FROM rl_acquire(NULL)$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire(repeat('x', 128))$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', job_type => '')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', instance => '')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire_any(NULL)$$);
+SELECT regress_error($$SELECT * FROM rl_acquire_any('{}')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire_any(ARRAY['err/m', NULL])$$);
+SELECT regress_error($$SELECT * FROM rl_acquire_any('{{err/m},{err/m}}')$$);
+SELECT regress_error($$SELECT * FROM rl_capacity(NULL)$$);
+SELECT regress_error($$SELECT rl_define_model(NULL)$$);
+SELECT regress_error($$SELECT rl_define_model('')$$);
+SELECT regress_error($$SELECT rl_define_model(repeat('x', 128))$$);
+SELECT regress_error($$SELECT rl_define_job_type(NULL)$$);
+SELECT regress_error($$SELECT rl_drop_model(NULL)$$);
+SELECT regress_error($$SELECT rl_drop_job_type('')$$);
+
+-- unknown model or job type (42704)
+SELECT regress_error($$SELECT * FROM rl_acquire('err/nope')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', job_type => 'err/nope')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire_any(ARRAY['err/m', 'err/nope'])$$);
+SELECT regress_error($$SELECT * FROM rl_capacity('err/nope')$$);
+SELECT regress_error($$SELECT * FROM rl_capacity('err/m', job_type => 'err/nope')$$);
+
+-- negative amounts (22023)
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', tokens => -1)$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', requests => -1)$$);
+SELECT regress_error($$SELECT * FROM rl_capacity('err/m', tokens => -1)$$);
+SELECT regress_error($$SELECT * FROM rl_release(1, input_tokens => -1)$$);
+SELECT regress_error($$SELECT * FROM rl_release(1, output_tokens => -1)$$);
+SELECT regress_error($$SELECT * FROM rl_release(1, cached_tokens => -1)$$);
+SELECT regress_error($$SELECT * FROM rl_release(1, requests => -1)$$);
+SELECT regress_error($$SELECT rl_define_model('err/bad', rpm => 0)$$);
+SELECT regress_error($$SELECT rl_define_model('err/bad', tpm => -5)$$);
+SELECT regress_error($$SELECT rl_define_model('err/bad', max_concurrent => 0)$$);
+SELECT regress_error($$SELECT rl_define_model('err/bad', price_input => -1)$$);
+SELECT regress_error($$SELECT rl_define_model('err/bad', price_output => 'NaN')$$);
+SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_tokens => -1)$$);
+SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_requests => -1)$$);
+SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_memory_kb => -1)$$);
+SELECT regress_error($$SELECT rl_define_job_type('err/bad', ratio => 1.5)$$);
+SELECT regress_error($$SELECT rl_define_job_type('err/bad', ratio => -0.1)$$);
+SELECT regress_error($$SELECT rl_define_job_type('err/bad', ratio => 'NaN')$$);
+SELECT regress_error($$SELECT rl_define_job_type('err/bad', max_wait => '-1 second')$$);
+
+-- overflowing amounts (22003)
+SELECT lease_id AS l FROM rl_acquire('err/m', tokens => 1) \gset
+SELECT regress_error(format($$SELECT * FROM rl_release(%s, input_tokens => 9223372036854775807, output_tokens => 1)$$, :l));
+-- the lease survived the failed call
+SELECT count(*) FROM rl_leases WHERE lease_id = :l;
+SELECT released FROM rl_release(:l);
+
+-- a request larger than a limit can never fit (22023), and is not a denial
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', tokens => 1001)$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', tokens => 10, requests => 11)$$);
+SELECT rl_define_model('err/day', tpd => 50);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/day', tokens => 51)$$);
+
+-- bad ttl and max_wait (22023)
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '0')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '-1 minute')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', max_wait => '-1 second')$$);
+-- waiting is not available yet (0A000)
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', max_wait => '1 second')$$);
+SELECT rl_define_job_type('err/waits', max_wait => '5 seconds');
+SELECT regress_error($$SELECT * FROM rl_acquire('err/m', job_type => 'err/waits')$$);
+SELECT rl_set_max_wait('err/waits', 'err/m', '0');
+SELECT granted FROM rl_acquire('err/m', job_type => 'err/waits', tokens => 1);
+
+-- a NULL lease (22004)
+SELECT regress_error($$SELECT * FROM rl_release(NULL)$$);
+
+-- none of the failed calls changed anything
+SELECT requests_minute, tokens_minute, in_flight, granted, denied
+FROM rl_status WHERE model = 'err/m';
+SELECT model FROM rl_model ORDER BY model;
+SELECT job_type FROM rl_job_type ORDER BY job_type;
+
+-- a transaction that changed the configuration cannot be prepared
+BEGIN;
+SELECT rl_define_model('err/prepared', rpm => 1);
+PREPARE TRANSACTION 'rl';
+SELECT count(*) FROM rl_model WHERE model = 'err/prepared';
+
+DELETE FROM rl_model;
+DELETE FROM rl_job_type;
+DROP FUNCTION regress_error;
+SELECT rl_debug_set_clock(NULL);

@@ -1,0 +1,32 @@
+-- The extension is created by pg_regress (--load-extension).  Settings and
+SET timezone = 'UTC';
+-- the shape of the API.
+SHOW ratelimit.database;
+SHOW ratelimit.max_models;
+SHOW ratelimit.max_job_types;
+SHOW ratelimit.max_leases;
+SHOW ratelimit.lease_ttl;
+
+-- the prefix is reserved: a misspelt setting is refused
+SET ratelimit.no_such_setting = 1;
+
+-- every object is named rl_*
+SELECT count(*) AS objects_not_named_rl
+FROM pg_depend d
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_ratelimit'
+LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+LEFT JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
+WHERE d.deptype = 'e'
+  AND coalesce(p.proname, c.relname, t.typname) NOT LIKE 'rl\_%';
+
+SELECT attname, format_type(atttypid, atttypmod)
+FROM pg_attribute WHERE attrelid = 'rl_grant'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT attname, format_type(atttypid, atttypmod)
+FROM pg_attribute WHERE attrelid = 'rl_settlement'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT attname FROM pg_attribute WHERE attrelid = 'rl_leases'::regclass AND attnum > 0 ORDER BY attnum;
+SELECT attname FROM pg_attribute WHERE attrelid = 'rl_status'::regclass AND attnum > 0 ORDER BY attnum;
+
+-- tests run on a fixed clock: 2030-01-01 00:00:05 UTC
+SELECT rl_debug_set_clock('2030-01-01 00:00:05+00');
+SELECT rl_clock() - '2030-01-01 00:00:05+00' < '10 seconds' AS clock_is_set;

@@ -1,0 +1,167 @@
+/*-------------------------------------------------------------------------
+ *
+ * admission.c
+ *		The admission rule: a request is admitted only when every
+ *		configured limit of the model has room for it, all or nothing.
+ *
+ * The check and the reservation are made under the model's own lock, so
+ * they are atomic: a limit is never exceeded by an admission, whatever the
+ * concurrency.  Windows are fixed and epoch-aligned (the UTC minute and the
+ * UTC day) and are rolled lazily, by whoever touches the model first after
+ * a boundary.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/timestamp.h"
+
+#include "admission.h"
+#include "pg_ratelimit.h"
+
+const char *const rl_dimension_names[RL_NUM_DIMS] = {
+	"rpd", "tpd", "rpm", "tpm", "concurrency"
+};
+
+/* Does this dimension count in the day window (else minute, or none)? */
+bool
+rl_dimension_is_daily(RlDimension dim)
+{
+	return dim == RL_DIM_RPD || dim == RL_DIM_TPD;
+}
+
+/* How much of a dimension a request of this size consumes */
+int64
+rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
+{
+	switch (dim)
+	{
+		case RL_DIM_RPD:
+		case RL_DIM_RPM:
+			return requests;
+		case RL_DIM_TPD:
+		case RL_DIM_TPM:
+			return tokens;
+		default:
+			return 1;
+	}
+}
+
+/* Start new windows when the clock has left the stored ones */
+void
+rl_roll_windows(RlModel *model, TimestampTz now)
+{
+	TimestampTz minute_start = rl_window_start(now, USECS_PER_MINUTE);
+	TimestampTz day_start = rl_window_start(now, USECS_PER_DAY);
+
+	if (model->minute_start != minute_start)
+	{
+		model->minute_start = minute_start;
+		model->used[RL_DIM_RPM] = 0;
+		model->used[RL_DIM_TPM] = 0;
+	}
+	if (model->day_start != day_start)
+	{
+		model->day_start = day_start;
+		model->used[RL_DIM_RPD] = 0;
+		model->used[RL_DIM_TPD] = 0;
+		memset(&model->cost_today, 0, sizeof(model->cost_today));
+	}
+}
+
+/* When the window of a dimension ends, or 0 when only releases free it */
+TimestampTz
+rl_dimension_resets_at(const RlModel *model, RlDimension dim)
+{
+	if (rl_dimension_is_daily(dim))
+		return model->day_start + USECS_PER_DAY;
+	if (dim == RL_DIM_CONCURRENCY)
+		return 0;
+	return model->minute_start + USECS_PER_MINUTE;
+}
+
+/*
+ * Usage of a dimension as of now, without rolling the stored windows (for
+ * readers that hold the model lock only shared).
+ */
+int64
+rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
+{
+	if (dim == RL_DIM_CONCURRENCY)
+		return model->used[dim];
+	if (rl_dimension_is_daily(dim))
+		return model->day_start == rl_window_start(now, USECS_PER_DAY) ?
+			model->used[dim] : 0;
+	return model->minute_start == rl_window_start(now, USECS_PER_MINUTE) ?
+		model->used[dim] : 0;
+}
+
+/*
+ * Try to admit a request on one model, reserving everything it needs when
+ * it fits.  Never errors for a denial; a request that can never fit is
+ * reported in result->never_fits.  Caller holds config_lock (shared).
+ */
+void
+rl_try_admit(int slot, int64 tokens, int32 requests, TimestampTz now,
+			 RlAdmission *result)
+{
+	RlModel    *model = &rl_models[slot];
+	int			blocking = -1;
+
+	memset(result, 0, sizeof(*result));
+	result->limited_by = -1;
+	result->never_fits = -1;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	rl_roll_windows(model, now);
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		amount = rl_dimension_amount(d, tokens, requests);
+		int64		limit = model->limit[d];
+
+		if (limit == RL_UNLIMITED)
+			continue;
+		if (amount > limit)
+		{
+			result->never_fits = d;
+			result->never_fits_limit = limit;
+			LWLockRelease(&model->lock);
+			return;
+		}
+		/* used can exceed limit after an overage: the difference may be < 0 */
+		if (blocking < 0 && amount > limit - model->used[d])
+			blocking = d;
+	}
+
+	if (blocking >= 0)
+	{
+		model->denied++;
+		result->limited_by = blocking;
+		result->retry_at = rl_dimension_resets_at(model, blocking);
+		LWLockRelease(&model->lock);
+		return;
+	}
+
+	/* Claim room in the lease table before reserving anything */
+	if (pg_atomic_fetch_add_u32(&rl_state->open_leases, 1) >= (uint32) rl_max_leases)
+	{
+		pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+		LWLockRelease(&model->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many open pg_ratelimit leases"),
+				 errdetail("ratelimit.max_leases is %d.", rl_max_leases),
+				 errhint("Release leases, shorten their ttl, or raise ratelimit.max_leases and restart the server.")));
+	}
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		model->used[d] = rl_add_saturating(model->used[d],
+										   rl_dimension_amount(d, tokens, requests));
+	model->granted++;
+	result->granted = true;
+	result->model_generation = model->generation;
+	result->minute_start = model->minute_start;
+	result->day_start = model->day_start;
+	LWLockRelease(&model->lock);
+}

@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * admission.h
+ *		The outcome of one admission attempt.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_ADMISSION_H
+#define RL_ADMISSION_H
+
+#include "pg_ratelimit.h"
+
+typedef struct RlAdmission
+{
+	bool		granted;
+	int			limited_by;		/* RlDimension that refused, or -1 */
+	TimestampTz retry_at;		/* when that limit's window resets, or 0 */
+	int			never_fits;		/* RlDimension the request exceeds, or -1 */
+	int64		never_fits_limit;
+	uint32		model_generation;	/* the rest only when granted */
+	TimestampTz minute_start;
+	TimestampTz day_start;
+} RlAdmission;
+
+extern int64 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now);
+extern void rl_try_admit(int slot, int64 tokens, int32 requests, TimestampTz now,
+						 RlAdmission *result);
+
+#endif							/* RL_ADMISSION_H */

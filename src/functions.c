@@ -1,0 +1,677 @@
+/*-------------------------------------------------------------------------
+ *
+ * functions.c
+ *		The SQL-callable API: acquire, release, capacity and the state views.
+ *
+ * These functions validate their arguments completely before they change
+ * anything, so a call that fails leaves the limiter as it was.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "admission.h"
+#include "lease.h"
+#include "pg_ratelimit.h"
+
+PG_FUNCTION_INFO_V1(rl_acquire);
+PG_FUNCTION_INFO_V1(rl_acquire_any);
+PG_FUNCTION_INFO_V1(rl_release);
+PG_FUNCTION_INFO_V1(rl_capacity);
+PG_FUNCTION_INFO_V1(rl_status_internal);
+PG_FUNCTION_INFO_V1(rl_leases_internal);
+
+/* Argument positions shared by rl_acquire and rl_acquire_any */
+#define ARG_MODELS		0
+#define ARG_JOB_TYPE	1
+#define ARG_TOKENS		2
+#define ARG_REQUESTS	3
+#define ARG_MAX_WAIT	4
+#define ARG_INSTANCE	5
+#define ARG_TTL			6
+
+/* Display order of rl_capacity rows */
+static const RlDimension capacity_order[] = {
+	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD, RL_DIM_CONCURRENCY
+};
+
+/* The size of a request once defaults are applied */
+typedef struct RlRequestSize
+{
+	int			job_type_slot;	/* -1 without a job type */
+	uint32		job_type_generation;
+	int64		tokens;
+	int32		requests;
+	int64		job_type_max_wait_us;	/* -1 when not set */
+} RlRequestSize;
+
+static text *
+rl_require_text(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	return PG_GETARG_TEXT_PP(argno);
+}
+
+static void
+rl_require_non_negative(FunctionCallInfo fcinfo, int argno, const char *what,
+						bool is_int4)
+{
+	if (PG_ARGISNULL(argno))
+		return;
+	if (is_int4 ? PG_GETARG_INT32(argno) < 0 : PG_GETARG_INT64(argno) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be negative", what)));
+}
+
+/*
+ * Resolve the job type and the request's size: explicit tokens/requests,
+ * else the job type's estimates, else 0 tokens and 1 request.  Caller holds
+ * config_lock.
+ */
+static void
+rl_resolve_size(FunctionCallInfo fcinfo, int job_type_arg, int tokens_arg,
+				int requests_arg, RlRequestSize *size)
+{
+	RlJobType  *job_type = NULL;
+
+	size->job_type_slot = -1;
+	size->job_type_generation = 0;
+	size->job_type_max_wait_us = -1;
+	if (!PG_ARGISNULL(job_type_arg))
+	{
+		char		name[RL_NAME_MAX_LEN + 1];
+
+		rl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(job_type_arg)), "job type");
+		size->job_type_slot = rl_lookup_slot(rl_job_type_index, name);
+		if (size->job_type_slot < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("job type \"%s\" does not exist", name)));
+		job_type = &rl_job_types[size->job_type_slot];
+		size->job_type_generation = job_type->generation;
+		size->job_type_max_wait_us = job_type->max_wait_us;
+	}
+	size->tokens = !PG_ARGISNULL(tokens_arg) ? PG_GETARG_INT64(tokens_arg) :
+		job_type ? job_type->est_tokens : 0;
+	size->requests = !PG_ARGISNULL(requests_arg) ? PG_GETARG_INT32(requests_arg) :
+		job_type ? job_type->est_requests : 1;
+}
+
+/* Slot of a model that must exist.  Caller holds config_lock. */
+static int
+rl_require_model(const char *name)
+{
+	int			slot = rl_lookup_slot(rl_model_index, name);
+
+	if (slot < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" does not exist", name)));
+	return slot;
+}
+
+static Datum
+rl_interval_datum(int64 us)
+{
+	Interval   *interval = palloc0(sizeof(Interval));
+
+	interval->time = us;
+	return IntervalPGetDatum(interval);
+}
+
+/* The error for a request larger than one of a model's limits */
+static void
+rl_report_never_fits(const char *model, const RlAdmission *admission,
+					 const RlRequestSize *size)
+{
+	RlDimension dim = admission->never_fits;
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("request can never fit model \"%s\"", model),
+			 errdetail("It needs " INT64_FORMAT " %s, and the model's %s limit is " INT64_FORMAT ".",
+					   rl_dimension_amount(dim, size->tokens, size->requests),
+					   dim == RL_DIM_TPM || dim == RL_DIM_TPD ? "tokens" : "requests",
+					   rl_dimension_names[dim], admission->never_fits_limit)));
+}
+
+/*
+ * Shared body of rl_acquire and rl_acquire_any: try the models in order and
+ * grant the first that admits.
+ */
+static Datum
+rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
+{
+	int		   *slots = palloc(sizeof(int) * num_models);
+	RlRequestSize size;
+	char		instance[RL_NAME_MAX_LEN + 1];
+	int64		ttl_us = (int64) rl_lease_ttl_s * USECS_PER_SEC;
+	int64		max_wait_arg_us = -1;
+	TimestampTz now;
+	RlAdmission admission;
+	int			granted_index = -1;
+	int			reported_index = -1;
+	int			first_never_fits = -1;
+	RlAdmission reported;
+	RlLease		lease;
+	TupleDesc	tupdesc;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("pg_ratelimit cannot admit requests on a standby"),
+				 errhint("Acquire on the primary server.")));
+
+	rl_require_non_negative(fcinfo, ARG_TOKENS, "tokens", false);
+	rl_require_non_negative(fcinfo, ARG_REQUESTS, "requests", true);
+	if (!PG_ARGISNULL(ARG_MAX_WAIT))
+	{
+		max_wait_arg_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_MAX_WAIT), "max_wait");
+		if (max_wait_arg_us < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_wait must not be negative")));
+	}
+	if (!PG_ARGISNULL(ARG_TTL))
+	{
+		ttl_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_TTL), "ttl");
+		if (ttl_us <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("ttl must be positive")));
+	}
+	memset(instance, 0, sizeof(instance));
+	if (!PG_ARGISNULL(ARG_INSTANCE))
+		rl_copy_name(instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	now = rl_now();
+	rl_expire_due_leases(now);
+
+	/* Held shared until the lease is stored: no model is dropped meanwhile */
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+
+	rl_resolve_size(fcinfo, ARG_JOB_TYPE, ARG_TOKENS, ARG_REQUESTS, &size);
+	for (int i = 0; i < num_models; i++)
+	{
+		int64		max_wait_us = max_wait_arg_us;
+
+		slots[i] = rl_require_model(names[i]);
+		if (max_wait_us < 0 && size.job_type_slot >= 0)
+			max_wait_us = rl_waits[(Size) size.job_type_slot * rl_max_models + slots[i]];
+		if (max_wait_us < 0)
+			max_wait_us = size.job_type_max_wait_us;
+		if (max_wait_us > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("waiting for capacity (max_wait > 0) is not supported yet"),
+					 errhint("Pass max_wait => '0' to try once.")));
+	}
+
+	for (int i = 0; i < num_models; i++)
+	{
+		rl_try_admit(slots[i], size.tokens, size.requests, now, &admission);
+		if (admission.never_fits >= 0)
+		{
+			if (num_models == 1)
+				rl_report_never_fits(names[i], &admission, &size);
+			if (first_never_fits < 0)
+				first_never_fits = i;
+			continue;
+		}
+		if (admission.granted)
+		{
+			granted_index = i;
+			break;
+		}
+		/* Of the denials, report the one that frees soonest */
+		if (reported_index < 0 ||
+			(admission.retry_at != 0 &&
+			 (reported.retry_at == 0 || admission.retry_at < reported.retry_at)))
+		{
+			reported_index = i;
+			reported = admission;
+		}
+	}
+
+	if (granted_index >= 0)
+	{
+		memset(&lease, 0, sizeof(lease));
+		lease.lease_id = (int64) pg_atomic_fetch_add_u64(&rl_state->next_lease_id, 1);
+		lease.model_slot = slots[granted_index];
+		lease.model_generation = admission.model_generation;
+		lease.job_type_slot = size.job_type_slot;
+		lease.job_type_generation = size.job_type_generation;
+		lease.tokens = size.tokens;
+		lease.requests = size.requests;
+		lease.minute_start = admission.minute_start;
+		lease.day_start = admission.day_start;
+		lease.acquired_at = now;
+		lease.expires_at = rl_add_saturating(now, ttl_us);
+		lease.pid = MyProcPid;
+		lease.role = GetUserId();
+		memcpy(lease.instance, instance, sizeof(lease.instance));
+		rl_insert_lease(&lease);
+	}
+	LWLockRelease(&rl_state->config_lock);
+
+	if (granted_index < 0 && reported_index < 0)
+	{
+		/* every model refused the request as too large */
+		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+		rl_try_admit(slots[first_never_fits], size.tokens, size.requests, now, &admission);
+		LWLockRelease(&rl_state->config_lock);
+		rl_report_never_fits(names[first_never_fits], &admission, &size);
+	}
+
+	values[0] = BoolGetDatum(granted_index >= 0);
+	if (granted_index >= 0)
+	{
+		values[1] = Int64GetDatum(lease.lease_id);
+		values[2] = CStringGetTextDatum(names[granted_index]);
+		nulls[3] = true;
+		nulls[4] = true;
+	}
+	else
+	{
+		nulls[1] = true;
+		values[2] = CStringGetTextDatum(names[reported_index]);
+		if (reported.retry_at != 0)
+			values[3] = rl_interval_datum(reported.retry_at - now);
+		else
+			nulls[3] = true;
+		values[4] = CStringGetTextDatum(rl_dimension_names[reported.limited_by]);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* Copy and validate a model name argument */
+static char *
+rl_model_name(text *arg)
+{
+	char	   *name = palloc(RL_NAME_MAX_LEN + 1);
+
+	rl_copy_name(name, text_to_cstring(arg), "model");
+	return name;
+}
+
+/*
+ * rl_acquire(model, job_type, tokens, requests, max_wait, instance, ttl)
+ * RETURNS rl_grant
+ */
+Datum
+rl_acquire(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+
+	rl_require_ready();
+	name = rl_model_name(rl_require_text(fcinfo, ARG_MODELS, "model"));
+	return rl_acquire_models(fcinfo, &name, 1);
+}
+
+/*
+ * rl_acquire_any(models[], job_type, tokens, requests, max_wait, instance,
+ * ttl) RETURNS rl_grant: the first model in order that admits.
+ */
+Datum
+rl_acquire_any(PG_FUNCTION_ARGS)
+{
+	ArrayType  *array;
+	Datum	   *elements;
+	bool	   *element_nulls;
+	int			count;
+	char	  **names;
+
+	rl_require_ready();
+	if (PG_ARGISNULL(ARG_MODELS))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("models must not be null")));
+	array = PG_GETARG_ARRAYTYPE_P(ARG_MODELS);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("models must be a one-dimensional array")));
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elements, &element_nulls, &count);
+	if (count == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("models must not be empty")));
+	names = palloc(sizeof(char *) * count);
+	for (int i = 0; i < count; i++)
+	{
+		if (element_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("models must not contain nulls")));
+		names[i] = rl_model_name(DatumGetTextPP(elements[i]));
+	}
+	return rl_acquire_models(fcinfo, names, count);
+}
+
+static int64
+rl_checked_sum(int64 a, int64 b)
+{
+	int64		sum;
+
+	if (pg_add_s64_overflow(a, b, &sum))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("token counts are out of range")));
+	return sum;
+}
+
+/*
+ * rl_release(lease_id, input_tokens, output_tokens, cached_tokens, requests)
+ * RETURNS rl_settlement
+ */
+Datum
+rl_release(PG_FUNCTION_ARGS)
+{
+	int64		lease_id;
+	RlUsage		usage;
+	RlLease		lease;
+	RlSettlement settlement;
+	TimestampTz now;
+	TupleDesc	tupdesc;
+	Datum		values[7];
+	bool		nulls[7];
+
+	rl_require_ready();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("lease_id must not be null")));
+	lease_id = PG_GETARG_INT64(0);
+	rl_require_non_negative(fcinfo, 1, "input_tokens", false);
+	rl_require_non_negative(fcinfo, 2, "output_tokens", false);
+	rl_require_non_negative(fcinfo, 3, "cached_tokens", false);
+	rl_require_non_negative(fcinfo, 4, "requests", true);
+
+	memset(&usage, 0, sizeof(usage));
+	usage.has_tokens = !PG_ARGISNULL(1) || !PG_ARGISNULL(2) || !PG_ARGISNULL(3);
+	usage.input = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
+	usage.output = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
+	usage.cached = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3);
+	usage.tokens_without_cached = rl_checked_sum(usage.input, usage.output);
+	usage.tokens_with_cached = rl_checked_sum(usage.tokens_without_cached, usage.cached);
+	usage.has_requests = !PG_ARGISNULL(4);
+	usage.requests = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	now = rl_now();
+	rl_expire_due_leases(now);
+
+	memset(&settlement, 0, sizeof(settlement));
+	if (rl_take_lease(lease_id, &lease))
+		rl_settle_lease(&lease, &usage, now, &settlement);
+
+	memset(nulls, true, sizeof(nulls));
+	values[0] = BoolGetDatum(settlement.released);
+	nulls[0] = false;
+	if (settlement.model_known)
+	{
+		values[1] = CStringGetTextDatum(settlement.model);
+		values[2] = Int64GetDatum(settlement.tokens_estimated);
+		nulls[1] = nulls[2] = false;
+	}
+	if (settlement.released)
+	{
+		values[4] = Int64GetDatum(settlement.tokens_refunded);
+		values[5] = Int64GetDatum(settlement.overage);
+		nulls[4] = nulls[5] = false;
+	}
+	if (settlement.has_actual)
+	{
+		values[3] = Int64GetDatum(settlement.tokens_actual);
+		values[6] = NumericGetDatum(settlement.cost);
+		nulls[3] = nulls[6] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * rl_capacity(model, job_type, tokens, requests): min-based capacity, one
+ * row per configured limit plus a 'total' row.
+ */
+Datum
+rl_capacity(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *name;
+	RlRequestSize size;
+	RlModel    *model;
+	TimestampTz now;
+	int64		limit[RL_NUM_DIMS];
+	int64		used[RL_NUM_DIMS];
+	TimestampTz resets_at[RL_NUM_DIMS];
+	int64		slots[RL_NUM_DIMS];
+	int			total_dim = -1;
+	const int	num_dims = (int) lengthof(capacity_order);
+
+	rl_require_ready();
+	name = rl_model_name(rl_require_text(fcinfo, 0, "model"));
+	rl_require_non_negative(fcinfo, 2, "tokens", false);
+	rl_require_non_negative(fcinfo, 3, "requests", true);
+	InitMaterializedSRF(fcinfo, 0);
+
+	now = rl_now();
+	rl_expire_due_leases(now);
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	rl_resolve_size(fcinfo, 1, 2, 3, &size);
+	model = &rl_models[rl_require_model(name)];
+	LWLockAcquire(&model->lock, LW_SHARED);
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		limit[d] = model->limit[d];
+		used[d] = rl_used_now(model, d, now);
+	}
+	LWLockRelease(&model->lock);
+	LWLockRelease(&rl_state->config_lock);
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		amount = rl_dimension_amount(d, size.tokens, size.requests);
+
+		if (rl_dimension_is_daily(d))
+			resets_at[d] = rl_window_start(now, USECS_PER_DAY) + USECS_PER_DAY;
+		else if (d == RL_DIM_CONCURRENCY)
+			resets_at[d] = 0;
+		else
+			resets_at[d] = rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
+
+		slots[d] = -1;
+		if (limit[d] == RL_UNLIMITED || amount == 0)
+			continue;
+		slots[d] = Max(0, limit[d] - used[d]) / amount;
+		/* dimensions come longest window first: ties keep the earlier */
+		if (total_dim < 0 || slots[d] < slots[total_dim])
+			total_dim = d;
+	}
+
+	/* One row per configured limit, then the 'total' row */
+	for (int i = 0; i <= num_dims; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		int			d = i < num_dims ? (int) capacity_order[i] : total_dim;
+
+		if (i < num_dims)
+		{
+			if (limit[d] == RL_UNLIMITED)
+				continue;
+			values[0] = CStringGetTextDatum(rl_dimension_names[d]);
+			values[1] = Int64GetDatum(limit[d]);
+			values[2] = Int64GetDatum(used[d]);
+			values[3] = Int64GetDatum(Max(0, limit[d] - used[d]));
+		}
+		else
+		{
+			values[0] = CStringGetTextDatum("total");
+			nulls[1] = nulls[2] = nulls[3] = true;
+		}
+		if (d >= 0 && slots[d] >= 0)
+			values[4] = Int64GetDatum(slots[d]);
+		else
+			nulls[4] = true;
+		if (d >= 0 && resets_at[d] != 0)
+			values[5] = TimestampTzGetDatum(resets_at[d]);
+		else
+			nulls[5] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* Nullable limit column */
+static void
+rl_limit_column(int64 limit, Datum *value, bool *isnull)
+{
+	*isnull = limit == RL_UNLIMITED;
+	*value = Int64GetDatum(limit);
+}
+
+/* rl_status_internal(): one row per model, behind the rl_status view */
+Datum
+rl_status_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now;
+
+	rl_require_ready();
+	InitMaterializedSRF(fcinfo, 0);
+	now = rl_now();
+	rl_expire_due_leases(now);
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	for (int slot = 0; slot < rl_max_models; slot++)
+	{
+		RlModel    *model = &rl_models[slot];
+		RlModel		copy;
+		Datum		values[19];
+		bool		nulls[19];
+		int			col = 0;
+		bool		same_day;
+
+		if (!model->in_use)
+			continue;
+		LWLockAcquire(&model->lock, LW_SHARED);
+		memcpy(&copy, model, sizeof(RlModel));
+		LWLockRelease(&model->lock);
+
+		memset(nulls, false, sizeof(nulls));
+		values[col++] = CStringGetTextDatum(copy.name);
+		rl_limit_column(copy.limit[RL_DIM_RPM], &values[col], &nulls[col]);
+		col++;
+		rl_limit_column(copy.limit[RL_DIM_TPM], &values[col], &nulls[col]);
+		col++;
+		rl_limit_column(copy.limit[RL_DIM_RPD], &values[col], &nulls[col]);
+		col++;
+		rl_limit_column(copy.limit[RL_DIM_TPD], &values[col], &nulls[col]);
+		col++;
+		rl_limit_column(copy.limit[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
+		col++;
+		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_RPM, now));
+		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_TPM, now));
+		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_RPD, now));
+		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_TPD, now));
+		values[col++] = Int64GetDatum(copy.used[RL_DIM_CONCURRENCY]);
+		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE);
+		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_DAY) + USECS_PER_DAY);
+		values[col++] = Int64GetDatum(copy.granted);
+		values[col++] = Int64GetDatum(copy.denied);
+		values[col++] = Int64GetDatum(copy.expired);
+		values[col++] = Int64GetDatum(copy.overage_events);
+		values[col++] = Int64GetDatum(copy.overage_tokens);
+		same_day = copy.day_start == rl_window_start(now, USECS_PER_DAY);
+		if (same_day && VARSIZE_ANY(copy.cost_today.data) > 0)
+			values[col] = NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) copy.cost_today.data)));
+		else
+			values[col] = NumericGetDatum(int64_to_numeric(0));
+		col++;
+		Assert(col == lengthof(values));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(&rl_state->config_lock);
+	return (Datum) 0;
+}
+
+/* rl_leases_internal(): one row per open lease, behind the rl_leases view */
+Datum
+rl_leases_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now;
+	RlLease    *leases;
+	int			count;
+
+	rl_require_ready();
+	InitMaterializedSRF(fcinfo, 0);
+	now = rl_now();
+	rl_expire_due_leases(now);
+
+	/* config_lock keeps slot names and generations still while we read */
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	count = rl_copy_open_leases(&leases);
+	for (int i = 0; i < count; i++)
+	{
+		RlLease    *lease = &leases[i];
+		RlModel    *model = &rl_models[lease->model_slot];
+		RlJobType  *job_type = lease->job_type_slot >= 0 ?
+			&rl_job_types[lease->job_type_slot] : NULL;
+		Datum		values[10];
+		bool		nulls[10];
+		char	   *role;
+
+		if (lease->expires_at <= now || !model->in_use ||
+			model->generation != lease->model_generation)
+			continue;
+		memset(nulls, false, sizeof(nulls));
+		values[0] = Int64GetDatum(lease->lease_id);
+		values[1] = CStringGetTextDatum(model->name);
+		if (job_type && job_type->in_use &&
+			job_type->generation == lease->job_type_generation)
+			values[2] = CStringGetTextDatum(job_type->name);
+		else
+			nulls[2] = true;
+		if (lease->instance[0] != '\0')
+			values[3] = CStringGetTextDatum(lease->instance);
+		else
+			nulls[3] = true;
+		values[4] = Int64GetDatum(lease->tokens);
+		values[5] = Int32GetDatum(lease->requests);
+		values[6] = TimestampTzGetDatum(lease->acquired_at);
+		values[7] = TimestampTzGetDatum(lease->expires_at);
+		values[8] = Int32GetDatum(lease->pid);
+		role = GetUserNameFromId(lease->role, true);
+		if (role)
+			values[9] = CStringGetTextDatum(role);
+		else
+			nulls[9] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(&rl_state->config_lock);
+	return (Datum) 0;
+}

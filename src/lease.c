@@ -1,0 +1,408 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease.c
+ *		The lease table: inserting, taking, expiring and settling leases.
+ *
+ * A lease lives in the partitioned shared hash rl_lease_table, keyed by its
+ * id.  Whoever removes a lease from the table settles it, so a lease is
+ * settled exactly once: release settles it with actual usage, the expiry
+ * sweep frees its concurrency slot and keeps its window reservation, and
+ * dropping its model discards it.
+ *
+ * earliest_expiry is a hint: no open lease expires before it.  It lets
+ * every acquire and release check for due expiries with one atomic read.
+ * The sweep resets it before scanning, so an acquire that lowers it during
+ * a sweep is never lost.  Timestamps are stored with the sign bit flipped,
+ * which makes unsigned order agree with signed order.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/numeric.h"
+
+#include "admission.h"
+#include "lease.h"
+#include "pg_ratelimit.h"
+
+#define RL_SIGN_BIT		(UINT64CONST(1) << 63)
+
+static inline uint64
+rl_encode_time(TimestampTz t)
+{
+	return ((uint64) t) ^ RL_SIGN_BIT;
+}
+
+static inline TimestampTz
+rl_decode_time(uint64 v)
+{
+	return (TimestampTz) (v ^ RL_SIGN_BIT);
+}
+
+/* The partition lock of a lease id, and its hash code */
+static LWLock *
+rl_lease_partition(int64 lease_id, uint32 *hashcode)
+{
+	*hashcode = get_hash_value(rl_lease_table, &lease_id);
+	return &rl_state->lease_locks[*hashcode % RL_LEASE_PARTITIONS];
+}
+
+static void
+rl_lock_all_partitions(LWLockMode mode)
+{
+	for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
+		LWLockAcquire(&rl_state->lease_locks[i], mode);
+}
+
+static void
+rl_unlock_all_partitions(void)
+{
+	for (int i = RL_LEASE_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&rl_state->lease_locks[i]);
+}
+
+/* Lower the earliest-expiry hint to cover a new lease */
+void
+rl_note_lease_expiry(TimestampTz expires_at)
+{
+	uint64		encoded = rl_encode_time(expires_at);
+	uint64		current = pg_atomic_read_u64(&rl_state->earliest_expiry);
+
+	while (encoded < current &&
+		   !pg_atomic_compare_exchange_u64(&rl_state->earliest_expiry,
+										   &current, encoded))
+		;
+}
+
+/*
+ * Put a new lease in the table.  The caller has already counted it in
+ * open_leases, and the table is preallocated for max_leases entries.
+ */
+void
+rl_insert_lease(const RlLease *lease)
+{
+	uint32		hashcode;
+	LWLock	   *partition = rl_lease_partition(lease->lease_id, &hashcode);
+	RlLease    *entry;
+	bool		found;
+
+	LWLockAcquire(partition, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
+										hashcode, HASH_ENTER_NULL, &found);
+	if (entry == NULL || found)
+	{
+		LWLockRelease(partition);
+		elog(ERROR, "pg_ratelimit could not store lease " INT64_FORMAT,
+			 lease->lease_id);
+	}
+	memcpy(entry, lease, sizeof(RlLease));
+	LWLockRelease(partition);
+	rl_note_lease_expiry(lease->expires_at);
+}
+
+/*
+ * Remove a lease from the table and return a copy of it; false when there
+ * is no such lease.  Only the role that acquired it (or a member of that
+ * role) may take it.
+ */
+bool
+rl_take_lease(int64 lease_id, RlLease *lease)
+{
+	uint32		hashcode;
+	LWLock	   *partition = rl_lease_partition(lease_id, &hashcode);
+	RlLease    *entry;
+	bool		checked_role = false;
+
+	LWLockAcquire(partition, LW_EXCLUSIVE);
+	for (;;)
+	{
+		entry = hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
+											HASH_FIND, NULL);
+		if (entry == NULL)
+		{
+			LWLockRelease(partition);
+			return false;
+		}
+		if (entry->role == GetUserId() || checked_role)
+			break;
+
+		/* Checking role membership reads catalogs: not under our lock */
+		{
+			Oid			owner = entry->role;
+
+			LWLockRelease(partition);
+			if (!has_privs_of_role(GetUserId(), owner))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to release a lease of role \"%s\"",
+								GetUserNameFromId(owner, true)),
+						 errdetail("Lease " INT64_FORMAT " was acquired by that role.",
+								   lease_id)));
+			checked_role = true;
+			LWLockAcquire(partition, LW_EXCLUSIVE);
+		}
+	}
+	memcpy(lease, entry, sizeof(RlLease));
+	hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
+								HASH_REMOVE, NULL);
+	LWLockRelease(partition);
+	pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+	return true;
+}
+
+/*
+ * An expired lease frees its concurrency slot and keeps its window
+ * reservation.  Returns the model's generation matched (false when the
+ * model was dropped meanwhile).
+ */
+static bool
+rl_expire_lease(const RlLease *lease)
+{
+	RlModel    *model = &rl_models[lease->model_slot];
+	bool		known;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	known = model->in_use && model->generation == lease->model_generation;
+	if (known)
+	{
+		if (model->used[RL_DIM_CONCURRENCY] > 0)
+			model->used[RL_DIM_CONCURRENCY]--;
+		model->expired++;
+	}
+	LWLockRelease(&model->lock);
+	return known;
+}
+
+/* Expire every lease whose time is up, unless another backend is at it */
+void
+rl_expire_due_leases(TimestampTz now)
+{
+	HASH_SEQ_STATUS scan;
+	RlLease    *entry;
+	RlLease    *expired;
+	int			num_expired = 0;
+	TimestampTz next_expiry = DT_NOEND;
+
+	if (now < rl_decode_time(pg_atomic_read_u64(&rl_state->earliest_expiry)))
+		return;
+	if (!LWLockConditionalAcquire(&rl_state->sweep_lock, LW_EXCLUSIVE))
+		return;
+
+	pg_atomic_write_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
+	expired = palloc(sizeof(RlLease) * Max(1, rl_max_leases / 16));
+
+	rl_lock_all_partitions(LW_EXCLUSIVE);
+	hash_seq_init(&scan, rl_lease_table);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (entry->expires_at > now)
+			next_expiry = Min(next_expiry, entry->expires_at);
+		else if (num_expired >= Max(1, rl_max_leases / 16))
+			next_expiry = Min(next_expiry, entry->expires_at);	/* next sweep */
+		else
+		{
+			expired[num_expired++] = *entry;
+			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
+		}
+	}
+	rl_unlock_all_partitions();
+	pg_atomic_fetch_sub_u32(&rl_state->open_leases, num_expired);
+	rl_note_lease_expiry(next_expiry);
+
+	for (int i = 0; i < num_expired; i++)
+		rl_expire_lease(&expired[i]);
+	LWLockRelease(&rl_state->sweep_lock);
+
+	if (num_expired > 0)
+		elog(DEBUG1, "pg_ratelimit expired %d leases", num_expired);
+	pfree(expired);
+}
+
+/*
+ * Discard the open leases of dropped models.  Called while applying a
+ * configuration change, with config_lock held exclusively; must not fail.
+ */
+void
+rl_remove_model_leases(const bool *dropped)
+{
+	HASH_SEQ_STATUS scan;
+	RlLease    *entry;
+	uint32		removed = 0;
+
+	rl_lock_all_partitions(LW_EXCLUSIVE);
+	hash_seq_init(&scan, rl_lease_table);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (dropped[entry->model_slot])
+		{
+			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
+			removed++;
+		}
+	}
+	rl_unlock_all_partitions();
+	pg_atomic_fetch_sub_u32(&rl_state->open_leases, removed);
+}
+
+/* Copy every open lease into a palloc'd array; returns how many */
+int
+rl_copy_open_leases(RlLease **leases)
+{
+	HASH_SEQ_STATUS scan;
+	RlLease    *entry;
+	int			count = 0;
+	long		room;
+
+	rl_lock_all_partitions(LW_SHARED);
+	room = Max(hash_get_num_entries(rl_lease_table), 1);
+	*leases = palloc(sizeof(RlLease) * room);
+	hash_seq_init(&scan, rl_lease_table);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (count < room)
+			(*leases)[count++] = *entry;
+	}
+	rl_unlock_all_partitions();
+	return count;
+}
+
+/* price (per million tokens) x tokens, added to sum */
+static Numeric
+rl_add_cost(Numeric sum, const RlNumeric *price, int64 tokens)
+{
+	Datum		part;
+
+	if (tokens == 0)
+		return sum;
+	part = DirectFunctionCall2(numeric_mul,
+							   NumericGetDatum((Numeric) price->data),
+							   DirectFunctionCall1(int8_numeric, Int64GetDatum(tokens)));
+	return DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(sum), part));
+}
+
+/* Cost of a release: input, output and cached tokens at per-million prices */
+static Numeric
+rl_cost(const RlUsage *usage, const RlNumeric *price_input,
+		const RlNumeric *price_output, const RlNumeric *price_cached)
+{
+	Numeric		sum = int64_to_numeric(0);
+
+	sum = rl_add_cost(sum, price_input, usage->input);
+	sum = rl_add_cost(sum, price_output, usage->output);
+	sum = rl_add_cost(sum, price_cached, usage->cached);
+	/* multiplying by 10^-6 is exact, where dividing could round */
+	sum = DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(sum),
+											  NumericGetDatum(int64_div_fast_to_numeric(1, 6))));
+	return DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale, NumericGetDatum(sum)));
+}
+
+/* Add a settled cost to the model's cost of the day */
+static void
+rl_add_cost_today(RlModel *model, uint32 generation, Numeric cost, TimestampTz now)
+{
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (model->in_use && model->generation == generation)
+	{
+		Numeric		total;
+
+		rl_roll_windows(model, now);
+		total = VARSIZE_ANY(model->cost_today.data) == 0 ? cost :
+			DatumGetNumeric(DirectFunctionCall2(numeric_add,
+												NumericGetDatum((Numeric) model->cost_today.data),
+												NumericGetDatum(cost)));
+		if (VARSIZE(total) <= RL_NUMERIC_BUF)
+			memcpy(model->cost_today.data, total, VARSIZE(total));
+		else
+			elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
+				 model->name);
+	}
+	LWLockRelease(&model->lock);
+}
+
+/*
+ * Settle a lease taken from the table.  In the window it was acquired in,
+ * counters move by actual - estimate (never below zero); once that window
+ * has ended there is no refund, and an overage is charged to the current
+ * window.  Minute and day windows are judged separately.
+ */
+void
+rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
+				RlSettlement *result)
+{
+	RlModel    *model = &rl_models[lease->model_slot];
+	RlNumeric	price_input;
+	RlNumeric	price_output;
+	RlNumeric	price_cached;
+	int64		actual_tokens;
+	int32		actual_requests;
+	bool		any_window_current = false;
+
+	memset(result, 0, sizeof(*result));
+	result->tokens_estimated = lease->tokens;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (!model->in_use || model->generation != lease->model_generation)
+	{
+		LWLockRelease(&model->lock);
+		return;
+	}
+	result->model_known = true;
+	strlcpy(result->model, model->name, sizeof(result->model));
+
+	if (lease->expires_at <= now)
+	{
+		LWLockRelease(&model->lock);
+		rl_expire_lease(lease);
+		return;
+	}
+
+	rl_roll_windows(model, now);
+	actual_tokens = !usage->has_tokens ? lease->tokens :
+		model->count_cached ? usage->tokens_with_cached : usage->tokens_without_cached;
+	actual_requests = usage->has_requests ? usage->requests : lease->requests;
+
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+	{
+		int64		delta = rl_dimension_amount(d, actual_tokens, actual_requests) -
+			rl_dimension_amount(d, lease->tokens, lease->requests);
+		bool		same_window = rl_dimension_is_daily(d) ?
+			lease->day_start == model->day_start :
+			lease->minute_start == model->minute_start;
+
+		any_window_current |= same_window;
+		if (same_window)
+			model->used[d] = Max(0, rl_add_saturating(model->used[d], delta));
+		else if (delta > 0)
+			model->used[d] = rl_add_saturating(model->used[d], delta);
+	}
+	if (model->used[RL_DIM_CONCURRENCY] > 0)
+		model->used[RL_DIM_CONCURRENCY]--;
+
+	if (actual_tokens > lease->tokens)
+	{
+		model->overage_events++;
+		model->overage_tokens = rl_add_saturating(model->overage_tokens,
+												  actual_tokens - lease->tokens);
+	}
+	price_input = model->price_input;
+	price_output = model->price_output;
+	price_cached = model->price_cached;
+	LWLockRelease(&model->lock);
+
+	result->released = true;
+	if (!usage->has_tokens)
+		return;
+
+	result->has_actual = true;
+	result->tokens_actual = actual_tokens;
+	result->overage = Max(0, actual_tokens - lease->tokens);
+	result->tokens_refunded = any_window_current && actual_tokens < lease->tokens ?
+		lease->tokens - actual_tokens : 0;
+	result->cost = rl_cost(usage, &price_input, &price_output, &price_cached);
+	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(result->cost),
+										  NumericGetDatum(int64_to_numeric(0)))) != 0)
+		rl_add_cost_today(model, lease->model_generation, result->cost, now);
+}

@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_ratelimit.c
+ *		Module entry point: settings and shared memory are set up when the
+ *		library is preloaded.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "pg_ratelimit.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	/* Without preloading there is no shared memory: functions say so */
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	rl_define_settings();
+	rl_install_shmem_hooks();
+}

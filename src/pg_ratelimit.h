@@ -1,0 +1,195 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_ratelimit.h
+ *		Shared declarations of pg_ratelimit: the shared-memory layout, the
+ *		settings and the entry points each source file offers the others.
+ *
+ * The shared state and its locking are described at the top of shmem.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_RATELIMIT_H
+#define PG_RATELIMIT_H
+
+#include "common/int.h"
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "utils/hsearch.h"
+#include "utils/numeric.h"
+
+/* Longest model, job type or instance name, in bytes, without the NUL */
+#define RL_NAME_MAX_LEN			127
+
+/* Lease table partitions, each with its own lock (a power of two) */
+#define RL_LEASE_PARTITIONS		16
+
+/* Room for a price or a running cost as a Numeric varlena */
+#define RL_NUMERIC_BUF			64
+
+/*
+ * The five limits of a model.  The order is the order of "blocks longest":
+ * when several limits refuse a request, the first in this order is reported
+ * as limited_by, and capacity ties are resolved toward it.
+ */
+typedef enum RlDimension
+{
+	RL_DIM_RPD = 0,
+	RL_DIM_TPD,
+	RL_DIM_RPM,
+	RL_DIM_TPM,
+	RL_DIM_CONCURRENCY,
+	RL_NUM_DIMS
+} RlDimension;
+
+/* "Not limited" in a limit slot */
+#define RL_UNLIMITED			(-1)
+
+/* A Numeric kept inline in shared memory */
+typedef union RlNumeric
+{
+	int32		align;			/* forces varlena alignment */
+	char		data[RL_NUMERIC_BUF];
+} RlNumeric;
+
+/* One model: limits, prices, window counters and totals */
+typedef struct RlModel
+{
+	LWLock		lock;			/* protects every field below */
+	bool		in_use;
+	uint32		generation;		/* bumped whenever the slot is (re)assigned */
+	char		name[RL_NAME_MAX_LEN + 1];
+
+	int64		limit[RL_NUM_DIMS]; /* RL_UNLIMITED when not configured */
+	bool		count_cached;
+	RlNumeric	price_input;
+	RlNumeric	price_output;
+	RlNumeric	price_cached;
+
+	/* Usage in the current windows; used[RL_DIM_CONCURRENCY] is in-flight */
+	TimestampTz minute_start;
+	TimestampTz day_start;
+	int64		used[RL_NUM_DIMS];
+
+	/* Totals since the model was defined (or the server started) */
+	int64		granted;
+	int64		denied;
+	int64		expired;
+	int64		overage_events;
+	int64		overage_tokens;
+	RlNumeric	cost_today;		/* cost settled in the current day window */
+} RlModel;
+
+/* One job type: estimates and waiting defaults */
+typedef struct RlJobType
+{
+	bool		in_use;
+	uint32		generation;
+	char		name[RL_NAME_MAX_LEN + 1];
+	int64		est_tokens;
+	int32		est_requests;
+	int64		est_memory_kb;
+	double		ratio;			/* negative when not set */
+	bool		flexible;
+	int64		max_wait_us;	/* negative when not set */
+} RlJobType;
+
+/* One open lease, keyed by lease_id in the partitioned lease table */
+typedef struct RlLease
+{
+	int64		lease_id;		/* hash key: must be first */
+	int			model_slot;
+	uint32		model_generation;
+	int			job_type_slot;	/* -1 when acquired without a job type */
+	uint32		job_type_generation;
+	int64		tokens;
+	int32		requests;
+	TimestampTz minute_start;	/* windows the reservation was made in */
+	TimestampTz day_start;
+	TimestampTz acquired_at;
+	TimestampTz expires_at;
+	int			pid;
+	Oid			role;
+	char		instance[RL_NAME_MAX_LEN + 1];	/* empty when none */
+} RlLease;
+
+/* Name -> slot entry of the model and job type indexes */
+typedef struct RlNameEntry
+{
+	char		name[RL_NAME_MAX_LEN + 1];	/* hash key: must be first */
+	int			slot;
+} RlNameEntry;
+
+/* The fixed part of the shared state */
+typedef struct RlSharedState
+{
+	int			tranche_id;
+	LWLock		config_lock;	/* model/job type indexes, slot assignment,
+								 * job types, waits, config_loaded */
+	LWLock		sweep_lock;		/* one lease-expiry sweep at a time */
+	LWLock		lease_locks[RL_LEASE_PARTITIONS];
+
+	bool		config_loaded;	/* shared memory mirrors the config tables */
+	uint64		config_generation;	/* bumped by every applied change */
+
+	pg_atomic_uint64 clock_offset_us;	/* test clock: added to real time */
+	pg_atomic_uint64 next_lease_id;
+	pg_atomic_uint32 open_leases;
+	pg_atomic_uint64 earliest_expiry;	/* encoded, see lease.c */
+} RlSharedState;
+
+/* settings.c */
+extern char *rl_database_name;
+extern int	rl_max_models;
+extern int	rl_max_job_types;
+extern int	rl_max_leases;
+extern int	rl_lease_ttl_s;
+extern void rl_define_settings(void);
+
+/* shmem.c */
+extern RlSharedState *rl_state;
+extern RlModel *rl_models;
+extern RlJobType *rl_job_types;
+extern int64 *rl_waits;			/* [job type slot * max_models + model slot] */
+extern HTAB *rl_model_index;
+extern HTAB *rl_job_type_index;
+extern HTAB *rl_lease_table;
+extern void rl_install_shmem_hooks(void);
+extern void rl_require_library(void);
+extern void rl_require_ready(void);
+extern int	rl_lookup_slot(HTAB *index, const char *name);
+extern void rl_copy_name(char *dest, const char *src, const char *what);
+
+/* clock.c */
+extern TimestampTz rl_now(void);
+extern TimestampTz rl_window_start(TimestampTz t, int64 length_us);
+extern int64 rl_interval_to_us(Interval *interval, const char *what);
+
+/* config.c */
+extern void rl_ensure_config_loaded(void);
+extern void rl_install_config_callbacks(void);
+
+/* admission.c */
+extern const char *const rl_dimension_names[RL_NUM_DIMS];
+extern bool rl_dimension_is_daily(RlDimension dim);
+extern int64 rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests);
+extern void rl_roll_windows(RlModel *model, TimestampTz now);
+extern TimestampTz rl_dimension_resets_at(const RlModel *model, RlDimension dim);
+
+/* lease.c */
+extern void rl_expire_due_leases(TimestampTz now);
+extern void rl_note_lease_expiry(TimestampTz expires_at);
+extern void rl_remove_model_leases(const bool *dropped);
+
+/* Convenience: an int64 counter that saturates instead of wrapping */
+static inline int64
+rl_add_saturating(int64 a, int64 b)
+{
+	int64		result;
+
+	if (pg_add_s64_overflow(a, b, &result))
+		return b > 0 ? PG_INT64_MAX : PG_INT64_MIN;
+	return result;
+}
+
+#endif							/* PG_RATELIMIT_H */

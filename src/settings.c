@@ -1,0 +1,99 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *		The ratelimit.* configuration settings.
+ *
+ * The sizes of shared memory (max_models, max_job_types, max_leases) and the
+ * database the extension lives in can only be set at server start.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "pg_ratelimit.h"
+
+#define RL_DATABASE_DEFAULT			"postgres"
+
+#define RL_MAX_MODELS_DEFAULT		100
+#define RL_MAX_MODELS_MIN			1
+#define RL_MAX_MODELS_MAX			100000
+
+#define RL_MAX_JOB_TYPES_DEFAULT	32
+#define RL_MAX_JOB_TYPES_MIN		1
+#define RL_MAX_JOB_TYPES_MAX		1000
+
+#define RL_MAX_LEASES_DEFAULT		10000
+#define RL_MAX_LEASES_MIN			16
+#define RL_MAX_LEASES_MAX			10000000
+
+#define RL_LEASE_TTL_DEFAULT		600
+#define RL_LEASE_TTL_MIN			1
+#define RL_LEASE_TTL_MAX			(7 * 24 * 3600)
+
+char	   *rl_database_name = NULL;
+int			rl_max_models = RL_MAX_MODELS_DEFAULT;
+int			rl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
+int			rl_max_leases = RL_MAX_LEASES_DEFAULT;
+int			rl_lease_ttl_s = RL_LEASE_TTL_DEFAULT;
+
+/* Register every ratelimit.* setting and reserve the prefix */
+void
+rl_define_settings(void)
+{
+	DefineCustomStringVariable("ratelimit.database",
+							   "Database in which pg_ratelimit is installed.",
+							   "The limiter's functions work only in this database.",
+							   &rl_database_name,
+							   RL_DATABASE_DEFAULT,
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_models",
+							"Maximum number of models the limiter can hold.",
+							NULL,
+							&rl_max_models,
+							RL_MAX_MODELS_DEFAULT,
+							RL_MAX_MODELS_MIN,
+							RL_MAX_MODELS_MAX,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_job_types",
+							"Maximum number of job types the limiter can hold.",
+							NULL,
+							&rl_max_job_types,
+							RL_MAX_JOB_TYPES_DEFAULT,
+							RL_MAX_JOB_TYPES_MIN,
+							RL_MAX_JOB_TYPES_MAX,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_leases",
+							"Maximum number of leases open at once.",
+							NULL,
+							&rl_max_leases,
+							RL_MAX_LEASES_DEFAULT,
+							RL_MAX_LEASES_MIN,
+							RL_MAX_LEASES_MAX,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.lease_ttl",
+							"Lifetime of a lease acquired without an explicit ttl.",
+							"An expired lease frees its concurrency slot and keeps its window reservation.",
+							&rl_lease_ttl_s,
+							RL_LEASE_TTL_DEFAULT,
+							RL_LEASE_TTL_MIN,
+							RL_LEASE_TTL_MAX,
+							PGC_USERSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("ratelimit");
+}

@@ -1,0 +1,253 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *		pg_ratelimit's shared memory: what lives there and which lock
+ *		protects what.
+ *
+ * Shared memory holds one RlSharedState, an array of ratelimit.max_models
+ * RlModel slots, an array of ratelimit.max_job_types RlJobType slots, a
+ * job type x model matrix of per-model waits, two name -> slot indexes and
+ * the partitioned lease table.  All of it is sized at server start and
+ * fully preallocated, so applying a configuration change never runs out of
+ * memory.
+ *
+ * Locking:
+ *
+ * - config_lock protects the two name indexes, which slots are in use, the
+ *   job type slots and the wait matrix.  Configuration changes take it
+ *   exclusively, once per committed change.  acquire holds it shared for
+ *   its whole run, so a model cannot be dropped between the admission
+ *   decision and the insertion of the lease.  Nothing else takes it, and
+ *   nothing holds it exclusively on a hot path.
+ *
+ * - Each RlModel has its own LWLock protecting its limits, prices, window
+ *   counters and totals.  The admission check and the reservation happen
+ *   under that one lock, which is what makes admission atomic and exact:
+ *   two backends racing for the last unit of a model serialize on it, and
+ *   backends working on different models never meet.
+ *
+ * - The lease table is a shared hash split into RL_LEASE_PARTITIONS
+ *   partitions, each with its own LWLock, chosen by the hash of the lease
+ *   id.  A lease is settled by whoever removes it from the table (release,
+ *   or the expiry sweep), so it is settled exactly once.
+ *
+ * - sweep_lock lets one backend at a time expire leases; the others skip.
+ *
+ * Lock order: config_lock, then a model lock, then a lease partition lock.
+ * A model lock is never held while another model lock is taken.
+ *
+ * The clock offset, the lease id counter, the count of open leases and the
+ * earliest-expiry hint are atomics and need no lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "pg_ratelimit.h"
+
+RlSharedState *rl_state = NULL;
+RlModel    *rl_models = NULL;
+RlJobType  *rl_job_types = NULL;
+int64	   *rl_waits = NULL;
+HTAB	   *rl_model_index = NULL;
+HTAB	   *rl_job_type_index = NULL;
+HTAB	   *rl_lease_table = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* The configured database's OID, looked up once per backend */
+static Oid	rl_database_oid = InvalidOid;
+
+static Size
+rl_wait_matrix_size(void)
+{
+	return mul_size(mul_size(rl_max_job_types, rl_max_models), sizeof(int64));
+}
+
+/* Total shared memory pg_ratelimit needs */
+static Size
+rl_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(RlSharedState));
+
+	size = add_size(size, MAXALIGN(mul_size(rl_max_models, sizeof(RlModel))));
+	size = add_size(size, MAXALIGN(mul_size(rl_max_job_types, sizeof(RlJobType))));
+	size = add_size(size, MAXALIGN(rl_wait_matrix_size()));
+	size = add_size(size, hash_estimate_size(rl_max_models, sizeof(RlNameEntry)));
+	size = add_size(size, hash_estimate_size(rl_max_job_types, sizeof(RlNameEntry)));
+	size = add_size(size, hash_estimate_size(rl_max_leases, sizeof(RlLease)));
+	return size;
+}
+
+/* Ask the postmaster for our shared memory */
+static void
+rl_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(rl_shmem_size());
+}
+
+/* Create a fully preallocated shared name index */
+static HTAB *
+rl_init_name_index(const char *name, int size)
+{
+	HASHCTL		info;
+
+	info.keysize = RL_NAME_MAX_LEN + 1;
+	info.entrysize = sizeof(RlNameEntry);
+	return ShmemInitHash(name, size, size, &info, HASH_ELEM | HASH_STRINGS);
+}
+
+/* Create or attach to the shared state */
+static void
+rl_shmem_startup(void)
+{
+	bool		found;
+	bool		found_models;
+	bool		found_job_types;
+	bool		found_waits;
+	HASHCTL		info;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+
+	rl_state = ShmemInitStruct("pg_ratelimit state", sizeof(RlSharedState), &found);
+	rl_models = ShmemInitStruct("pg_ratelimit models",
+								mul_size(rl_max_models, sizeof(RlModel)),
+								&found_models);
+	rl_job_types = ShmemInitStruct("pg_ratelimit job types",
+								   mul_size(rl_max_job_types, sizeof(RlJobType)),
+								   &found_job_types);
+	rl_waits = ShmemInitStruct("pg_ratelimit waits", rl_wait_matrix_size(),
+							   &found_waits);
+
+	if (!found)
+	{
+		rl_state->tranche_id = LWLockNewTrancheId();
+		LWLockInitialize(&rl_state->config_lock, rl_state->tranche_id);
+		LWLockInitialize(&rl_state->sweep_lock, rl_state->tranche_id);
+		for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
+			LWLockInitialize(&rl_state->lease_locks[i], rl_state->tranche_id);
+		rl_state->config_loaded = false;
+		rl_state->config_generation = 0;
+		pg_atomic_init_u64(&rl_state->clock_offset_us, 0);
+
+		/*
+		 * Seed lease ids from the real clock so that ids handed out before a
+		 * restart are never handed out again after it.
+		 */
+		pg_atomic_init_u64(&rl_state->next_lease_id,
+						   (uint64) GetCurrentTimestamp());
+		pg_atomic_init_u32(&rl_state->open_leases, 0);
+		pg_atomic_init_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
+
+		memset(rl_models, 0, mul_size(rl_max_models, sizeof(RlModel)));
+		for (int i = 0; i < rl_max_models; i++)
+			LWLockInitialize(&rl_models[i].lock, rl_state->tranche_id);
+		memset(rl_job_types, 0, mul_size(rl_max_job_types, sizeof(RlJobType)));
+		for (Size i = 0; i < (Size) rl_max_job_types * rl_max_models; i++)
+			rl_waits[i] = -1;
+	}
+
+	rl_model_index = rl_init_name_index("pg_ratelimit model index", rl_max_models);
+	rl_job_type_index = rl_init_name_index("pg_ratelimit job type index",
+										   rl_max_job_types);
+
+	info.keysize = sizeof(int64);
+	info.entrysize = sizeof(RlLease);
+	info.num_partitions = RL_LEASE_PARTITIONS;
+	rl_lease_table = ShmemInitHash("pg_ratelimit leases",
+								   rl_max_leases, rl_max_leases, &info,
+								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+
+	LWLockRelease(AddinShmemInitLock);
+
+	LWLockRegisterTranche(rl_state->tranche_id, "pg_ratelimit");
+}
+
+/* Called from _PG_init while shared_preload_libraries is processed */
+void
+rl_install_shmem_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = rl_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = rl_shmem_startup;
+}
+
+/* The library must have been preloaded and we must be in its database */
+void
+rl_require_library(void)
+{
+	if (rl_state == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_ratelimit must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_ratelimit to shared_preload_libraries and restart the server.")));
+
+	if (!OidIsValid(rl_database_oid))
+		rl_database_oid = get_database_oid(rl_database_name, true);
+	if (MyDatabaseId != rl_database_oid)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_ratelimit is configured for database \"%s\"",
+						rl_database_name),
+				 errhint("Use pg_ratelimit in that database, or set ratelimit.database and restart the server.")));
+}
+
+/*
+ * Every SQL entry point calls this first: on top of rl_require_library(),
+ * shared memory must mirror the configuration tables.
+ */
+void
+rl_require_ready(void)
+{
+	rl_require_library();
+	rl_ensure_config_loaded();
+}
+
+/*
+ * Find the slot of a name in a name index, or -1.
+ * Caller must hold config_lock.
+ */
+int
+rl_lookup_slot(HTAB *index, const char *name)
+{
+	char		key[RL_NAME_MAX_LEN + 1];
+	RlNameEntry *entry;
+
+	memset(key, 0, sizeof(key));
+	strlcpy(key, name, sizeof(key));
+	entry = hash_search(index, key, HASH_FIND, NULL);
+	return entry ? entry->slot : -1;
+}
+
+/* Copy a user-supplied name into a fixed buffer, refusing bad names */
+void
+rl_copy_name(char *dest, const char *src, const char *what)
+{
+	size_t		len = strlen(src);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s name must not be empty", what)));
+	if (len > RL_NAME_MAX_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("%s name is too long", what),
+				 errdetail("The longest allowed name has %d bytes.", RL_NAME_MAX_LEN)));
+	memset(dest, 0, RL_NAME_MAX_LEN + 1);
+	memcpy(dest, src, len);
+}
