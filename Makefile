@@ -51,3 +51,6 @@ demo:
 	bash scripts/demo.sh
 bench:
 	bash tests/bench/run.sh
+
+# PGXS does not track header dependencies
+$(OBJS): $(wildcard src/*.h)

@@ -79,7 +79,6 @@ start_server() {
 		echo "unix_socket_directories = '$dir'"
 		echo "port = 5432"
 		echo "max_connections = 120"
-		echo "fsync = off"
 		for line in "$@"; do echo "$line"; done
 	} | as_server_user tee -a "$dir/data/postgresql.conf" >/dev/null
 	as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null \

@@ -29,7 +29,7 @@ cd "$REPO_ROOT"
 make -s clean >/dev/null 2>&1 || true
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
-start_server "$dir" contrib_regression
+start_server "$dir" contrib_regression "fsync = off"
 log "test server on $dir (database contrib_regression)"
 
 passed=0

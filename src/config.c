@@ -46,6 +46,7 @@ typedef struct RlModelConfig
 	RlNumeric	price_input;
 	RlNumeric	price_output;
 	RlNumeric	price_cached;
+	bool		priced;
 	int			slot;			/* filled while applying */
 } RlModelConfig;
 
@@ -101,8 +102,8 @@ rl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
 	return isnull ? if_null : DatumGetInt64(value);
 }
 
-/* Copy a numeric column into an inline buffer */
-static void
+/* Copy a numeric column into an inline buffer; true when above zero */
+static bool
 rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 			   const char *model)
 {
@@ -118,6 +119,8 @@ rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("a price of model \"%s\" has too many digits", model)));
 	memcpy(dest->data, num, VARSIZE(num));
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(num),
+											 NumericGetDatum(int64_to_numeric(0)))) > 0;
 }
 
 /* Run a query, erroring when it returns more rows than there is room for */
@@ -193,9 +196,9 @@ rl_read_config(MemoryContext context)
 			for (int d = 0; d < RL_NUM_DIMS; d++)
 				m->limit[d] = rl_spi_int64(tup, desc, 2 + d, RL_UNLIMITED);
 			m->count_cached = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)) || isnull;
-			rl_spi_numeric(tup, desc, 8, &m->price_input, m->name);
-			rl_spi_numeric(tup, desc, 9, &m->price_output, m->name);
-			rl_spi_numeric(tup, desc, 10, &m->price_cached, m->name);
+			m->priced = rl_spi_numeric(tup, desc, 8, &m->price_input, m->name);
+			m->priced |= rl_spi_numeric(tup, desc, 9, &m->price_output, m->name);
+			m->priced |= rl_spi_numeric(tup, desc, 10, &m->price_cached, m->name);
 		}
 
 		resetStringInfo(&sql);
@@ -291,6 +294,7 @@ rl_set_model_config(RlModel *model, const RlModelConfig *config)
 	model->price_input = config->price_input;
 	model->price_output = config->price_output;
 	model->price_cached = config->price_cached;
+	model->priced = config->priced;
 }
 
 /* Apply the models of a snapshot.  Caller holds config_lock exclusively. */

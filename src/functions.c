@@ -18,7 +18,9 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 
 #include "admission.h"
 #include "lease.h"
@@ -54,6 +56,46 @@ typedef struct RlRequestSize
 	int32		requests;
 	int64		job_type_max_wait_us;	/* -1 when not set */
 } RlRequestSize;
+
+/* A per-backend cache of a composite result type's descriptor */
+typedef struct RlResultType
+{
+	Oid			type;
+	TupleDesc	desc;
+} RlResultType;
+
+static RlResultType grant_type;
+static RlResultType settlement_type;
+
+/*
+ * The descriptor of the row a function returns, without a catalog lookup
+ * on every call: rl_acquire and rl_release are the hot path.
+ */
+static TupleDesc
+rl_result_desc(FunctionCallInfo fcinfo, RlResultType *cache)
+{
+	Oid			type = get_fn_expr_rettype(fcinfo->flinfo);
+	TupleDesc	desc;
+
+	if (!OidIsValid(type))
+	{
+		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		return desc;
+	}
+	if (cache->desc == NULL || cache->type != type)
+	{
+		MemoryContext oldcontext = MemoryContextSwitchTo(TopMemoryContext);
+
+		desc = lookup_rowtype_tupdesc_copy(type, -1);
+		MemoryContextSwitchTo(oldcontext);
+		if (cache->desc)
+			FreeTupleDesc(cache->desc);
+		cache->desc = desc;
+		cache->type = type;
+	}
+	return cache->desc;
+}
 
 static text *
 rl_require_text(FunctionCallInfo fcinfo, int argno, const char *what)
@@ -199,9 +241,7 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	memset(instance, 0, sizeof(instance));
 	if (!PG_ARGISNULL(ARG_INSTANCE))
 		rl_copy_name(instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
+	tupdesc = rl_result_desc(fcinfo, &grant_type);
 
 	now = rl_now();
 	rl_expire_due_leases(now);
@@ -416,9 +456,7 @@ rl_release(PG_FUNCTION_ARGS)
 	usage.tokens_with_cached = rl_checked_sum(usage.tokens_without_cached, usage.cached);
 	usage.has_requests = !PG_ARGISNULL(4);
 	usage.requests = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
+	tupdesc = rl_result_desc(fcinfo, &settlement_type);
 
 	now = rl_now();
 	rl_expire_due_leases(now);

@@ -336,6 +336,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	RlNumeric	price_input;
 	RlNumeric	price_output;
 	RlNumeric	price_cached;
+	bool		priced;
 	int64		actual_tokens;
 	int32		actual_requests;
 	bool		any_window_current = false;
@@ -390,6 +391,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	price_input = model->price_input;
 	price_output = model->price_output;
 	price_cached = model->price_cached;
+	priced = model->priced;
 	LWLockRelease(&model->lock);
 
 	result->released = true;
@@ -401,6 +403,11 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	result->overage = Max(0, actual_tokens - lease->tokens);
 	result->tokens_refunded = any_window_current && actual_tokens < lease->tokens ?
 		lease->tokens - actual_tokens : 0;
+	if (!priced)
+	{
+		result->cost = int64_to_numeric(0);
+		return;
+	}
 	result->cost = rl_cost(usage, &price_input, &price_output, &price_cached);
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(result->cost),
 										  NumericGetDatum(int64_to_numeric(0)))) != 0)

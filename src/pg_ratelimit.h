@@ -65,6 +65,7 @@ typedef struct RlModel
 	RlNumeric	price_input;
 	RlNumeric	price_output;
 	RlNumeric	price_cached;
+	bool		priced;			/* any price above zero */
 
 	/* Usage in the current windows; used[RL_DIM_CONCURRENCY] is in-flight */
 	TimestampTz minute_start;
@@ -132,10 +133,14 @@ typedef struct RlSharedState
 	bool		config_loaded;	/* shared memory mirrors the config tables */
 	uint64		config_generation;	/* bumped by every applied change */
 
+	/* Read on every call; kept off the cache line written on every call */
 	pg_atomic_uint64 clock_offset_us;	/* test clock: added to real time */
+	pg_atomic_uint64 earliest_expiry;	/* encoded, see lease.c */
+	char		pad[PG_CACHE_LINE_SIZE];
+
+	/* Written on every acquire and release */
 	pg_atomic_uint64 next_lease_id;
 	pg_atomic_uint32 open_leases;
-	pg_atomic_uint64 earliest_expiry;	/* encoded, see lease.c */
 } RlSharedState;
 
 /* settings.c */
