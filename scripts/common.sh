@@ -6,7 +6,11 @@
 # everything that starts servers) runs as the postgres user.
 
 PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+SYSTEM_PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# build_and_install may switch to a private copy of PostgreSQL; the choice is
+# passed on to child scripts through RL_PG_BIN
+PG_BIN=${RL_PG_BIN:-$SYSTEM_PG_BIN}
+export PATH="$PG_BIN:$PATH"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -42,16 +46,35 @@ install_deps() {
 	fi
 }
 
+# A user who cannot write to the system's PostgreSQL gets a private copy of
+# it in tmp_install/: PostgreSQL finds its share and lib directories
+# relative to its binaries, so the copy runs our extension like the original.
+use_private_postgres() {
+	local root=$REPO_ROOT/tmp_install
+	local bin=$root$SYSTEM_PG_BIN
+	if [ ! -x "$bin/postgres" ] || [ "$SYSTEM_PG_BIN/postgres" -nt "$bin/postgres" ]; then
+		log "copying PostgreSQL into $root (no write access to the system's)"
+		rm -rf "$root"
+		mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql" "$root/usr/include"
+		cp -a "/usr/lib/postgresql/$PG_MAJOR" "$root/usr/lib/postgresql/"
+		cp -a "/usr/share/postgresql/$PG_MAJOR" "$root/usr/share/postgresql/"
+		ln -s /usr/include/postgresql "$root/usr/include/postgresql"
+	fi
+	PG_BIN=$bin
+	export RL_PG_BIN=$bin PATH="$bin:$PATH"
+}
+
 # Build and install the extension into the server's directories
 build_and_install() {
 	log "building pg_ratelimit"
+	if ! is_root && [ ! -w "$("$SYSTEM_PG_BIN/pg_config" --pkglibdir)" ] && ! sudo -n true 2>/dev/null; then
+		use_private_postgres
+	fi
 	make -C "$REPO_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
 	if is_root || [ -w "$("$PG_BIN/pg_config" --pkglibdir)" ]; then
 		make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
-	elif sudo -n true 2>/dev/null; then
-		sudo make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
 	else
-		die "cannot install into $("$PG_BIN/pg_config" --pkglibdir): run as root or with sudo"
+		sudo -n make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
 	fi
 }
 

@@ -208,6 +208,7 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	int			granted_index = -1;
 	int			reported_index = -1;
 	int			first_never_fits = -1;
+	RlAdmission never_fits;
 	RlAdmission reported;
 	RlLease		lease;
 	TupleDesc	tupdesc;
@@ -274,7 +275,10 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 			if (num_models == 1)
 				rl_report_never_fits(names[i], &admission, &size);
 			if (first_never_fits < 0)
+			{
 				first_never_fits = i;
+				never_fits = admission;
+			}
 			continue;
 		}
 		if (admission.granted)
@@ -313,14 +317,9 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	}
 	LWLockRelease(&rl_state->config_lock);
 
+	/* every model refused the request as too large */
 	if (granted_index < 0 && reported_index < 0)
-	{
-		/* every model refused the request as too large */
-		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-		rl_try_admit(slots[first_never_fits], size.tokens, size.requests, now, &admission);
-		LWLockRelease(&rl_state->config_lock);
-		rl_report_never_fits(names[first_never_fits], &admission, &size);
-	}
+		rl_report_never_fits(names[first_never_fits], &never_fits, &size);
 
 	values[0] = BoolGetDatum(granted_index >= 0);
 	if (granted_index >= 0)
