@@ -310,9 +310,10 @@ rl_add_cost_today(RlModel *model, uint32 generation, Numeric cost, TimestampTz n
 
 		rl_roll_windows(model, now);
 		total = VARSIZE_ANY(model->cost_today.data) == 0 ? cost :
-			DatumGetNumeric(DirectFunctionCall2(numeric_add,
-												NumericGetDatum((Numeric) model->cost_today.data),
-												NumericGetDatum(cost)));
+			DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale,
+												DirectFunctionCall2(numeric_add,
+																	NumericGetDatum((Numeric) model->cost_today.data),
+																	NumericGetDatum(cost))));
 		if (VARSIZE(total) <= RL_NUMERIC_BUF)
 			memcpy(model->cost_today.data, total, VARSIZE(total));
 		else

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The main job: a throwaway PostgreSQL 15 with pg_ratelimit preloaded, and a
+# demonstration workload against it.  Twelve simulated application workers
+# (pgbench clients) share two OpenAI models on one API key for 20 seconds:
+# each acquires a lease for a chat or a summary job (falling back from
+# gpt-4o to gpt-4o-mini when the first is exhausted), "calls the provider"
+# for 20-80 ms, and releases the lease with the tokens it actually used.
+#
+#   bash scripts/demo.sh            # run, report, stop the server
+#   bash scripts/demo.sh --keep     # leave the server running to explore
+#   DURATION=60 bash scripts/demo.sh
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+DURATION=${DURATION:-20}
+WORKERS=${WORKERS:-12}
+keep=false
+[ "${1:-}" = "--keep" ] && keep=true
+
+install_deps
+build_and_install
+dir=$(make_server_dir)
+if ! $keep; then
+	trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
+fi
+start_server "$dir" ratelimit_demo
+export PGOPTIONS="-c client_min_messages=warning"
+psql -Xq -c "CREATE DATABASE ratelimit_demo"
+export PGDATABASE=ratelimit_demo
+
+log "configuring two models and two job types"
+psql -Xq -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+CREATE EXTENSION pg_ratelimit;
+-- limits of one API key (small, so that the demo hits them)
+SELECT rl_define_model('openai/gpt-4o', rpm => 500, tpm => 400000, rpd => 10000,
+					   max_concurrent => 6,
+					   price_input => 2.50, price_output => 10.00, price_cached => 1.25);
+SELECT rl_define_model('openai/gpt-4o-mini', rpm => 1500, tpm => 2000000,
+					   max_concurrent => 10,
+					   price_input => 0.15, price_output => 0.60, price_cached => 0.075);
+SELECT rl_define_job_type('chat', est_tokens => 900);
+SELECT rl_define_job_type('summarize', est_tokens => 3000);
+SQL
+
+# One application job: acquire on gpt-4o or, failing that, gpt-4o-mini;
+# call the provider; release with the usage the provider reported.
+work=$(mktemp -d)
+chmod 755 "$work"
+cat >"$work/worker.sql" <<'SQL'
+\set kind random(0, 3)
+SELECT granted::int AS granted, lease_id
+FROM rl_acquire_any(ARRAY['openai/gpt-4o', 'openai/gpt-4o-mini'],
+					job_type => CASE WHEN :kind = 0 THEN 'summarize' ELSE 'chat' END) \gset
+\if :granted
+\set call_ms random(20, 80)
+\sleep :call_ms ms
+\if :kind = 0
+\set input random(1800, 2800)
+\set output random(150, 450)
+\else
+\set input random(200, 700)
+\set output random(50, 250)
+\endif
+\set cached random(0, 100)
+SELECT released FROM rl_release(:lease_id, input_tokens => :input, output_tokens => :output, cached_tokens => :cached);
+\else
+\sleep 10 ms
+\endif
+SQL
+
+log "running $WORKERS workers for ${DURATION}s"
+pgbench -n -c "$WORKERS" -j 2 -T "$DURATION" -P 5 -f "$work/worker.sql" >"$work/pgbench.log" 2>&1 ||
+	{ cat "$work/pgbench.log"; die "the workload failed"; }
+grep -E '^progress|^number of transactions actually|^tps' "$work/pgbench.log" | sed 's/^/  /'
+rm -rf "$work"
+
+echo
+echo "== rl_status: what each model admitted, denied and cost"
+psql -X -c "SELECT model, rpm, max_concurrent AS max_conc, requests_minute AS req_min,
+				   tokens_minute AS tok_min, requests_day AS req_day, in_flight,
+				   granted, denied, overage_events AS overages, cost_today
+			FROM rl_status"
+
+echo "== rl_capacity of gpt-4o for a chat job, now"
+psql -X -c "SELECT * FROM rl_capacity('openai/gpt-4o', job_type => 'chat')"
+
+echo "== no admission ever passed a limit"
+psql -XAt -c "SELECT CASE WHEN bool_and(requests_minute <= rpm AND in_flight <= max_concurrent
+								  AND tokens_minute - overage_tokens <= tpm)
+				   THEN 'ok: requests and concurrency within their limits; tokens past tpm come only from overages (actual usage above the estimate, charged after the call)'
+				   ELSE 'LIMIT EXCEEDED' END
+			FROM rl_status"
+
+if $keep; then
+	echo
+	echo "The server keeps running. Connect with:"
+	echo "  psql -h $PGHOST -p $PGPORT -U $PGUSER ratelimit_demo"
+	echo "Stop it with:"
+	echo "  ${SUDO_AS:-}$PG_BIN/pg_ctl -D $dir/data stop$(is_root && echo '   (as the postgres user)')"
+fi
