@@ -192,17 +192,14 @@ rl_expire_due_leases(TimestampTz now)
 	if (!LWLockConditionalAcquire(&rl_state->sweep_lock, LW_EXCLUSIVE))
 		return;
 
-	pg_atomic_write_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
-	expired = palloc(sizeof(RlLease) * Max(1, rl_max_leases / 16));
-
 	rl_lock_all_partitions(LW_EXCLUSIVE);
+	expired = palloc(sizeof(RlLease) * Max(hash_get_num_entries(rl_lease_table), 1));
+	pg_atomic_write_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
 	hash_seq_init(&scan, rl_lease_table);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
 		if (entry->expires_at > now)
 			next_expiry = Min(next_expiry, entry->expires_at);
-		else if (num_expired >= Max(1, rl_max_leases / 16))
-			next_expiry = Min(next_expiry, entry->expires_at);	/* next sweep */
 		else
 		{
 			expired[num_expired++] = *entry;

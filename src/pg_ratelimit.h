@@ -130,13 +130,14 @@ typedef struct RlSharedState
 	LWLock		sweep_lock;		/* one lease-expiry sweep at a time */
 	LWLock		lease_locks[RL_LEASE_PARTITIONS];
 
+	char		pad_locks[PG_CACHE_LINE_SIZE];	/* lock words change on every call */
+
+	/* Read on every call, written rarely */
 	bool		config_loaded;	/* shared memory mirrors the config tables */
 	uint64		config_generation;	/* bumped by every applied change */
-
-	/* Read on every call; kept off the cache line written on every call */
 	pg_atomic_uint64 clock_offset_us;	/* test clock: added to real time */
 	pg_atomic_uint64 earliest_expiry;	/* encoded, see lease.c */
-	char		pad[PG_CACHE_LINE_SIZE];
+	char		pad_counters[PG_CACHE_LINE_SIZE];
 
 	/* Written on every acquire and release */
 	pg_atomic_uint64 next_lease_id;
