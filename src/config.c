@@ -330,17 +330,19 @@ rl_apply_models(RlConfigSnapshot *snap)
 	if (any_dropped)
 		rl_remove_model_leases(snap->model_dropped);
 
-	for (int i = 0; i < snap->num_models; i++)
+	/* Slots below free_slot are in use: nothing is freed from here on */
+	for (int i = 0, free_slot = 0; i < snap->num_models; i++)
 	{
 		RlModelConfig *config = &snap->models[i];
 		RlModel    *model;
 
 		if (config->slot < 0)
 		{
-			int			slot = 0;
+			int			slot;
 
-			while (slot < rl_max_models && rl_models[slot].in_use)
-				slot++;
+			while (free_slot < rl_max_models && rl_models[free_slot].in_use)
+				free_slot++;
+			slot = free_slot;
 			if (slot == rl_max_models)
 			{
 				/* cannot happen: the read checked the count */
@@ -393,17 +395,18 @@ rl_apply_job_types(RlConfigSnapshot *snap)
 			rl_job_types[slot].in_use = false;
 		}
 	}
-	for (int i = 0; i < snap->num_job_types; i++)
+	for (int i = 0, free_slot = 0; i < snap->num_job_types; i++)
 	{
 		RlJobTypeConfig *config = &snap->job_types[i];
 		RlJobType  *job_type;
 
 		if (config->slot < 0)
 		{
-			int			slot = 0;
+			int			slot;
 
-			while (slot < rl_max_job_types && rl_job_types[slot].in_use)
-				slot++;
+			while (free_slot < rl_max_job_types && rl_job_types[free_slot].in_use)
+				free_slot++;
+			slot = free_slot;
 			if (slot == rl_max_job_types)
 			{
 				elog(WARNING, "pg_ratelimit has no free job type slot");
