@@ -13,19 +13,25 @@ OBJS = \
 	src/config.o \
 	src/functions.o \
 	src/lease.o \
+	src/persist.o \
 	src/pg_ratelimit.o \
 	src/settings.o \
-	src/shmem.o
+	src/shmem.o \
+	src/worker.o
 
 EXTENSION = pg_ratelimit
 DATA = pg_ratelimit--1.0.sql
 PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 
+# The background worker stays connected to ratelimit.database, which
+# pg_regress therefore cannot drop and re-create: the tests use an existing
+# database (contrib_regression, see below), and the first test re-creates
+# the extension in it.
 REGRESS = setup config acquire release capacity clock errors
-REGRESS_OPTS = --load-extension=pg_ratelimit
+REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency
-ISOLATION_OPTS = --inputdir=tests/isolation --load-extension=pg_ratelimit
+ISOLATION_OPTS = --inputdir=tests/isolation --use-existing
 
 TAP_TESTS = 1
 PROVE_TESTS = tests/t/*.pl
@@ -40,7 +46,7 @@ endif
 include $(PGXS)
 
 # The regression and isolation suites share one database, the one named by
-# ratelimit.database on the test server.
+# ratelimit.database on the test server; it must exist.
 CONTRIB_TESTDB = contrib_regression
 ISOLATION_TESTDB = contrib_regression
 

@@ -54,6 +54,76 @@ SELECT pg_catalog.pg_extension_config_dump('rl_job_type_wait', '');
 
 GRANT SELECT ON rl_model, rl_job_type, rl_job_type_wait TO PUBLIC;
 
+------------------------------------------------------------------------------
+-- Persisted state, written by the background worker every
+-- ratelimit.persist_interval and at a clean shutdown, read back when shared
+-- memory starts empty.  Not configuration: no triggers, and not dumped.
+------------------------------------------------------------------------------
+
+CREATE TABLE rl_counter (
+	model			text PRIMARY KEY,
+	minute_start	timestamptz NOT NULL,
+	requests_minute	bigint NOT NULL,
+	tokens_minute	bigint NOT NULL,
+	day_start		timestamptz NOT NULL,
+	requests_day	bigint NOT NULL,
+	tokens_day		bigint NOT NULL,
+	granted			bigint NOT NULL,
+	denied			bigint NOT NULL,
+	expired			bigint NOT NULL,
+	overage_events	bigint NOT NULL,
+	overage_tokens	bigint NOT NULL,
+	saved_at		timestamptz NOT NULL
+);
+COMMENT ON TABLE rl_counter IS 'pg_ratelimit window counters and totals per model, as last persisted';
+
+CREATE TABLE rl_lease_state (
+	lease_id		bigint PRIMARY KEY,
+	model			text NOT NULL,
+	job_type		text,
+	instance		text,
+	tokens			bigint NOT NULL,
+	requests		integer NOT NULL,
+	minute_start	timestamptz NOT NULL,
+	day_start		timestamptz NOT NULL,
+	acquired_at		timestamptz NOT NULL,
+	expires_at		timestamptz NOT NULL,
+	pid				integer NOT NULL,
+	role_oid		oid NOT NULL
+);
+COMMENT ON TABLE rl_lease_state IS 'pg_ratelimit open leases, as last persisted';
+
+CREATE TABLE rl_usage_daily (
+	day				date NOT NULL,
+	model			text NOT NULL,
+	requests		bigint NOT NULL,
+	input_tokens	bigint NOT NULL,
+	output_tokens	bigint NOT NULL,
+	cached_tokens	bigint NOT NULL,
+	cost			numeric NOT NULL,
+	overage_events	bigint NOT NULL,
+	overage_tokens	bigint NOT NULL,
+	PRIMARY KEY (day, model)
+);
+COMMENT ON TABLE rl_usage_daily IS 'pg_ratelimit usage and cost per UTC day and model';
+
+CREATE TABLE rl_saved_clock (
+	id				integer PRIMARY KEY CHECK (id = 1),
+	clock_offset_us	bigint NOT NULL,
+	saved_at		timestamptz NOT NULL
+);
+COMMENT ON TABLE rl_saved_clock IS 'pg_ratelimit test clock offset, kept across restarts';
+
+GRANT SELECT ON rl_counter, rl_lease_state, rl_usage_daily TO PUBLIC;
+
+CREATE VIEW rl_usage AS
+	SELECT day, model, requests, input_tokens, output_tokens, cached_tokens,
+		   input_tokens + output_tokens + cached_tokens AS total_tokens,
+		   cost, overage_events, overage_tokens
+	FROM rl_usage_daily;
+COMMENT ON VIEW rl_usage IS 'pg_ratelimit persisted daily usage and cost per model';
+GRANT SELECT ON rl_usage TO PUBLIC;
+
 CREATE FUNCTION rl_config_trigger() RETURNS trigger
 AS 'MODULE_PATHNAME', 'rl_config_trigger'
 LANGUAGE C;

@@ -30,6 +30,12 @@ make -s clean >/dev/null 2>&1 || true
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 start_server "$dir" contrib_regression "fsync = off"
+psql -Xq -c "CREATE DATABASE contrib_regression"
+# the background worker retries its connection every second until it exists
+for _ in $(seq 50); do
+	[ "$(psql -XAtq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'")" = 1 ] && break
+	sleep 0.2
+done
 log "test server on $dir (database contrib_regression)"
 
 passed=0

@@ -1,11 +1,19 @@
--- The extension is created by pg_regress (--load-extension).  Settings and
+-- A fresh extension in the existing test database.  Settings and the shape
+-- of the API.
 SET timezone = 'UTC';
--- the shape of the API.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_ratelimit;
+CREATE EXTENSION pg_ratelimit;
+RESET client_min_messages;
 SHOW ratelimit.database;
 SHOW ratelimit.max_models;
 SHOW ratelimit.max_job_types;
 SHOW ratelimit.max_leases;
 SHOW ratelimit.lease_ttl;
+SHOW ratelimit.persist_interval;
+
+-- the background worker runs, connected to ratelimit.database
+SELECT backend_type, datname FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker';
 
 -- the prefix is reserved: a misspelt setting is refused
 SET ratelimit.no_such_setting = 1;

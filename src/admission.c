@@ -65,7 +65,12 @@ rl_roll_windows(RlModel *model, TimestampTz now)
 		model->day_start = day_start;
 		model->used[RL_DIM_RPD] = 0;
 		model->used[RL_DIM_TPD] = 0;
-		memset(&model->cost_today, 0, sizeof(model->cost_today));
+		/* keep the ended day's usage until the worker has persisted it */
+		if (model->usage.day_start != 0)
+			model->usage_ended = model->usage;
+		memset(&model->usage, 0, sizeof(model->usage));
+		model->usage.day_start = day_start;
+		model->version++;
 	}
 }
 
@@ -134,6 +139,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, TimestampTz now,
 			blocking = d;
 	}
 
+	model->version++;
 	if (blocking >= 0)
 	{
 		model->denied++;
@@ -159,6 +165,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, TimestampTz now,
 		model->used[d] = rl_add_saturating(model->used[d],
 										   rl_dimension_amount(d, tokens, requests));
 	model->granted++;
+	model->usage.requests = rl_add_saturating(model->usage.requests, requests);
 	result->granted = true;
 	result->model_generation = model->generation;
 	result->minute_start = model->minute_start;

@@ -33,6 +33,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "persist.h"
 #include "pg_ratelimit.h"
 
 PG_FUNCTION_INFO_V1(rl_config_trigger);
@@ -78,6 +79,7 @@ typedef struct RlConfigSnapshot
 	RlJobTypeConfig *job_types;
 	int			num_waits;
 	RlWaitConfig *waits;
+	RlStateSnapshot *state;		/* saved state, read when not yet loaded */
 	bool	   *model_kept;		/* [max_models] */
 	bool	   *model_dropped;	/* [max_models] */
 	bool	   *job_type_kept;	/* [max_job_types] */
@@ -141,7 +143,9 @@ rl_spi_select(const char *sql, int room, const char *what, const char *setting)
 
 /*
  * Read the whole configuration from the tables into memory of the given
- * context.  Missing extension (dropped in this transaction): empty.
+ * context, and the saved state too when shared memory has not been loaded
+ * since the server started.  Missing extension (dropped in this
+ * transaction): empty.
  */
 static RlConfigSnapshot *
 rl_read_config(MemoryContext context)
@@ -249,6 +253,9 @@ rl_read_config(MemoryContext context)
 			strlcpy(w->model, SPI_getvalue(tup, desc, 2), sizeof(w->model));
 			w->max_wait_us = rl_spi_int64(tup, desc, 3, -1);
 		}
+
+		if (!rl_state->config_loaded)
+			snap->state = rl_read_state(context, qschema);
 	}
 
 	oldcontext = MemoryContextSwitchTo(context);
@@ -359,7 +366,9 @@ rl_apply_models(RlConfigSnapshot *snap)
 			memset(model->used, 0, sizeof(model->used));
 			model->granted = model->denied = model->expired = 0;
 			model->overage_events = model->overage_tokens = 0;
-			memset(&model->cost_today, 0, sizeof(model->cost_today));
+			memset(&model->usage, 0, sizeof(model->usage));
+			memset(&model->usage_ended, 0, sizeof(model->usage_ended));
+			model->version++;
 			rl_set_model_config(model, config);
 			LWLockRelease(&model->lock);
 			rl_index_insert(rl_model_index, config->name, slot);
@@ -447,6 +456,8 @@ rl_apply_config(RlConfigSnapshot *snap)
 {
 	rl_apply_models(snap);
 	rl_apply_job_types(snap);
+	if (!rl_state->config_loaded && snap->state != NULL)
+		rl_restore_state(snap->state);
 	rl_state->config_loaded = true;
 	rl_state->config_generation++;
 }

@@ -642,9 +642,9 @@ rl_status_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(copy.expired);
 		values[col++] = Int64GetDatum(copy.overage_events);
 		values[col++] = Int64GetDatum(copy.overage_tokens);
-		same_day = copy.day_start == rl_window_start(now, USECS_PER_DAY);
-		if (same_day && VARSIZE_ANY(copy.cost_today.data) > 0)
-			values[col] = NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) copy.cost_today.data)));
+		same_day = copy.usage.day_start == rl_window_start(now, USECS_PER_DAY);
+		if (same_day && VARSIZE_ANY(copy.usage.cost.data) > 0)
+			values[col] = NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) copy.usage.cost.data)));
 		else
 			values[col] = NumericGetDatum(int64_to_numeric(0));
 		col++;

@@ -65,6 +65,13 @@ rl_unlock_all_partitions(void)
 		LWLockRelease(&rl_state->lease_locks[i]);
 }
 
+/* No open lease expires before this time */
+TimestampTz
+rl_earliest_expiry(void)
+{
+	return rl_decode_time(pg_atomic_read_u64(&rl_state->earliest_expiry));
+}
+
 /* Lower the earliest-expiry hint to cover a new lease */
 void
 rl_note_lease_expiry(TimestampTz expires_at)
@@ -101,6 +108,7 @@ rl_insert_lease(const RlLease *lease)
 	}
 	memcpy(entry, lease, sizeof(RlLease));
 	LWLockRelease(partition);
+	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	rl_note_lease_expiry(lease->expires_at);
 }
 
@@ -151,6 +159,7 @@ rl_take_lease(int64 lease_id, RlLease *lease)
 								HASH_REMOVE, NULL);
 	LWLockRelease(partition);
 	pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	return true;
 }
 
@@ -172,6 +181,7 @@ rl_expire_lease(const RlLease *lease)
 		if (model->used[RL_DIM_CONCURRENCY] > 0)
 			model->used[RL_DIM_CONCURRENCY]--;
 		model->expired++;
+		model->version++;
 	}
 	LWLockRelease(&model->lock);
 	return known;
@@ -187,7 +197,7 @@ rl_expire_due_leases(TimestampTz now)
 	int			num_expired = 0;
 	TimestampTz next_expiry = DT_NOEND;
 
-	if (now < rl_decode_time(pg_atomic_read_u64(&rl_state->earliest_expiry)))
+	if (now < rl_earliest_expiry())
 		return;
 	if (!LWLockConditionalAcquire(&rl_state->sweep_lock, LW_EXCLUSIVE))
 		return;
@@ -208,6 +218,7 @@ rl_expire_due_leases(TimestampTz now)
 	}
 	rl_unlock_all_partitions();
 	pg_atomic_fetch_sub_u32(&rl_state->open_leases, num_expired);
+	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	rl_note_lease_expiry(next_expiry);
 
 	for (int i = 0; i < num_expired; i++)
@@ -242,6 +253,7 @@ rl_remove_model_leases(const bool *dropped)
 	}
 	rl_unlock_all_partitions();
 	pg_atomic_fetch_sub_u32(&rl_state->open_leases, removed);
+	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 }
 
 /* Copy every open lease into a palloc'd array; returns how many */
@@ -296,7 +308,7 @@ rl_cost(const RlUsage *usage, const RlNumeric *price_input,
 	return DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale, NumericGetDatum(sum)));
 }
 
-/* Add a settled cost to the model's cost of the day */
+/* Add a settled cost to the model's usage of the day */
 static void
 rl_add_cost_today(RlModel *model, uint32 generation, Numeric cost, TimestampTz now)
 {
@@ -306,16 +318,17 @@ rl_add_cost_today(RlModel *model, uint32 generation, Numeric cost, TimestampTz n
 		Numeric		total;
 
 		rl_roll_windows(model, now);
-		total = VARSIZE_ANY(model->cost_today.data) == 0 ? cost :
+		total = VARSIZE_ANY(model->usage.cost.data) == 0 ? cost :
 			DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale,
 												DirectFunctionCall2(numeric_add,
-																	NumericGetDatum((Numeric) model->cost_today.data),
+																	NumericGetDatum((Numeric) model->usage.cost.data),
 																	NumericGetDatum(cost))));
 		if (VARSIZE(total) <= RL_NUMERIC_BUF)
-			memcpy(model->cost_today.data, total, VARSIZE(total));
+			memcpy(model->usage.cost.data, total, VARSIZE(total));
 		else
 			elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
 				 model->name);
+		model->version++;
 	}
 	LWLockRelease(&model->lock);
 }
@@ -382,10 +395,20 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 
 	if (actual_tokens > lease->tokens)
 	{
+		int64		overage = actual_tokens - lease->tokens;
+
 		model->overage_events++;
-		model->overage_tokens = rl_add_saturating(model->overage_tokens,
-												  actual_tokens - lease->tokens);
+		model->overage_tokens = rl_add_saturating(model->overage_tokens, overage);
+		model->usage.overage_events++;
+		model->usage.overage_tokens = rl_add_saturating(model->usage.overage_tokens, overage);
 	}
+	if (usage->has_tokens)
+	{
+		model->usage.input = rl_add_saturating(model->usage.input, usage->input);
+		model->usage.output = rl_add_saturating(model->usage.output, usage->output);
+		model->usage.cached = rl_add_saturating(model->usage.cached, usage->cached);
+	}
+	model->version++;
 	price_input = model->price_input;
 	price_output = model->price_output;
 	price_cached = model->price_cached;

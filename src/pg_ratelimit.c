@@ -12,6 +12,7 @@
 #include "miscadmin.h"
 
 #include "pg_ratelimit.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -26,4 +27,5 @@ _PG_init(void)
 
 	rl_define_settings();
 	rl_install_shmem_hooks();
+	rl_register_worker();
 }

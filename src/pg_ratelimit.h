@@ -14,6 +14,7 @@
 #include "common/int.h"
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
 #include "utils/numeric.h"
@@ -52,6 +53,19 @@ typedef union RlNumeric
 	char		data[RL_NUMERIC_BUF];
 } RlNumeric;
 
+/* Settled usage of one UTC day, for rl_usage */
+typedef struct RlDayUsage
+{
+	TimestampTz day_start;		/* 0 when unused */
+	int64		requests;		/* admitted */
+	int64		input;			/* reported by releases */
+	int64		output;
+	int64		cached;
+	int64		overage_events;
+	int64		overage_tokens;
+	RlNumeric	cost;			/* empty (size 0) means zero */
+} RlDayUsage;
+
 /* One model: limits, prices, window counters and totals */
 typedef struct RlModel
 {
@@ -78,7 +92,10 @@ typedef struct RlModel
 	int64		expired;
 	int64		overage_events;
 	int64		overage_tokens;
-	RlNumeric	cost_today;		/* cost settled in the current day window */
+
+	RlDayUsage	usage;			/* the current day window */
+	RlDayUsage	usage_ended;	/* the day before, until persisted */
+	uint64		version;		/* bumped by every change, for persistence */
 } RlModel;
 
 /* One job type: estimates and waiting defaults */
@@ -137,11 +154,14 @@ typedef struct RlSharedState
 	uint64		config_generation;	/* bumped by every applied change */
 	pg_atomic_uint64 clock_offset_us;	/* test clock: added to real time */
 	pg_atomic_uint64 earliest_expiry;	/* encoded, see lease.c */
+
+	Latch	   *worker_latch;	/* the background worker's, or NULL */
 	char		pad_counters[PG_CACHE_LINE_SIZE];
 
 	/* Written on every acquire and release */
 	pg_atomic_uint64 next_lease_id;
 	pg_atomic_uint32 open_leases;
+	pg_atomic_uint64 lease_version; /* bumped by every lease change */
 } RlSharedState;
 
 /* settings.c */
@@ -150,6 +170,7 @@ extern int	rl_max_models;
 extern int	rl_max_job_types;
 extern int	rl_max_leases;
 extern int	rl_lease_ttl_s;
+extern int	rl_persist_interval_ms;
 extern void rl_define_settings(void);
 
 /* shmem.c */
@@ -183,6 +204,7 @@ extern void rl_roll_windows(RlModel *model, TimestampTz now);
 extern TimestampTz rl_dimension_resets_at(const RlModel *model, RlDimension dim);
 
 /* lease.c */
+extern TimestampTz rl_earliest_expiry(void);
 extern void rl_expire_due_leases(TimestampTz now);
 extern void rl_note_lease_expiry(TimestampTz expires_at);
 extern void rl_remove_model_leases(const bool *dropped);

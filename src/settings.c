@@ -32,11 +32,16 @@
 #define RL_LEASE_TTL_MIN			1
 #define RL_LEASE_TTL_MAX			(7 * 24 * 3600)
 
+#define RL_PERSIST_INTERVAL_DEFAULT	1000
+#define RL_PERSIST_INTERVAL_MIN		10
+#define RL_PERSIST_INTERVAL_MAX		(3600 * 1000)
+
 char	   *rl_database_name = NULL;
 int			rl_max_models = RL_MAX_MODELS_DEFAULT;
 int			rl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
 int			rl_max_leases = RL_MAX_LEASES_DEFAULT;
 int			rl_lease_ttl_s = RL_LEASE_TTL_DEFAULT;
+int			rl_persist_interval_ms = RL_PERSIST_INTERVAL_DEFAULT;
 
 /* Register every ratelimit.* setting and reserve the prefix */
 void
@@ -93,6 +98,17 @@ rl_define_settings(void)
 							RL_LEASE_TTL_MAX,
 							PGC_USERSET,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.persist_interval",
+							"How often the background worker saves changed counters, leases and usage.",
+							"A crash loses at most this much; a clean shutdown loses nothing.",
+							&rl_persist_interval_ms,
+							RL_PERSIST_INTERVAL_DEFAULT,
+							RL_PERSIST_INTERVAL_MIN,
+							RL_PERSIST_INTERVAL_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ratelimit");

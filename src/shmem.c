@@ -150,6 +150,8 @@ rl_shmem_startup(void)
 		pg_atomic_init_u64(&rl_state->next_lease_id,
 						   (uint64) GetCurrentTimestamp());
 		pg_atomic_init_u32(&rl_state->open_leases, 0);
+		pg_atomic_init_u64(&rl_state->lease_version, 0);
+		rl_state->worker_latch = NULL;
 		pg_atomic_init_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
 
 		memset(rl_models, 0, mul_size(rl_max_models, sizeof(RlModel)));

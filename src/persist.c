@@ -1,0 +1,617 @@
+/*-------------------------------------------------------------------------
+ *
+ * persist.c
+ *		Saving the limiter's state to tables and reading it back.
+ *
+ * The background worker saves what changed every ratelimit.persist_interval
+ * and at a clean shutdown: window counters and totals (rl_counter), open
+ * leases (rl_lease_state), usage per UTC day (rl_usage_daily) and the test
+ * clock's offset (rl_saved_clock).  A model's version counter, bumped under
+ * its lock by every change, tells the worker which models to write; the
+ * lease table's version tells it whether the set of leases changed.
+ *
+ * When shared memory starts empty (server start, crash restart) the first
+ * configuration load also reads the saved state back (config.c), before
+ * anything is admitted: counters of windows that are still current, open
+ * leases, today's usage and the clock.  A crash loses at most what changed
+ * since the last save.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "lease.h"
+#include "persist.h"
+#include "pg_ratelimit.h"
+
+typedef struct RlSavedCounter
+{
+	char		model[RL_NAME_MAX_LEN + 1];
+	TimestampTz minute_start;
+	int64		requests_minute;
+	int64		tokens_minute;
+	TimestampTz day_start;
+	int64		requests_day;
+	int64		tokens_day;
+	int64		granted;
+	int64		denied;
+	int64		expired;
+	int64		overage_events;
+	int64		overage_tokens;
+} RlSavedCounter;
+
+typedef struct RlSavedLease
+{
+	RlLease		lease;
+	char		model[RL_NAME_MAX_LEN + 1];
+	char		job_type[RL_NAME_MAX_LEN + 1];	/* empty when none */
+} RlSavedLease;
+
+typedef struct RlSavedUsage
+{
+	char		model[RL_NAME_MAX_LEN + 1];
+	RlDayUsage	usage;
+} RlSavedUsage;
+
+struct RlStateSnapshot
+{
+	bool		has_clock;
+	int64		clock_offset_us;
+	int			num_counters;
+	RlSavedCounter *counters;
+	int			num_leases;
+	RlSavedLease *leases;
+	int			num_usage;
+	RlSavedUsage *usage;
+};
+
+/* What the worker last wrote, per model slot (worker-local) */
+typedef struct RlPersisted
+{
+	uint32		generation;
+	uint64		version;
+	TimestampTz ended_day;		/* usage_ended already written */
+} RlPersisted;
+
+static RlPersisted *persisted = NULL;
+static uint64 persisted_lease_version = 0;
+static uint64 persisted_config_generation = 0;
+static int64 persisted_clock_offset = 0;
+static bool persisted_anything = false;
+
+static int64
+rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
+{
+	bool		isnull;
+	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(value);
+}
+
+/* Run a state query; the caller is connected to SPI */
+static void
+rl_state_query(const char *sql)
+{
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_ratelimit could not read its saved state: %s", sql);
+}
+
+/*
+ * Read the saved state.  The caller is connected to SPI; the result lives
+ * in the given context.
+ */
+RlStateSnapshot *
+rl_read_state(MemoryContext context, const char *qschema)
+{
+	RlStateSnapshot *state = MemoryContextAllocZero(context, sizeof(RlStateSnapshot));
+	StringInfoData sql;
+	TupleDesc	desc;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT clock_offset_us FROM %s.rl_saved_clock", qschema);
+	rl_state_query(sql.data);
+	if (SPI_processed == 1)
+	{
+		state->has_clock = true;
+		state->clock_offset_us = rl_col_int64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT model, minute_start, requests_minute, tokens_minute, day_start,"
+					 " requests_day, tokens_day, granted, denied, expired, overage_events,"
+					 " overage_tokens FROM %s.rl_counter", qschema);
+	rl_state_query(sql.data);
+	desc = SPI_tuptable->tupdesc;
+	state->num_counters = SPI_processed;
+	state->counters = MemoryContextAllocZero(context, sizeof(RlSavedCounter) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		RlSavedCounter *c = &state->counters[i];
+
+		strlcpy(c->model, SPI_getvalue(tup, desc, 1), sizeof(c->model));
+		c->minute_start = rl_col_int64(tup, desc, 2);
+		c->requests_minute = rl_col_int64(tup, desc, 3);
+		c->tokens_minute = rl_col_int64(tup, desc, 4);
+		c->day_start = rl_col_int64(tup, desc, 5);
+		c->requests_day = rl_col_int64(tup, desc, 6);
+		c->tokens_day = rl_col_int64(tup, desc, 7);
+		c->granted = rl_col_int64(tup, desc, 8);
+		c->denied = rl_col_int64(tup, desc, 9);
+		c->expired = rl_col_int64(tup, desc, 10);
+		c->overage_events = rl_col_int64(tup, desc, 11);
+		c->overage_tokens = rl_col_int64(tup, desc, 12);
+	}
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT lease_id, model, coalesce(job_type, ''), coalesce(instance, ''),"
+					 " tokens, requests, minute_start, day_start, acquired_at, expires_at, pid,"
+					 " role_oid FROM %s.rl_lease_state ORDER BY lease_id", qschema);
+	rl_state_query(sql.data);
+	desc = SPI_tuptable->tupdesc;
+	state->num_leases = SPI_processed;
+	state->leases = MemoryContextAllocZero(context, sizeof(RlSavedLease) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		RlSavedLease *l = &state->leases[i];
+		bool		isnull;
+
+		l->lease.lease_id = rl_col_int64(tup, desc, 1);
+		strlcpy(l->model, SPI_getvalue(tup, desc, 2), sizeof(l->model));
+		strlcpy(l->job_type, SPI_getvalue(tup, desc, 3), sizeof(l->job_type));
+		strlcpy(l->lease.instance, SPI_getvalue(tup, desc, 4), sizeof(l->lease.instance));
+		l->lease.tokens = rl_col_int64(tup, desc, 5);
+		l->lease.requests = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		l->lease.minute_start = rl_col_int64(tup, desc, 7);
+		l->lease.day_start = rl_col_int64(tup, desc, 8);
+		l->lease.acquired_at = rl_col_int64(tup, desc, 9);
+		l->lease.expires_at = rl_col_int64(tup, desc, 10);
+		l->lease.pid = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+		l->lease.role = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
+	}
+
+	/* usage of the most recent day of each model; restore keeps today's */
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT DISTINCT ON (model) model, day::timestamp AT TIME ZONE 'UTC',"
+					 " requests, input_tokens, output_tokens, cached_tokens, overage_events,"
+					 " overage_tokens, cost FROM %s.rl_usage_daily ORDER BY model, day DESC",
+					 qschema);
+	rl_state_query(sql.data);
+	desc = SPI_tuptable->tupdesc;
+	state->num_usage = SPI_processed;
+	state->usage = MemoryContextAllocZero(context, sizeof(RlSavedUsage) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		RlSavedUsage *u = &state->usage[i];
+		bool		isnull;
+		Numeric		cost;
+
+		strlcpy(u->model, SPI_getvalue(tup, desc, 1), sizeof(u->model));
+		u->usage.day_start = rl_col_int64(tup, desc, 2);
+		u->usage.requests = rl_col_int64(tup, desc, 3);
+		u->usage.input = rl_col_int64(tup, desc, 4);
+		u->usage.output = rl_col_int64(tup, desc, 5);
+		u->usage.cached = rl_col_int64(tup, desc, 6);
+		u->usage.overage_events = rl_col_int64(tup, desc, 7);
+		u->usage.overage_tokens = rl_col_int64(tup, desc, 8);
+		cost = DatumGetNumeric(SPI_getbinval(tup, desc, 9, &isnull));
+		if (!isnull && VARSIZE(cost) <= RL_NUMERIC_BUF)
+			memcpy(u->usage.cost.data, cost, VARSIZE(cost));
+	}
+	return state;
+}
+
+/*
+ * Put saved state back into freshly loaded shared memory.  Called while
+ * applying the first configuration load, with config_lock held
+ * exclusively; must not fail.
+ */
+void
+rl_restore_state(const RlStateSnapshot *state)
+{
+	TimestampTz now;
+	TimestampTz minute_start;
+	TimestampTz day_start;
+	uint32		restored_leases = 0;
+	uint64		max_lease_id = 0;
+
+	if (state->has_clock)
+		pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) state->clock_offset_us);
+	now = rl_now();
+	minute_start = rl_window_start(now, USECS_PER_MINUTE);
+	day_start = rl_window_start(now, USECS_PER_DAY);
+
+	for (int i = 0; i < state->num_counters; i++)
+	{
+		const RlSavedCounter *c = &state->counters[i];
+		int			slot = rl_lookup_slot(rl_model_index, c->model);
+		RlModel    *model;
+
+		if (slot < 0)
+			continue;
+		model = &rl_models[slot];
+		model->minute_start = minute_start;
+		model->day_start = day_start;
+		if (c->minute_start == minute_start)
+		{
+			model->used[RL_DIM_RPM] = c->requests_minute;
+			model->used[RL_DIM_TPM] = c->tokens_minute;
+		}
+		if (c->day_start == day_start)
+		{
+			model->used[RL_DIM_RPD] = c->requests_day;
+			model->used[RL_DIM_TPD] = c->tokens_day;
+		}
+		model->granted = c->granted;
+		model->denied = c->denied;
+		model->expired = c->expired;
+		model->overage_events = c->overage_events;
+		model->overage_tokens = c->overage_tokens;
+	}
+
+	for (int i = 0; i < state->num_usage; i++)
+	{
+		const RlSavedUsage *u = &state->usage[i];
+		int			slot = rl_lookup_slot(rl_model_index, u->model);
+
+		if (slot >= 0 && u->usage.day_start == day_start)
+		{
+			rl_models[slot].usage = u->usage;
+			rl_models[slot].day_start = day_start;
+		}
+	}
+
+	for (int i = 0; i < state->num_leases; i++)
+	{
+		const RlSavedLease *l = &state->leases[i];
+		int			slot = rl_lookup_slot(rl_model_index, l->model);
+		RlLease		lease = l->lease;
+		bool		found;
+		RlLease    *entry;
+
+		if (slot < 0)
+			continue;
+		if (restored_leases >= (uint32) rl_max_leases)
+		{
+			elog(WARNING, "pg_ratelimit could not restore all open leases: ratelimit.max_leases is %d",
+				 rl_max_leases);
+			break;
+		}
+		lease.model_slot = slot;
+		lease.model_generation = rl_models[slot].generation;
+		lease.job_type_slot = l->job_type[0] ? rl_lookup_slot(rl_job_type_index, l->job_type) : -1;
+		lease.job_type_generation = lease.job_type_slot >= 0 ?
+			rl_job_types[lease.job_type_slot].generation : 0;
+
+		/* no other backend can see the table yet: no partition lock needed */
+		entry = hash_search(rl_lease_table, &lease.lease_id, HASH_ENTER_NULL, &found);
+		if (entry == NULL || found)
+			continue;
+		*entry = lease;
+		rl_models[slot].used[RL_DIM_CONCURRENCY]++;
+		restored_leases++;
+		max_lease_id = Max(max_lease_id, (uint64) lease.lease_id);
+		rl_note_lease_expiry(lease.expires_at);
+	}
+	pg_atomic_fetch_add_u32(&rl_state->open_leases, restored_leases);
+	if (max_lease_id >= pg_atomic_read_u64(&rl_state->next_lease_id))
+		pg_atomic_write_u64(&rl_state->next_lease_id, max_lease_id + 1);
+
+	elog(LOG, "pg_ratelimit restored the counters of %d models and %u open leases",
+		 state->num_counters, restored_leases);
+}
+
+/* Build a one-dimensional array of the given element type */
+static Datum
+rl_array(Datum *elements, int count, Oid type)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elements, count, type, typlen, typbyval, typalign));
+}
+
+/* Run a statement whose parameters are arrays of the given element types */
+static void
+rl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum *values)
+{
+	Oid			types[12];
+
+	Assert(nargs <= lengthof(types));
+	for (int i = 0; i < nargs; i++)
+		types[i] = get_array_type(element_types[i]);
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
+		elog(ERROR, "pg_ratelimit could not save its state: %s", sql);
+}
+
+/* Run a statement with scalar parameters */
+static void
+rl_execute(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
+		elog(ERROR, "pg_ratelimit could not save its state: %s", sql);
+}
+
+/* Save counters, totals and daily usage of models that changed */
+static void
+rl_persist_models(const char *qschema, TimestampTz now)
+{
+	int			n = 0;
+	int			nusage = 0;
+	Datum	   *c[12];
+	Datum	   *u[9];
+	Oid			ctypes[12] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID, TIMESTAMPTZOID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+	Oid			utypes[9] = {TIMESTAMPTZOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID,
+		NUMERICOID, INT8OID, INT8OID};
+	uint64	   *versions = palloc(sizeof(uint64) * rl_max_models);
+	int		   *slots = palloc(sizeof(int) * rl_max_models);
+	StringInfoData sql;
+
+	for (int i = 0; i < 12; i++)
+		c[i] = palloc(sizeof(Datum) * rl_max_models);
+	for (int i = 0; i < 9; i++)
+		u[i] = palloc(sizeof(Datum) * rl_max_models * 2);
+
+	for (int slot = 0; slot < rl_max_models; slot++)
+	{
+		RlModel    *model = &rl_models[slot];
+		RlModel		copy;
+		const RlDayUsage *days[2];
+
+		if (!model->in_use)
+			continue;
+		LWLockAcquire(&model->lock, LW_SHARED);
+		if (persisted[slot].generation == model->generation &&
+			persisted[slot].version == model->version)
+		{
+			LWLockRelease(&model->lock);
+			continue;
+		}
+		memcpy(&copy, model, sizeof(RlModel));
+		LWLockRelease(&model->lock);
+
+		slots[n] = slot;
+		versions[n] = copy.version;
+		c[0][n] = CStringGetTextDatum(copy.name);
+		c[1][n] = TimestampTzGetDatum(copy.minute_start);
+		c[2][n] = Int64GetDatum(copy.used[RL_DIM_RPM]);
+		c[3][n] = Int64GetDatum(copy.used[RL_DIM_TPM]);
+		c[4][n] = TimestampTzGetDatum(copy.day_start);
+		c[5][n] = Int64GetDatum(copy.used[RL_DIM_RPD]);
+		c[6][n] = Int64GetDatum(copy.used[RL_DIM_TPD]);
+		c[7][n] = Int64GetDatum(copy.granted);
+		c[8][n] = Int64GetDatum(copy.denied);
+		c[9][n] = Int64GetDatum(copy.expired);
+		c[10][n] = Int64GetDatum(copy.overage_events);
+		c[11][n] = Int64GetDatum(copy.overage_tokens);
+		n++;
+
+		days[0] = &copy.usage;
+		days[1] = copy.usage_ended.day_start != 0 &&
+			!(persisted[slot].generation == copy.generation &&
+			  persisted[slot].ended_day == copy.usage_ended.day_start) ?
+			&copy.usage_ended : NULL;
+		for (int d = 0; d < 2; d++)
+		{
+			const RlDayUsage *day = days[d];
+
+			if (day == NULL || day->day_start == 0)
+				continue;
+			u[0][nusage] = TimestampTzGetDatum(day->day_start);
+			u[1][nusage] = CStringGetTextDatum(copy.name);
+			u[2][nusage] = Int64GetDatum(day->requests);
+			u[3][nusage] = Int64GetDatum(day->input);
+			u[4][nusage] = Int64GetDatum(day->output);
+			u[5][nusage] = Int64GetDatum(day->cached);
+			u[6][nusage] = VARSIZE_ANY(day->cost.data) > 0 ?
+				NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) day->cost.data))) :
+				NumericGetDatum(int64_to_numeric(0));
+			u[7][nusage] = Int64GetDatum(day->overage_events);
+			u[8][nusage] = Int64GetDatum(day->overage_tokens);
+			nusage++;
+		}
+		persisted[slot].ended_day = copy.usage_ended.day_start;
+	}
+
+	if (n > 0)
+	{
+		Datum		args[12];
+
+		for (int i = 0; i < 12; i++)
+			args[i] = rl_array(c[i], n, ctypes[i]);
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "INSERT INTO %s.rl_counter AS c (model, minute_start, requests_minute,"
+						 " tokens_minute, day_start, requests_day, tokens_day, granted, denied,"
+						 " expired, overage_events, overage_tokens, saved_at)"
+						 " SELECT *, now() FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+						 " $11, $12)"
+						 " ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
+						 " requests_minute = excluded.requests_minute,"
+						 " tokens_minute = excluded.tokens_minute, day_start = excluded.day_start,"
+						 " requests_day = excluded.requests_day, tokens_day = excluded.tokens_day,"
+						 " granted = excluded.granted, denied = excluded.denied,"
+						 " expired = excluded.expired, overage_events = excluded.overage_events,"
+						 " overage_tokens = excluded.overage_tokens, saved_at = excluded.saved_at",
+						 qschema);
+		rl_execute_arrays(sql.data, 12, ctypes, args);
+	}
+	if (nusage > 0)
+	{
+		Datum		args[9];
+
+		for (int i = 0; i < 9; i++)
+			args[i] = rl_array(u[i], nusage, utypes[i]);
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "INSERT INTO %s.rl_usage_daily AS u (day, model, requests, input_tokens,"
+						 " output_tokens, cached_tokens, cost, overage_events, overage_tokens)"
+						 " SELECT (d AT TIME ZONE 'UTC')::date, m, r, i, o, c, co, oe, ot"
+						 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+						 " AS x(d, m, r, i, o, c, co, oe, ot)"
+						 " ON CONFLICT (day, model) DO UPDATE SET requests = excluded.requests,"
+						 " input_tokens = excluded.input_tokens,"
+						 " output_tokens = excluded.output_tokens,"
+						 " cached_tokens = excluded.cached_tokens, cost = excluded.cost,"
+						 " overage_events = excluded.overage_events,"
+						 " overage_tokens = excluded.overage_tokens", qschema);
+		rl_execute_arrays(sql.data, 9, utypes, args);
+	}
+
+	/* Only now that the rows are written: they are saved */
+	for (int i = 0; i < n; i++)
+	{
+		persisted[slots[i]].generation = rl_models[slots[i]].generation;
+		persisted[slots[i]].version = versions[i];
+	}
+	elog(DEBUG1, "pg_ratelimit saved %d models and %d days of usage", n, nusage);
+}
+
+/* Save the set of open leases if it changed */
+static void
+rl_persist_leases(const char *qschema)
+{
+	uint64		version = pg_atomic_read_u64(&rl_state->lease_version);
+	RlLease    *leases;
+	int			count;
+	Datum	   *cols[12];
+	Oid			types[12] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
+	Datum		args[12];
+	int			n = 0;
+	StringInfoData sql;
+
+	if (persisted_anything && version == persisted_lease_version)
+		return;
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	count = rl_copy_open_leases(&leases);
+	for (int i = 0; i < 12; i++)
+		cols[i] = palloc(sizeof(Datum) * Max(count, 1));
+	for (int i = 0; i < count; i++)
+	{
+		RlLease    *lease = &leases[i];
+		RlModel    *model = &rl_models[lease->model_slot];
+		RlJobType  *job_type = lease->job_type_slot >= 0 ?
+			&rl_job_types[lease->job_type_slot] : NULL;
+
+		if (!model->in_use || model->generation != lease->model_generation)
+			continue;
+		cols[0][n] = Int64GetDatum(lease->lease_id);
+		cols[1][n] = CStringGetTextDatum(model->name);
+		if (job_type && job_type->in_use && job_type->generation == lease->job_type_generation)
+			cols[2][n] = CStringGetTextDatum(job_type->name);
+		else
+			cols[2][n] = CStringGetTextDatum("");
+		cols[3][n] = CStringGetTextDatum(lease->instance);
+		cols[4][n] = Int64GetDatum(lease->tokens);
+		cols[5][n] = Int32GetDatum(lease->requests);
+		cols[6][n] = TimestampTzGetDatum(lease->minute_start);
+		cols[7][n] = TimestampTzGetDatum(lease->day_start);
+		cols[8][n] = TimestampTzGetDatum(lease->acquired_at);
+		cols[9][n] = TimestampTzGetDatum(lease->expires_at);
+		cols[10][n] = Int32GetDatum(lease->pid);
+		cols[11][n] = ObjectIdGetDatum(lease->role);
+		n++;
+	}
+	LWLockRelease(&rl_state->config_lock);
+
+	for (int i = 0; i < 12; i++)
+		args[i] = rl_array(cols[i], n, types[i]);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state WHERE lease_id <> ALL ($1)", qschema);
+	rl_execute_arrays(sql.data, 1, types, args);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s.rl_lease_state (lease_id, model, job_type, instance, tokens,"
+					 " requests, minute_start, day_start, acquired_at, expires_at, pid, role_oid)"
+					 " SELECT l, m, nullif(j, ''), nullif(i, ''), t, r, ms, ds, aa, ea, p, ro"
+					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+					 " AS x(l, m, j, i, t, r, ms, ds, aa, ea, p, ro)"
+					 " ON CONFLICT (lease_id) DO NOTHING", qschema);
+	rl_execute_arrays(sql.data, 12, types, args);
+	persisted_lease_version = version;
+}
+
+/*
+ * Save everything that changed since the last call.  Runs in the worker,
+ * inside a transaction, after the configuration is loaded.
+ */
+void
+rl_persist_state(void)
+{
+	char	   *schema;
+	const char *qschema;
+	int64		clock_offset = (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
+	uint64		config_generation;
+	StringInfoData sql;
+
+	if (persisted == NULL)
+		persisted = MemoryContextAllocZero(TopMemoryContext, sizeof(RlPersisted) * rl_max_models);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rl_state_query("SELECT n.nspname FROM pg_catalog.pg_extension e"
+				   " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+				   " WHERE e.extname = 'pg_ratelimit'");
+	if (SPI_processed != 1)
+	{
+		SPI_finish();
+		return;
+	}
+	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	qschema = quote_identifier(schema);
+
+	rl_persist_models(qschema, rl_now());
+	rl_persist_leases(qschema);
+
+	/* forget counters of models that are gone */
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	config_generation = rl_state->config_generation;
+	LWLockRelease(&rl_state->config_lock);
+	if (!persisted_anything || config_generation != persisted_config_generation)
+	{
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "DELETE FROM %s.rl_counter c WHERE NOT EXISTS"
+						 " (SELECT FROM %s.rl_model m WHERE m.model = c.model)",
+						 qschema, qschema);
+		rl_execute(sql.data, 0, NULL, NULL);
+		persisted_config_generation = config_generation;
+	}
+
+	if (!persisted_anything || clock_offset != persisted_clock_offset)
+	{
+		Datum		arg = Int64GetDatum(clock_offset);
+		Oid			type = INT8OID;
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "INSERT INTO %s.rl_saved_clock VALUES (1, $1, now())"
+						 " ON CONFLICT (id) DO UPDATE SET clock_offset_us = excluded.clock_offset_us,"
+						 " saved_at = excluded.saved_at", qschema);
+		rl_execute(sql.data, 1, &type, &arg);
+		persisted_clock_offset = clock_offset;
+	}
+	persisted_anything = true;
+	SPI_finish();
+}

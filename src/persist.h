@@ -1,0 +1,19 @@
+/*-------------------------------------------------------------------------
+ *
+ * persist.h
+ *		Saving the limiter's state to tables and reading it back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_PERSIST_H
+#define RL_PERSIST_H
+
+#include "pg_ratelimit.h"
+
+typedef struct RlStateSnapshot RlStateSnapshot;
+
+extern RlStateSnapshot *rl_read_state(MemoryContext context, const char *qschema);
+extern void rl_restore_state(const RlStateSnapshot *state);
+extern void rl_persist_state(void);
+
+#endif							/* RL_PERSIST_H */

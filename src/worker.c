@@ -1,0 +1,170 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		The background worker: one per server, connected to
+ *		ratelimit.database.
+ *
+ * It loads the configuration and saved state as soon as the server is up
+ * (so the first acquire rarely has to), saves what changed every
+ * ratelimit.persist_interval and once more at a clean shutdown, expires
+ * leases on time, and wakes at every minute boundary of the limiter's
+ * clock.  Acquire and release never depend on it: they load, expire and
+ * roll windows themselves when they need to.  After an error the postmaster
+ * restarts it within a second.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "persist.h"
+#include "pg_ratelimit.h"
+#include "worker.h"
+
+PGDLLEXPORT void rl_worker_main(Datum main_arg);
+
+/* How long to sleep when the extension is not installed yet */
+#define RL_NO_EXTENSION_SLEEP_MS	1000
+
+/* Register the worker; called from _PG_init while preloading */
+void
+rl_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* not on a standby: the primary's state is authoritative */
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_library_name, "pg_ratelimit", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "rl_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "pg_ratelimit worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "pg_ratelimit worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Wake the worker (after a release, a clock change, ...) */
+void
+rl_wake_worker(void)
+{
+	Latch	   *latch = rl_state->worker_latch;
+
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+static void
+rl_worker_exit(int code, Datum arg)
+{
+	rl_state->worker_latch = NULL;
+}
+
+/* Milliseconds from now until a time, rounded up, at least 0 */
+static long
+rl_ms_until(TimestampTz from, TimestampTz to)
+{
+	if (to <= from)
+		return 0;
+	return (long) ((to - from + 999) / 1000);
+}
+
+/*
+ * One round of work in a transaction.  Returns how long to sleep before the
+ * next round.
+ */
+static long
+rl_worker_round(bool shutting_down, TimestampTz *last_save)
+{
+	bool		installed;
+	long		sleep_ms = RL_NO_EXTENSION_SLEEP_MS;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "pg_ratelimit worker round");
+
+	installed = OidIsValid(get_extension_oid("pg_ratelimit", true));
+	if (installed)
+	{
+		TimestampTz now;
+		TimestampTz real_now = GetCurrentTimestamp();
+		TimestampTz next_save;
+		TimestampTz next_minute;
+
+		rl_ensure_config_loaded();
+		now = rl_now();
+		rl_expire_due_leases(now);
+
+		if (shutting_down ||
+			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)
+		{
+			rl_persist_state();
+			*last_save = real_now;
+		}
+
+		next_save = *last_save + (int64) rl_persist_interval_ms * 1000;
+		next_minute = rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
+		sleep_ms = Min(rl_ms_until(real_now, next_save), rl_ms_until(now, next_minute));
+		sleep_ms = Min(sleep_ms, rl_ms_until(now, rl_earliest_expiry()));
+	}
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return sleep_ms;
+}
+
+/* Entry point of the background worker */
+void
+rl_worker_main(Datum main_arg)
+{
+	TimestampTz last_save = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(rl_database_name, NULL, 0);
+
+	before_shmem_exit(rl_worker_exit, (Datum) 0);
+	rl_state->worker_latch = MyLatch;
+	elog(LOG, "pg_ratelimit worker started in database \"%s\"", rl_database_name);
+
+	for (;;)
+	{
+		bool		shutting_down = ShutdownRequestPending;
+		long		sleep_ms;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* the last round saves everything, then we exit */
+		sleep_ms = rl_worker_round(shutting_down, &last_save);
+		if (shutting_down)
+			break;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	elog(LOG, "pg_ratelimit worker saved its state and stopped");
+	/* not 0: terminated outside a shutdown, the postmaster starts us again */
+	proc_exit(1);
+}

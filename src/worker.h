@@ -1,0 +1,14 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *		The background worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_WORKER_H
+#define RL_WORKER_H
+
+extern void rl_register_worker(void);
+extern void rl_wake_worker(void);
+
+#endif							/* RL_WORKER_H */
