@@ -425,6 +425,7 @@ CREATE FUNCTION rl_status_internal(
 	OUT tpd bigint, OUT max_concurrent bigint,
 	OUT requests_minute bigint, OUT tokens_minute bigint,
 	OUT requests_day bigint, OUT tokens_day bigint, OUT in_flight bigint,
+	OUT waiting integer,
 	OUT minute_resets_at timestamptz, OUT day_resets_at timestamptz,
 	OUT granted bigint, OUT denied bigint, OUT expired bigint,
 	OUT overage_events bigint, OUT overage_tokens bigint,

@@ -78,12 +78,10 @@ SELECT regress_error($$SELECT * FROM rl_acquire('err/day', tokens => 51)$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '0')$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '-1 minute')$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', max_wait => '-1 second')$$);
--- waiting is not available yet (0A000)
-SELECT regress_error($$SELECT * FROM rl_acquire('err/m', max_wait => '1 second')$$);
-SELECT rl_define_job_type('err/waits', max_wait => '5 seconds');
-SELECT regress_error($$SELECT * FROM rl_acquire('err/m', job_type => 'err/waits')$$);
-SELECT rl_set_max_wait('err/waits', 'err/m', '0');
-SELECT granted FROM rl_acquire('err/m', job_type => 'err/waits', tokens => 1);
+-- a waiting rl_acquire_any takes at most 16 models (54000)
+SELECT rl_define_model('err/full', rpd => 1);
+SELECT granted FROM rl_acquire('err/full');
+SELECT regress_error($$SELECT * FROM rl_acquire_any(array_fill('err/full'::text, ARRAY[17]), max_wait => '1 second')$$);
 
 -- a NULL lease (22004)
 SELECT regress_error($$SELECT * FROM rl_release(NULL)$$);

@@ -18,6 +18,7 @@
 
 #include "admission.h"
 #include "pg_ratelimit.h"
+#include "wait.h"
 
 const char *const rl_dimension_names[RL_NUM_DIMS] = {
 	"rpd", "tpd", "rpm", "tpm", "concurrency"
@@ -103,15 +104,18 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 
 /*
  * Try to admit a request on one model, reserving everything it needs when
- * it fits.  Never errors for a denial; a request that can never fit is
+ * it fits.  ticket orders the request among waiters (RL_NEWCOMER_TICKET
+ * when not waiting): the room older waiters that fit will take is set aside
+ * first.  Never errors for a denial; a request that can never fit is
  * reported in result->never_fits.  Caller holds config_lock (shared).
  */
 void
-rl_try_admit(int slot, int64 tokens, int32 requests, TimestampTz now,
-			 RlAdmission *result)
+rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
+			 TimestampTz now, RlAdmission *result)
 {
 	RlModel    *model = &rl_models[slot];
 	int			blocking = -1;
+	int64		room[RL_NUM_DIMS];
 
 	memset(result, 0, sizeof(*result));
 	result->limited_by = -1;
@@ -122,22 +126,23 @@ rl_try_admit(int slot, int64 tokens, int32 requests, TimestampTz now,
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		amount = rl_dimension_amount(d, tokens, requests);
 		int64		limit = model->limit[d];
 
-		if (limit == RL_UNLIMITED)
-			continue;
-		if (amount > limit)
+		if (limit != RL_UNLIMITED && rl_dimension_amount(d, tokens, requests) > limit)
 		{
 			result->never_fits = d;
 			result->never_fits_limit = limit;
 			LWLockRelease(&model->lock);
 			return;
 		}
-		/* used can exceed limit after an overage: the difference may be < 0 */
-		if (blocking < 0 && amount > limit - model->used[d])
-			blocking = d;
+		/* used can exceed limit after an overage: room may be < 0 */
+		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
 	}
+	if (model->num_waiters > 0)
+		rl_claim_for_older_waiters(slot, ticket, room);
+	for (int d = 0; d < RL_NUM_DIMS && blocking < 0; d++)
+		if (rl_dimension_amount(d, tokens, requests) > room[d])
+			blocking = d;
 
 	model->version++;
 	if (blocking >= 0)

@@ -23,7 +23,7 @@ typedef struct RlAdmission
 } RlAdmission;
 
 extern int64 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now);
-extern void rl_try_admit(int slot, int64 tokens, int32 requests, TimestampTz now,
-						 RlAdmission *result);
+extern void rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
+						 TimestampTz now, RlAdmission *result);
 
 #endif							/* RL_ADMISSION_H */

@@ -17,6 +17,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_ratelimit.h"
+#include "wait.h"
 #include "worker.h"
 
 PG_FUNCTION_INFO_V1(rl_debug_set_clock);
@@ -88,6 +89,7 @@ rl_debug_set_clock(PG_FUNCTION_ARGS)
 	pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) offset);
 	/* boundaries and expiries moved: let the worker recompute its sleep */
 	rl_wake_worker();
+	rl_wake_all_waiters();
 	elog(DEBUG1, "pg_ratelimit clock offset set to " INT64_FORMAT " us", offset);
 	PG_RETURN_VOID();
 }

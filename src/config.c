@@ -35,6 +35,7 @@
 
 #include "persist.h"
 #include "pg_ratelimit.h"
+#include "wait.h"
 
 PG_FUNCTION_INFO_V1(rl_config_trigger);
 PG_FUNCTION_INFO_V1(rl_internal_resync);
@@ -460,6 +461,8 @@ rl_apply_config(RlConfigSnapshot *snap)
 		rl_restore_state(snap->state);
 	rl_state->config_loaded = true;
 	rl_state->config_generation++;
+	/* limits may have grown, models may be gone: waiters look again */
+	rl_wake_all_waiters();
 }
 
 /*

@@ -16,6 +16,8 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -25,6 +27,7 @@
 #include "admission.h"
 #include "lease.h"
 #include "pg_ratelimit.h"
+#include "wait.h"
 
 PG_FUNCTION_INFO_V1(rl_acquire);
 PG_FUNCTION_INFO_V1(rl_acquire_any);
@@ -191,26 +194,199 @@ rl_report_never_fits(const char *model, const RlAdmission *admission,
 					   rl_dimension_names[dim], admission->never_fits_limit)));
 }
 
+/* What a lease records besides its size: the same on every attempt */
+typedef struct RlLeaseArgs
+{
+	char		instance[RL_NAME_MAX_LEN + 1];
+	int64		ttl_us;
+} RlLeaseArgs;
+
+/* The outcome of one pass over the models of an acquire */
+typedef struct RlAttempt
+{
+	int			slots[RL_MAX_WAIT_MODELS];	/* of the first models, for waiting */
+	RlRequestSize size;
+	int64		max_wait_us;	/* the longest configured wait of the models */
+	int			granted_index;	/* -1 when no model admitted */
+	int64		lease_id;
+	int			reported_index; /* the denial to report, -1 when none */
+	RlAdmission reported;
+	int			never_fits_index;	/* first model the request can never fit */
+	RlAdmission never_fits;
+} RlAttempt;
+
+/*
+ * One pass of an acquire: resolve the names, try the models in order and
+ * store a lease for the first that admits.
+ */
+static void
+rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
+		   const RlLeaseArgs *args, TimestampTz now, RlAttempt *attempt)
+{
+	int		   *slots = palloc(sizeof(int) * num_models);
+	RlAdmission admission;
+
+	attempt->granted_index = -1;
+	attempt->reported_index = -1;
+	attempt->never_fits_index = -1;
+	attempt->max_wait_us = 0;
+
+	/* Held shared until the lease is stored: no model is dropped meanwhile */
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+
+	rl_resolve_size(fcinfo, ARG_JOB_TYPE, ARG_TOKENS, ARG_REQUESTS, &attempt->size);
+	for (int i = 0; i < num_models; i++)
+	{
+		int64		max_wait_us = -1;
+
+		slots[i] = rl_require_model(names[i]);
+		if (i < RL_MAX_WAIT_MODELS)
+			attempt->slots[i] = slots[i];
+		if (attempt->size.job_type_slot >= 0)
+			max_wait_us = rl_waits[(Size) attempt->size.job_type_slot * rl_max_models + slots[i]];
+		if (max_wait_us < 0)
+			max_wait_us = attempt->size.job_type_max_wait_us;
+		attempt->max_wait_us = Max(attempt->max_wait_us, max_wait_us);
+	}
+
+	for (int i = 0; i < num_models; i++)
+	{
+		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests, ticket,
+					 now, &admission);
+		if (admission.never_fits >= 0)
+		{
+			if (num_models == 1)
+				rl_report_never_fits(names[i], &admission, &attempt->size);
+			if (attempt->never_fits_index < 0)
+			{
+				attempt->never_fits_index = i;
+				attempt->never_fits = admission;
+			}
+			continue;
+		}
+		if (admission.granted)
+		{
+			RlLease		lease;
+
+			memset(&lease, 0, sizeof(lease));
+			lease.lease_id = (int64) pg_atomic_fetch_add_u64(&rl_state->next_lease_id, 1);
+			lease.model_slot = slots[i];
+			lease.model_generation = admission.model_generation;
+			lease.job_type_slot = attempt->size.job_type_slot;
+			lease.job_type_generation = attempt->size.job_type_generation;
+			lease.tokens = attempt->size.tokens;
+			lease.requests = attempt->size.requests;
+			lease.minute_start = admission.minute_start;
+			lease.day_start = admission.day_start;
+			lease.acquired_at = now;
+			lease.expires_at = rl_add_saturating(now, args->ttl_us);
+			lease.pid = MyProcPid;
+			lease.role = GetUserId();
+			memcpy(lease.instance, args->instance, sizeof(lease.instance));
+			rl_insert_lease(&lease);
+			attempt->granted_index = i;
+			attempt->lease_id = lease.lease_id;
+			break;
+		}
+		/* Of the denials, report the one that frees soonest */
+		if (attempt->reported_index < 0 ||
+			(admission.retry_at != 0 &&
+			 (attempt->reported.retry_at == 0 ||
+			  admission.retry_at < attempt->reported.retry_at)))
+		{
+			attempt->reported_index = i;
+			attempt->reported = admission;
+		}
+	}
+	LWLockRelease(&rl_state->config_lock);
+	pfree(slots);
+}
+
+/* Milliseconds from one time to a later one, rounded up, at least 1 */
+static long
+rl_sleep_ms(TimestampTz from, TimestampTz to)
+{
+	return to <= from ? 1 : (long) Min((to - from + 999) / 1000, (int64) INT_MAX);
+}
+
+/*
+ * Wait in the queue of the models until an attempt admits or max_wait has
+ * passed (real time).  Sleeps until the earliest window reset that can help,
+ * or until a release, expiry or configuration change wakes us.
+ */
+static void
+rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
+					 const RlLeaseArgs *args, int64 max_wait_us, RlAttempt *attempt)
+{
+	TimestampTz deadline = rl_add_saturating(GetCurrentTimestamp(), max_wait_us);
+	int64		ticket;
+	int			registered[RL_MAX_WAIT_MODELS];
+
+	if (num_models > RL_MAX_WAIT_MODELS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("cannot wait on more than %d models at once", RL_MAX_WAIT_MODELS)));
+
+	memcpy(registered, attempt->slots, sizeof(int) * num_models);
+	ticket = rl_register_waiter(registered, num_models, attempt->size.tokens,
+								attempt->size.requests, 0);
+	PG_TRY();
+	{
+		for (;;)
+		{
+			TimestampTz now;
+			TimestampTz real_now;
+			long		sleep_ms;
+
+			real_now = GetCurrentTimestamp();
+			if (real_now >= deadline)
+				break;
+			sleep_ms = rl_sleep_ms(real_now, deadline);
+			if (attempt->reported_index >= 0 && attempt->reported.retry_at != 0)
+				sleep_ms = Min(sleep_ms, rl_sleep_ms(rl_now(), attempt->reported.retry_at));
+
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+
+			now = rl_now();
+			rl_expire_due_leases(now);
+			rl_attempt(fcinfo, names, num_models, ticket, args, now, attempt);
+			if (attempt->granted_index >= 0 || attempt->reported_index < 0)
+				break;
+
+			/* a model was re-created in another slot: follow it */
+			if (memcmp(registered, attempt->slots, sizeof(int) * num_models) != 0)
+			{
+				memcpy(registered, attempt->slots, sizeof(int) * num_models);
+				rl_register_waiter(registered, num_models, attempt->size.tokens,
+								   attempt->size.requests, ticket);
+			}
+		}
+	}
+	PG_CATCH();
+	{
+		/* cancel, statement_timeout, a dropped model: leave the queue */
+		LWLockReleaseAll();
+		rl_unregister_waiter();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	rl_unregister_waiter();
+}
+
 /*
  * Shared body of rl_acquire and rl_acquire_any: try the models in order and
- * grant the first that admits.
+ * grant the first that admits, waiting up to max_wait when none does.
  */
 static Datum
 rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 {
-	int		   *slots = palloc(sizeof(int) * num_models);
-	RlRequestSize size;
-	char		instance[RL_NAME_MAX_LEN + 1];
-	int64		ttl_us = (int64) rl_lease_ttl_s * USECS_PER_SEC;
-	int64		max_wait_arg_us = -1;
+	RlLeaseArgs args;
+	RlAttempt	attempt;
+	int64		max_wait_us = -1;
 	TimestampTz now;
-	RlAdmission admission;
-	int			granted_index = -1;
-	int			reported_index = -1;
-	int			first_never_fits = -1;
-	RlAdmission never_fits;
-	RlAdmission reported;
-	RlLease		lease;
 	TupleDesc	tupdesc;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
@@ -225,119 +401,61 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	rl_require_non_negative(fcinfo, ARG_REQUESTS, "requests", true);
 	if (!PG_ARGISNULL(ARG_MAX_WAIT))
 	{
-		max_wait_arg_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_MAX_WAIT), "max_wait");
-		if (max_wait_arg_us < 0)
+		max_wait_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_MAX_WAIT), "max_wait");
+		if (max_wait_us < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("max_wait must not be negative")));
 	}
+	args.ttl_us = (int64) rl_lease_ttl_s * USECS_PER_SEC;
 	if (!PG_ARGISNULL(ARG_TTL))
 	{
-		ttl_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_TTL), "ttl");
-		if (ttl_us <= 0)
+		args.ttl_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_TTL), "ttl");
+		if (args.ttl_us <= 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("ttl must be positive")));
 	}
-	memset(instance, 0, sizeof(instance));
+	memset(args.instance, 0, sizeof(args.instance));
 	if (!PG_ARGISNULL(ARG_INSTANCE))
-		rl_copy_name(instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
+		rl_copy_name(args.instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
 	tupdesc = rl_result_desc(fcinfo, &grant_type);
 
 	now = rl_now();
 	rl_expire_due_leases(now);
+	rl_attempt(fcinfo, names, num_models, RL_NEWCOMER_TICKET, &args, now, &attempt);
 
-	/* Held shared until the lease is stored: no model is dropped meanwhile */
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-
-	rl_resolve_size(fcinfo, ARG_JOB_TYPE, ARG_TOKENS, ARG_REQUESTS, &size);
-	for (int i = 0; i < num_models; i++)
+	/* max_wait: the argument, else the job type's wait for the models */
+	if (max_wait_us < 0)
+		max_wait_us = attempt.max_wait_us;
+	if (attempt.granted_index < 0 && attempt.reported_index >= 0 && max_wait_us > 0)
 	{
-		int64		max_wait_us = max_wait_arg_us;
-
-		slots[i] = rl_require_model(names[i]);
-		if (max_wait_us < 0 && size.job_type_slot >= 0)
-			max_wait_us = rl_waits[(Size) size.job_type_slot * rl_max_models + slots[i]];
-		if (max_wait_us < 0)
-			max_wait_us = size.job_type_max_wait_us;
-		if (max_wait_us > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("waiting for capacity (max_wait > 0) is not supported yet"),
-					 errhint("Pass max_wait => '0' to try once.")));
+		rl_wait_for_capacity(fcinfo, names, num_models, &args, max_wait_us, &attempt);
+		now = rl_now();
 	}
-
-	for (int i = 0; i < num_models; i++)
-	{
-		rl_try_admit(slots[i], size.tokens, size.requests, now, &admission);
-		if (admission.never_fits >= 0)
-		{
-			if (num_models == 1)
-				rl_report_never_fits(names[i], &admission, &size);
-			if (first_never_fits < 0)
-			{
-				first_never_fits = i;
-				never_fits = admission;
-			}
-			continue;
-		}
-		if (admission.granted)
-		{
-			granted_index = i;
-			break;
-		}
-		/* Of the denials, report the one that frees soonest */
-		if (reported_index < 0 ||
-			(admission.retry_at != 0 &&
-			 (reported.retry_at == 0 || admission.retry_at < reported.retry_at)))
-		{
-			reported_index = i;
-			reported = admission;
-		}
-	}
-
-	if (granted_index >= 0)
-	{
-		memset(&lease, 0, sizeof(lease));
-		lease.lease_id = (int64) pg_atomic_fetch_add_u64(&rl_state->next_lease_id, 1);
-		lease.model_slot = slots[granted_index];
-		lease.model_generation = admission.model_generation;
-		lease.job_type_slot = size.job_type_slot;
-		lease.job_type_generation = size.job_type_generation;
-		lease.tokens = size.tokens;
-		lease.requests = size.requests;
-		lease.minute_start = admission.minute_start;
-		lease.day_start = admission.day_start;
-		lease.acquired_at = now;
-		lease.expires_at = rl_add_saturating(now, ttl_us);
-		lease.pid = MyProcPid;
-		lease.role = GetUserId();
-		memcpy(lease.instance, instance, sizeof(lease.instance));
-		rl_insert_lease(&lease);
-	}
-	LWLockRelease(&rl_state->config_lock);
 
 	/* every model refused the request as too large */
-	if (granted_index < 0 && reported_index < 0)
-		rl_report_never_fits(names[first_never_fits], &never_fits, &size);
+	if (attempt.granted_index < 0 && attempt.reported_index < 0)
+		rl_report_never_fits(names[attempt.never_fits_index], &attempt.never_fits,
+							 &attempt.size);
 
-	values[0] = BoolGetDatum(granted_index >= 0);
-	if (granted_index >= 0)
+	values[0] = BoolGetDatum(attempt.granted_index >= 0);
+	if (attempt.granted_index >= 0)
 	{
-		values[1] = Int64GetDatum(lease.lease_id);
-		values[2] = CStringGetTextDatum(names[granted_index]);
+		values[1] = Int64GetDatum(attempt.lease_id);
+		values[2] = CStringGetTextDatum(names[attempt.granted_index]);
 		nulls[3] = true;
 		nulls[4] = true;
 	}
 	else
 	{
 		nulls[1] = true;
-		values[2] = CStringGetTextDatum(names[reported_index]);
-		if (reported.retry_at != 0)
-			values[3] = rl_interval_datum(reported.retry_at - now);
+		values[2] = CStringGetTextDatum(names[attempt.reported_index]);
+		if (attempt.reported.retry_at != 0)
+			values[3] = rl_interval_datum(Max(attempt.reported.retry_at - now, 0));
 		else
 			nulls[3] = true;
-		values[4] = CStringGetTextDatum(rl_dimension_names[reported.limited_by]);
+		values[4] = CStringGetTextDatum(rl_dimension_names[attempt.reported.limited_by]);
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
@@ -607,8 +725,8 @@ rl_status_internal(PG_FUNCTION_ARGS)
 	{
 		RlModel    *model = &rl_models[slot];
 		RlModel		copy;
-		Datum		values[19];
-		bool		nulls[19];
+		Datum		values[20];
+		bool		nulls[20];
 		int			col = 0;
 		bool		same_day;
 
@@ -635,6 +753,7 @@ rl_status_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_RPD, now));
 		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_TPD, now));
 		values[col++] = Int64GetDatum(copy.used[RL_DIM_CONCURRENCY]);
+		values[col++] = Int32GetDatum(copy.num_waiters);
 		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE);
 		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_DAY) + USECS_PER_DAY);
 		values[col++] = Int64GetDatum(copy.granted);

@@ -28,6 +28,7 @@
 #include "admission.h"
 #include "lease.h"
 #include "pg_ratelimit.h"
+#include "wait.h"
 
 #define RL_SIGN_BIT		(UINT64CONST(1) << 63)
 
@@ -173,6 +174,7 @@ rl_expire_lease(const RlLease *lease)
 {
 	RlModel    *model = &rl_models[lease->model_slot];
 	bool		known;
+	bool		waiters = false;
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	known = model->in_use && model->generation == lease->model_generation;
@@ -182,8 +184,11 @@ rl_expire_lease(const RlLease *lease)
 			model->used[RL_DIM_CONCURRENCY]--;
 		model->expired++;
 		model->version++;
+		waiters = model->num_waiters > 0;
 	}
 	LWLockRelease(&model->lock);
+	if (waiters)
+		rl_wake_waiters(lease->model_slot);
 	return known;
 }
 
@@ -348,6 +353,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	RlNumeric	price_output;
 	RlNumeric	price_cached;
 	bool		priced;
+	bool		waiters;
 	int64		actual_tokens;
 	int32		actual_requests;
 	bool		any_window_current = false;
@@ -413,7 +419,10 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	price_output = model->price_output;
 	price_cached = model->price_cached;
 	priced = model->priced;
+	waiters = model->num_waiters > 0;
 	LWLockRelease(&model->lock);
+	if (waiters)
+		rl_wake_waiters(lease->model_slot);
 
 	result->released = true;
 	if (!usage->has_tokens)

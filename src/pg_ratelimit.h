@@ -93,6 +93,8 @@ typedef struct RlModel
 	int64		overage_events;
 	int64		overage_tokens;
 
+	int			num_waiters;	/* backends waiting in rl_acquire */
+
 	RlDayUsage	usage;			/* the current day window */
 	RlDayUsage	usage_ended;	/* the day before, until persisted */
 	uint64		version;		/* bumped by every change, for persistence */

@@ -33,8 +33,11 @@
  *
  * - sweep_lock lets one backend at a time expire leases; the others skip.
  *
- * Lock order: config_lock, then a model lock, then a lease partition lock.
- * A model lock is never held while another model lock is taken.
+ * - The wait queue has its own lock; see wait.c.
+ *
+ * Lock order: config_lock, then a model lock, then a lease partition lock
+ * or the wait queue's lock.  A model lock is never held while another model
+ * lock is taken.
  *
  * The clock offset, the lease id counter, the count of open leases and the
  * earliest-expiry hint are atomics and need no lock.
@@ -51,6 +54,7 @@
 #include "utils/timestamp.h"
 
 #include "pg_ratelimit.h"
+#include "wait.h"
 
 RlSharedState *rl_state = NULL;
 RlModel    *rl_models = NULL;
@@ -84,6 +88,7 @@ rl_shmem_size(void)
 	size = add_size(size, hash_estimate_size(rl_max_models, sizeof(RlNameEntry)));
 	size = add_size(size, hash_estimate_size(rl_max_job_types, sizeof(RlNameEntry)));
 	size = add_size(size, hash_estimate_size(rl_max_leases, sizeof(RlLease)));
+	size = add_size(size, MAXALIGN(rl_waiters_shmem_size()));
 	return size;
 }
 
@@ -172,6 +177,7 @@ rl_shmem_startup(void)
 	rl_lease_table = ShmemInitHash("pg_ratelimit leases",
 								   rl_max_leases, rl_max_leases, &info,
 								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+	rl_waiters_shmem_init(found);
 
 	LWLockRelease(AddinShmemInitLock);
 

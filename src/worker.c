@@ -31,6 +31,7 @@
 #include "utils/timestamp.h"
 
 #include "persist.h"
+#include "wait.h"
 #include "pg_ratelimit.h"
 #include "worker.h"
 
@@ -87,7 +88,7 @@ rl_ms_until(TimestampTz from, TimestampTz to)
  * next round.
  */
 static long
-rl_worker_round(bool shutting_down, TimestampTz *last_save)
+rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 {
 	bool		installed;
 	long		sleep_ms = RL_NO_EXTENSION_SLEEP_MS;
@@ -108,6 +109,13 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save)
 		rl_ensure_config_loaded();
 		now = rl_now();
 		rl_expire_due_leases(now);
+
+		/* a window reset: waiters sleep until it themselves; make sure */
+		if (rl_window_start(now, USECS_PER_MINUTE) != *minute)
+		{
+			*minute = rl_window_start(now, USECS_PER_MINUTE);
+			rl_wake_all_waiters();
+		}
 
 		if (shutting_down ||
 			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)
@@ -133,6 +141,7 @@ void
 rl_worker_main(Datum main_arg)
 {
 	TimestampTz last_save = 0;
+	TimestampTz minute = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -155,7 +164,7 @@ rl_worker_main(Datum main_arg)
 		}
 
 		/* the last round saves everything, then we exit */
-		sleep_ms = rl_worker_round(shutting_down, &last_save);
+		sleep_ms = rl_worker_round(shutting_down, &last_save, &minute);
 		if (shutting_down)
 			break;
 

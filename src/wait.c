@@ -1,0 +1,261 @@
+/*-------------------------------------------------------------------------
+ *
+ * wait.c
+ *		Waiting for capacity inside the server: a shared-memory wait queue.
+ *
+ * A backend whose acquire must wait registers one RlWaiter record (indexed
+ * by its backend id) naming the models it waits on, the size of its
+ * request and a ticket from a global counter: tickets give arrival order.
+ * It then sleeps on its own latch until the earliest window reset of the
+ * limits that refused it, the end of its max_wait, or a wake-up.  Releases,
+ * expiries, window resets (the worker), configuration changes and the test
+ * clock set the latches of the waiters of the models concerned; no one
+ * polls.
+ *
+ * Arrival order is kept by admission itself: when a model has waiters,
+ * rl_try_admit first sets aside the room that older waiters which fit now
+ * will take, so neither a newcomer nor a younger waiter can take capacity
+ * ahead of an older waiter that fits.  An older waiter that does not fit
+ * holds nothing back.
+ *
+ * Locking: waiters_lock protects the records; each model counts its
+ * waiters under its own lock.  Lock order: a model lock, then
+ * waiters_lock (rl_claim_for_older_waiters); registration takes them one
+ * at a time.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+
+#include "pg_ratelimit.h"
+#include "wait.h"
+
+typedef struct RlWaiter
+{
+	bool		active;
+	int64		ticket;
+	int			num_slots;
+	int			slots[RL_MAX_WAIT_MODELS];
+	int64		tokens;
+	int32		requests;
+	Latch	   *latch;
+} RlWaiter;
+
+typedef struct RlWaitQueue
+{
+	LWLock		waiters_lock;
+	pg_atomic_uint64 next_ticket;
+	int			num_records;
+	RlWaiter	records[FLEXIBLE_ARRAY_MEMBER];
+} RlWaitQueue;
+
+static RlWaitQueue *queue = NULL;
+static bool exit_callback_registered = false;
+
+Size
+rl_waiters_shmem_size(void)
+{
+	return add_size(offsetof(RlWaitQueue, records),
+					mul_size(MaxBackends + 1, sizeof(RlWaiter)));
+}
+
+/* Create or attach to the wait queue; caller holds AddinShmemInitLock */
+void
+rl_waiters_shmem_init(bool unused)
+{
+	bool		found;
+
+	queue = ShmemInitStruct("pg_ratelimit wait queue", rl_waiters_shmem_size(), &found);
+	if (!found)
+	{
+		LWLockInitialize(&queue->waiters_lock, rl_state->tranche_id);
+		pg_atomic_init_u64(&queue->next_ticket, 1);
+		queue->num_records = MaxBackends + 1;
+		memset(queue->records, 0, sizeof(RlWaiter) * queue->num_records);
+	}
+}
+
+static RlWaiter *
+rl_my_record(void)
+{
+	Assert(MyBackendId > 0 && MyBackendId < queue->num_records);
+	return &queue->records[MyBackendId];
+}
+
+/* Change the waiter count of each model by delta */
+static void
+rl_count_waiters(const int *slots, int num_slots, int delta)
+{
+	for (int i = 0; i < num_slots; i++)
+	{
+		RlModel    *model = &rl_models[slots[i]];
+
+		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+		model->num_waiters = Max(0, model->num_waiters + delta);
+		LWLockRelease(&model->lock);
+	}
+}
+
+static void
+rl_waiter_exit(int code, Datum arg)
+{
+	rl_unregister_waiter();
+}
+
+/*
+ * Join the queue of the given models (or move to new slots, keeping the
+ * ticket).  A ticket of 0 takes a new one.  Returns the ticket.
+ */
+int64
+rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests,
+				   int64 ticket)
+{
+	RlWaiter   *me = rl_my_record();
+
+	Assert(num_slots <= RL_MAX_WAIT_MODELS);
+	if (!exit_callback_registered)
+	{
+		/* a backend that exits while waiting leaves the queue */
+		before_shmem_exit(rl_waiter_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	rl_unregister_waiter();
+	if (ticket == 0)
+		ticket = (int64) pg_atomic_fetch_add_u64(&queue->next_ticket, 1);
+
+	rl_count_waiters(slots, num_slots, 1);
+	LWLockAcquire(&queue->waiters_lock, LW_EXCLUSIVE);
+	me->ticket = ticket;
+	me->num_slots = num_slots;
+	memcpy(me->slots, slots, sizeof(int) * num_slots);
+	me->tokens = tokens;
+	me->requests = requests;
+	me->latch = MyLatch;
+	me->active = true;
+	LWLockRelease(&queue->waiters_lock);
+	return ticket;
+}
+
+/* Leave the queue, if in it */
+void
+rl_unregister_waiter(void)
+{
+	RlWaiter   *me;
+	int			slots[RL_MAX_WAIT_MODELS];
+	int			num_slots;
+
+	if (queue == NULL || MyBackendId <= 0)
+		return;
+	me = rl_my_record();
+	if (!me->active)
+		return;
+	LWLockAcquire(&queue->waiters_lock, LW_EXCLUSIVE);
+	me->active = false;
+	num_slots = me->num_slots;
+	memcpy(slots, me->slots, sizeof(int) * num_slots);
+	LWLockRelease(&queue->waiters_lock);
+	rl_count_waiters(slots, num_slots, -1);
+}
+
+static bool
+rl_waits_on(const RlWaiter *waiter, int slot)
+{
+	for (int i = 0; i < waiter->num_slots; i++)
+		if (waiter->slots[i] == slot)
+			return true;
+	return false;
+}
+
+typedef struct RlClaim
+{
+	int64		ticket;
+	int64		tokens;
+	int32		requests;
+} RlClaim;
+
+static int
+rl_claim_cmp(const void *a, const void *b)
+{
+	int64		ta = ((const RlClaim *) a)->ticket;
+	int64		tb = ((const RlClaim *) b)->ticket;
+
+	return ta < tb ? -1 : ta > tb ? 1 : 0;
+}
+
+/*
+ * Set aside, from room (per dimension, what the limits leave), what the
+ * waiters older than ticket that fit will take, oldest first.  Caller holds
+ * the model's lock.
+ */
+void
+rl_claim_for_older_waiters(int slot, int64 ticket, int64 *room)
+{
+	RlClaim    *claims = palloc(sizeof(RlClaim) * queue->num_records);
+	int			num_claims = 0;
+
+	LWLockAcquire(&queue->waiters_lock, LW_SHARED);
+	for (int i = 0; i < queue->num_records; i++)
+	{
+		RlWaiter   *waiter = &queue->records[i];
+
+		if (waiter->active && waiter->ticket < ticket && rl_waits_on(waiter, slot))
+		{
+			claims[num_claims].ticket = waiter->ticket;
+			claims[num_claims].tokens = waiter->tokens;
+			claims[num_claims].requests = waiter->requests;
+			num_claims++;
+		}
+	}
+	LWLockRelease(&queue->waiters_lock);
+
+	qsort(claims, num_claims, sizeof(RlClaim), rl_claim_cmp);
+	for (int i = 0; i < num_claims; i++)
+	{
+		bool		fits = true;
+
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			if (rl_dimension_amount(d, claims[i].tokens, claims[i].requests) > room[d])
+				fits = false;
+		if (!fits)
+			continue;
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			if (room[d] != PG_INT64_MAX)
+				room[d] -= rl_dimension_amount(d, claims[i].tokens, claims[i].requests);
+	}
+	pfree(claims);
+}
+
+/* Wake the waiters of one model (slot), or of all models (slot < 0) */
+static void
+rl_wake(int slot)
+{
+	if (queue == NULL)
+		return;
+	LWLockAcquire(&queue->waiters_lock, LW_SHARED);
+	for (int i = 0; i < queue->num_records; i++)
+	{
+		RlWaiter   *waiter = &queue->records[i];
+
+		if (waiter->active && (slot < 0 || rl_waits_on(waiter, slot)))
+			SetLatch(waiter->latch);
+	}
+	LWLockRelease(&queue->waiters_lock);
+}
+
+void
+rl_wake_waiters(int slot)
+{
+	rl_wake(slot);
+}
+
+void
+rl_wake_all_waiters(void)
+{
+	rl_wake(-1);
+}

@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ *
+ * wait.h
+ *		Waiting for capacity inside the server.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_WAIT_H
+#define RL_WAIT_H
+
+#include "pg_ratelimit.h"
+
+/* Most models one waiting rl_acquire_any can wait on */
+#define RL_MAX_WAIT_MODELS		16
+
+/* The ticket of a request that is not waiting: newer than every waiter */
+#define RL_NEWCOMER_TICKET		PG_INT64_MAX
+
+extern Size rl_waiters_shmem_size(void);
+extern void rl_waiters_shmem_init(bool found);
+extern int64 rl_register_waiter(const int *slots, int num_slots, int64 tokens,
+								int32 requests, int64 ticket);
+extern void rl_unregister_waiter(void);
+extern void rl_claim_for_older_waiters(int slot, int64 ticket, int64 *room);
+extern void rl_wake_waiters(int slot);
+extern void rl_wake_all_waiters(void);
+
+#endif							/* RL_WAIT_H */
