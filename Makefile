@@ -13,6 +13,7 @@ OBJS = \
 	src/config.o \
 	src/functions.o \
 	src/lease.o \
+	src/notify.o \
 	src/persist.o \
 	src/pg_ratelimit.o \
 	src/settings.o \
@@ -61,3 +62,9 @@ bench:
 
 # PGXS does not track header dependencies
 $(OBJS): $(wildcard src/*.h)
+
+# The libpq client used by the TAP tests and shown in the README
+tests/clients/rl_listen: tests/clients/rl_listen.c
+	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
+installcheck: tests/clients/rl_listen
+EXTRA_CLEAN = tests/clients/rl_listen

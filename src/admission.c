@@ -57,12 +57,17 @@ rl_roll_windows(RlModel *model, TimestampTz now)
 
 	if (model->minute_start != minute_start)
 	{
+		/* a window that denied ends: listeners may retry */
+		if (model->denied_in_minute || (model->denied_in_day && model->day_start != day_start))
+			rl_note_capacity_freed(model, RL_NOTIFY_WINDOW_RESET, minute_start);
+		model->denied_in_minute = false;
 		model->minute_start = minute_start;
 		model->used[RL_DIM_RPM] = 0;
 		model->used[RL_DIM_TPM] = 0;
 	}
 	if (model->day_start != day_start)
 	{
+		model->denied_in_day = false;
 		model->day_start = day_start;
 		model->used[RL_DIM_RPD] = 0;
 		model->used[RL_DIM_TPD] = 0;
@@ -73,6 +78,20 @@ rl_roll_windows(RlModel *model, TimestampTz now)
 		model->usage.day_start = day_start;
 		model->version++;
 	}
+}
+
+/*
+ * Capacity freed up on a model: when it has denied since the last
+ * notification, have the worker send one (coalesced: one pending notice per
+ * model).  Caller holds the model's lock.
+ */
+void
+rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at)
+{
+	if (!model->denied_since_notify || model->notify_reason != RL_NOTIFY_NONE)
+		return;
+	model->notify_reason = reason;
+	model->notify_at = at;
 }
 
 /* When the window of a dimension ends, or 0 when only releases free it */
@@ -148,6 +167,11 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
 	if (blocking >= 0)
 	{
 		model->denied++;
+		model->denied_since_notify = true;
+		if (rl_dimension_is_daily(blocking))
+			model->denied_in_day = true;
+		else if (blocking != RL_DIM_CONCURRENCY)
+			model->denied_in_minute = true;
 		result->limited_by = blocking;
 		result->retry_at = rl_dimension_resets_at(model, blocking);
 		LWLockRelease(&model->lock);

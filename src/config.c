@@ -36,6 +36,7 @@
 #include "persist.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(rl_config_trigger);
 PG_FUNCTION_INFO_V1(rl_internal_resync);
@@ -380,6 +381,7 @@ rl_apply_models(RlConfigSnapshot *snap)
 			model = &rl_models[config->slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 			rl_set_model_config(model, config);
+			rl_note_capacity_freed(model, RL_NOTIFY_CONFIG, rl_now());
 			LWLockRelease(&model->lock);
 		}
 	}
@@ -463,6 +465,7 @@ rl_apply_config(RlConfigSnapshot *snap)
 	rl_state->config_generation++;
 	/* limits may have grown, models may be gone: waiters look again */
 	rl_wake_all_waiters();
+	rl_wake_worker();
 }
 
 /*

@@ -29,6 +29,7 @@
 #include "lease.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
+#include "worker.h"
 
 #define RL_SIGN_BIT		(UINT64CONST(1) << 63)
 
@@ -175,6 +176,7 @@ rl_expire_lease(const RlLease *lease)
 	RlModel    *model = &rl_models[lease->model_slot];
 	bool		known;
 	bool		waiters = false;
+	bool		notify = false;
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	known = model->in_use && model->generation == lease->model_generation;
@@ -185,10 +187,14 @@ rl_expire_lease(const RlLease *lease)
 		model->expired++;
 		model->version++;
 		waiters = model->num_waiters > 0;
+		rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, rl_now());
+		notify = model->notify_reason != RL_NOTIFY_NONE;
 	}
 	LWLockRelease(&model->lock);
 	if (waiters)
 		rl_wake_waiters(lease->model_slot);
+	if (notify)
+		rl_wake_worker();
 	return known;
 }
 
@@ -354,6 +360,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	RlNumeric	price_cached;
 	bool		priced;
 	bool		waiters;
+	bool		notify;
 	int64		actual_tokens;
 	int32		actual_requests;
 	bool		any_window_current = false;
@@ -420,9 +427,13 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	price_cached = model->price_cached;
 	priced = model->priced;
 	waiters = model->num_waiters > 0;
+	rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
+	notify = model->notify_reason != RL_NOTIFY_NONE;
 	LWLockRelease(&model->lock);
 	if (waiters)
 		rl_wake_waiters(lease->model_slot);
+	if (notify)
+		rl_wake_worker();
 
 	result->released = true;
 	if (!usage->has_tokens)

@@ -43,6 +43,15 @@ typedef enum RlDimension
 	RL_NUM_DIMS
 } RlDimension;
 
+/* Why capacity freed up, for the rl_capacity notification */
+typedef enum RlNotifyReason
+{
+	RL_NOTIFY_NONE = 0,
+	RL_NOTIFY_WINDOW_RESET,
+	RL_NOTIFY_RELEASE,
+	RL_NOTIFY_CONFIG
+} RlNotifyReason;
+
 /* "Not limited" in a limit slot */
 #define RL_UNLIMITED			(-1)
 
@@ -94,6 +103,13 @@ typedef struct RlModel
 	int64		overage_tokens;
 
 	int			num_waiters;	/* backends waiting in rl_acquire */
+
+	/* For NOTIFY rl_capacity, sent by the worker (notify.c) */
+	bool		denied_in_minute;	/* a minute limit denied in this minute */
+	bool		denied_in_day;	/* a day limit denied in this day */
+	bool		denied_since_notify;	/* any denial since the last notice */
+	RlNotifyReason notify_reason;	/* what to send, or RL_NOTIFY_NONE */
+	TimestampTz notify_at;
 
 	RlDayUsage	usage;			/* the current day window */
 	RlDayUsage	usage_ended;	/* the day before, until persisted */
@@ -203,6 +219,7 @@ extern const char *const rl_dimension_names[RL_NUM_DIMS];
 extern bool rl_dimension_is_daily(RlDimension dim);
 extern int64 rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests);
 extern void rl_roll_windows(RlModel *model, TimestampTz now);
+extern void rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
 extern TimestampTz rl_dimension_resets_at(const RlModel *model, RlDimension dim);
 
 /* lease.c */

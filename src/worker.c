@@ -7,8 +7,8 @@
  * It loads the configuration and saved state as soon as the server is up
  * (so the first acquire rarely has to), saves what changed every
  * ratelimit.persist_interval and once more at a clean shutdown, expires
- * leases on time, and wakes at every minute boundary of the limiter's
- * clock.  Acquire and release never depend on it: they load, expire and
+ * leases on time, wakes at every minute boundary of the limiter's clock to
+ * wake waiters, and sends the NOTIFY rl_capacity notifications.  Acquire and release never depend on it: they load, expire and
  * roll windows themselves when they need to.  After an error the postmaster
  * restarts it within a second.
  *
@@ -30,6 +30,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "notify.h"
 #include "persist.h"
 #include "wait.h"
 #include "pg_ratelimit.h"
@@ -116,6 +117,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 			*minute = rl_window_start(now, USECS_PER_MINUTE);
 			rl_wake_all_waiters();
 		}
+		rl_queue_notifications(now);
 
 		if (shutting_down ||
 			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)

@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ *
+ * notify.c
+ *		NOTIFY rl_capacity: telling listening clients that capacity freed.
+ *
+ * Backends only mark a model (under its lock) when capacity frees on it
+ * after it denied something: its window reset, a release or expiry, or a
+ * configuration change.  At most one notice per model is pending, so any
+ * number of releases between two rounds of the worker make one
+ * notification.  The worker sends them from its own transaction in
+ * ratelimit.database, so acquire and release never take NOTIFY's global
+ * lock and a rolled back caller cannot lose one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "lib/stringinfo.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/timestamp.h"
+
+#include "notify.h"
+#include "pg_ratelimit.h"
+
+#define RL_NOTIFY_CHANNEL	"rl_capacity"
+
+static const char *const reason_names[] = {
+	[RL_NOTIFY_NONE] = "none",
+	[RL_NOTIFY_WINDOW_RESET] = "window_reset",
+	[RL_NOTIFY_RELEASE] = "release",
+	[RL_NOTIFY_CONFIG] = "config",
+};
+
+/* The JSON payload: {"model": ..., "reason": ..., "at": ...} */
+static char *
+rl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
+{
+	StringInfoData payload;
+	char		at_text[MAXDATELEN + 1];
+	int			utc = 0;
+
+	initStringInfo(&payload);
+	appendStringInfoString(&payload, "{\"model\": ");
+	escape_json(&payload, model);
+	appendStringInfo(&payload, ", \"reason\": \"%s\", \"at\": \"%s\"}",
+					 reason_names[reason],
+					 JsonEncodeDateTime(at_text, TimestampTzGetDatum(at),
+										TIMESTAMPTZOID, &utc));
+	return payload.data;
+}
+
+/*
+ * Roll every model's windows to now and queue the pending notifications in
+ * the current transaction; they go out when it commits.  Worker only.
+ */
+int
+rl_queue_notifications(TimestampTz now)
+{
+	int			sent = 0;
+
+	for (int slot = 0; slot < rl_max_models; slot++)
+	{
+		RlModel    *model = &rl_models[slot];
+		char		name[RL_NAME_MAX_LEN + 1];
+		RlNotifyReason reason;
+		TimestampTz at;
+
+		if (!model->in_use)
+			continue;
+		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+		if (!model->in_use)
+		{
+			LWLockRelease(&model->lock);
+			continue;
+		}
+		rl_roll_windows(model, now);
+		reason = model->notify_reason;
+		at = model->notify_at;
+		if (reason != RL_NOTIFY_NONE)
+		{
+			model->notify_reason = RL_NOTIFY_NONE;
+			model->denied_since_notify = false;
+			strlcpy(name, model->name, sizeof(name));
+		}
+		LWLockRelease(&model->lock);
+
+		if (reason != RL_NOTIFY_NONE)
+		{
+			Async_Notify(RL_NOTIFY_CHANNEL, rl_notify_payload(name, reason, at));
+			sent++;
+		}
+	}
+	return sent;
+}
