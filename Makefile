@@ -68,3 +68,6 @@ tests/clients/rl_listen: tests/clients/rl_listen.c
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
 installcheck: tests/clients/rl_listen
 EXTRA_CLEAN = tests/clients/rl_listen
+tests/bench/wake_latency: tests/bench/wake_latency.c
+	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
+EXTRA_CLEAN += tests/bench/wake_latency

@@ -158,7 +158,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
 	}
 	if (model->num_waiters > 0)
-		rl_claim_for_older_waiters(slot, ticket, room);
+		rl_claim_for_older_waiters(slot, ticket, tokens, requests, room);
 	for (int d = 0; d < RL_NUM_DIMS && blocking < 0; d++)
 		if (rl_dimension_amount(d, tokens, requests) > room[d])
 			blocking = d;
@@ -195,6 +195,8 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
 										   rl_dimension_amount(d, tokens, requests));
 	model->granted++;
 	model->usage.requests = rl_add_saturating(model->usage.requests, requests);
+	if (ticket != RL_NEWCOMER_TICKET)
+		rl_waiter_granted();
 	result->granted = true;
 	result->model_generation = model->generation;
 	result->minute_start = model->minute_start;

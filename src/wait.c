@@ -39,6 +39,7 @@
 typedef struct RlWaiter
 {
 	bool		active;
+	bool		claiming;		/* not yet granted: holds back younger ones */
 	int64		ticket;
 	int			num_slots;
 	int			slots[RL_MAX_WAIT_MODELS];
@@ -137,18 +138,41 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 	me->tokens = tokens;
 	me->requests = requests;
 	me->latch = MyLatch;
+	me->claiming = true;
 	me->active = true;
 	LWLockRelease(&queue->waiters_lock);
 	return ticket;
 }
 
-/* Leave the queue, if in it */
+static void rl_wake(int slot);
+
+/*
+ * Our request was granted: its room is now taken for real, so stop setting
+ * it aside for us.  Caller holds the model's lock (the grant and the end of
+ * the claim are one step for the others).
+ */
+void
+rl_waiter_granted(void)
+{
+	RlWaiter   *me = rl_my_record();
+
+	LWLockAcquire(&queue->waiters_lock, LW_EXCLUSIVE);
+	me->claiming = false;
+	LWLockRelease(&queue->waiters_lock);
+}
+
+/*
+ * Leave the queue, if in it.  Leaving without a grant (max_wait over,
+ * cancel, error) gives up a claim that may have held younger waiters back:
+ * they look again.
+ */
 void
 rl_unregister_waiter(void)
 {
 	RlWaiter   *me;
 	int			slots[RL_MAX_WAIT_MODELS];
 	int			num_slots;
+	bool		was_claiming;
 
 	if (queue == NULL || MyBackendId <= 0)
 		return;
@@ -157,10 +181,14 @@ rl_unregister_waiter(void)
 		return;
 	LWLockAcquire(&queue->waiters_lock, LW_EXCLUSIVE);
 	me->active = false;
+	was_claiming = me->claiming;
 	num_slots = me->num_slots;
 	memcpy(slots, me->slots, sizeof(int) * num_slots);
 	LWLockRelease(&queue->waiters_lock);
 	rl_count_waiters(slots, num_slots, -1);
+	if (was_claiming)
+		for (int i = 0; i < num_slots; i++)
+			rl_wake(slots[i]);
 }
 
 static bool
@@ -191,28 +219,54 @@ rl_claim_cmp(const void *a, const void *b)
 /*
  * Set aside, from room (per dimension, what the limits leave), what the
  * waiters older than ticket that fit will take, oldest first.  Caller holds
- * the model's lock.
+ * the model's lock, and passes the size of its own request: when it fits
+ * beside all older waiters together (the usual case), nothing needs
+ * sorting.
  */
 void
-rl_claim_for_older_waiters(int slot, int64 ticket, int64 *room)
+rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
+						   int64 *room)
 {
-	RlClaim    *claims = palloc(sizeof(RlClaim) * queue->num_records);
+	RlClaim    *claims = NULL;
 	int			num_claims = 0;
+	int64		total[RL_NUM_DIMS] = {0};
+	bool		all_fit = true;
 
 	LWLockAcquire(&queue->waiters_lock, LW_SHARED);
 	for (int i = 0; i < queue->num_records; i++)
 	{
 		RlWaiter   *waiter = &queue->records[i];
 
-		if (waiter->active && waiter->ticket < ticket && rl_waits_on(waiter, slot))
-		{
-			claims[num_claims].ticket = waiter->ticket;
-			claims[num_claims].tokens = waiter->tokens;
-			claims[num_claims].requests = waiter->requests;
-			num_claims++;
-		}
+		if (!waiter->active || !waiter->claiming || waiter->ticket >= ticket ||
+			!rl_waits_on(waiter, slot))
+			continue;
+		if (claims == NULL)
+			claims = palloc(sizeof(RlClaim) * queue->num_records);
+		claims[num_claims].ticket = waiter->ticket;
+		claims[num_claims].tokens = waiter->tokens;
+		claims[num_claims].requests = waiter->requests;
+		num_claims++;
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			total[d] = rl_add_saturating(total[d],
+										 rl_dimension_amount(d, waiter->tokens, waiter->requests));
 	}
 	LWLockRelease(&queue->waiters_lock);
+	if (num_claims == 0)
+		return;
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (room[d] != PG_INT64_MAX &&
+			rl_add_saturating(total[d], rl_dimension_amount(d, tokens, requests)) > room[d])
+			all_fit = false;
+	if (all_fit)
+	{
+		/* every older waiter and this request fit together */
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			if (room[d] != PG_INT64_MAX)
+				room[d] -= total[d];
+		pfree(claims);
+		return;
+	}
 
 	qsort(claims, num_claims, sizeof(RlClaim), rl_claim_cmp);
 	for (int i = 0; i < num_claims; i++)
