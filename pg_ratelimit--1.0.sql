@@ -73,9 +73,18 @@ CREATE TABLE rl_counter (
 	expired			bigint NOT NULL,
 	overage_events	bigint NOT NULL,
 	overage_tokens	bigint NOT NULL,
+	-- usage of the current UTC day; ended days move to rl_usage_daily
+	usage_day		date,
+	usage_requests	bigint NOT NULL DEFAULT 0,
+	usage_input		bigint NOT NULL DEFAULT 0,
+	usage_output	bigint NOT NULL DEFAULT 0,
+	usage_cached	bigint NOT NULL DEFAULT 0,
+	usage_cost		numeric NOT NULL DEFAULT 0,
+	usage_overage_events bigint NOT NULL DEFAULT 0,
+	usage_overage_tokens bigint NOT NULL DEFAULT 0,
 	saved_at		timestamptz NOT NULL
-);
-COMMENT ON TABLE rl_counter IS 'pg_ratelimit window counters and totals per model, as last persisted';
+) WITH (fillfactor = 50);	-- room for HOT updates: rows are rewritten every second
+COMMENT ON TABLE rl_counter IS 'pg_ratelimit window counters, totals and usage of the day per model, as last persisted';
 
 CREATE TABLE rl_lease_state (
 	lease_id		bigint PRIMARY KEY,
@@ -105,7 +114,7 @@ CREATE TABLE rl_usage_daily (
 	overage_tokens	bigint NOT NULL,
 	PRIMARY KEY (day, model)
 );
-COMMENT ON TABLE rl_usage_daily IS 'pg_ratelimit usage and cost per UTC day and model';
+COMMENT ON TABLE rl_usage_daily IS 'pg_ratelimit usage and cost per ended UTC day and model';
 
 CREATE TABLE rl_saved_clock (
 	id				integer PRIMARY KEY CHECK (id = 1),
@@ -120,7 +129,15 @@ CREATE VIEW rl_usage AS
 	SELECT day, model, requests, input_tokens, output_tokens, cached_tokens,
 		   input_tokens + output_tokens + cached_tokens AS total_tokens,
 		   cost, overage_events, overage_tokens
-	FROM rl_usage_daily;
+	FROM rl_usage_daily
+	UNION ALL
+	SELECT usage_day, model, usage_requests, usage_input, usage_output, usage_cached,
+		   usage_input + usage_output + usage_cached,
+		   usage_cost, usage_overage_events, usage_overage_tokens
+	FROM rl_counter c
+	WHERE usage_day IS NOT NULL
+	  AND NOT EXISTS (SELECT FROM rl_usage_daily d
+					  WHERE d.day = c.usage_day AND d.model = c.model);
 COMMENT ON VIEW rl_usage IS 'pg_ratelimit persisted daily usage and cost per model';
 GRANT SELECT ON rl_usage TO PUBLIC;
 

@@ -4,9 +4,10 @@
  *		Saving the limiter's state to tables and reading it back.
  *
  * The background worker saves what changed every ratelimit.persist_interval
- * and at a clean shutdown: window counters and totals (rl_counter), open
- * leases (rl_lease_state), usage per UTC day (rl_usage_daily) and the test
- * clock's offset (rl_saved_clock).  A model's version counter, bumped under
+ * and at a clean shutdown: window counters, totals and the usage of the
+ * current UTC day (rl_counter), open leases (rl_lease_state), the usage of
+ * each ended day (rl_usage_daily, written once when the day ends) and the
+ * test clock's offset (rl_saved_clock).  A model's version counter, bumped under
  * its lock by every change, tells the worker which models to write; the
  * lease table's version tells it whether the set of leases changed.
  *
@@ -74,6 +75,9 @@ struct RlStateSnapshot
 	int			num_usage;
 	RlSavedUsage *usage;
 };
+
+/* Columns of rl_counter passed as arrays */
+#define RL_COUNTER_COLUMNS	20
 
 /* What the worker last wrote, per model slot (worker-local) */
 typedef struct RlPersisted
@@ -183,13 +187,13 @@ rl_read_state(MemoryContext context, const char *qschema)
 		l->lease.role = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
 	}
 
-	/* usage of the most recent day of each model; restore keeps today's */
+	/* usage of the day each model was last saved in; restore keeps today's */
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT DISTINCT ON (model) model, day::timestamp AT TIME ZONE 'UTC',"
-					 " requests, input_tokens, output_tokens, cached_tokens, overage_events,"
-					 " overage_tokens, cost FROM %s.rl_usage_daily ORDER BY model, day DESC",
-					 qschema);
+					 "SELECT model, usage_day::timestamp AT TIME ZONE 'UTC', usage_requests,"
+					 " usage_input, usage_output, usage_cached, usage_overage_events,"
+					 " usage_overage_tokens, usage_cost FROM %s.rl_counter"
+					 " WHERE usage_day IS NOT NULL", qschema);
 	rl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_usage = SPI_processed;
@@ -332,7 +336,7 @@ rl_array(Datum *elements, int count, Oid type)
 static void
 rl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum *values)
 {
-	Oid			types[12];
+	Oid			types[RL_COUNTER_COLUMNS];
 
 	Assert(nargs <= lengthof(types));
 	for (int i = 0; i < nargs; i++)
@@ -349,32 +353,60 @@ rl_execute(const char *sql, int nargs, Oid *types, Datum *values)
 		elog(ERROR, "pg_ratelimit could not save its state: %s", sql);
 }
 
+/* Did anything happen on this day? */
+static bool
+rl_day_used(const RlDayUsage *day)
+{
+	return day->day_start != 0 &&
+		(day->requests > 0 || day->input > 0 || day->output > 0 || day->cached > 0 ||
+		 day->overage_events > 0);
+}
+
+/*
+ * The eight usage columns of a day, at row n of the column arrays; a day
+ * without usage gets the "no day" time, which rl_counter stores as NULL.
+ */
+static void
+rl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
+{
+	columns[0][n] = TimestampTzGetDatum(rl_day_used(day) ? day->day_start : 0);
+	columns[1][n] = Int64GetDatum(day->requests);
+	columns[2][n] = Int64GetDatum(day->input);
+	columns[3][n] = Int64GetDatum(day->output);
+	columns[4][n] = Int64GetDatum(day->cached);
+	columns[5][n] = VARSIZE_ANY(day->cost.data) > 0 ?
+		NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) day->cost.data))) :
+		NumericGetDatum(int64_to_numeric(0));
+	columns[6][n] = Int64GetDatum(day->overage_events);
+	columns[7][n] = Int64GetDatum(day->overage_tokens);
+}
+
 /* Save counters, totals and daily usage of models that changed */
 static void
 rl_persist_models(const char *qschema, TimestampTz now)
 {
 	int			n = 0;
 	int			nusage = 0;
-	Datum	   *c[12];
+	Datum	   *c[RL_COUNTER_COLUMNS];
 	Datum	   *u[9];
-	Oid			ctypes[12] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID, TIMESTAMPTZOID,
-		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
-	Oid			utypes[9] = {TIMESTAMPTZOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID,
+	Oid			ctypes[RL_COUNTER_COLUMNS] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID,
+		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
+	Oid			utypes[9] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID,
 		NUMERICOID, INT8OID, INT8OID};
 	uint64	   *versions = palloc(sizeof(uint64) * rl_max_models);
 	int		   *slots = palloc(sizeof(int) * rl_max_models);
 	StringInfoData sql;
 
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
 		c[i] = palloc(sizeof(Datum) * rl_max_models);
 	for (int i = 0; i < 9; i++)
-		u[i] = palloc(sizeof(Datum) * rl_max_models * 2);
+		u[i] = palloc(sizeof(Datum) * rl_max_models);
 
 	for (int slot = 0; slot < rl_max_models; slot++)
 	{
 		RlModel    *model = &rl_models[slot];
 		RlModel		copy;
-		const RlDayUsage *days[2];
 
 		if (!model->in_use)
 			continue;
@@ -402,30 +434,16 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		c[9][n] = Int64GetDatum(copy.expired);
 		c[10][n] = Int64GetDatum(copy.overage_events);
 		c[11][n] = Int64GetDatum(copy.overage_tokens);
+		rl_usage_datums(&copy.usage, &c[12], n);
 		n++;
 
-		days[0] = &copy.usage;
-		days[1] = copy.usage_ended.day_start != 0 &&
+		/* the day before, once, when its window has ended */
+		if (rl_day_used(&copy.usage_ended) &&
 			!(persisted[slot].generation == copy.generation &&
-			  persisted[slot].ended_day == copy.usage_ended.day_start) ?
-			&copy.usage_ended : NULL;
-		for (int d = 0; d < 2; d++)
+			  persisted[slot].ended_day == copy.usage_ended.day_start))
 		{
-			const RlDayUsage *day = days[d];
-
-			if (day == NULL || day->day_start == 0)
-				continue;
-			u[0][nusage] = TimestampTzGetDatum(day->day_start);
-			u[1][nusage] = CStringGetTextDatum(copy.name);
-			u[2][nusage] = Int64GetDatum(day->requests);
-			u[3][nusage] = Int64GetDatum(day->input);
-			u[4][nusage] = Int64GetDatum(day->output);
-			u[5][nusage] = Int64GetDatum(day->cached);
-			u[6][nusage] = VARSIZE_ANY(day->cost.data) > 0 ?
-				NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) day->cost.data))) :
-				NumericGetDatum(int64_to_numeric(0));
-			u[7][nusage] = Int64GetDatum(day->overage_events);
-			u[8][nusage] = Int64GetDatum(day->overage_tokens);
+			u[0][nusage] = CStringGetTextDatum(copy.name);
+			rl_usage_datums(&copy.usage_ended, &u[1], nusage);
 			nusage++;
 		}
 		persisted[slot].ended_day = copy.usage_ended.day_start;
@@ -433,26 +451,39 @@ rl_persist_models(const char *qschema, TimestampTz now)
 
 	if (n > 0)
 	{
-		Datum		args[12];
+		Datum		args[RL_COUNTER_COLUMNS];
 
-		for (int i = 0; i < 12; i++)
+		for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
 			args[i] = rl_array(c[i], n, ctypes[i]);
 		initStringInfo(&sql);
 		appendStringInfo(&sql,
 						 "INSERT INTO %s.rl_counter AS c (model, minute_start, requests_minute,"
 						 " tokens_minute, day_start, requests_day, tokens_day, granted, denied,"
-						 " expired, overage_events, overage_tokens, saved_at)"
-						 " SELECT *, now() FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-						 " $11, $12)"
+						 " expired, overage_events, overage_tokens, usage_day, usage_requests,"
+						 " usage_input, usage_output, usage_cached, usage_cost,"
+						 " usage_overage_events, usage_overage_tokens, saved_at)"
+						 " SELECT m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot,"
+						 " (nullif(ud, '2000-01-01 00:00+00') AT TIME ZONE 'UTC')::date,"
+						 " ur, ui, uo, uc, uco, uoe, uot, now()"
+						 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+						 " $14, $15, $16, $17, $18, $19, $20)"
+						 " AS x(m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot, ud, ur, ui, uo, uc,"
+						 " uco, uoe, uot)"
 						 " ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
 						 " requests_minute = excluded.requests_minute,"
 						 " tokens_minute = excluded.tokens_minute, day_start = excluded.day_start,"
 						 " requests_day = excluded.requests_day, tokens_day = excluded.tokens_day,"
 						 " granted = excluded.granted, denied = excluded.denied,"
 						 " expired = excluded.expired, overage_events = excluded.overage_events,"
-						 " overage_tokens = excluded.overage_tokens, saved_at = excluded.saved_at",
+						 " overage_tokens = excluded.overage_tokens, usage_day = excluded.usage_day,"
+						 " usage_requests = excluded.usage_requests,"
+						 " usage_input = excluded.usage_input, usage_output = excluded.usage_output,"
+						 " usage_cached = excluded.usage_cached, usage_cost = excluded.usage_cost,"
+						 " usage_overage_events = excluded.usage_overage_events,"
+						 " usage_overage_tokens = excluded.usage_overage_tokens,"
+						 " saved_at = excluded.saved_at",
 						 qschema);
-		rl_execute_arrays(sql.data, 12, ctypes, args);
+		rl_execute_arrays(sql.data, RL_COUNTER_COLUMNS, ctypes, args);
 	}
 	if (nusage > 0)
 	{
@@ -466,7 +497,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 						 " output_tokens, cached_tokens, cost, overage_events, overage_tokens)"
 						 " SELECT (d AT TIME ZONE 'UTC')::date, m, r, i, o, c, co, oe, ot"
 						 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-						 " AS x(d, m, r, i, o, c, co, oe, ot)"
+						 " AS x(m, d, r, i, o, c, co, oe, ot)"
 						 " ON CONFLICT (day, model) DO UPDATE SET requests = excluded.requests,"
 						 " input_tokens = excluded.input_tokens,"
 						 " output_tokens = excluded.output_tokens,"

@@ -150,6 +150,9 @@ rl_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(rl_database_name, NULL, 0);
 
+	/* a crash may lose one interval anyway: do not wait for WAL flushes */
+	SetConfigOption("synchronous_commit", "off", PGC_USERSET, PGC_S_OVERRIDE);
+
 	before_shmem_exit(rl_worker_exit, (Datum) 0);
 	rl_state->worker_latch = MyLatch;
 	elog(LOG, "pg_ratelimit worker started in database \"%s\"", rl_database_name);

@@ -1,28 +1,40 @@
 #!/usr/bin/env bash
-# Benchmark: acquire + release on one hot model with all five limits set,
-# against two SELECT 1 round trips and against a table-based PL/pgSQL
-# fixed-window limiter, measured side by side in one run with pgbench
-# (-M prepared, 8 clients).  Prints the throughput of each and the ratios.
+# Benchmarks, each printing ratios against a baseline measured in the same
+# run.  A benchmark, not a test: it asserts nothing, and the machines are
+# shared and noisy, so run it more than once.
 #
-#   bash tests/bench/run.sh            # 3 rounds of 10 s per workload
-#   DURATION=5 ROUNDS=1 bash tests/bench/run.sh
+#   bash tests/bench/run.sh [throughput] [wake] [persist]     (default: all)
 #
-# A benchmark, not a test: it asserts nothing and timings vary between runs.
+# throughput: acquire + release on one hot model with all five limits set,
+#   against two SELECT 1 round trips and a table-based PL/pgSQL fixed-window
+#   limiter, with pgbench (-M prepared, 8 clients), round robin.
+# wake: from a window reset to (a) blocked rl_acquire calls returning and
+#   (b) LISTENing libpq clients being notified, with 100 waiters.
+# persist: acquire + release throughput while the worker saves 10,000
+#   changed models every second, against the same with saving off.
+#
+#   DURATION=5 ROUNDS=1 bash tests/bench/run.sh throughput
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-8}
+sections=("$@")
+[ ${#sections[@]} -gt 0 ] || sections=(throughput wake persist)
+wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 install_deps
 build_and_install
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
-start_server "$dir" ratelimit_bench
+start_server "$dir" ratelimit_bench "max_connections = 200" "ratelimit.max_models = 20000" \
+	"ratelimit.max_leases = 100000"
 export PGOPTIONS="-c client_min_messages=warning"
 psql -Xq -c "CREATE DATABASE ratelimit_bench"
 export PGDATABASE=ratelimit_bench
+# the worker connects to the new database within a second
+sleep 1.5
 psql -Xq -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
 CREATE EXTENSION pg_ratelimit;
 SELECT rl_define_model('bench/hot', rpm => 1000000000000, tpm => 1000000000000000,
@@ -32,6 +44,8 @@ SQL
 psql -Xq -v ON_ERROR_STOP=1 -f "$REPO_ROOT/tests/bench/plpgsql_limiter.sql" >/dev/null
 
 scripts=$(mktemp -d)
+chmod 755 "$scripts"
+trap 'stop_server "$dir"; rm -rf "$dir" "$scripts"' EXIT
 cat >"$scripts/select1.sql" <<'SQL'
 SELECT 1;
 SELECT 1;
@@ -58,30 +72,73 @@ tps() {
 		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
 }
 
-workloads=(select1 pg_ratelimit pg_ratelimit_column plpgsql)
+# round_robin WORKLOAD...: ROUNDS rounds over the workloads (so that a noisy
+# neighbour hits every one alike); fills total[WORKLOAD]
 declare -A total
-for w in "${workloads[@]}"; do total[$w]=0; done
-# round robin, so that a noisy neighbour hits every workload alike
-for round in $(seq "$ROUNDS"); do
-	for w in "${workloads[@]}"; do
-		t=$(tps "$w")
-		printf 'round %d  %-20s %10.0f pairs/s\n' "$round" "$w" "$t"
-		total[$w]=$(awk -v a="${total[$w]}" -v b="$t" 'BEGIN { print a + b }')
+round_robin() {
+	for w in "$@"; do total[$w]=0; done
+	for round in $(seq "$ROUNDS"); do
+		for w in "$@"; do
+			[ "$(type -t "before_$w")" = function ] && "before_$w"
+			t=$(tps "${script_of[$w]:-$w}")
+			printf 'round %d  %-20s %10.0f pairs/s\n' "$round" "$w" "$t"
+			total[$w]=$(awk -v a="${total[$w]}" -v b="$t" 'BEGIN { print a + b }')
+		done
 	done
-done
+}
+declare -A script_of
 
-# the limiter must have granted and released everything it was asked
-psql -XAtq -c "SELECT 'pg_ratelimit status: granted ' || granted || ', denied ' || denied || ', in flight ' || in_flight FROM rl_status WHERE model = 'bench/hot'"
+if wants throughput; then
+	echo "== throughput"
+	round_robin select1 pg_ratelimit pg_ratelimit_column plpgsql
+	# the limiter must have granted and released everything it was asked
+	psql -XAtq -c "SELECT 'pg_ratelimit status: granted ' || granted || ', denied ' || denied || ', in flight ' || in_flight FROM rl_status WHERE model = 'bench/hot'"
+	echo
+	echo "pgbench -M prepared, $CLIENTS clients, $ROUNDS x ${DURATION}s per workload, $(nproc) cores"
+	awk -v s="${total[select1]}" -v r="${total[pg_ratelimit]}" -v c="${total[pg_ratelimit_column]}" \
+		-v p="${total[plpgsql]}" -v n="$ROUNDS" 'BEGIN {
+		printf "two SELECT 1 round trips          : %10.0f pairs/s\n", s / n
+		printf "pg_ratelimit, SELECT * FROM ...   : %10.0f pairs/s\n", r / n
+		printf "pg_ratelimit, SELECT (...).column : %10.0f pairs/s\n", c / n
+		printf "PL/pgSQL table limiter            : %10.0f pairs/s\n", p / n
+		printf "ratio pg_ratelimit / SELECT 1 pairs: %.2f (FROM form), %.2f (column form)\n", r / s, c / s
+		printf "ratio pg_ratelimit / PL/pgSQL      : %.1f (FROM form), %.1f (column form)\n", r / p, c / p
+	}'
+	echo
+fi
 
-echo
-echo "pgbench -M prepared, $CLIENTS clients, $ROUNDS x ${DURATION}s per workload, $(nproc) cores"
-awk -v s="${total[select1]}" -v r="${total[pg_ratelimit]}" -v c="${total[pg_ratelimit_column]}" \
-	-v p="${total[plpgsql]}" -v n="$ROUNDS" 'BEGIN {
-	printf "two SELECT 1 round trips          : %10.0f pairs/s\n", s / n
-	printf "pg_ratelimit, SELECT * FROM ...   : %10.0f pairs/s\n", r / n
-	printf "pg_ratelimit, SELECT (...).column : %10.0f pairs/s\n", c / n
-	printf "PL/pgSQL table limiter            : %10.0f pairs/s\n", p / n
-	printf "ratio pg_ratelimit / SELECT 1 pairs: %.2f (FROM form), %.2f (column form)\n", r / s, c / s
-	printf "ratio pg_ratelimit / PL/pgSQL      : %.1f (FROM form), %.1f (column form)\n", r / p, c / p
-}'
-rm -rf "$scripts"
+if wants wake; then
+	echo "== wake latency"
+	make -C "$REPO_ROOT" -s tests/bench/wake_latency PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	"$REPO_ROOT/tests/bench/wake_latency" "host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE" \
+		"${WAITERS:-100}" "${LISTENERS:-10}" "${RESETS:-10}"
+	echo "targets: p99 under 5 ms (blocked acquire), under 20 ms (notification)"
+	echo
+fi
+
+if wants persist; then
+	echo "== persistence overhead"
+	psql -Xq -c "INSERT INTO rl_model (model, rpm) SELECT 'bulk/' || i, 1000000000 FROM generate_series(1, 10000) i"
+	# every second, change the counters of all 10,000 models
+	(
+		while :; do
+			psql -XAtq -c "SELECT count(*) FROM rl_model m WHERE m.model LIKE 'bulk/%'
+						   AND (rl_release((rl_acquire(m.model)).lease_id)).released" >/dev/null || exit
+			sleep 1
+		done
+	) &
+	churn=$!
+	before_saving() { psql -XAtq -c "ALTER SYSTEM SET ratelimit.persist_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 1; }
+	before_not_saving() { psql -XAtq -c "ALTER SYSTEM SET ratelimit.persist_interval = '1h'" -c "SELECT pg_reload_conf()" >/dev/null; sleep 1; }
+	script_of[saving]=pg_ratelimit
+	script_of[not_saving]=pg_ratelimit
+	round_robin saving not_saving
+	kill "$churn" 2>/dev/null || true
+	wait "$churn" 2>/dev/null || true
+	psql -XAtq -c "SELECT 'rows saved in rl_counter: ' || count(*) FROM rl_counter"
+	awk -v a="${total[saving]}" -v b="${total[not_saving]}" -v n="$ROUNDS" 'BEGIN {
+		printf "acquire+release, saving 10,000 models every second: %10.0f pairs/s\n", a / n
+		printf "acquire+release, saving off                       : %10.0f pairs/s\n", b / n
+		printf "ratio saving / not saving: %.3f (target >= 0.9)\n", a / b
+	}'
+fi
