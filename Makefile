@@ -29,7 +29,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 # pg_regress therefore cannot drop and re-create: the tests use an existing
 # database (contrib_regression, see below), and the first test re-creates
 # the extension in it.
-REGRESS = setup config acquire release capacity clock wait errors
+REGRESS = setup config acquire release capacity clock wait usage errors
 REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency

@@ -49,6 +49,7 @@ typedef struct RlSavedCounter
 	int64		expired;
 	int64		overage_events;
 	int64		overage_tokens;
+	RlDayUsage	usage;			/* of the day the row was saved in */
 } RlSavedCounter;
 
 typedef struct RlSavedLease
@@ -58,12 +59,6 @@ typedef struct RlSavedLease
 	char		job_type[RL_NAME_MAX_LEN + 1];	/* empty when none */
 } RlSavedLease;
 
-typedef struct RlSavedUsage
-{
-	char		model[RL_NAME_MAX_LEN + 1];
-	RlDayUsage	usage;
-} RlSavedUsage;
-
 struct RlStateSnapshot
 {
 	bool		has_clock;
@@ -72,8 +67,6 @@ struct RlStateSnapshot
 	RlSavedCounter *counters;
 	int			num_leases;
 	RlSavedLease *leases;
-	int			num_usage;
-	RlSavedUsage *usage;
 };
 
 /* Columns of rl_counter passed as arrays */
@@ -92,6 +85,7 @@ static uint64 persisted_lease_version = 0;
 static uint64 persisted_config_generation = 0;
 static int64 persisted_clock_offset = 0;
 static bool persisted_anything = false;
+static Oid	persisted_extension = InvalidOid;
 
 static int64
 rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
@@ -134,7 +128,10 @@ rl_read_state(MemoryContext context, const char *qschema)
 	appendStringInfo(&sql,
 					 "SELECT model, minute_start, requests_minute, tokens_minute, day_start,"
 					 " requests_day, tokens_day, granted, denied, expired, overage_events,"
-					 " overage_tokens FROM %s.rl_counter", qschema);
+					 " overage_tokens, coalesce(usage_day::timestamp AT TIME ZONE 'UTC',"
+					 " '2000-01-01 00:00+00'), usage_requests, usage_input, usage_output,"
+					 " usage_cached, usage_overage_events, usage_overage_tokens, usage_cost"
+					 " FROM %s.rl_counter", qschema);
 	rl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_counters = SPI_processed;
@@ -143,6 +140,8 @@ rl_read_state(MemoryContext context, const char *qschema)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		RlSavedCounter *c = &state->counters[i];
+		bool		isnull;
+		Numeric		cost;
 
 		strlcpy(c->model, SPI_getvalue(tup, desc, 1), sizeof(c->model));
 		c->minute_start = rl_col_int64(tup, desc, 2);
@@ -156,6 +155,16 @@ rl_read_state(MemoryContext context, const char *qschema)
 		c->expired = rl_col_int64(tup, desc, 10);
 		c->overage_events = rl_col_int64(tup, desc, 11);
 		c->overage_tokens = rl_col_int64(tup, desc, 12);
+		c->usage.day_start = rl_col_int64(tup, desc, 13);
+		c->usage.requests = rl_col_int64(tup, desc, 14);
+		c->usage.input = rl_col_int64(tup, desc, 15);
+		c->usage.output = rl_col_int64(tup, desc, 16);
+		c->usage.cached = rl_col_int64(tup, desc, 17);
+		c->usage.overage_events = rl_col_int64(tup, desc, 18);
+		c->usage.overage_tokens = rl_col_int64(tup, desc, 19);
+		cost = DatumGetNumeric(SPI_getbinval(tup, desc, 20, &isnull));
+		if (!isnull && VARSIZE(cost) <= RL_NUMERIC_BUF)
+			memcpy(c->usage.cost.data, cost, VARSIZE(cost));
 	}
 
 	resetStringInfo(&sql);
@@ -187,36 +196,6 @@ rl_read_state(MemoryContext context, const char *qschema)
 		l->lease.role = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
 	}
 
-	/* usage of the day each model was last saved in; restore keeps today's */
-	resetStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "SELECT model, usage_day::timestamp AT TIME ZONE 'UTC', usage_requests,"
-					 " usage_input, usage_output, usage_cached, usage_overage_events,"
-					 " usage_overage_tokens, usage_cost FROM %s.rl_counter"
-					 " WHERE usage_day IS NOT NULL", qschema);
-	rl_state_query(sql.data);
-	desc = SPI_tuptable->tupdesc;
-	state->num_usage = SPI_processed;
-	state->usage = MemoryContextAllocZero(context, sizeof(RlSavedUsage) * (SPI_processed + 1));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		RlSavedUsage *u = &state->usage[i];
-		bool		isnull;
-		Numeric		cost;
-
-		strlcpy(u->model, SPI_getvalue(tup, desc, 1), sizeof(u->model));
-		u->usage.day_start = rl_col_int64(tup, desc, 2);
-		u->usage.requests = rl_col_int64(tup, desc, 3);
-		u->usage.input = rl_col_int64(tup, desc, 4);
-		u->usage.output = rl_col_int64(tup, desc, 5);
-		u->usage.cached = rl_col_int64(tup, desc, 6);
-		u->usage.overage_events = rl_col_int64(tup, desc, 7);
-		u->usage.overage_tokens = rl_col_int64(tup, desc, 8);
-		cost = DatumGetNumeric(SPI_getbinval(tup, desc, 9, &isnull));
-		if (!isnull && VARSIZE(cost) <= RL_NUMERIC_BUF)
-			memcpy(u->usage.cost.data, cost, VARSIZE(cost));
-	}
 	return state;
 }
 
@@ -266,17 +245,13 @@ rl_restore_state(const RlStateSnapshot *state)
 		model->expired = c->expired;
 		model->overage_events = c->overage_events;
 		model->overage_tokens = c->overage_tokens;
-	}
-
-	for (int i = 0; i < state->num_usage; i++)
-	{
-		const RlSavedUsage *u = &state->usage[i];
-		int			slot = rl_lookup_slot(rl_model_index, u->model);
-
-		if (slot >= 0 && u->usage.day_start == day_start)
+		if (c->usage.day_start == day_start)
+			model->usage = c->usage;
+		else
 		{
-			rl_models[slot].usage = u->usage;
-			rl_models[slot].day_start = day_start;
+			/* a day that ended while we were down: rl_usage_daily gets it */
+			model->usage_ended = c->usage;
+			model->usage.day_start = day_start;
 		}
 	}
 
@@ -594,6 +569,8 @@ rl_persist_state(void)
 	const char *qschema;
 	int64		clock_offset = (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
 	uint64		config_generation;
+	Oid			extension_oid;
+	bool		isnull;
 	StringInfoData sql;
 
 	if (persisted == NULL)
@@ -601,7 +578,7 @@ rl_persist_state(void)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rl_state_query("SELECT n.nspname FROM pg_catalog.pg_extension e"
+	rl_state_query("SELECT n.nspname, e.oid FROM pg_catalog.pg_extension e"
 				   " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 				   " WHERE e.extname = 'pg_ratelimit'");
 	if (SPI_processed != 1)
@@ -611,6 +588,16 @@ rl_persist_state(void)
 	}
 	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	qschema = quote_identifier(schema);
+
+	/* a re-created extension has empty tables: write everything again */
+	extension_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 2, &isnull));
+	if (extension_oid != persisted_extension)
+	{
+		memset(persisted, 0, sizeof(RlPersisted) * rl_max_models);
+		persisted_anything = false;
+		persisted_extension = extension_oid;
+	}
 
 	rl_persist_models(qschema, rl_now());
 	rl_persist_leases(qschema);
