@@ -93,6 +93,8 @@ main(int argc, char **argv)
 	PGconn	  **lconn;
 	double	   *wake;
 	double	   *heard;
+	double	   *inside;
+	int			ninside = 0;
 	int			nwake = 0;
 	int			nheard = 0;
 	char		sql[512];
@@ -115,6 +117,7 @@ main(int argc, char **argv)
 	lconn = calloc(listeners, sizeof(PGconn *));
 	wake = calloc(waiters * rounds, sizeof(double));
 	heard = calloc(listeners * rounds, sizeof(double));
+	inside = calloc(waiters * rounds, sizeof(double));
 	for (int i = 0; i < waiters; i++)
 		wconn[i] = connect_or_die(conninfo);
 	for (int i = 0; i < listeners; i++)
@@ -150,7 +153,8 @@ main(int argc, char **argv)
 		for (int i = 0; i < waiters; i++)
 		{
 			snprintf(sql, sizeof(sql),
-					 "SELECT granted FROM rl_acquire('%s', max_wait => '5 min', ttl => '1 day')",
+					 "SELECT granted, extract(epoch FROM rl_clock()) * 1000"
+					 " FROM rl_acquire('%s', max_wait => '5 min', ttl => '1 day')",
 					 MODEL);
 			if (!PQsendQuery(wconn[i], sql))
 			{
@@ -229,6 +233,7 @@ main(int argc, char **argv)
 						fprintf(stderr, "a waiter was not granted\n");
 						return 1;
 					}
+					inside[ninside++] = atof(PQgetvalue(res, 0, 1)) - offset_ms - boundary_ms;
 					PQclear(res);
 				}
 				done_w[i] = 1;
@@ -259,6 +264,7 @@ main(int argc, char **argv)
 
 	printf("%d waiters, %d listeners, %d window resets\n", waiters, listeners, rounds);
 	report("blocked rl_acquire returns after the reset", wake, nwake);
+	report("  of which inside the server (rl_clock)", inside, ninside);
 	report("LISTENing client notified after the reset", heard, nheard);
 
 	query_double(admin, "SELECT rl_debug_set_clock(NULL)");
