@@ -157,7 +157,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
 		/* used can exceed limit after an overage: room may be < 0 */
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
 	}
-	if (model->num_waiters > 0)
+	if (pg_atomic_read_u32(&model->num_waiters) > 0)
 		rl_claim_for_older_waiters(slot, ticket, tokens, requests, room);
 	for (int d = 0; d < RL_NUM_DIMS && blocking < 0; d++)
 		if (rl_dimension_amount(d, tokens, requests) > room[d])

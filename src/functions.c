@@ -753,7 +753,7 @@ rl_status_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_RPD, now));
 		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_TPD, now));
 		values[col++] = Int64GetDatum(copy.used[RL_DIM_CONCURRENCY]);
-		values[col++] = Int32GetDatum(copy.num_waiters);
+		values[col++] = Int32GetDatum((int32) pg_atomic_read_u32(&model->num_waiters));
 		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE);
 		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_DAY) + USECS_PER_DAY);
 		values[col++] = Int64GetDatum(copy.granted);

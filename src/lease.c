@@ -186,7 +186,7 @@ rl_expire_lease(const RlLease *lease)
 			model->used[RL_DIM_CONCURRENCY]--;
 		model->expired++;
 		model->version++;
-		waiters = model->num_waiters > 0;
+		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
 		rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, rl_now());
 		notify = model->notify_reason != RL_NOTIFY_NONE;
 	}
@@ -426,7 +426,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	price_output = model->price_output;
 	price_cached = model->price_cached;
 	priced = model->priced;
-	waiters = model->num_waiters > 0;
+	waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
 	rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
 	notify = model->notify_reason != RL_NOTIFY_NONE;
 	LWLockRelease(&model->lock);

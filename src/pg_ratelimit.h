@@ -102,7 +102,9 @@ typedef struct RlModel
 	int64		overage_events;
 	int64		overage_tokens;
 
-	int			num_waiters;	/* backends waiting in rl_acquire */
+	pg_atomic_uint32 num_waiters;	/* backends waiting in rl_acquire; atomic,
+									 * so joining and leaving the queue take no
+									 * model lock */
 
 	/* For NOTIFY rl_capacity, sent by the worker (notify.c) */
 	bool		denied_in_minute;	/* a minute limit denied in this minute */

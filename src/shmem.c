@@ -161,7 +161,10 @@ rl_shmem_startup(void)
 
 		memset(rl_models, 0, mul_size(rl_max_models, sizeof(RlModel)));
 		for (int i = 0; i < rl_max_models; i++)
+		{
 			LWLockInitialize(&rl_models[i].lock, rl_state->tranche_id);
+			pg_atomic_init_u32(&rl_models[i].num_waiters, 0);
+		}
 		memset(rl_job_types, 0, mul_size(rl_max_job_types, sizeof(RlJobType)));
 		for (Size i = 0; i < (Size) rl_max_job_types * rl_max_models; i++)
 			rl_waits[i] = -1;

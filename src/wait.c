@@ -19,9 +19,8 @@
  * holds nothing back.
  *
  * Locking: waiters_lock protects the records; each model counts its
- * waiters under its own lock.  Lock order: a model lock, then
- * waiters_lock (rl_claim_for_older_waiters); registration takes them one
- * at a time.
+ * waiters in an atomic.  Lock order: a model lock, then waiters_lock
+ * (rl_claim_for_older_waiters, rl_waiter_granted).
  *
  *-------------------------------------------------------------------------
  */
@@ -95,11 +94,10 @@ rl_count_waiters(const int *slots, int num_slots, int delta)
 {
 	for (int i = 0; i < num_slots; i++)
 	{
-		RlModel    *model = &rl_models[slots[i]];
-
-		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-		model->num_waiters = Max(0, model->num_waiters + delta);
-		LWLockRelease(&model->lock);
+		if (delta > 0)
+			pg_atomic_fetch_add_u32(&rl_models[slots[i]].num_waiters, delta);
+		else
+			pg_atomic_fetch_sub_u32(&rl_models[slots[i]].num_waiters, -delta);
 	}
 }
 
