@@ -134,6 +134,8 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* let autovacuum see the rows we rewrite every interval */
+	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return sleep_ms;
 }
