@@ -12,7 +12,16 @@ SHOW ratelimit.max_leases;
 SHOW ratelimit.lease_ttl;
 SHOW ratelimit.persist_interval;
 
--- the background worker runs, connected to ratelimit.database
+-- the background worker runs, connected to ratelimit.database (it may be
+-- restarting after the extension was dropped under it: give it 10 s)
+DO $$
+BEGIN
+	FOR i IN 1..100 LOOP
+		EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker');
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
 SELECT backend_type, datname FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker';
 
 -- the prefix is reserved: a misspelt setting is refused

@@ -5,7 +5,7 @@ SELECT rl_define_model('wait/rpd', rpd => 1);
 SELECT rl_define_model('wait/conc', max_concurrent => 1);
 
 -- a waiter is admitted when the minute window resets under it
-SELECT rl_debug_set_clock('2030-01-01 00:00:59.6+00');
+SELECT rl_debug_set_clock('2030-01-01 00:00:59+00');
 SELECT granted FROM rl_acquire('wait/rpm');
 SELECT granted, limited_by FROM rl_acquire('wait/rpm');
 SELECT granted, model, limited_by FROM rl_acquire('wait/rpm', max_wait => '20 seconds');
@@ -24,7 +24,7 @@ SELECT waiting FROM rl_status WHERE model IN ('wait/rpd', 'wait/conc');
 
 -- rl_acquire_any waits on all its models at once: the waiter above took the
 -- only request of minute 00:01, the next reset frees wait/rpm again
-SELECT rl_debug_set_clock('2030-01-01 00:01:59.6+00');
+SELECT rl_debug_set_clock('2030-01-01 00:01:59+00');
 SELECT granted FROM rl_acquire('wait/rpm');
 SELECT granted, model FROM rl_acquire_any(ARRAY['wait/rpd', 'wait/conc', 'wait/rpm'], max_wait => '20 seconds');
 
