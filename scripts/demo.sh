@@ -99,6 +99,8 @@ if $keep; then
 	echo
 	echo "The server keeps running. Connect with:"
 	echo "  psql -h $PGHOST -p $PGPORT -U $PGUSER ratelimit_demo"
+	echo "or, from a libpq client, with the connection string:"
+	echo "  \"host=$PGHOST port=$PGPORT user=$PGUSER dbname=ratelimit_demo\""
 	echo "Stop it with:"
-	echo "  ${SUDO_AS:-}$PG_BIN/pg_ctl -D $dir/data stop$(is_root && echo '   (as the postgres user)')"
+	echo "  $(is_root && echo 'runuser -u postgres -- ')$PG_BIN/pg_ctl -D $dir/data stop"
 fi
