@@ -118,11 +118,10 @@ rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 	if (isnull)
 		value = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 	num = DatumGetNumeric(value);
-	if (VARSIZE(num) > RL_NUMERIC_BUF)
+	if (!rl_numeric_store(dest, num))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("a price of model \"%s\" has too many digits", model)));
-	memcpy(dest->data, num, VARSIZE(num));
 	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(num),
 											 NumericGetDatum(int64_to_numeric(0)))) > 0;
 }

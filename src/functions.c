@@ -762,10 +762,8 @@ rl_status_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(copy.overage_events);
 		values[col++] = Int64GetDatum(copy.overage_tokens);
 		same_day = copy.usage.day_start == rl_window_start(now, USECS_PER_DAY);
-		if (same_day && VARSIZE_ANY(copy.usage.cost.data) > 0)
-			values[col] = NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) copy.usage.cost.data)));
-		else
-			values[col] = NumericGetDatum(int64_to_numeric(0));
+		values[col] = NumericGetDatum(same_day ? rl_numeric_load(&copy.usage.cost) :
+									  int64_to_numeric(0));
 		col++;
 		Assert(col == lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

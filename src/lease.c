@@ -329,14 +329,11 @@ rl_add_cost_today(RlModel *model, uint32 generation, Numeric cost, TimestampTz n
 		Numeric		total;
 
 		rl_roll_windows(model, now);
-		total = VARSIZE_ANY(model->usage.cost.data) == 0 ? cost :
-			DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale,
-												DirectFunctionCall2(numeric_add,
-																	NumericGetDatum((Numeric) model->usage.cost.data),
-																	NumericGetDatum(cost))));
-		if (VARSIZE(total) <= RL_NUMERIC_BUF)
-			memcpy(model->usage.cost.data, total, VARSIZE(total));
-		else
+		total = DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale,
+													DirectFunctionCall2(numeric_add,
+																		NumericGetDatum(rl_numeric_load(&model->usage.cost)),
+																		NumericGetDatum(cost))));
+		if (!rl_numeric_store(&model->usage.cost, total))
 			elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
 				 model->name);
 		model->version++;

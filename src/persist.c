@@ -163,8 +163,8 @@ rl_read_state(MemoryContext context, const char *qschema)
 		c->usage.overage_events = rl_col_int64(tup, desc, 18);
 		c->usage.overage_tokens = rl_col_int64(tup, desc, 19);
 		cost = DatumGetNumeric(SPI_getbinval(tup, desc, 20, &isnull));
-		if (!isnull && VARSIZE(cost) <= RL_NUMERIC_BUF)
-			memcpy(c->usage.cost.data, cost, VARSIZE(cost));
+		if (!isnull)
+			(void) rl_numeric_store(&c->usage.cost, cost);
 	}
 
 	resetStringInfo(&sql);
@@ -349,9 +349,7 @@ rl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 	columns[2][n] = Int64GetDatum(day->input);
 	columns[3][n] = Int64GetDatum(day->output);
 	columns[4][n] = Int64GetDatum(day->cached);
-	columns[5][n] = VARSIZE_ANY(day->cost.data) > 0 ?
-		NumericGetDatum(DatumGetNumericCopy(NumericGetDatum((Numeric) day->cost.data))) :
-		NumericGetDatum(int64_to_numeric(0));
+	columns[5][n] = NumericGetDatum(rl_numeric_load(&day->cost));
 	columns[6][n] = Int64GetDatum(day->overage_events);
 	columns[7][n] = Int64GetDatum(day->overage_tokens);
 }

@@ -230,6 +230,25 @@ extern void rl_expire_due_leases(TimestampTz now);
 extern void rl_note_lease_expiry(TimestampTz expires_at);
 extern void rl_remove_model_leases(const bool *dropped);
 
+/* Keep a Numeric inline; false when it has too many digits to fit */
+static inline bool
+rl_numeric_store(RlNumeric *dest, Numeric value)
+{
+	if (VARSIZE(value) > RL_NUMERIC_BUF)
+		return false;
+	memcpy(dest->data, value, VARSIZE(value));
+	return true;
+}
+
+/* A palloc'd copy of an inline Numeric; an empty buffer is zero */
+static inline Numeric
+rl_numeric_load(const RlNumeric *src)
+{
+	if (VARSIZE_ANY(src->data) == 0)
+		return int64_to_numeric(0);
+	return DatumGetNumericCopy(NumericGetDatum((Numeric) src->data));
+}
+
 /* Convenience: an int64 counter that saturates instead of wrapping */
 static inline int64
 rl_add_saturating(int64 a, int64 b)
