@@ -83,15 +83,27 @@ rl_roll_windows(RlModel *model, TimestampTz now)
 /*
  * Capacity freed up on a model: when it has denied since the last
  * notification, have the worker send one (coalesced: one pending notice per
- * model).  Caller holds the model's lock.
+ * model; a window reset replaces a pending release, which the worker may be
+ * holding back).  Returns true when a notice became pending, which is when
+ * the worker needs waking.  Caller holds the model's lock.
  */
-void
+bool
 rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at)
 {
-	if (!model->denied_since_notify || model->notify_reason != RL_NOTIFY_NONE)
-		return;
+	if (!model->denied_since_notify)
+		return false;
+	if (model->notify_reason != RL_NOTIFY_NONE)
+	{
+		if (reason == RL_NOTIFY_WINDOW_RESET)
+		{
+			model->notify_reason = reason;
+			model->notify_at = at;
+		}
+		return false;
+	}
 	model->notify_reason = reason;
 	model->notify_at = at;
+	return true;
 }
 
 /* When the window of a dimension ends, or 0 when only releases free it */

@@ -380,7 +380,7 @@ rl_apply_models(RlConfigSnapshot *snap)
 			model = &rl_models[config->slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 			rl_set_model_config(model, config);
-			rl_note_capacity_freed(model, RL_NOTIFY_CONFIG, rl_now());
+			(void) rl_note_capacity_freed(model, RL_NOTIFY_CONFIG, rl_now());
 			LWLockRelease(&model->lock);
 		}
 	}

@@ -187,8 +187,7 @@ rl_expire_lease(const RlLease *lease)
 		model->expired++;
 		model->version++;
 		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
-		rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, rl_now());
-		notify = model->notify_reason != RL_NOTIFY_NONE;
+		notify = rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, rl_now());
 	}
 	LWLockRelease(&model->lock);
 	if (waiters)
@@ -424,8 +423,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	price_cached = model->price_cached;
 	priced = model->priced;
 	waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
-	rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
-	notify = model->notify_reason != RL_NOTIFY_NONE;
+	notify = rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
 	LWLockRelease(&model->lock);
 	if (waiters)
 		rl_wake_waiters(lease->model_slot);

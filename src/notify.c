@@ -5,9 +5,10 @@
  *
  * Backends only mark a model (under its lock) when capacity frees on it
  * after it denied something: its window reset, a release or expiry, or a
- * configuration change.  At most one notice per model is pending, so any
- * number of releases between two rounds of the worker make one
- * notification.  The worker sends them from its own transaction in
+ * configuration change.  At most one notice per model is pending, and
+ * release notices of one model are at least RL_NOTIFY_MIN_GAP_MS apart, so
+ * a busy model makes at most a few notifications a second however often it
+ * denies and releases.  The worker sends them from its own transaction in
  * ratelimit.database, so acquire and release never take NOTIFY's global
  * lock and a rolled back caller cannot lose one.
  *
@@ -20,12 +21,16 @@
 #include "lib/stringinfo.h"
 #include "utils/datetime.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "notify.h"
 #include "pg_ratelimit.h"
 
 #define RL_NOTIFY_CHANNEL	"rl_capacity"
+
+/* Shortest gap between two release or config notices of one model */
+#define RL_NOTIFY_MIN_GAP_MS	50
 
 static const char *const reason_names[] = {
 	[RL_NOTIFY_NONE] = "none",
@@ -54,12 +59,22 @@ rl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
 
 /*
  * Roll every model's windows to now and queue the pending notifications in
- * the current transaction; they go out when it commits.  Worker only.
+ * the current transaction; they go out when it commits.  A model gets at
+ * most one release or config notice per RL_NOTIFY_MIN_GAP_MS (a busy model
+ * that denies and releases all the time would otherwise notify on every
+ * round); window resets go out at once.  Returns when a held-back notice is
+ * due (real time), or DT_NOEND.  Worker only.
  */
-int
+TimestampTz
 rl_queue_notifications(TimestampTz now)
 {
-	int			sent = 0;
+	static TimestampTz *last_sent = NULL;	/* real time, per model slot */
+	TimestampTz real_now = GetCurrentTimestamp();
+	TimestampTz next_due = DT_NOEND;
+
+	if (last_sent == NULL)
+		last_sent = MemoryContextAllocZero(TopMemoryContext,
+										   sizeof(TimestampTz) * rl_max_models);
 
 	for (int slot = 0; slot < rl_max_models; slot++)
 	{
@@ -67,6 +82,7 @@ rl_queue_notifications(TimestampTz now)
 		char		name[RL_NAME_MAX_LEN + 1];
 		RlNotifyReason reason;
 		TimestampTz at;
+		TimestampTz due;
 
 		if (!model->in_use)
 			continue;
@@ -79,7 +95,13 @@ rl_queue_notifications(TimestampTz now)
 		rl_roll_windows(model, now);
 		reason = model->notify_reason;
 		at = model->notify_at;
-		if (reason != RL_NOTIFY_NONE)
+		due = last_sent[slot] + RL_NOTIFY_MIN_GAP_MS * 1000;
+		if (reason != RL_NOTIFY_NONE && reason != RL_NOTIFY_WINDOW_RESET && real_now < due)
+		{
+			next_due = Min(next_due, due);	/* hold it back */
+			reason = RL_NOTIFY_NONE;
+		}
+		else if (reason != RL_NOTIFY_NONE)
 		{
 			model->notify_reason = RL_NOTIFY_NONE;
 			model->denied_since_notify = false;
@@ -90,8 +112,8 @@ rl_queue_notifications(TimestampTz now)
 		if (reason != RL_NOTIFY_NONE)
 		{
 			Async_Notify(RL_NOTIFY_CHANNEL, rl_notify_payload(name, reason, at));
-			sent++;
+			last_sent[slot] = real_now;
 		}
 	}
-	return sent;
+	return next_due;
 }

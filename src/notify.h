@@ -10,6 +10,6 @@
 
 #include "datatype/timestamp.h"
 
-extern int	rl_queue_notifications(TimestampTz now);
+extern TimestampTz rl_queue_notifications(TimestampTz now);
 
 #endif							/* RL_NOTIFY_H */

@@ -221,7 +221,7 @@ extern const char *const rl_dimension_names[RL_NUM_DIMS];
 extern bool rl_dimension_is_daily(RlDimension dim);
 extern int64 rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests);
 extern void rl_roll_windows(RlModel *model, TimestampTz now);
-extern void rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
+extern bool rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
 extern TimestampTz rl_dimension_resets_at(const RlModel *model, RlDimension dim);
 
 /* lease.c */

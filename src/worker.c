@@ -8,8 +8,9 @@
  * (so the first acquire rarely has to), saves what changed every
  * ratelimit.persist_interval and once more at a clean shutdown, expires
  * leases on time, wakes at every minute boundary of the limiter's clock to
- * wake waiters, and sends the NOTIFY rl_capacity notifications.  Acquire and release never depend on it: they load, expire and
- * roll windows themselves when they need to.  After an error the postmaster
+ * wake waiters, and sends the NOTIFY rl_capacity notifications.  Acquire
+ * and release never depend on it: they load, expire and roll windows
+ * themselves when they need to.  After an error the postmaster
  * restarts it within a second.
  *
  *-------------------------------------------------------------------------
@@ -106,6 +107,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 		TimestampTz real_now = GetCurrentTimestamp();
 		TimestampTz next_save;
 		TimestampTz next_minute;
+		TimestampTz next_notice;
 
 		rl_ensure_config_loaded();
 		now = rl_now();
@@ -117,7 +119,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 			*minute = rl_window_start(now, USECS_PER_MINUTE);
 			rl_wake_all_waiters();
 		}
-		rl_queue_notifications(now);
+		next_notice = rl_queue_notifications(now);
 
 		if (shutting_down ||
 			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)
@@ -130,6 +132,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 		next_minute = rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
 		sleep_ms = Min(rl_ms_until(real_now, next_save), rl_ms_until(now, next_minute));
 		sleep_ms = Min(sleep_ms, rl_ms_until(now, rl_earliest_expiry()));
+		sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_notice));
 	}
 
 	PopActiveSnapshot();

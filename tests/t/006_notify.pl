@@ -93,9 +93,40 @@ sleep(1);
 is(scalar(@got), 1, 'releases after one denial make one notification');
 is($got[0][0] . ' ' . $got[0][1], 'conc release', 'reason release');
 
-# a release with no denial since the last notification sends nothing
+# a model that denies and releases all the time does not storm: its release
+# notices are at least 50 ms apart
 query(q{
 	DELETE FROM held;
+	INSERT INTO held SELECT lease_id FROM rl_acquire('conc');
+});
+sleep(1);
+received();
+my $started = time();
+query(q{
+	DO $$
+	DECLARE
+		id bigint;
+	BEGIN
+		FOR i IN 1..2000 LOOP
+			PERFORM rl_acquire('conc');				-- denied
+			SELECT lease_id INTO id FROM held;
+			PERFORM rl_release(id);					-- frees the slot
+			UPDATE held SET lease_id = (SELECT lease_id FROM rl_acquire('conc'));
+		END LOOP;
+	END
+	$$;
+});
+my $elapsed = time() - $started + 1;
+sleep(1);
+my $storm = scalar(received());
+ok($storm >= 1, "the churn was notified ($storm notifications)");
+ok($storm <= $elapsed * 20 + 2, "at most 20 a second ($storm in about $elapsed s)");
+query("SELECT rl_release(lease_id) FROM held; DELETE FROM held");
+
+# a release with no denial since the last notification sends nothing
+sleep(1);
+received();
+query(q{
 	INSERT INTO held SELECT lease_id FROM rl_acquire('conc');
 	SELECT rl_release(lease_id) FROM held;
 });
