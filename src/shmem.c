@@ -33,10 +33,10 @@
  *
  * - sweep_lock lets one backend at a time expire leases; the others skip.
  *
- * - The wait queue has its own lock; see wait.c.
+ * - The wait queue's records need no lock; see wait.c.
  *
- * Lock order: config_lock, then a model lock, then a lease partition lock
- * or the wait queue's lock.  A model lock is never held while another model
+ * Lock order: config_lock, then a model lock, then a lease partition lock.
+ * A model lock is never held while another model
  * lock is taken.
  *
  * The clock offset, the lease id counter, the count of open leases and the

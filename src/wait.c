@@ -18,9 +18,16 @@
  * ahead of an older waiter that fits.  An older waiter that does not fit
  * holds nothing back.
  *
- * Locking: waiters_lock protects the records; each model counts its
- * waiters in an atomic.  Lock order: a model lock, then waiters_lock
- * (rl_claim_for_older_waiters, rl_waiter_granted).
+ * Locking: none for the records.  Only its owner writes a record, and it
+ * brackets every change with two increments of the record's changecount
+ * (odd while it writes); readers copy the record and retry until they see
+ * the same even count before and after (as pgstat does for backend status).
+ * So waking, claiming, being granted and leaving never make backends queue
+ * on a lock behind one another, which at a window reset, when every waiter
+ * wakes at once, would serialize them all.  What orders a grant against
+ * the claims of others is the model's lock: rl_claim_for_older_waiters and
+ * rl_waiter_granted run under it.  Each model counts its waiters in an
+ * atomic.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,6 +37,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/s_lock.h"
 #include "storage/shmem.h"
 
 #include "pg_ratelimit.h"
@@ -37,6 +45,7 @@
 
 typedef struct RlWaiter
 {
+	pg_atomic_uint32 changecount;	/* odd while the owner changes the record */
 	bool		active;
 	bool		claiming;		/* not yet granted: holds back younger ones */
 	int64		ticket;
@@ -49,7 +58,6 @@ typedef struct RlWaiter
 
 typedef struct RlWaitQueue
 {
-	LWLock		waiters_lock;
 	pg_atomic_uint64 next_ticket;
 	int			num_records;
 	RlWaiter	records[FLEXIBLE_ARRAY_MEMBER];
@@ -74,10 +82,11 @@ rl_waiters_shmem_init(bool unused)
 	queue = ShmemInitStruct("pg_ratelimit wait queue", rl_waiters_shmem_size(), &found);
 	if (!found)
 	{
-		LWLockInitialize(&queue->waiters_lock, rl_state->tranche_id);
 		pg_atomic_init_u64(&queue->next_ticket, 1);
 		queue->num_records = MaxBackends + 1;
 		memset(queue->records, 0, sizeof(RlWaiter) * queue->num_records);
+		for (int i = 0; i < queue->num_records; i++)
+			pg_atomic_init_u32(&queue->records[i].changecount, 0);
 	}
 }
 
@@ -86,6 +95,66 @@ rl_my_record(void)
 {
 	Assert(MyBackendId > 0 && MyBackendId < queue->num_records);
 	return &queue->records[MyBackendId];
+}
+
+/*
+ * The owner brackets each change of its record with these; the atomic
+ * increments are full barriers, so a reader that sees the same even count
+ * before and after its copy saw no change half done.
+ */
+static void
+rl_begin_change(RlWaiter *me)
+{
+	pg_atomic_fetch_add_u32(&me->changecount, 1);
+}
+
+static void
+rl_end_change(RlWaiter *me)
+{
+	pg_atomic_fetch_add_u32(&me->changecount, 1);
+}
+
+/* Copy a record consistently; returns whether it is an active waiter */
+static bool
+rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
+{
+	SpinDelayStatus delay;
+
+	init_local_spin_delay(&delay);
+	for (;;)
+	{
+		uint32		before = pg_atomic_read_u32(&waiter->changecount);
+		uint32		after;
+
+		if ((before & 1) == 0)
+		{
+			pg_read_barrier();
+			copy->active = waiter->active;
+			if (!copy->active)
+			{
+				/* an inactive record is skipped whatever else it holds */
+				pg_read_barrier();
+				if (pg_atomic_read_u32(&waiter->changecount) == before)
+					break;
+				continue;
+			}
+			copy->claiming = waiter->claiming;
+			copy->ticket = waiter->ticket;
+			copy->num_slots = waiter->num_slots;
+			memcpy(copy->slots, waiter->slots, sizeof(int) * Min(copy->num_slots, RL_MAX_WAIT_MODELS));
+			copy->tokens = waiter->tokens;
+			copy->requests = waiter->requests;
+			copy->latch = waiter->latch;
+			pg_read_barrier();
+			after = pg_atomic_read_u32(&waiter->changecount);
+			if (after == before)
+				break;
+		}
+		/* its owner is changing it, a few instructions' work */
+		perform_spin_delay(&delay);
+	}
+	finish_spin_delay(&delay);
+	return copy->active;
 }
 
 /* Change the waiter count of each model by delta */
@@ -129,7 +198,7 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 		ticket = (int64) pg_atomic_fetch_add_u64(&queue->next_ticket, 1);
 
 	rl_count_waiters(slots, num_slots, 1);
-	LWLockAcquire(&queue->waiters_lock, LW_EXCLUSIVE);
+	rl_begin_change(me);
 	me->ticket = ticket;
 	me->num_slots = num_slots;
 	memcpy(me->slots, slots, sizeof(int) * num_slots);
@@ -138,7 +207,7 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 	me->latch = MyLatch;
 	me->claiming = true;
 	me->active = true;
-	LWLockRelease(&queue->waiters_lock);
+	rl_end_change(me);
 	return ticket;
 }
 
@@ -154,9 +223,9 @@ rl_waiter_granted(void)
 {
 	RlWaiter   *me = rl_my_record();
 
-	LWLockAcquire(&queue->waiters_lock, LW_EXCLUSIVE);
+	rl_begin_change(me);
 	me->claiming = false;
-	LWLockRelease(&queue->waiters_lock);
+	rl_end_change(me);
 }
 
 /*
@@ -177,12 +246,12 @@ rl_unregister_waiter(void)
 	me = rl_my_record();
 	if (!me->active)
 		return;
-	LWLockAcquire(&queue->waiters_lock, LW_EXCLUSIVE);
-	me->active = false;
 	was_claiming = me->claiming;
 	num_slots = me->num_slots;
 	memcpy(slots, me->slots, sizeof(int) * num_slots);
-	LWLockRelease(&queue->waiters_lock);
+	rl_begin_change(me);
+	me->active = false;
+	rl_end_change(me);
 	rl_count_waiters(slots, num_slots, -1);
 	if (was_claiming)
 		for (int i = 0; i < num_slots; i++)
@@ -230,25 +299,23 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 	int64		total[RL_NUM_DIMS] = {0};
 	bool		all_fit = true;
 
-	LWLockAcquire(&queue->waiters_lock, LW_SHARED);
 	for (int i = 0; i < queue->num_records; i++)
 	{
-		RlWaiter   *waiter = &queue->records[i];
+		RlWaiter	waiter;
 
-		if (!waiter->active || !waiter->claiming || waiter->ticket >= ticket ||
-			!rl_waits_on(waiter, slot))
+		if (!rl_read_waiter(&queue->records[i], &waiter) || !waiter.claiming ||
+			waiter.ticket >= ticket || !rl_waits_on(&waiter, slot))
 			continue;
 		if (claims == NULL)
 			claims = palloc(sizeof(RlClaim) * queue->num_records);
-		claims[num_claims].ticket = waiter->ticket;
-		claims[num_claims].tokens = waiter->tokens;
-		claims[num_claims].requests = waiter->requests;
+		claims[num_claims].ticket = waiter.ticket;
+		claims[num_claims].tokens = waiter.tokens;
+		claims[num_claims].requests = waiter.requests;
 		num_claims++;
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			total[d] = rl_add_saturating(total[d],
-										 rl_dimension_amount(d, waiter->tokens, waiter->requests));
+										 rl_dimension_amount(d, waiter.tokens, waiter.requests));
 	}
-	LWLockRelease(&queue->waiters_lock);
 	if (num_claims == 0)
 		return;
 
@@ -289,15 +356,15 @@ rl_wake(int slot)
 {
 	if (queue == NULL)
 		return;
-	LWLockAcquire(&queue->waiters_lock, LW_SHARED);
 	for (int i = 0; i < queue->num_records; i++)
 	{
-		RlWaiter   *waiter = &queue->records[i];
+		RlWaiter	waiter;
 
-		if (waiter->active && (slot < 0 || rl_waits_on(waiter, slot)))
-			SetLatch(waiter->latch);
+		/* a latch whose owner has since moved on just wakes it for nothing */
+		if (rl_read_waiter(&queue->records[i], &waiter) &&
+			(slot < 0 || rl_waits_on(&waiter, slot)))
+			SetLatch(waiter.latch);
 	}
-	LWLockRelease(&queue->waiters_lock);
 }
 
 void

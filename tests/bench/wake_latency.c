@@ -10,9 +10,15 @@
  * clock relative to the boundary (client and server share the machine's
  * clock; the limiter's offset is read from the server).
  *
+ * The baseline, measured in the same run and round by round: the same
+ * sessions in pg_sleep_until() of one instant 200 ms ahead.  That is how
+ * soon this machine can wake as many PostgreSQL backends at once and get a
+ * row back from each, with no limiter involved.
+ *
  *   wake_latency CONNINFO [WAITERS [LISTENERS [ROUNDS]]]
  *
- * Prints p50, p99 and max of both.  A benchmark: it asserts nothing.
+ * Prints p50, p99 and max of each, and the limiter's p50 and p99 as ratios
+ * of the baseline's.  A benchmark: it asserts nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,11 +80,73 @@ cmp_double(const void *a, const void *b)
 }
 
 static void
-report(const char *what, double *samples, int n)
+report(const char *what, double *samples, int n, double *p50, double *p99)
 {
 	qsort(samples, n, sizeof(double), cmp_double);
 	printf("%-44s n=%-5d p50 %7.2f ms   p99 %7.2f ms   max %7.2f ms\n", what, n,
 		   samples[n / 2], samples[(int) (n * 0.99)], samples[n - 1]);
+	if (p50)
+		*p50 = samples[n / 2];
+	if (p99)
+		*p99 = samples[(int) (n * 0.99)];
+}
+
+/*
+ * Baseline: every session sleeps in pg_sleep_until() to the same instant;
+ * appends to samples how long after it each one's row arrived.
+ */
+static void
+sleep_until_round(PGconn **conns, int n, double *samples, int *nsamples)
+{
+	double		target_ms = now_ms() + 200;
+	int			pending = n;
+	int		   *done = calloc(n, sizeof(int));
+	char		sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT pg_sleep_until(to_timestamp(%.6f))", target_ms / 1000);
+	for (int i = 0; i < n; i++)
+		if (!PQsendQuery(conns[i], sql))
+		{
+			fprintf(stderr, "send: %s", PQerrorMessage(conns[i]));
+			exit(1);
+		}
+	while (pending > 0)
+	{
+		fd_set		input;
+		int			maxfd = 0;
+
+		FD_ZERO(&input);
+		for (int i = 0; i < n; i++)
+			if (!done[i])
+			{
+				FD_SET(PQsocket(conns[i]), &input);
+				maxfd = PQsocket(conns[i]) > maxfd ? PQsocket(conns[i]) : maxfd;
+			}
+		select(maxfd + 1, &input, NULL, NULL, NULL);
+		for (int i = 0; i < n; i++)
+		{
+			PGresult   *res;
+
+			if (done[i] || !FD_ISSET(PQsocket(conns[i]), &input))
+				continue;
+			PQconsumeInput(conns[i]);
+			if (PQisBusy(conns[i]))
+				continue;
+			samples[(*nsamples)++] = now_ms() - target_ms;
+			while ((res = PQgetResult(conns[i])) != NULL)
+			{
+				if (PQresultStatus(res) != PGRES_TUPLES_OK)
+				{
+					fprintf(stderr, "pg_sleep_until: %s", PQerrorMessage(conns[i]));
+					exit(1);
+				}
+				PQclear(res);
+			}
+			done[i] = 1;
+			pending--;
+		}
+	}
+	free(done);
 }
 
 int
@@ -94,7 +162,13 @@ main(int argc, char **argv)
 	double	   *wake;
 	double	   *heard;
 	double	   *inside;
+	double	   *slept;
 	int			ninside = 0;
+	int			nslept = 0;
+	double		base_p50,
+				base_p99,
+				wake_p50,
+				wake_p99;
 	int			nwake = 0;
 	int			nheard = 0;
 	char		sql[512];
@@ -118,6 +192,7 @@ main(int argc, char **argv)
 	wake = calloc(waiters * rounds, sizeof(double));
 	heard = calloc(listeners * rounds, sizeof(double));
 	inside = calloc(waiters * rounds, sizeof(double));
+	slept = calloc(waiters * rounds, sizeof(double));
 	for (int i = 0; i < waiters; i++)
 		wconn[i] = connect_or_die(conninfo);
 	for (int i = 0; i < listeners; i++)
@@ -134,6 +209,8 @@ main(int argc, char **argv)
 		int			pending_l = listeners;
 		int		   *done_w = calloc(waiters, sizeof(int));
 		int		   *done_l = calloc(listeners, sizeof(int));
+
+		sleep_until_round(wconn, waiters, slept, &nslept);
 
 		/* the middle of a fresh minute, with rpm used up */
 		snprintf(sql, sizeof(sql),
@@ -260,12 +337,28 @@ main(int argc, char **argv)
 		}
 		free(done_w);
 		free(done_l);
+		if (getenv("WAKE_VERBOSE"))
+		{
+			double		first = inside[ninside - waiters];
+			double		last = first;
+
+			for (int i = ninside - waiters; i < ninside; i++)
+			{
+				first = inside[i] < first ? inside[i] : first;
+				last = inside[i] > last ? inside[i] : last;
+			}
+			printf("round %d: waiters returned %.2f..%.2f ms, granted inside %.2f..%.2f ms\n",
+				   round, wake[nwake - waiters], wake[nwake - 1], first, last);
+		}
 	}
 
 	printf("%d waiters, %d listeners, %d window resets\n", waiters, listeners, rounds);
-	report("blocked rl_acquire returns after the reset", wake, nwake);
-	report("  of which inside the server (rl_clock)", inside, ninside);
-	report("LISTENing client notified after the reset", heard, nheard);
+	report("baseline: pg_sleep_until returns after", slept, nslept, &base_p50, &base_p99);
+	report("blocked rl_acquire returns after the reset", wake, nwake, &wake_p50, &wake_p99);
+	report("  of which inside the server (rl_clock)", inside, ninside, NULL, NULL);
+	report("LISTENing client notified after the reset", heard, nheard, NULL, NULL);
+	printf("ratio blocked rl_acquire / pg_sleep_until baseline: p50 %.2f, p99 %.2f\n",
+		   wake_p50 / base_p50, wake_p99 / base_p99);
 
 	query_double(admin, "SELECT rl_debug_set_clock(NULL)");
 	snprintf(sql, sizeof(sql), "SELECT rl_drop_model('%s')", MODEL);
