@@ -17,6 +17,7 @@ OBJS = \
 	src/persist.o \
 	src/pg_ratelimit.o \
 	src/settings.o \
+	src/share.o \
 	src/shmem.o \
 	src/wait.o \
 	src/worker.o
@@ -29,7 +30,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 # pg_regress therefore cannot drop and re-create: the tests use an existing
 # database (contrib_regression, see below), and the first test re-creates
 # the extension in it.
-REGRESS = setup config acquire release capacity clock wait usage errors
+REGRESS = setup config acquire release capacity clock wait usage shares errors
 REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency

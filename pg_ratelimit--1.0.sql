@@ -468,7 +468,25 @@ CREATE VIEW rl_leases AS
 	SELECT * FROM rl_leases_internal() ORDER BY lease_id;
 COMMENT ON VIEW rl_leases IS 'pg_ratelimit open leases';
 
-GRANT SELECT ON rl_status, rl_leases TO PUBLIC;
+CREATE FUNCTION rl_job_status_internal(
+	OUT model text, OUT job_type text, OUT ratio float8, OUT base_ratio float8,
+	OUT flexible boolean, OUT slots bigint, OUT limited_by text,
+	OUT in_flight bigint, OUT waiting integer,
+	OUT rpm_share bigint, OUT requests_minute bigint,
+	OUT tpm_share bigint, OUT tokens_minute bigint,
+	OUT rpd_share bigint, OUT requests_day bigint,
+	OUT tpd_share bigint, OUT tokens_day bigint,
+	OUT concurrency_share bigint,
+	OUT granted bigint, OUT denied bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rl_job_status_internal'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW rl_job_status AS
+	SELECT * FROM rl_job_status_internal() ORDER BY model, job_type;
+COMMENT ON VIEW rl_job_status IS 'pg_ratelimit job types on each model: ratio, share, slots, usage';
+
+GRANT SELECT ON rl_status, rl_leases, rl_job_status TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Test clock

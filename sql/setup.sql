@@ -11,6 +11,8 @@ SHOW ratelimit.max_job_types;
 SHOW ratelimit.max_leases;
 SHOW ratelimit.lease_ttl;
 SHOW ratelimit.persist_interval;
+SHOW ratelimit.ratio_interval;
+SHOW ratelimit.min_job_type_slots;
 
 -- the background worker runs, connected to ratelimit.database (it may be
 -- restarting after the extension was dropped under it: give it 10 s)

@@ -18,10 +18,12 @@
 
 #include "admission.h"
 #include "pg_ratelimit.h"
+#include "share.h"
 #include "wait.h"
 
-const char *const rl_dimension_names[RL_NUM_DIMS] = {
-	"rpd", "tpd", "rpm", "tpm", "concurrency"
+/* Indexed by RlDimension; RL_LIMITED_BY_JOB_TYPE names a share refusal */
+const char *const rl_dimension_names[RL_NUM_DIMS + 1] = {
+	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type"
 };
 
 /* Does this dimension count in the day window (else minute, or none)? */
@@ -55,6 +57,9 @@ rl_roll_windows(RlModel *model, TimestampTz now)
 	TimestampTz minute_start = rl_window_start(now, USECS_PER_MINUTE);
 	TimestampTz day_start = rl_window_start(now, USECS_PER_DAY);
 
+	if (model->minute_start != minute_start || model->day_start != day_start)
+		rl_roll_share_windows(model - rl_models, model->minute_start != minute_start,
+							  model->day_start != day_start);
 	if (model->minute_start != minute_start)
 	{
 		/* a window that denied ends: listeners may retry */
@@ -135,17 +140,22 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 
 /*
  * Try to admit a request on one model, reserving everything it needs when
- * it fits.  ticket orders the request among waiters (RL_NEWCOMER_TICKET
- * when not waiting): the room older waiters that fit will take is set aside
- * first.  Never errors for a denial; a request that can never fit is
- * reported in result->never_fits.  Caller holds config_lock (shared).
+ * it fits.  With a job type (job_type_slot >= 0) the request must also fit
+ * the job type's share of the model.  ticket orders the request among
+ * waiters (RL_NEWCOMER_TICKET when not waiting): the room older waiters
+ * that fit will take is set aside first.  Never errors for a denial; a
+ * request that can never fit is reported in result->never_fits.  Caller
+ * holds config_lock (shared), so the shares match the configuration.
  */
 void
-rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
+rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot, int64 ticket,
 			 TimestampTz now, RlAdmission *result)
 {
 	RlModel    *model = &rl_models[slot];
+	RlShare    *share = job_type_slot >= 0 ? rl_share(slot, job_type_slot) : NULL;
+	RlShareRoom share_room;
 	int			blocking = -1;
+	int			share_blocking = -1;
 	int64		room[RL_NUM_DIMS];
 
 	memset(result, 0, sizeof(*result));
@@ -169,23 +179,35 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
 		/* used can exceed limit after an overage: room may be < 0 */
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
 	}
+	if (share)
+		rl_share_room(model, share, &share_room);
 	if (pg_atomic_read_u32(&model->num_waiters) > 0)
-		rl_claim_for_older_waiters(slot, ticket, tokens, requests, room);
+		rl_claim_for_older_waiters(slot, ticket, tokens, requests, job_type_slot,
+								   room, share ? &share_room : NULL);
 	for (int d = 0; d < RL_NUM_DIMS && blocking < 0; d++)
 		if (rl_dimension_amount(d, tokens, requests) > room[d])
 			blocking = d;
+	if (blocking < 0 && share)
+		share_blocking = rl_share_blocking(&share_room, tokens, requests);
 
 	model->version++;
-	if (blocking >= 0)
+	if (blocking >= 0 || share_blocking >= 0)
 	{
+		int			window = blocking >= 0 ? blocking : share_blocking;
+
 		model->denied++;
 		model->denied_since_notify = true;
-		if (rl_dimension_is_daily(blocking))
+		if (rl_dimension_is_daily(window))
 			model->denied_in_day = true;
-		else if (blocking != RL_DIM_CONCURRENCY)
+		else if (window != RL_DIM_CONCURRENCY)
 			model->denied_in_minute = true;
-		result->limited_by = blocking;
-		result->retry_at = rl_dimension_resets_at(model, blocking);
+		if (share)
+		{
+			share->denied++;
+			share->denied_recently = true;
+		}
+		result->limited_by = blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE;
+		result->retry_at = rl_dimension_resets_at(model, window);
 		LWLockRelease(&model->lock);
 		return;
 	}
@@ -207,6 +229,8 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
 										   rl_dimension_amount(d, tokens, requests));
 	model->granted++;
 	model->usage.requests = rl_add_saturating(model->usage.requests, requests);
+	if (share)
+		rl_share_grant(share, tokens, requests);
 	if (ticket != RL_NEWCOMER_TICKET)
 		rl_waiter_granted();
 	result->granted = true;

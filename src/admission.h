@@ -13,7 +13,8 @@
 typedef struct RlAdmission
 {
 	bool		granted;
-	int			limited_by;		/* RlDimension that refused, or -1 */
+	int			limited_by;		/* RlDimension that refused,
+								 * RL_LIMITED_BY_JOB_TYPE, or -1 */
 	TimestampTz retry_at;		/* when that limit's window resets, or 0 */
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
@@ -23,7 +24,7 @@ typedef struct RlAdmission
 } RlAdmission;
 
 extern int64 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now);
-extern void rl_try_admit(int slot, int64 tokens, int32 requests, int64 ticket,
-						 TimestampTz now, RlAdmission *result);
+extern void rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
+						 int64 ticket, TimestampTz now, RlAdmission *result);
 
 #endif							/* RL_ADMISSION_H */

@@ -458,6 +458,7 @@ rl_apply_config(RlConfigSnapshot *snap)
 {
 	rl_apply_models(snap);
 	rl_apply_job_types(snap);
+	rl_apply_share_config();
 	if (!rl_state->config_loaded && snap->state != NULL)
 		rl_restore_state(snap->state);
 	rl_state->config_loaded = true;

@@ -27,6 +27,7 @@
 #include "admission.h"
 #include "lease.h"
 #include "pg_ratelimit.h"
+#include "share.h"
 #include "wait.h"
 
 PG_FUNCTION_INFO_V1(rl_acquire);
@@ -251,8 +252,8 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 
 	for (int i = 0; i < num_models; i++)
 	{
-		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests, ticket,
-					 now, &admission);
+		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests,
+					 attempt->size.job_type_slot, ticket, now, &admission);
 		if (admission.never_fits >= 0)
 		{
 			if (num_models == 1)
@@ -329,7 +330,7 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 
 	memcpy(registered, attempt->slots, sizeof(int) * num_models);
 	ticket = rl_register_waiter(registered, num_models, attempt->size.tokens,
-								attempt->size.requests, 0);
+								attempt->size.requests, attempt->size.job_type_slot, 0);
 	PG_TRY();
 	{
 		for (;;)
@@ -361,7 +362,8 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			{
 				memcpy(registered, attempt->slots, sizeof(int) * num_models);
 				rl_register_waiter(registered, num_models, attempt->size.tokens,
-								   attempt->size.requests, ticket);
+								   attempt->size.requests, attempt->size.job_type_slot,
+								   ticket);
 			}
 		}
 	}
@@ -624,6 +626,8 @@ rl_capacity(PG_FUNCTION_ARGS)
 	int64		slots[RL_NUM_DIMS];
 	int			total_dim = -1;
 	const int	num_dims = (int) lengthof(capacity_order);
+	RlShareRoom share_room;
+	int			model_slot;
 
 	rl_require_ready();
 	name = rl_model_name(rl_require_text(fcinfo, 0, "model"));
@@ -636,13 +640,18 @@ rl_capacity(PG_FUNCTION_ARGS)
 
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 	rl_resolve_size(fcinfo, 1, 2, 3, &size);
-	model = &rl_models[rl_require_model(name)];
-	LWLockAcquire(&model->lock, LW_SHARED);
+	model_slot = rl_require_model(name);
+	model = &rl_models[model_slot];
+	/* exclusive: the windows of the model and its shares may need rolling */
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	rl_roll_windows(model, now);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		limit[d] = model->limit[d];
-		used[d] = rl_used_now(model, d, now);
+		used[d] = model->used[d];
 	}
+	if (size.job_type_slot >= 0)
+		rl_share_room(model, rl_share(model_slot, size.job_type_slot), &share_room);
 	LWLockRelease(&model->lock);
 	LWLockRelease(&rl_state->config_lock);
 
@@ -661,6 +670,10 @@ rl_capacity(PG_FUNCTION_ARGS)
 		if (limit[d] == RL_UNLIMITED || amount == 0)
 			continue;
 		slots[d] = Max(0, limit[d] - used[d]) / amount;
+		/* a job type also counts what its share leaves */
+		if (size.job_type_slot >= 0)
+			slots[d] = Min(slots[d], Max(Max(0, share_room.room[d]) / amount,
+										 share_room.guaranteed[d]));
 		/* dimensions come longest window first: ties keep the earlier */
 		if (total_dim < 0 || slots[d] < slots[total_dim])
 			total_dim = d;

@@ -182,8 +182,12 @@ rl_expire_lease(const RlLease *lease)
 	known = model->in_use && model->generation == lease->model_generation;
 	if (known)
 	{
+		RlShare    *share = rl_lease_share(lease);
+
 		if (model->used[RL_DIM_CONCURRENCY] > 0)
 			model->used[RL_DIM_CONCURRENCY]--;
+		if (share && share->used[RL_DIM_CONCURRENCY] > 0)
+			share->used[RL_DIM_CONCURRENCY]--;
 		model->expired++;
 		model->version++;
 		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
@@ -360,6 +364,8 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	int64		actual_tokens;
 	int32		actual_requests;
 	bool		any_window_current = false;
+	RlShare    *share;
+	bool		adjust_ratios;
 
 	memset(result, 0, sizeof(*result));
 	result->tokens_estimated = lease->tokens;
@@ -384,6 +390,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	actual_tokens = !usage->has_tokens ? lease->tokens :
 		model->count_cached ? usage->tokens_with_cached : usage->tokens_without_cached;
 	actual_requests = usage->has_requests ? usage->requests : lease->requests;
+	share = rl_lease_share(lease);
 
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 	{
@@ -394,13 +401,25 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 			lease->minute_start == model->minute_start;
 
 		any_window_current |= same_window;
+		/* the job type's share moves with the model */
 		if (same_window)
+		{
 			model->used[d] = Max(0, rl_add_saturating(model->used[d], delta));
+			if (share)
+				share->used[d] = Max(0, rl_add_saturating(share->used[d], delta));
+		}
 		else if (delta > 0)
+		{
 			model->used[d] = rl_add_saturating(model->used[d], delta);
+			if (share)
+				share->used[d] = rl_add_saturating(share->used[d], delta);
+		}
 	}
 	if (model->used[RL_DIM_CONCURRENCY] > 0)
 		model->used[RL_DIM_CONCURRENCY]--;
+	if (share && share->used[RL_DIM_CONCURRENCY] > 0)
+		share->used[RL_DIM_CONCURRENCY]--;
+	adjust_ratios = share && rl_note_share_release(model);
 
 	if (actual_tokens > lease->tokens)
 	{
@@ -427,7 +446,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	LWLockRelease(&model->lock);
 	if (waiters)
 		rl_wake_waiters(lease->model_slot);
-	if (notify)
+	if (notify || adjust_ratios)
 		rl_wake_worker();
 
 	result->released = true;

@@ -87,6 +87,8 @@ static int64 persisted_clock_offset = 0;
 static bool persisted_anything = false;
 static Oid	persisted_extension = InvalidOid;
 
+static void rl_restore_lease_share(const RlLease *lease);
+
 static int64
 rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
 {
@@ -283,6 +285,7 @@ rl_restore_state(const RlStateSnapshot *state)
 			continue;
 		*entry = lease;
 		rl_models[slot].used[RL_DIM_CONCURRENCY]++;
+		rl_restore_lease_share(&lease);
 		restored_leases++;
 		max_lease_id = Max(max_lease_id, (uint64) lease.lease_id);
 		rl_note_lease_expiry(lease.expires_at);
@@ -293,6 +296,33 @@ rl_restore_state(const RlStateSnapshot *state)
 
 	elog(LOG, "pg_ratelimit restored the counters of %d models and %u open leases",
 		 state->num_counters, restored_leases);
+}
+
+/*
+ * A job type's usage of a model is not saved: rebuild it from the open
+ * leases (in flight exactly; in the windows, what open leases reserved).
+ */
+static void
+rl_restore_lease_share(const RlLease *lease)
+{
+	RlModel    *model = &rl_models[lease->model_slot];
+	RlShare    *share = rl_lease_share(lease);
+
+	if (share == NULL)
+		return;
+	share->used[RL_DIM_CONCURRENCY]++;
+	if (lease->minute_start == model->minute_start)
+	{
+		share->used[RL_DIM_RPM] += lease->requests;
+		share->used[RL_DIM_TPM] += lease->tokens;
+		share->jobs_minute++;
+	}
+	if (lease->day_start == model->day_start)
+	{
+		share->used[RL_DIM_RPD] += lease->requests;
+		share->used[RL_DIM_TPD] += lease->tokens;
+		share->jobs_day++;
+	}
 }
 
 /* Build a one-dimensional array of the given element type */

@@ -43,6 +43,9 @@ typedef enum RlDimension
 	RL_NUM_DIMS
 } RlDimension;
 
+/* limited_by of a request refused by its job type's share, not a limit */
+#define RL_LIMITED_BY_JOB_TYPE	RL_NUM_DIMS
+
 /* Why capacity freed up, for the rl_capacity notification */
 typedef enum RlNotifyReason
 {
@@ -116,7 +119,33 @@ typedef struct RlModel
 	RlDayUsage	usage;			/* the current day window */
 	RlDayUsage	usage_ended;	/* the day before, until persisted */
 	uint64		version;		/* bumped by every change, for persistence */
+
+	/* Flexible ratios: releases since the last adjustment (share.c) */
+	int32		releases_since_ratio_change;
+	bool		ratio_adjust_due;
 } RlModel;
+
+/*
+ * One job type's share of one model: its ratio there and its own usage of
+ * the model's current windows.  Protected by the model's lock; the windows
+ * are the model's (rolled with it).
+ */
+typedef struct RlShare
+{
+	uint32		model_generation;	/* the model and job type these */
+	uint32		job_type_generation;	/* counters belong to */
+	double		base_ratio;		/* from the configuration */
+	double		ratio;			/* in force: moves when flexible */
+	bool		flexible;
+	int64		used[RL_NUM_DIMS];	/* [RL_DIM_CONCURRENCY] is in flight */
+	int64		jobs_minute;	/* jobs admitted in the minute window */
+	int64		jobs_day;		/* jobs admitted in the day window */
+	int64		granted;
+	int64		denied;
+	bool		denied_recently;	/* in this minute, since the last ratio
+									 * adjustment */
+	pg_atomic_uint32 num_waiters;
+} RlShare;
 
 /* One job type: estimates and waiting defaults */
 typedef struct RlJobType
@@ -191,6 +220,8 @@ extern int	rl_max_job_types;
 extern int	rl_max_leases;
 extern int	rl_lease_ttl_s;
 extern int	rl_persist_interval_ms;
+extern int	rl_ratio_interval_ms;
+extern int	rl_min_job_type_slots;
 extern void rl_define_settings(void);
 
 /* shmem.c */
@@ -198,6 +229,7 @@ extern RlSharedState *rl_state;
 extern RlModel *rl_models;
 extern RlJobType *rl_job_types;
 extern int64 *rl_waits;			/* [job type slot * max_models + model slot] */
+extern RlShare *rl_shares;		/* [model slot * max_job_types + job type slot] */
 extern HTAB *rl_model_index;
 extern HTAB *rl_job_type_index;
 extern HTAB *rl_lease_table;
@@ -217,12 +249,20 @@ extern void rl_ensure_config_loaded(void);
 extern void rl_install_config_callbacks(void);
 
 /* admission.c */
-extern const char *const rl_dimension_names[RL_NUM_DIMS];
+extern const char *const rl_dimension_names[RL_NUM_DIMS + 1];
 extern bool rl_dimension_is_daily(RlDimension dim);
 extern int64 rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests);
 extern void rl_roll_windows(RlModel *model, TimestampTz now);
 extern bool rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
 extern TimestampTz rl_dimension_resets_at(const RlModel *model, RlDimension dim);
+
+/* share.c */
+extern RlShare *rl_share(int model_slot, int job_type_slot);
+extern RlShare *rl_lease_share(const RlLease *lease);
+extern void rl_roll_share_windows(int model_slot, bool minute, bool day);
+extern void rl_apply_share_config(void);
+extern bool rl_adjust_ratios(int model_slot, TimestampTz now);
+extern bool rl_note_share_release(RlModel *model);
 
 /* lease.c */
 extern TimestampTz rl_earliest_expiry(void);

@@ -36,12 +36,21 @@
 #define RL_PERSIST_INTERVAL_MIN		10
 #define RL_PERSIST_INTERVAL_MAX		(3600 * 1000)
 
+#define RL_RATIO_INTERVAL_DEFAULT	5000
+#define RL_RATIO_INTERVAL_MIN		100
+#define RL_RATIO_INTERVAL_MAX		(3600 * 1000)
+
+#define RL_MIN_JOB_TYPE_SLOTS_DEFAULT	1
+#define RL_MIN_JOB_TYPE_SLOTS_MAX		1000000
+
 char	   *rl_database_name = NULL;
 int			rl_max_models = RL_MAX_MODELS_DEFAULT;
 int			rl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
 int			rl_max_leases = RL_MAX_LEASES_DEFAULT;
 int			rl_lease_ttl_s = RL_LEASE_TTL_DEFAULT;
 int			rl_persist_interval_ms = RL_PERSIST_INTERVAL_DEFAULT;
+int			rl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
+int			rl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
 
 /* Register every ratelimit.* setting and reserve the prefix */
 void
@@ -109,6 +118,28 @@ rl_define_settings(void)
 							RL_PERSIST_INTERVAL_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.ratio_interval",
+							"How often the background worker moves flexible job type ratios with load.",
+							"Ratios are also adjusted after every 10 releases on a model.",
+							&rl_ratio_interval_ms,
+							RL_RATIO_INTERVAL_DEFAULT,
+							RL_RATIO_INTERVAL_MIN,
+							RL_RATIO_INTERVAL_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.min_job_type_slots",
+							"Jobs a job type may always start per window and have in flight, whatever its share.",
+							"The model's own limits still apply.",
+							&rl_min_job_type_slots,
+							RL_MIN_JOB_TYPE_SLOTS_DEFAULT,
+							0,
+							RL_MIN_JOB_TYPE_SLOTS_MAX,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ratelimit");

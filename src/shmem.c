@@ -6,8 +6,9 @@
  *
  * Shared memory holds one RlSharedState, an array of ratelimit.max_models
  * RlModel slots, an array of ratelimit.max_job_types RlJobType slots, a
- * job type x model matrix of per-model waits, two name -> slot indexes and
- * the partitioned lease table.  All of it is sized at server start and
+ * job type x model matrix of per-model waits, a model x job type matrix of
+ * shares (share.c), two name -> slot indexes and the partitioned lease
+ * table.  All of it is sized at server start and
  * fully preallocated, so applying a configuration change never runs out of
  * memory.
  *
@@ -24,7 +25,8 @@
  *   counters and totals.  The admission check and the reservation happen
  *   under that one lock, which is what makes admission atomic and exact:
  *   two backends racing for the last unit of a model serialize on it, and
- *   backends working on different models never meet.
+ *   backends working on different models never meet.  The model's lock
+ *   also protects its shares: each job type's ratio and usage there.
  *
  * - The lease table is a shared hash split into RL_LEASE_PARTITIONS
  *   partitions, each with its own LWLock, chosen by the hash of the lease
@@ -60,6 +62,7 @@ RlSharedState *rl_state = NULL;
 RlModel    *rl_models = NULL;
 RlJobType  *rl_job_types = NULL;
 int64	   *rl_waits = NULL;
+RlShare    *rl_shares = NULL;
 HTAB	   *rl_model_index = NULL;
 HTAB	   *rl_job_type_index = NULL;
 HTAB	   *rl_lease_table = NULL;
@@ -76,6 +79,12 @@ rl_wait_matrix_size(void)
 	return mul_size(mul_size(rl_max_job_types, rl_max_models), sizeof(int64));
 }
 
+static Size
+rl_share_matrix_size(void)
+{
+	return mul_size(mul_size(rl_max_models, rl_max_job_types), sizeof(RlShare));
+}
+
 /* Total shared memory pg_ratelimit needs */
 static Size
 rl_shmem_size(void)
@@ -85,6 +94,7 @@ rl_shmem_size(void)
 	size = add_size(size, MAXALIGN(mul_size(rl_max_models, sizeof(RlModel))));
 	size = add_size(size, MAXALIGN(mul_size(rl_max_job_types, sizeof(RlJobType))));
 	size = add_size(size, MAXALIGN(rl_wait_matrix_size()));
+	size = add_size(size, MAXALIGN(rl_share_matrix_size()));
 	size = add_size(size, hash_estimate_size(rl_max_models, sizeof(RlNameEntry)));
 	size = add_size(size, hash_estimate_size(rl_max_job_types, sizeof(RlNameEntry)));
 	size = add_size(size, hash_estimate_size(rl_max_leases, sizeof(RlLease)));
@@ -120,6 +130,7 @@ rl_shmem_startup(void)
 	bool		found_models;
 	bool		found_job_types;
 	bool		found_waits;
+	bool		found_shares;
 	HASHCTL		info;
 
 	if (prev_shmem_startup_hook)
@@ -136,6 +147,8 @@ rl_shmem_startup(void)
 								   &found_job_types);
 	rl_waits = ShmemInitStruct("pg_ratelimit waits", rl_wait_matrix_size(),
 							   &found_waits);
+	rl_shares = ShmemInitStruct("pg_ratelimit job type shares", rl_share_matrix_size(),
+								&found_shares);
 
 	if (!found)
 	{
@@ -168,6 +181,9 @@ rl_shmem_startup(void)
 		memset(rl_job_types, 0, mul_size(rl_max_job_types, sizeof(RlJobType)));
 		for (Size i = 0; i < (Size) rl_max_job_types * rl_max_models; i++)
 			rl_waits[i] = -1;
+		memset(rl_shares, 0, rl_share_matrix_size());
+		for (Size i = 0; i < (Size) rl_max_job_types * rl_max_models; i++)
+			pg_atomic_init_u32(&rl_shares[i].num_waiters, 0);
 	}
 
 	rl_model_index = rl_init_name_index("pg_ratelimit model index", rl_max_models);

@@ -41,6 +41,7 @@
 #include "storage/shmem.h"
 
 #include "pg_ratelimit.h"
+#include "share.h"
 #include "wait.h"
 
 typedef struct RlWaiter
@@ -53,6 +54,7 @@ typedef struct RlWaiter
 	int			slots[RL_MAX_WAIT_MODELS];
 	int64		tokens;
 	int32		requests;
+	int			job_type_slot;	/* -1 without a job type */
 	Latch	   *latch;
 } RlWaiter;
 
@@ -144,6 +146,7 @@ rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
 			memcpy(copy->slots, waiter->slots, sizeof(int) * Min(copy->num_slots, RL_MAX_WAIT_MODELS));
 			copy->tokens = waiter->tokens;
 			copy->requests = waiter->requests;
+			copy->job_type_slot = waiter->job_type_slot;
 			copy->latch = waiter->latch;
 			pg_read_barrier();
 			after = pg_atomic_read_u32(&waiter->changecount);
@@ -157,16 +160,15 @@ rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
 	return copy->active;
 }
 
-/* Change the waiter count of each model by delta */
+/* Change the waiter count of each model (and job type share) by delta */
 static void
-rl_count_waiters(const int *slots, int num_slots, int delta)
+rl_count_waiters(const int *slots, int num_slots, int job_type_slot, int delta)
 {
 	for (int i = 0; i < num_slots; i++)
 	{
-		if (delta > 0)
-			pg_atomic_fetch_add_u32(&rl_models[slots[i]].num_waiters, delta);
-		else
-			pg_atomic_fetch_sub_u32(&rl_models[slots[i]].num_waiters, -delta);
+		pg_atomic_fetch_add_u32(&rl_models[slots[i]].num_waiters, delta);
+		if (job_type_slot >= 0)
+			pg_atomic_fetch_add_u32(&rl_share(slots[i], job_type_slot)->num_waiters, delta);
 	}
 }
 
@@ -182,7 +184,7 @@ rl_waiter_exit(int code, Datum arg)
  */
 int64
 rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests,
-				   int64 ticket)
+				   int job_type_slot, int64 ticket)
 {
 	RlWaiter   *me = rl_my_record();
 
@@ -197,13 +199,14 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 	if (ticket == 0)
 		ticket = (int64) pg_atomic_fetch_add_u64(&queue->next_ticket, 1);
 
-	rl_count_waiters(slots, num_slots, 1);
+	rl_count_waiters(slots, num_slots, job_type_slot, 1);
 	rl_begin_change(me);
 	me->ticket = ticket;
 	me->num_slots = num_slots;
 	memcpy(me->slots, slots, sizeof(int) * num_slots);
 	me->tokens = tokens;
 	me->requests = requests;
+	me->job_type_slot = job_type_slot;
 	me->latch = MyLatch;
 	me->claiming = true;
 	me->active = true;
@@ -239,6 +242,7 @@ rl_unregister_waiter(void)
 	RlWaiter   *me;
 	int			slots[RL_MAX_WAIT_MODELS];
 	int			num_slots;
+	int			job_type_slot;
 	bool		was_claiming;
 
 	if (queue == NULL || MyBackendId <= 0)
@@ -247,12 +251,13 @@ rl_unregister_waiter(void)
 	if (!me->active)
 		return;
 	was_claiming = me->claiming;
+	job_type_slot = me->job_type_slot;
 	num_slots = me->num_slots;
 	memcpy(slots, me->slots, sizeof(int) * num_slots);
 	rl_begin_change(me);
 	me->active = false;
 	rl_end_change(me);
-	rl_count_waiters(slots, num_slots, -1);
+	rl_count_waiters(slots, num_slots, job_type_slot, -1);
 	if (was_claiming)
 		for (int i = 0; i < num_slots; i++)
 			rl_wake(slots[i]);
@@ -272,6 +277,7 @@ typedef struct RlClaim
 	int64		ticket;
 	int64		tokens;
 	int32		requests;
+	int			job_type_slot;
 } RlClaim;
 
 static int
@@ -285,19 +291,24 @@ rl_claim_cmp(const void *a, const void *b)
 
 /*
  * Set aside, from room (per dimension, what the limits leave), what the
- * waiters older than ticket that fit will take, oldest first.  Caller holds
- * the model's lock, and passes the size of its own request: when it fits
- * beside all older waiters together (the usual case), nothing needs
- * sorting.
+ * waiters older than ticket that fit will take, oldest first.  A waiter
+ * with a job type fits only when its share has room too, and takes from
+ * that share; the caller's own share room (share_room, NULL without a job
+ * type) shrinks by what older waiters of its job type take.  Caller holds
+ * the model's lock, and passes the size of its own request: when no job
+ * type is involved and it fits beside all older waiters together (the
+ * usual case), nothing needs sorting.
  */
 void
 rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
-						   int64 *room)
+						   int job_type_slot, int64 *room, RlShareRoom *share_room)
 {
 	RlClaim    *claims = NULL;
 	int			num_claims = 0;
 	int64		total[RL_NUM_DIMS] = {0};
-	bool		all_fit = true;
+	bool		all_fit = job_type_slot < 0;
+	RlShareRoom *share_rooms = NULL;
+	bool	   *share_known = NULL;
 
 	for (int i = 0; i < queue->num_records; i++)
 	{
@@ -311,7 +322,10 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 		claims[num_claims].ticket = waiter.ticket;
 		claims[num_claims].tokens = waiter.tokens;
 		claims[num_claims].requests = waiter.requests;
+		claims[num_claims].job_type_slot = waiter.job_type_slot;
 		num_claims++;
+		if (waiter.job_type_slot >= 0)
+			all_fit = false;
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			total[d] = rl_add_saturating(total[d],
 										 rl_dimension_amount(d, waiter.tokens, waiter.requests));
@@ -336,18 +350,47 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 	qsort(claims, num_claims, sizeof(RlClaim), rl_claim_cmp);
 	for (int i = 0; i < num_claims; i++)
 	{
+		RlShareRoom *claim_share = NULL;
 		bool		fits = true;
 
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			if (rl_dimension_amount(d, claims[i].tokens, claims[i].requests) > room[d])
 				fits = false;
+		if (fits && claims[i].job_type_slot >= 0)
+		{
+			int			j = claims[i].job_type_slot;
+
+			if (j == job_type_slot)
+				claim_share = share_room;
+			else
+			{
+				/* the room of another job type's share, worked out once */
+				if (share_rooms == NULL)
+				{
+					share_rooms = palloc(sizeof(RlShareRoom) * rl_max_job_types);
+					share_known = palloc0(sizeof(bool) * rl_max_job_types);
+				}
+				if (!share_known[j])
+					rl_share_room(&rl_models[slot], rl_share(slot, j), &share_rooms[j]);
+				share_known[j] = true;
+				claim_share = &share_rooms[j];
+			}
+			fits = rl_share_blocking(claim_share, claims[i].tokens, claims[i].requests) < 0;
+		}
 		if (!fits)
 			continue;
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			if (room[d] != PG_INT64_MAX)
 				room[d] -= rl_dimension_amount(d, claims[i].tokens, claims[i].requests);
+		if (claim_share)
+			rl_share_take(claim_share, claims[i].tokens, claims[i].requests);
 	}
 	pfree(claims);
+	if (share_rooms)
+	{
+		pfree(share_rooms);
+		pfree(share_known);
+	}
 }
 
 /* Wake the waiters of one model (slot), or of all models (slot < 0) */

@@ -9,6 +9,7 @@
 #define RL_WAIT_H
 
 #include "pg_ratelimit.h"
+#include "share.h"
 
 /* Most models one waiting rl_acquire_any can wait on */
 #define RL_MAX_WAIT_MODELS		16
@@ -19,11 +20,12 @@
 extern Size rl_waiters_shmem_size(void);
 extern void rl_waiters_shmem_init(bool found);
 extern int64 rl_register_waiter(const int *slots, int num_slots, int64 tokens,
-								int32 requests, int64 ticket);
+								int32 requests, int job_type_slot, int64 ticket);
 extern void rl_waiter_granted(void);
 extern void rl_unregister_waiter(void);
 extern void rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens,
-									   int32 requests, int64 *room);
+									   int32 requests, int job_type_slot,
+									   int64 *room, RlShareRoom *share_room);
 extern void rl_wake_waiters(int slot);
 extern void rl_wake_all_waiters(void);
 

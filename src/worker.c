@@ -89,8 +89,33 @@ rl_ms_until(TimestampTz from, TimestampTz to)
  * One round of work in a transaction.  Returns how long to sleep before the
  * next round.
  */
+/*
+ * Move the flexible ratios of the models that asked for it (10 releases),
+ * or of all of them when the interval is up; wake the waiters of models
+ * whose ratios moved.
+ */
+static void
+rl_adjust_all_ratios(TimestampTz now, bool all)
+{
+	bool		any_flexible = false;
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	for (int j = 0; j < rl_max_job_types && !any_flexible; j++)
+		any_flexible = rl_job_types[j].in_use && rl_job_types[j].flexible;
+	for (int m = 0; any_flexible && m < rl_max_models; m++)
+	{
+		/* an unlocked peek: a request missed now is seen next round */
+		if (!rl_models[m].in_use || !(all || rl_models[m].ratio_adjust_due))
+			continue;
+		if (rl_adjust_ratios(m, now))
+			rl_wake_waiters(m);
+	}
+	LWLockRelease(&rl_state->config_lock);
+}
+
 static long
-rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
+rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
+				TimestampTz *last_ratios)
 {
 	bool		installed;
 	long		sleep_ms = RL_NO_EXTENSION_SLEEP_MS;
@@ -120,6 +145,13 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 			rl_wake_all_waiters();
 		}
 		next_notice = rl_queue_notifications(now);
+		if (real_now >= *last_ratios + (int64) rl_ratio_interval_ms * 1000)
+		{
+			rl_adjust_all_ratios(now, true);
+			*last_ratios = real_now;
+		}
+		else
+			rl_adjust_all_ratios(now, false);
 
 		if (shutting_down ||
 			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)
@@ -133,6 +165,8 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute)
 		sleep_ms = Min(rl_ms_until(real_now, next_save), rl_ms_until(now, next_minute));
 		sleep_ms = Min(sleep_ms, rl_ms_until(now, rl_earliest_expiry()));
 		sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_notice));
+		sleep_ms = Min(sleep_ms, rl_ms_until(real_now,
+											 *last_ratios + (int64) rl_ratio_interval_ms * 1000));
 	}
 
 	PopActiveSnapshot();
@@ -149,6 +183,7 @@ rl_worker_main(Datum main_arg)
 {
 	TimestampTz last_save = 0;
 	TimestampTz minute = 0;
+	TimestampTz last_ratios = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -174,7 +209,7 @@ rl_worker_main(Datum main_arg)
 		}
 
 		/* the last round saves everything, then we exit */
-		sleep_ms = rl_worker_round(shutting_down, &last_save, &minute);
+		sleep_ms = rl_worker_round(shutting_down, &last_save, &minute, &last_ratios);
 		if (shutting_down)
 			break;
 

@@ -1,0 +1,453 @@
+/*-------------------------------------------------------------------------
+ *
+ * share.c
+ *		Job types' shares of each model: the counters behind them, flexible
+ *		ratios, and the rl_job_status view.
+ *
+ * Every (model, job type) pair has an RlShare in a matrix sized at server
+ * start (ratelimit.max_models x ratelimit.max_job_types).  A job type J with
+ * ratio r may use floor(limit x r) of each limit of a model, on top of the
+ * model's own limits, and may always start ratelimit.min_job_type_slots jobs
+ * per window and have that many in flight.  The ratio comes from the
+ * configuration (an explicit ratio, or an equal part of what the explicit
+ * ones leave); a flexible job type's ratio on a model then moves with load:
+ * the background worker moves it every ratelimit.ratio_interval and after
+ * every 10 releases on the model.
+ *
+ * Locking: an RlShare belongs to its model and is protected by the model's
+ * lock; its windows are the model's, rolled with it.  Its waiter count is
+ * an atomic.  Configuration changes rewrite ratios under config_lock
+ * (exclusive) and then each model's lock; the worker moves ratios under
+ * config_lock (shared) and the model's lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+
+#include "admission.h"
+#include "pg_ratelimit.h"
+#include "share.h"
+#include "wait.h"
+
+PG_FUNCTION_INFO_V1(rl_job_status_internal);
+
+/* Releases on a model after which its flexible ratios are looked at */
+#define RL_RELEASES_PER_ADJUSTMENT	10
+
+/* The donor and receiver rule of flexible ratios */
+#define RL_DONOR_LOAD			0.3
+#define RL_RECEIVER_LOAD		0.7
+#define RL_MIN_RATIO			0.01
+#define RL_MAX_DONATION			0.2
+
+RlShare *
+rl_share(int model_slot, int job_type_slot)
+{
+	Assert(model_slot >= 0 && model_slot < rl_max_models);
+	Assert(job_type_slot >= 0 && job_type_slot < rl_max_job_types);
+	return &rl_shares[(Size) model_slot * rl_max_job_types + job_type_slot];
+}
+
+/*
+ * The share of a lease's job type on its model, or NULL when the lease has
+ * no job type or its job type was dropped (or re-created) since.  Caller
+ * holds the model's lock and has checked the model's generation.
+ */
+RlShare *
+rl_lease_share(const RlLease *lease)
+{
+	RlShare    *share;
+
+	if (lease->job_type_slot < 0)
+		return NULL;
+	share = rl_share(lease->model_slot, lease->job_type_slot);
+	if (share->job_type_generation != lease->job_type_generation ||
+		share->model_generation != lease->model_generation)
+		return NULL;
+	return share;
+}
+
+/*
+ * floor(limit x ratio).  Ratios are float8: 0.29 is stored a hair below
+ * 0.29, and 100 x that must still be 29, so the product is nudged up by far
+ * less than one unit before flooring.
+ */
+int64
+rl_share_of(int64 limit, double ratio)
+{
+	double		product = (double) limit * ratio;
+
+	product += product * 1e-12 + 1e-9;
+	if (product >= (double) PG_INT64_MAX)
+		return PG_INT64_MAX;
+	return (int64) floor(product);
+}
+
+/* What the share still admits; caller holds the model's lock */
+void
+rl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		jobs;
+
+		if (model->limit[d] == RL_UNLIMITED)
+		{
+			room->room[d] = PG_INT64_MAX;
+			room->guaranteed[d] = PG_INT64_MAX;
+			continue;
+		}
+		room->room[d] = rl_share_of(model->limit[d], share->ratio) - share->used[d];
+		jobs = d == RL_DIM_CONCURRENCY ? share->used[d] :
+			rl_dimension_is_daily(d) ? share->jobs_day : share->jobs_minute;
+		room->guaranteed[d] = Max(0, rl_min_job_type_slots - jobs);
+	}
+}
+
+/* The first dimension (in blocks-longest order) the share refuses, or -1 */
+int
+rl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (rl_dimension_amount(d, tokens, requests) > room->room[d] &&
+			room->guaranteed[d] < 1)
+			return d;
+	return -1;
+}
+
+/* Set a request's part of the room aside */
+void
+rl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		if (room->room[d] != PG_INT64_MAX)
+			room->room[d] -= rl_dimension_amount(d, tokens, requests);
+		if (room->guaranteed[d] != PG_INT64_MAX)
+			room->guaranteed[d]--;
+	}
+}
+
+/* Count a granted request; caller holds the model's lock */
+void
+rl_share_grant(RlShare *share, int64 tokens, int32 requests)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		share->used[d] = rl_add_saturating(share->used[d],
+										   rl_dimension_amount(d, tokens, requests));
+	share->jobs_minute++;
+	share->jobs_day++;
+	share->granted++;
+}
+
+/* New windows for every share of a model; caller holds the model's lock */
+void
+rl_roll_share_windows(int model_slot, bool minute, bool day)
+{
+	for (int j = 0; j < rl_max_job_types; j++)
+	{
+		RlShare    *share = rl_share(model_slot, j);
+
+		if (minute)
+		{
+			share->used[RL_DIM_RPM] = 0;
+			share->used[RL_DIM_TPM] = 0;
+			share->jobs_minute = 0;
+			/* a denial in an ended window is no longer load */
+			share->denied_recently = false;
+		}
+		if (day)
+		{
+			share->used[RL_DIM_RPD] = 0;
+			share->used[RL_DIM_TPD] = 0;
+			share->jobs_day = 0;
+		}
+	}
+}
+
+/*
+ * Bring every share in line with the configuration just applied: counters
+ * of a new model or job type start at zero, and each job type's ratio is
+ * its explicit ratio or an equal part of what the explicit ones leave.
+ * When any configured ratio of a model changed, every ratio in force on it
+ * returns to the configured one (flexible moves start over).  Caller holds
+ * config_lock exclusively.
+ */
+void
+rl_apply_share_config(void)
+{
+	double		explicit_sum = 0;
+	int			num_implicit = 0;
+	double		implicit_ratio = 0;
+
+	for (int j = 0; j < rl_max_job_types; j++)
+	{
+		if (!rl_job_types[j].in_use)
+			continue;
+		if (rl_job_types[j].ratio >= 0)
+			explicit_sum += rl_job_types[j].ratio;
+		else
+			num_implicit++;
+	}
+	if (num_implicit > 0)
+		implicit_ratio = Max(0.0, 1.0 - explicit_sum) / num_implicit;
+
+	for (int m = 0; m < rl_max_models; m++)
+	{
+		RlModel    *model = &rl_models[m];
+		bool		ratios_changed = false;
+
+		if (!model->in_use)
+			continue;
+		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+		for (int j = 0; j < rl_max_job_types; j++)
+		{
+			RlJobType  *job_type = &rl_job_types[j];
+			RlShare    *share = rl_share(m, j);
+			double		base;
+
+			if (!job_type->in_use)
+				continue;
+			base = job_type->ratio >= 0 ? job_type->ratio : implicit_ratio;
+			if (share->model_generation != model->generation ||
+				share->job_type_generation != job_type->generation)
+			{
+				uint32		waiters = pg_atomic_read_u32(&share->num_waiters);
+
+				memset(share, 0, sizeof(*share));
+				pg_atomic_init_u32(&share->num_waiters, waiters);
+				share->model_generation = model->generation;
+				share->job_type_generation = job_type->generation;
+				share->base_ratio = -1;
+			}
+			if (share->base_ratio != base || share->flexible != job_type->flexible)
+				ratios_changed = true;
+			share->base_ratio = base;
+			share->flexible = job_type->flexible;
+		}
+		if (ratios_changed)
+			for (int j = 0; j < rl_max_job_types; j++)
+				if (rl_job_types[j].in_use)
+					rl_share(m, j)->ratio = rl_share(m, j)->base_ratio;
+		LWLockRelease(&model->lock);
+	}
+}
+
+/*
+ * A release on a model: every RL_RELEASES_PER_ADJUSTMENT of them, ask the
+ * worker to look at its flexible ratios.  Caller holds the model's lock;
+ * returns whether the worker needs waking.
+ */
+bool
+rl_note_share_release(RlModel *model)
+{
+	if (++model->releases_since_ratio_change < RL_RELEASES_PER_ADJUSTMENT ||
+		model->ratio_adjust_due)
+		return false;
+	model->releases_since_ratio_change = 0;
+	model->ratio_adjust_due = true;
+	return true;
+}
+
+/*
+ * How loaded a share is: the highest used / share over the model's limits;
+ * 1 when the job type has waiters or was refused since the last adjustment.
+ */
+static double
+rl_share_load(const RlModel *model, RlShare *share)
+{
+	double		load = 0;
+
+	if (share->denied_recently || pg_atomic_read_u32(&share->num_waiters) > 0)
+		return 1.0;
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		size;
+
+		if (model->limit[d] == RL_UNLIMITED)
+			continue;
+		size = rl_share_of(model->limit[d], share->ratio);
+		if (size > 0)
+			load = Max(load, (double) share->used[d] / size);
+		else if (share->used[d] > 0)
+			load = 1.0;
+	}
+	return Min(load, 1.0);
+}
+
+/*
+ * Move the flexible ratios of one model with load.  A flexible job type
+ * with load under 0.3 gives min(ratio - 0.01, 0.2) x (1 - load); flexible
+ * job types with load over 0.7 receive what was given in proportion to
+ * their load.  Fixed ratios never move and are never lent.  Returns whether
+ * any ratio moved (then the model's waiters must look again).  Caller holds
+ * config_lock (shared).
+ */
+bool
+rl_adjust_ratios(int model_slot, TimestampTz now)
+{
+	RlModel    *model = &rl_models[model_slot];
+	double	   *loads = palloc(sizeof(double) * rl_max_job_types);
+	double		given = 0;
+	double		receiving_load = 0;
+	bool		moved = false;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	model->ratio_adjust_due = false;
+	model->releases_since_ratio_change = 0;
+	rl_roll_windows(model, now);
+	for (int j = 0; j < rl_max_job_types; j++)
+	{
+		RlShare    *share = rl_share(model_slot, j);
+
+		loads[j] = -1;
+		if (!rl_job_types[j].in_use || !share->flexible ||
+			share->job_type_generation != rl_job_types[j].generation)
+			continue;
+		loads[j] = rl_share_load(model, share);
+		if (loads[j] < RL_DONOR_LOAD && share->ratio > RL_MIN_RATIO)
+			given += Min(share->ratio - RL_MIN_RATIO, RL_MAX_DONATION) * (1 - loads[j]);
+		else if (loads[j] > RL_RECEIVER_LOAD)
+			receiving_load += loads[j];
+	}
+	if (given > 0 && receiving_load > 0)
+	{
+		for (int j = 0; j < rl_max_job_types; j++)
+		{
+			RlShare    *share = rl_share(model_slot, j);
+
+			if (loads[j] < 0)
+				continue;
+			if (loads[j] < RL_DONOR_LOAD && share->ratio > RL_MIN_RATIO)
+				share->ratio -= Min(share->ratio - RL_MIN_RATIO, RL_MAX_DONATION) * (1 - loads[j]);
+			else if (loads[j] > RL_RECEIVER_LOAD)
+				share->ratio += given * loads[j] / receiving_load;
+		}
+		moved = true;
+		model->version++;
+	}
+	for (int j = 0; j < rl_max_job_types; j++)
+		rl_share(model_slot, j)->denied_recently = false;
+	LWLockRelease(&model->lock);
+	pfree(loads);
+	if (moved)
+		elog(DEBUG1, "pg_ratelimit moved the flexible ratios of model \"%s\"", model->name);
+	return moved;
+}
+
+/*
+ * How many jobs of the job type's estimated size its whole share holds:
+ * min over the model's limits of floor(share / estimate), ties toward the
+ * longer window, at least ratelimit.min_job_type_slots.  Sets *limited_by
+ * to the dimension that decides, or -1 (and returns -1) when no limit
+ * applies to the estimate.
+ */
+static int64
+rl_share_slots(const RlModel *model, const RlShare *share, const RlJobType *job_type,
+			   int *limited_by)
+{
+	int64		slots = -1;
+
+	*limited_by = -1;
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		estimate = rl_dimension_amount(d, job_type->est_tokens,
+												   job_type->est_requests);
+		int64		fit;
+
+		if (model->limit[d] == RL_UNLIMITED || estimate <= 0)
+			continue;
+		fit = rl_share_of(model->limit[d], share->ratio) / estimate;
+		if (slots < 0 || fit < slots)
+		{
+			slots = fit;
+			*limited_by = d;
+		}
+	}
+	if (slots >= 0)
+		slots = Max(slots, (int64) rl_min_job_type_slots);
+	return slots;
+}
+
+/*
+ * rl_job_status_internal(): one row per (model, job type), behind the
+ * rl_job_status view.
+ */
+Datum
+rl_job_status_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now;
+	TimestampTz minute_start;
+	TimestampTz day_start;
+
+	rl_require_ready();
+	InitMaterializedSRF(fcinfo, 0);
+	now = rl_now();
+	minute_start = rl_window_start(now, USECS_PER_MINUTE);
+	day_start = rl_window_start(now, USECS_PER_DAY);
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	for (int m = 0; m < rl_max_models; m++)
+	{
+		RlModel    *model = &rl_models[m];
+
+		if (!model->in_use)
+			continue;
+		LWLockAcquire(&model->lock, LW_SHARED);
+		for (int j = 0; j < rl_max_job_types; j++)
+		{
+			RlJobType  *job_type = &rl_job_types[j];
+			RlShare    *share = rl_share(m, j);
+			bool		minute_current = model->minute_start == minute_start;
+			bool		day_current = model->day_start == day_start;
+			Datum		values[20];
+			bool		nulls[20];
+			int			col = 0;
+			int64		slots;
+			int			limited_by;
+
+			if (!job_type->in_use || share->job_type_generation != job_type->generation)
+				continue;
+			memset(nulls, 0, sizeof(nulls));
+			values[col++] = CStringGetTextDatum(model->name);
+			values[col++] = CStringGetTextDatum(job_type->name);
+			values[col++] = Float8GetDatum(share->ratio);
+			values[col++] = Float8GetDatum(share->base_ratio);
+			values[col++] = BoolGetDatum(share->flexible);
+			slots = rl_share_slots(model, share, job_type, &limited_by);
+			values[col] = Int64GetDatum(slots);
+			nulls[col++] = slots < 0;
+			values[col] = limited_by >= 0 ? CStringGetTextDatum(rl_dimension_names[limited_by]) : (Datum) 0;
+			nulls[col++] = limited_by < 0;
+			values[col++] = Int64GetDatum(share->used[RL_DIM_CONCURRENCY]);
+			values[col++] = Int32GetDatum((int32) pg_atomic_read_u32(&share->num_waiters));
+			/* rpm, tpm, rpd, tpd: the share of the limit, and what is used of it */
+			for (int k = 0; k < 4; k++)
+			{
+				static const RlDimension order[] = {RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD};
+				RlDimension d = order[k];
+				bool		current = rl_dimension_is_daily(d) ? day_current : minute_current;
+
+				values[col] = Int64GetDatum(rl_share_of(model->limit[d], share->ratio));
+				nulls[col++] = model->limit[d] == RL_UNLIMITED;
+				values[col++] = Int64GetDatum(current ? share->used[d] : 0);
+			}
+			values[col] = Int64GetDatum(rl_share_of(model->limit[RL_DIM_CONCURRENCY], share->ratio));
+			nulls[col++] = model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED;
+			values[col++] = Int64GetDatum(share->granted);
+			values[col++] = Int64GetDatum(share->denied);
+			Assert(col == lengthof(values));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		LWLockRelease(&model->lock);
+	}
+	LWLockRelease(&rl_state->config_lock);
+	return (Datum) 0;
+}

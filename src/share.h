@@ -1,0 +1,31 @@
+/*-------------------------------------------------------------------------
+ *
+ * share.h
+ *		A job type's share of a model: the room it leaves a request.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_SHARE_H
+#define RL_SHARE_H
+
+#include "pg_ratelimit.h"
+
+/*
+ * What a job type's share of a model still admits, per dimension: room is
+ * the share less the job type's usage; guaranteed counts the jobs it may
+ * still start whatever its share (ratelimit.min_job_type_slots).  A
+ * dimension the model does not limit has unlimited room.
+ */
+typedef struct RlShareRoom
+{
+	int64		room[RL_NUM_DIMS];
+	int64		guaranteed[RL_NUM_DIMS];
+} RlShareRoom;
+
+extern int64 rl_share_of(int64 limit, double ratio);
+extern void rl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room);
+extern int	rl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests);
+extern void rl_share_take(RlShareRoom *room, int64 tokens, int32 requests);
+extern void rl_share_grant(RlShare *share, int64 tokens, int32 requests);
+
+#endif							/* RL_SHARE_H */
