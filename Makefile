@@ -33,7 +33,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 REGRESS = setup config acquire release capacity clock wait usage shares errors
 REGRESS_OPTS = --use-existing
 
-ISOLATION = race_rpm race_tpm race_concurrency
+ISOLATION = race_rpm race_tpm race_concurrency race_share
 ISOLATION_OPTS = --inputdir=tests/isolation --use-existing
 
 TAP_TESTS = 1

@@ -86,6 +86,26 @@ CREATE TABLE rl_counter (
 ) WITH (fillfactor = 50);	-- room for HOT updates: rows are rewritten every second
 COMMENT ON TABLE rl_counter IS 'pg_ratelimit window counters, totals and usage of the day per model, as last persisted';
 
+CREATE TABLE rl_share_counter (
+	model			text NOT NULL,
+	job_type		text NOT NULL,
+	base_ratio		float8 NOT NULL,
+	ratio			float8 NOT NULL,
+	minute_start	timestamptz NOT NULL,
+	requests_minute	bigint NOT NULL,
+	tokens_minute	bigint NOT NULL,
+	jobs_minute		bigint NOT NULL,
+	day_start		timestamptz NOT NULL,
+	requests_day	bigint NOT NULL,
+	tokens_day		bigint NOT NULL,
+	jobs_day		bigint NOT NULL,
+	granted			bigint NOT NULL,
+	denied			bigint NOT NULL,
+	saved_at		timestamptz NOT NULL,
+	PRIMARY KEY (model, job_type)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE rl_share_counter IS 'pg_ratelimit ratio and window counters of each job type on each model, as last persisted';
+
 CREATE TABLE rl_lease_state (
 	lease_id		bigint PRIMARY KEY,
 	model			text NOT NULL,
@@ -123,7 +143,7 @@ CREATE TABLE rl_saved_clock (
 );
 COMMENT ON TABLE rl_saved_clock IS 'pg_ratelimit test clock offset, kept across restarts';
 
-GRANT SELECT ON rl_counter, rl_lease_state, rl_usage_daily TO PUBLIC;
+GRANT SELECT ON rl_counter, rl_share_counter, rl_lease_state, rl_usage_daily TO PUBLIC;
 
 CREATE VIEW rl_usage AS
 	SELECT day, model, requests, input_tokens, output_tokens, cached_tokens,

@@ -5,7 +5,8 @@
  *
  * The background worker saves what changed every ratelimit.persist_interval
  * and at a clean shutdown: window counters, totals and the usage of the
- * current UTC day (rl_counter), open leases (rl_lease_state), the usage of
+ * current UTC day (rl_counter), each job type's ratio and counters on the
+ * model (rl_share_counter), open leases (rl_lease_state), the usage of
  * each ended day (rl_usage_daily, written once when the day ends) and the
  * test clock's offset (rl_saved_clock).  A model's version counter, bumped under
  * its lock by every change, tells the worker which models to write; the
@@ -52,6 +53,24 @@ typedef struct RlSavedCounter
 	RlDayUsage	usage;			/* of the day the row was saved in */
 } RlSavedCounter;
 
+typedef struct RlSavedShare
+{
+	char		model[RL_NAME_MAX_LEN + 1];
+	char		job_type[RL_NAME_MAX_LEN + 1];
+	double		base_ratio;
+	double		ratio;
+	TimestampTz minute_start;
+	int64		requests_minute;
+	int64		tokens_minute;
+	int64		jobs_minute;
+	TimestampTz day_start;
+	int64		requests_day;
+	int64		tokens_day;
+	int64		jobs_day;
+	int64		granted;
+	int64		denied;
+} RlSavedShare;
+
 typedef struct RlSavedLease
 {
 	RlLease		lease;
@@ -65,11 +84,13 @@ struct RlStateSnapshot
 	int64		clock_offset_us;
 	int			num_counters;
 	RlSavedCounter *counters;
+	int			num_shares;
+	RlSavedShare *shares;
 	int			num_leases;
 	RlSavedLease *leases;
 };
 
-/* Columns of rl_counter passed as arrays */
+/* Columns of rl_counter passed as arrays (the most of any statement) */
 #define RL_COUNTER_COLUMNS	20
 
 /* What the worker last wrote, per model slot (worker-local) */
@@ -87,6 +108,8 @@ static int64 persisted_clock_offset = 0;
 static bool persisted_anything = false;
 static Oid	persisted_extension = InvalidOid;
 
+static void rl_restore_share(const RlSavedShare *saved, TimestampTz minute_start,
+							 TimestampTz day_start);
 static void rl_restore_lease_share(const RlLease *lease);
 
 static int64
@@ -167,6 +190,37 @@ rl_read_state(MemoryContext context, const char *qschema)
 		cost = DatumGetNumeric(SPI_getbinval(tup, desc, 20, &isnull));
 		if (!isnull)
 			(void) rl_numeric_store(&c->usage.cost, cost);
+	}
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT model, job_type, base_ratio, ratio, minute_start, requests_minute,"
+					 " tokens_minute, jobs_minute, day_start, requests_day, tokens_day, jobs_day,"
+					 " granted, denied FROM %s.rl_share_counter", qschema);
+	rl_state_query(sql.data);
+	desc = SPI_tuptable->tupdesc;
+	state->num_shares = SPI_processed;
+	state->shares = MemoryContextAllocZero(context, sizeof(RlSavedShare) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		RlSavedShare *sh = &state->shares[i];
+		bool		isnull;
+
+		strlcpy(sh->model, SPI_getvalue(tup, desc, 1), sizeof(sh->model));
+		strlcpy(sh->job_type, SPI_getvalue(tup, desc, 2), sizeof(sh->job_type));
+		sh->base_ratio = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
+		sh->ratio = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
+		sh->minute_start = rl_col_int64(tup, desc, 5);
+		sh->requests_minute = rl_col_int64(tup, desc, 6);
+		sh->tokens_minute = rl_col_int64(tup, desc, 7);
+		sh->jobs_minute = rl_col_int64(tup, desc, 8);
+		sh->day_start = rl_col_int64(tup, desc, 9);
+		sh->requests_day = rl_col_int64(tup, desc, 10);
+		sh->tokens_day = rl_col_int64(tup, desc, 11);
+		sh->jobs_day = rl_col_int64(tup, desc, 12);
+		sh->granted = rl_col_int64(tup, desc, 13);
+		sh->denied = rl_col_int64(tup, desc, 14);
 	}
 
 	resetStringInfo(&sql);
@@ -257,6 +311,9 @@ rl_restore_state(const RlStateSnapshot *state)
 		}
 	}
 
+	for (int i = 0; i < state->num_shares; i++)
+		rl_restore_share(&state->shares[i], minute_start, day_start);
+
 	for (int i = 0; i < state->num_leases; i++)
 	{
 		const RlSavedLease *l = &state->leases[i];
@@ -299,30 +356,48 @@ rl_restore_state(const RlStateSnapshot *state)
 }
 
 /*
- * A job type's usage of a model is not saved: rebuild it from the open
- * leases (in flight exactly; in the windows, what open leases reserved).
+ * A job type's saved counters on a model, for windows that are still
+ * current; its saved ratio too, when the configured ratio it moved from is
+ * still the configured one.  The shares were just reset to the
+ * configuration (rl_apply_share_config).
  */
+static void
+rl_restore_share(const RlSavedShare *saved, TimestampTz minute_start, TimestampTz day_start)
+{
+	int			model_slot = rl_lookup_slot(rl_model_index, saved->model);
+	int			job_type_slot = rl_lookup_slot(rl_job_type_index, saved->job_type);
+	RlShare    *share;
+
+	if (model_slot < 0 || job_type_slot < 0)
+		return;
+	share = rl_share(model_slot, job_type_slot);
+	if (saved->minute_start == minute_start)
+	{
+		share->used[RL_DIM_RPM] = saved->requests_minute;
+		share->used[RL_DIM_TPM] = saved->tokens_minute;
+		share->jobs_minute = saved->jobs_minute;
+	}
+	if (saved->day_start == day_start)
+	{
+		share->used[RL_DIM_RPD] = saved->requests_day;
+		share->used[RL_DIM_TPD] = saved->tokens_day;
+		share->jobs_day = saved->jobs_day;
+	}
+	share->granted = saved->granted;
+	share->denied = saved->denied;
+	if (share->flexible && saved->base_ratio == share->base_ratio &&
+		saved->ratio >= 0 && saved->ratio <= 1)
+		share->ratio = saved->ratio;
+}
+
+/* A restored open lease is in flight for its job type too */
 static void
 rl_restore_lease_share(const RlLease *lease)
 {
-	RlModel    *model = &rl_models[lease->model_slot];
 	RlShare    *share = rl_lease_share(lease);
 
-	if (share == NULL)
-		return;
-	share->used[RL_DIM_CONCURRENCY]++;
-	if (lease->minute_start == model->minute_start)
-	{
-		share->used[RL_DIM_RPM] += lease->requests;
-		share->used[RL_DIM_TPM] += lease->tokens;
-		share->jobs_minute++;
-	}
-	if (lease->day_start == model->day_start)
-	{
-		share->used[RL_DIM_RPD] += lease->requests;
-		share->used[RL_DIM_TPD] += lease->tokens;
-		share->jobs_day++;
-	}
+	if (share)
+		share->used[RL_DIM_CONCURRENCY]++;
 }
 
 /* Build a one-dimensional array of the given element type */
@@ -384,6 +459,139 @@ rl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 	columns[7][n] = Int64GetDatum(day->overage_tokens);
 }
 
+/* Columns of rl_share_counter passed as arrays */
+#define RL_SHARE_COLUMNS	14
+
+/* A job type in use, as the worker saw it when it started saving */
+typedef struct RlJobTypeName
+{
+	int			slot;
+	uint32		generation;
+	char		name[RL_NAME_MAX_LEN + 1];
+} RlJobTypeName;
+
+/* Rows of rl_share_counter being gathered, one array per column */
+typedef struct RlShareRows
+{
+	int			count;
+	int			room;
+	Datum	   *columns[RL_SHARE_COLUMNS];
+} RlShareRows;
+
+/* The job types in use, read under config_lock */
+static int
+rl_job_type_names(RlJobTypeName *names)
+{
+	int			count = 0;
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	for (int j = 0; j < rl_max_job_types; j++)
+	{
+		if (!rl_job_types[j].in_use)
+			continue;
+		names[count].slot = j;
+		names[count].generation = rl_job_types[j].generation;
+		strlcpy(names[count].name, rl_job_types[j].name, sizeof(names[count].name));
+		count++;
+	}
+	LWLockRelease(&rl_state->config_lock);
+	return count;
+}
+
+/*
+ * Copy the shares of a model that belong to the job types in names, with
+ * the index of each one's name.  Caller holds the model's lock.
+ */
+static int
+rl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
+			   RlShare *copies, int *name_of)
+{
+	int			count = 0;
+
+	for (int k = 0; k < num_names; k++)
+	{
+		RlShare    *share = rl_share(model_slot, names[k].slot);
+
+		if (share->job_type_generation != names[k].generation ||
+			share->model_generation != rl_models[model_slot].generation)
+			continue;
+		memcpy(&copies[count], share, sizeof(RlShare));
+		name_of[count] = k;
+		count++;
+	}
+	return count;
+}
+
+/* Add one row per copied share of a model */
+static void
+rl_add_share_rows(RlShareRows *rows, const RlModel *model, const RlJobTypeName *names,
+				  const RlShare *copies, const int *name_of, int count)
+{
+	if (rows->count + count > rows->room)
+	{
+		int			room = Max(rows->room * 2, rows->count + count + 64);
+
+		for (int i = 0; i < RL_SHARE_COLUMNS; i++)
+			rows->columns[i] = rows->columns[i] == NULL ?
+				palloc(sizeof(Datum) * room) :
+				repalloc(rows->columns[i], sizeof(Datum) * room);
+		rows->room = room;
+	}
+	for (int i = 0; i < count; i++)
+	{
+		const RlShare *share = &copies[i];
+		Datum	  **c = rows->columns;
+		int			n = rows->count++;
+
+		c[0][n] = CStringGetTextDatum(model->name);
+		c[1][n] = CStringGetTextDatum(names[name_of[i]].name);
+		c[2][n] = Float8GetDatum(share->base_ratio);
+		c[3][n] = Float8GetDatum(share->ratio);
+		c[4][n] = TimestampTzGetDatum(model->minute_start);
+		c[5][n] = Int64GetDatum(share->used[RL_DIM_RPM]);
+		c[6][n] = Int64GetDatum(share->used[RL_DIM_TPM]);
+		c[7][n] = Int64GetDatum(share->jobs_minute);
+		c[8][n] = TimestampTzGetDatum(model->day_start);
+		c[9][n] = Int64GetDatum(share->used[RL_DIM_RPD]);
+		c[10][n] = Int64GetDatum(share->used[RL_DIM_TPD]);
+		c[11][n] = Int64GetDatum(share->jobs_day);
+		c[12][n] = Int64GetDatum(share->granted);
+		c[13][n] = Int64GetDatum(share->denied);
+	}
+}
+
+/* Write the gathered share rows */
+static void
+rl_write_share_rows(const char *qschema, RlShareRows *rows)
+{
+	Oid			types[RL_SHARE_COLUMNS] = {TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID,
+		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID,
+	INT8OID, INT8OID};
+	Datum		args[RL_SHARE_COLUMNS];
+	StringInfoData sql;
+
+	if (rows->count == 0)
+		return;
+	for (int i = 0; i < RL_SHARE_COLUMNS; i++)
+		args[i] = rl_array(rows->columns[i], rows->count, types[i]);
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s.rl_share_counter AS s (model, job_type, base_ratio, ratio,"
+					 " minute_start, requests_minute, tokens_minute, jobs_minute, day_start,"
+					 " requests_day, tokens_day, jobs_day, granted, denied, saved_at)"
+					 " SELECT *, now() FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+					 " $12, $13, $14)"
+					 " ON CONFLICT (model, job_type) DO UPDATE SET base_ratio = excluded.base_ratio,"
+					 " ratio = excluded.ratio, minute_start = excluded.minute_start,"
+					 " requests_minute = excluded.requests_minute,"
+					 " tokens_minute = excluded.tokens_minute, jobs_minute = excluded.jobs_minute,"
+					 " day_start = excluded.day_start, requests_day = excluded.requests_day,"
+					 " tokens_day = excluded.tokens_day, jobs_day = excluded.jobs_day,"
+					 " granted = excluded.granted, denied = excluded.denied,"
+					 " saved_at = excluded.saved_at", qschema);
+	rl_execute_arrays(sql.data, RL_SHARE_COLUMNS, types, args);
+}
+
 /* Save counters, totals and daily usage of models that changed */
 static void
 rl_persist_models(const char *qschema, TimestampTz now)
@@ -399,8 +607,14 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		NUMERICOID, INT8OID, INT8OID};
 	uint64	   *versions = palloc(sizeof(uint64) * rl_max_models);
 	int		   *slots = palloc(sizeof(int) * rl_max_models);
+	RlJobTypeName *names = palloc(sizeof(RlJobTypeName) * rl_max_job_types);
+	int			num_names = rl_job_type_names(names);
+	RlShare    *share_copies = palloc(sizeof(RlShare) * Max(num_names, 1));
+	int		   *name_of = palloc(sizeof(int) * Max(num_names, 1));
+	RlShareRows share_rows;
 	StringInfoData sql;
 
+	memset(&share_rows, 0, sizeof(share_rows));
 	for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
 		c[i] = palloc(sizeof(Datum) * rl_max_models);
 	for (int i = 0; i < 9; i++)
@@ -410,6 +624,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 	{
 		RlModel    *model = &rl_models[slot];
 		RlModel		copy;
+		int			num_shares;
 
 		if (!model->in_use)
 			continue;
@@ -421,7 +636,9 @@ rl_persist_models(const char *qschema, TimestampTz now)
 			continue;
 		}
 		memcpy(&copy, model, sizeof(RlModel));
+		num_shares = rl_copy_shares(slot, names, num_names, share_copies, name_of);
 		LWLockRelease(&model->lock);
+		rl_add_share_rows(&share_rows, &copy, names, share_copies, name_of, num_shares);
 
 		slots[n] = slot;
 		versions[n] = copy.version;
@@ -509,6 +726,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 						 " overage_tokens = excluded.overage_tokens", qschema);
 		rl_execute_arrays(sql.data, 9, utypes, args);
 	}
+	rl_write_share_rows(qschema, &share_rows);
 
 	/* Only now that the rows are written: they are saved */
 	for (int i = 0; i < n; i++)
@@ -641,6 +859,13 @@ rl_persist_state(void)
 						 "DELETE FROM %s.rl_counter c WHERE NOT EXISTS"
 						 " (SELECT FROM %s.rl_model m WHERE m.model = c.model)",
 						 qschema, qschema);
+		rl_execute(sql.data, 0, NULL, NULL);
+		resetStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "DELETE FROM %s.rl_share_counter s WHERE NOT EXISTS"
+						 " (SELECT FROM %s.rl_model m WHERE m.model = s.model)"
+						 " OR NOT EXISTS (SELECT FROM %s.rl_job_type j WHERE j.job_type = s.job_type)",
+						 qschema, qschema, qschema);
 		rl_execute(sql.data, 0, NULL, NULL);
 		persisted_config_generation = config_generation;
 	}

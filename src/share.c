@@ -232,9 +232,12 @@ rl_apply_share_config(void)
 			share->flexible = job_type->flexible;
 		}
 		if (ratios_changed)
+		{
 			for (int j = 0; j < rl_max_job_types; j++)
 				if (rl_job_types[j].in_use)
 					rl_share(m, j)->ratio = rl_share(m, j)->base_ratio;
+			model->version++;
+		}
 		LWLockRelease(&model->lock);
 	}
 }

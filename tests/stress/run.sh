@@ -103,6 +103,23 @@ check "acquire_any: per model" \
 	"$(sql "SELECT string_agg(n::text, ',' ORDER BY model) FROM (SELECT model, count(*) n FROM rl_stress_log WHERE phase = 'any' AND granted GROUP BY model) s")" \
 	"100,100,100"
 
-quietly "DROP TABLE rl_stress_log; DELETE FROM rl_model WHERE model LIKE 'stress/%'; SELECT rl_debug_set_clock(NULL)"
+# job type shares of one model (rpm 1000): 'stress_fixed' has 0.3 (fixed),
+# 'stress_flex' 0.2 (flexible); half the clients run each, 480 attempts
+# apiece: exactly floor(1000 x 0.3) = 300 and floor(1000 x 0.2) = 200
+quietly "SELECT rl_define_model('stress/share', rpm => 1000);
+	 SELECT rl_define_job_type('stress_fixed', ratio => 0.3, flexible => false);
+	 SELECT rl_define_job_type('stress_flex', ratio => 0.2)"
+race share 60 "INSERT INTO rl_stress_log SELECT 'share', granted, job_type
+FROM (SELECT CASE WHEN :client_id % 2 = 0 THEN 'stress_fixed' ELSE 'stress_flex' END AS job_type) j,
+	 rl_acquire('stress/share', j.job_type);"
+check "shares: admitted per job type" \
+	"$(sql "SELECT string_agg(model || '=' || n, ',' ORDER BY model) FROM (SELECT model, count(*) n FROM rl_stress_log WHERE phase = 'share' AND granted GROUP BY model) s")" \
+	"stress_fixed=300,stress_flex=200"
+check "shares: the job types' own counts" \
+	"$(sql "SELECT string_agg(job_type || '=' || requests_minute || '/' || granted, ',' ORDER BY job_type) FROM rl_job_status WHERE model = 'stress/share'")" \
+	"stress_fixed=300/300,stress_flex=200/200"
+
+quietly "DROP TABLE rl_stress_log; DELETE FROM rl_model WHERE model LIKE 'stress/%';
+	 DELETE FROM rl_job_type WHERE job_type LIKE 'stress_%'; SELECT rl_debug_set_clock(NULL)"
 echo "$((checks - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -2,7 +2,8 @@
 # for the next window and starts right after it; a waiter held back only by
 # its own share does not hold back other job types; rl_acquire_any with
 # max_wait takes whichever model frees first; the worker moves flexible
-# ratios every ratelimit.ratio_interval.
+# ratios every ratelimit.ratio_interval; a clean restart keeps ratios and
+# counters.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -95,6 +96,13 @@ $node->poll_query_until('postgres', "SELECT ratio > 0.4 FROM rl_job_status WHERE
 query(q{ALTER SYSTEM SET ratelimit.ratio_interval = '1h'; SELECT pg_reload_conf();});
 is(query(q{SELECT string_agg(job_type || ' ' || round(ratio::numeric, 2), ', ' ORDER BY job_type) FROM rl_job_status WHERE model = 'flex'}),
 	'chat 0.60, idle 0.20, report 0.20', 'the idle flexible job type lent 0.2 to the loaded one, the fixed one kept its ratio');
+
+# a clean restart keeps each job type's moved ratio and its window counters
+$node->restart;
+is(query(q{SELECT round(ratio::numeric, 2) || ' ' || requests_minute || ' ' || denied FROM rl_job_status WHERE model = 'flex' AND job_type = 'chat'}),
+	'0.60 40 1', "a clean restart keeps a job type's ratio and counters");
+is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('flex', 'chat')).granted) FROM generate_series(1, 30)}),
+	'20', 'after the restart chat starts only what is left of its share: 60 - 40 = 20');
 
 $node->stop;
 done_testing();
