@@ -150,6 +150,47 @@ SET statement_timeout = '5s';
 SELECT granted, limited_by FROM rl_acquire('esc/a', 'chat');
 RESET statement_timeout;
 
+-- Slots of a few more configurations, each worked by hand.  Model 'slots/m':
+-- rpm 60, tpm 90000, rpd 1000, tpd 500000, max_concurrent 30.  Ratios now:
+-- batch 0.4 (fixed), chat 0.3 (set above), embed 0.3 (the rest).
+SELECT rl_define_model('slots/m', rpm => 60, tpm => 90000, rpd => 1000, tpd => 500000,
+					   max_concurrent => 30);
+--   batch (est 1000 tokens, 1 request), ratio 0.4:
+--     rpd floor(1000 x 0.4) = 400 -> 400; tpd 200000 / 1000 = 200;
+--     rpm 24 -> 24; tpm 36000 / 1000 = 36; concurrency 12 -> 12
+--     slots = min(400, 200, 24, 36, 12) = 12 (concurrency)
+--   chat (est 500 tokens), ratio 0.3:
+--     rpd 300; tpd 150000 / 500 = 300; rpm 18; tpm 27000 / 500 = 54; concurrency 9
+--     slots = min(300, 300, 18, 54, 9) = 9 (concurrency)
+SELECT job_type, slots, limited_by FROM rl_job_status
+WHERE model = 'slots/m' AND job_type IN ('batch', 'chat') ORDER BY job_type;
+-- with tokens binding: chat estimates 9000 tokens
+--     tpd 150000 / 9000 = 16; tpm 27000 / 9000 = 3; rpm 18; concurrency 9
+--     slots = min(300, 16, 18, 3, 9) = 3 (tpm)
+SELECT rl_define_job_type('chat', est_tokens => 9000, ratio => 0.3, max_wait => '1 hour');
+SELECT job_type, slots, limited_by FROM rl_job_status WHERE model = 'slots/m' AND job_type = 'chat';
+-- several requests per job: chat estimates 3 requests and 1500 tokens
+--     rpd floor(300 / 3) = 100; tpd 150000 / 1500 = 100; rpm 18 / 3 = 6;
+--     tpm 27000 / 1500 = 18; concurrency 9
+--     slots = min(100, 100, 6, 18, 9) = 6 (rpm)
+SELECT rl_define_job_type('chat', est_tokens => 1500, est_requests => 3, ratio => 0.3,
+						  max_wait => '1 hour');
+SELECT job_type, slots, limited_by FROM rl_job_status WHERE model = 'slots/m' AND job_type = 'chat';
+-- on 'slots/day' (rpd 50, tpd 60000, no minute limits) the day limits decide:
+--     rpd floor(50 x 0.3) = 15 / 3 = 5; tpd 18000 / 1500 = 12 -> 5 (rpd)
+--   and for embed (est 2000 tokens, 2 requests), ratio 0.3:
+--     rpd 15 / 2 = 7; tpd 18000 / 2000 = 9 -> 7 (rpd)
+SELECT rl_define_model('slots/day', rpd => 50, tpd => 60000);
+SELECT job_type, slots, limited_by FROM rl_job_status
+WHERE model = 'slots/day' AND job_type IN ('chat', 'embed') ORDER BY job_type;
+-- a tie: 'tie' (ratio 0, est 0 tokens, 1 request) on 'slots/tie' with
+-- rpd 10 and rpm 10 has 0 and 0, both raised to 1: the tie goes to rpd
+SELECT rl_define_model('slots/tie', rpd => 10, rpm => 10);
+SELECT rl_define_job_type('tie', ratio => 0, flexible => false);
+SELECT job_type, slots, limited_by FROM rl_job_status WHERE model = 'slots/tie' AND job_type = 'tie';
+SELECT rl_drop_job_type('tie');
+SELECT rl_drop_model(m) FROM unnest('{slots/m,slots/day,slots/tie}'::text[]) m;
+
 -- Ratios must sum to at most 1; the error names the sum and nothing changes
 SELECT rl_define_job_type('greedy', ratio => 0.5);
 SELECT count(*) FROM rl_job_type WHERE job_type = 'greedy';

@@ -59,6 +59,26 @@ ok(query(q{SELECT granted AND at >= '2030-01-01 00:01:00+00' AND at < '2030-01-0
 note('admitted ' . query(q{SELECT at - '2030-01-01 00:01:00+00' FROM got WHERE who = 'report3'}) . ' after the boundary');
 $report->quit;
 
+# a fixed job type keeps its full share while a flexible one is saturated
+# and queued: chat (0.8 of rpm 10) starts its 8, two more chat jobs queue,
+# and report (fixed 0.2) still starts both of its jobs at once
+query(q{
+	DELETE FROM got;
+	SELECT rl_define_model('q', rpm => 10);
+	SELECT rl_debug_set_clock('2030-01-01 00:03:10+00');
+});
+is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('q', 'chat')).granted) FROM generate_series(1, 8)}),
+	'8', 'chat starts its 8 jobs of the minute');
+my @queued = map { start_waiter("chat$_", "rl_acquire('q', 'chat', max_wait => '3 s')") } 1 .. 2;
+$node->poll_query_until('postgres', "SELECT waiting = 2 FROM rl_job_status WHERE model = 'q' AND job_type = 'chat'")
+  or die 'the chat jobs did not queue';
+is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('q', 'report')).granted) FROM generate_series(1, 2)}),
+	'2', 'the fixed job type starts its full share while the flexible one is queued');
+$node->poll_query_until('postgres', "SELECT count(*) = 2 FROM got")
+  or die 'the queued chat jobs did not time out';
+is(query(q{SELECT count(*) FROM got WHERE granted}), '0', 'the queued chat jobs never took the fixed share');
+$_->quit foreach @queued;
+
 # rl_acquire_any with max_wait waits on all its models: the one that frees
 # first wins, even when it is not the first listed.  'slow' frees at the next
 # minute; 'fast' (concurrency 1) frees when its lease is released.
