@@ -123,6 +123,7 @@ typedef struct RlModel
 	/* Flexible ratios: releases since the last adjustment (share.c) */
 	int32		releases_since_ratio_change;
 	bool		ratio_adjust_due;
+	TimestampTz ratios_adjusted_at; /* real time */
 } RlModel;
 
 /*
@@ -263,6 +264,7 @@ extern void rl_roll_share_windows(int model_slot, bool minute, bool day);
 extern void rl_apply_share_config(void);
 extern bool rl_adjust_ratios(int model_slot, TimestampTz now);
 extern bool rl_note_share_release(RlModel *model);
+extern TimestampTz rl_ratio_adjust_allowed_at(const RlModel *model);
 
 /* lease.c */
 extern TimestampTz rl_earliest_expiry(void);

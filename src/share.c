@@ -29,6 +29,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "admission.h"
 #include "pg_ratelimit.h"
@@ -39,6 +40,12 @@ PG_FUNCTION_INFO_V1(rl_job_status_internal);
 
 /* Releases on a model after which its flexible ratios are looked at */
 #define RL_RELEASES_PER_ADJUSTMENT	10
+
+/*
+ * But not more often than this: at tens of thousands of releases a second,
+ * one adjustment per 10 releases would keep the worker busy on a core.
+ */
+#define RL_MIN_ADJUSTMENT_GAP_US	(100 * 1000)
 
 /* The donor and receiver rule of flexible ratios */
 #define RL_DONOR_LOAD			0.3
@@ -245,7 +252,8 @@ rl_apply_share_config(void)
 /*
  * A release on a model: every RL_RELEASES_PER_ADJUSTMENT of them, ask the
  * worker to look at its flexible ratios.  Caller holds the model's lock;
- * returns whether the worker needs waking.
+ * returns whether the worker needs waking now (else it finds the request
+ * when the gap since the last adjustment is over).
  */
 bool
 rl_note_share_release(RlModel *model)
@@ -255,7 +263,14 @@ rl_note_share_release(RlModel *model)
 		return false;
 	model->releases_since_ratio_change = 0;
 	model->ratio_adjust_due = true;
-	return true;
+	return GetCurrentTimestamp() >= rl_ratio_adjust_allowed_at(model);
+}
+
+/* The earliest real time the model's ratios may move again */
+TimestampTz
+rl_ratio_adjust_allowed_at(const RlModel *model)
+{
+	return model->ratios_adjusted_at + RL_MIN_ADJUSTMENT_GAP_US;
 }
 
 /*
@@ -304,6 +319,7 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	model->ratio_adjust_due = false;
 	model->releases_since_ratio_change = 0;
+	model->ratios_adjusted_at = GetCurrentTimestamp();
 	rl_roll_windows(model, now);
 	for (int j = 0; j < rl_max_job_types; j++)
 	{

@@ -92,25 +92,37 @@ rl_ms_until(TimestampTz from, TimestampTz to)
 /*
  * Move the flexible ratios of the models that asked for it (10 releases),
  * or of all of them when the interval is up; wake the waiters of models
- * whose ratios moved.
+ * whose ratios moved.  Returns when a model that asked too soon after its
+ * last adjustment may be adjusted, or 0.
  */
-static void
-rl_adjust_all_ratios(TimestampTz now, bool all)
+static TimestampTz
+rl_adjust_all_ratios(TimestampTz now, TimestampTz real_now, bool all)
 {
 	bool		any_flexible = false;
+	TimestampTz next = 0;
 
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 	for (int j = 0; j < rl_max_job_types && !any_flexible; j++)
 		any_flexible = rl_job_types[j].in_use && rl_job_types[j].flexible;
 	for (int m = 0; any_flexible && m < rl_max_models; m++)
 	{
-		/* an unlocked peek: a request missed now is seen next round */
-		if (!rl_models[m].in_use || !(all || rl_models[m].ratio_adjust_due))
+		RlModel    *model = &rl_models[m];
+
+		/* unlocked peeks: a request missed now is seen next round */
+		if (!model->in_use || !(all || model->ratio_adjust_due))
 			continue;
+		if (!all && real_now < rl_ratio_adjust_allowed_at(model))
+		{
+			TimestampTz allowed = rl_ratio_adjust_allowed_at(model);
+
+			next = next == 0 ? allowed : Min(next, allowed);
+			continue;
+		}
 		if (rl_adjust_ratios(m, now))
 			rl_wake_waiters(m);
 	}
 	LWLockRelease(&rl_state->config_lock);
+	return next;
 }
 
 static long
@@ -133,6 +145,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		TimestampTz next_save;
 		TimestampTz next_minute;
 		TimestampTz next_notice;
+		TimestampTz next_ratios;
 
 		rl_ensure_config_loaded();
 		now = rl_now();
@@ -147,11 +160,11 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		next_notice = rl_queue_notifications(now);
 		if (real_now >= *last_ratios + (int64) rl_ratio_interval_ms * 1000)
 		{
-			rl_adjust_all_ratios(now, true);
+			next_ratios = rl_adjust_all_ratios(now, real_now, true);
 			*last_ratios = real_now;
 		}
 		else
-			rl_adjust_all_ratios(now, false);
+			next_ratios = rl_adjust_all_ratios(now, real_now, false);
 
 		if (shutting_down ||
 			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)
@@ -167,6 +180,8 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_notice));
 		sleep_ms = Min(sleep_ms, rl_ms_until(real_now,
 											 *last_ratios + (int64) rl_ratio_interval_ms * 1000));
+		if (next_ratios != 0)
+			sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_ratios));
 	}
 
 	PopActiveSnapshot();

@@ -40,6 +40,9 @@ CREATE EXTENSION pg_ratelimit;
 SELECT rl_define_model('bench/hot', rpm => 1000000000000, tpm => 1000000000000000,
 					   rpd => 10000000000000, tpd => 10000000000000000,
 					   max_concurrent => 1000);
+-- two job types share it: a flexible one (the workload below) and a fixed one
+SELECT rl_define_job_type('bench_chat', ratio => 0.5);
+SELECT rl_define_job_type('bench_batch', ratio => 0.3, flexible => false);
 SQL
 psql -Xq -v ON_ERROR_STOP=1 -f "$REPO_ROOT/tests/bench/plpgsql_limiter.sql" >/dev/null
 
@@ -58,6 +61,11 @@ SQL
 # function scan (which materializes its row in a tuplestore)
 cat >"$scripts/pg_ratelimit_column.sql" <<'SQL'
 SELECT (rl_acquire('bench/hot', tokens => 100)).lease_id \gset
+SELECT (rl_release(:lease_id, input_tokens => 60, output_tokens => 20)).released;
+SQL
+# the column form again, naming a job type: its share is checked and counted too
+cat >"$scripts/pg_ratelimit_job_type.sql" <<'SQL'
+SELECT (rl_acquire('bench/hot', 'bench_chat', tokens => 100)).lease_id \gset
 SELECT (rl_release(:lease_id, input_tokens => 60, output_tokens => 20)).released;
 SQL
 cat >"$scripts/plpgsql.sql" <<'SQL'
@@ -90,18 +98,20 @@ declare -A script_of
 
 if wants throughput; then
 	echo "== throughput"
-	round_robin select1 pg_ratelimit pg_ratelimit_column plpgsql
+	round_robin select1 pg_ratelimit pg_ratelimit_column pg_ratelimit_job_type plpgsql
 	# the limiter must have granted and released everything it was asked
 	psql -XAtq -c "SELECT 'pg_ratelimit status: granted ' || granted || ', denied ' || denied || ', in flight ' || in_flight FROM rl_status WHERE model = 'bench/hot'"
 	echo
 	echo "pgbench -M prepared, $CLIENTS clients, $ROUNDS x ${DURATION}s per workload, $(nproc) cores"
 	awk -v s="${total[select1]}" -v r="${total[pg_ratelimit]}" -v c="${total[pg_ratelimit_column]}" \
-		-v p="${total[plpgsql]}" -v n="$ROUNDS" 'BEGIN {
+		-v j="${total[pg_ratelimit_job_type]}" -v p="${total[plpgsql]}" -v n="$ROUNDS" 'BEGIN {
 		printf "two SELECT 1 round trips          : %10.0f pairs/s\n", s / n
 		printf "pg_ratelimit, SELECT * FROM ...   : %10.0f pairs/s\n", r / n
 		printf "pg_ratelimit, SELECT (...).column : %10.0f pairs/s\n", c / n
+		printf "  the same with a job type        : %10.0f pairs/s\n", j / n
 		printf "PL/pgSQL table limiter            : %10.0f pairs/s\n", p / n
 		printf "ratio pg_ratelimit / SELECT 1 pairs: %.2f (FROM form), %.2f (column form)\n", r / s, c / s
+		printf "ratio with a job type / without    : %.2f (column form)\n", j / c
 		printf "ratio pg_ratelimit / PL/pgSQL      : %.1f (FROM form), %.1f (column form)\n", r / p, c / p
 	}'
 	echo
