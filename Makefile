@@ -12,6 +12,7 @@ OBJS = \
 	src/clock.o \
 	src/config.o \
 	src/functions.o \
+	src/instance.o \
 	src/lease.o \
 	src/notify.o \
 	src/persist.o \
@@ -30,7 +31,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 # pg_regress therefore cannot drop and re-create: the tests use an existing
 # database (contrib_regression, see below), and the first test re-creates
 # the extension in it.
-REGRESS = setup config acquire release capacity clock wait usage shares errors
+REGRESS = setup config acquire release capacity clock wait usage shares instances errors
 REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency race_share

@@ -136,6 +136,14 @@ CREATE TABLE rl_usage_daily (
 );
 COMMENT ON TABLE rl_usage_daily IS 'pg_ratelimit usage and cost per ended UTC day and model';
 
+CREATE TABLE rl_instance_state (
+	instance		text PRIMARY KEY,
+	memory_kb		bigint,
+	registered_at	timestamptz NOT NULL,
+	last_heartbeat	timestamptz NOT NULL
+);
+COMMENT ON TABLE rl_instance_state IS 'pg_ratelimit registered instances, as last persisted';
+
 CREATE TABLE rl_saved_clock (
 	id				integer PRIMARY KEY CHECK (id = 1),
 	clock_offset_us	bigint NOT NULL,
@@ -143,7 +151,8 @@ CREATE TABLE rl_saved_clock (
 );
 COMMENT ON TABLE rl_saved_clock IS 'pg_ratelimit test clock offset, kept across restarts';
 
-GRANT SELECT ON rl_counter, rl_share_counter, rl_lease_state, rl_usage_daily TO PUBLIC;
+GRANT SELECT ON rl_counter, rl_share_counter, rl_lease_state, rl_usage_daily,
+	rl_instance_state TO PUBLIC;
 
 CREATE VIEW rl_usage AS
 	SELECT day, model, requests, input_tokens, output_tokens, cached_tokens,
@@ -507,6 +516,51 @@ CREATE VIEW rl_job_status AS
 COMMENT ON VIEW rl_job_status IS 'pg_ratelimit job types on each model: ratio, share, slots, usage';
 
 GRANT SELECT ON rl_status, rl_leases, rl_job_status TO PUBLIC;
+
+------------------------------------------------------------------------------
+-- Instances (applications)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION rl_heartbeat(instance text, memory_kb bigint DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'rl_heartbeat'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION rl_heartbeat(text, bigint) IS 'register or refresh an application instance; returns the number of live instances';
+
+CREATE FUNCTION rl_unregister(instance text) RETURNS void
+AS 'MODULE_PATHNAME', 'rl_unregister'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION rl_unregister(text) IS 'an application instance leaves; its open leases are expired';
+
+CREATE FUNCTION rl_allocation_internal(instance text,
+	OUT model text, OUT job_type text, OUT instances integer, OUT pool_slots bigint,
+	OUT slots bigint, OUT limited_by text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rl_allocation_internal'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE FUNCTION rl_allocation(instance text)
+RETURNS TABLE (model text, job_type text, instances integer, pool_slots bigint,
+			   slots bigint, limited_by text)
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+BEGIN ATOMIC
+	SELECT * FROM @extschema@.rl_allocation_internal(instance) a
+	ORDER BY a.model, a.job_type NULLS FIRST;
+END;
+COMMENT ON FUNCTION rl_allocation(text) IS 'the fair share of every model and job type for one live instance';
+
+CREATE FUNCTION rl_instances_internal(
+	OUT instance text, OUT registered_at timestamptz, OUT last_heartbeat timestamptz,
+	OUT memory_kb bigint, OUT live boolean, OUT leases bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rl_instances_internal'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW rl_instances AS
+	SELECT * FROM rl_instances_internal() ORDER BY instance;
+COMMENT ON VIEW rl_instances IS 'pg_ratelimit application instances: last heartbeat, memory, leases held';
+
+GRANT SELECT ON rl_instances TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Test clock

@@ -86,6 +86,20 @@ SELECT regress_error($$SELECT * FROM rl_acquire_any(array_fill('err/full'::text,
 -- a NULL lease (22004)
 SELECT regress_error($$SELECT * FROM rl_release(NULL)$$);
 
+-- instances: NULL (22004), empty (22023) or too long (42622) names,
+-- negative memory (22023), an allocation for an instance that is not
+-- registered (42704)
+SELECT regress_error($$SELECT rl_heartbeat(NULL)$$);
+SELECT regress_error($$SELECT rl_heartbeat('')$$);
+SELECT regress_error($$SELECT rl_heartbeat(repeat('x', 128))$$);
+SELECT regress_error($$SELECT rl_heartbeat('err/i', memory_kb => -1)$$);
+SELECT regress_error($$SELECT rl_unregister(NULL)$$);
+SELECT regress_error($$SELECT rl_unregister('')$$);
+SELECT regress_error($$SELECT * FROM rl_allocation(NULL)$$);
+SELECT regress_error($$SELECT * FROM rl_allocation('')$$);
+SELECT regress_error($$SELECT * FROM rl_allocation('err/nobody')$$);
+SELECT instance FROM rl_instances;
+
 -- none of the failed calls changed anything
 SELECT requests_minute, tokens_minute, in_flight, granted, denied
 FROM rl_status WHERE model = 'err/m';

@@ -17,13 +17,14 @@
 #include "utils/timestamp.h"
 
 #include "admission.h"
+#include "instance.h"
 #include "pg_ratelimit.h"
 #include "share.h"
 #include "wait.h"
 
-/* Indexed by RlDimension; RL_LIMITED_BY_JOB_TYPE names a share refusal */
-const char *const rl_dimension_names[RL_NUM_DIMS + 1] = {
-	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type"
+/* Indexed by RlDimension, then RL_LIMITED_BY_JOB_TYPE and _MEMORY */
+const char *const rl_dimension_names[RL_NUM_DIMS + 2] = {
+	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type", "memory"
 };
 
 /* Does this dimension count in the day window (else minute, or none)? */
@@ -141,15 +142,17 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 /*
  * Try to admit a request on one model, reserving everything it needs when
  * it fits.  With a job type (job_type_slot >= 0) the request must also fit
- * the job type's share of the model.  ticket orders the request among
+ * the job type's share of the model, and with a memory cap (memory, may be
+ * NULL) the instance's in-flight jobs of the type must stay under it.
+ * ticket orders the request among
  * waiters (RL_NEWCOMER_TICKET when not waiting): the room older waiters
  * that fit will take is set aside first.  Never errors for a denial; a
  * request that can never fit is reported in result->never_fits.  Caller
  * holds config_lock (shared), so the shares match the configuration.
  */
 void
-rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot, int64 ticket,
-			 TimestampTz now, RlAdmission *result)
+rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
+			 const RlMemoryCap *memory, int64 ticket, TimestampTz now, RlAdmission *result)
 {
 	RlModel    *model = &rl_models[slot];
 	RlShare    *share = job_type_slot >= 0 ? rl_share(slot, job_type_slot) : NULL;
@@ -222,6 +225,26 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot, int64 ti
 				 errmsg("too many open pg_ratelimit leases"),
 				 errdetail("ratelimit.max_leases is %d.", rl_max_leases),
 				 errhint("Release leases, shorten their ttl, or raise ratelimit.max_leases and restart the server.")));
+	}
+
+	/* last, the instance's memory: the cap holds across models */
+	if (memory && memory->in_flight)
+	{
+		if (!rl_memory_take(memory))
+		{
+			pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+			model->denied++;
+			model->denied_since_notify = true;
+			if (share)
+			{
+				share->denied++;
+				share->denied_recently = true;
+			}
+			result->limited_by = RL_LIMITED_BY_MEMORY;
+			LWLockRelease(&model->lock);
+			return;
+		}
+		result->memory_counted = true;
 	}
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)

@@ -8,23 +8,26 @@
 #ifndef RL_ADMISSION_H
 #define RL_ADMISSION_H
 
+#include "instance.h"
 #include "pg_ratelimit.h"
 
 typedef struct RlAdmission
 {
 	bool		granted;
 	int			limited_by;		/* RlDimension that refused,
-								 * RL_LIMITED_BY_JOB_TYPE, or -1 */
+								 * RL_LIMITED_BY_JOB_TYPE or _MEMORY, or -1 */
 	TimestampTz retry_at;		/* when that limit's window resets, or 0 */
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
 	uint32		model_generation;	/* the rest only when granted */
+	bool		memory_counted; /* counted against the instance's memory */
 	TimestampTz minute_start;
 	TimestampTz day_start;
 } RlAdmission;
 
 extern int64 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now);
 extern void rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
-						 int64 ticket, TimestampTz now, RlAdmission *result);
+						 const RlMemoryCap *memory, int64 ticket, TimestampTz now,
+						 RlAdmission *result);
 
 #endif							/* RL_ADMISSION_H */

@@ -25,6 +25,7 @@
 #include "utils/typcache.h"
 
 #include "admission.h"
+#include "instance.h"
 #include "lease.h"
 #include "pg_ratelimit.h"
 #include "share.h"
@@ -226,6 +227,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 {
 	int		   *slots = palloc(sizeof(int) * num_models);
 	RlAdmission admission;
+	RlMemoryCap memory;
 
 	attempt->granted_index = -1;
 	attempt->reported_index = -1;
@@ -236,6 +238,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 
 	rl_resolve_size(fcinfo, ARG_JOB_TYPE, ARG_TOKENS, ARG_REQUESTS, &attempt->size);
+	rl_memory_cap(args->instance, attempt->size.job_type_slot, &memory);
 	for (int i = 0; i < num_models; i++)
 	{
 		int64		max_wait_us = -1;
@@ -253,7 +256,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	for (int i = 0; i < num_models; i++)
 	{
 		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests,
-					 attempt->size.job_type_slot, ticket, now, &admission);
+					 attempt->size.job_type_slot, &memory, ticket, now, &admission);
 		if (admission.never_fits >= 0)
 		{
 			if (num_models == 1)
@@ -284,6 +287,9 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 			lease.pid = MyProcPid;
 			lease.role = GetUserId();
 			memcpy(lease.instance, args->instance, sizeof(lease.instance));
+			lease.instance_slot = memory.instance_slot;
+			lease.instance_generation = memory.instance_generation;
+			lease.memory_counted = admission.memory_counted;
 			rl_insert_lease(&lease);
 			attempt->granted_index = i;
 			attempt->lease_id = lease.lease_id;

@@ -26,6 +26,7 @@
 #include "utils/numeric.h"
 
 #include "admission.h"
+#include "instance.h"
 #include "lease.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
@@ -160,6 +161,7 @@ rl_take_lease(int64 lease_id, RlLease *lease)
 	hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
 								HASH_REMOVE, NULL);
 	LWLockRelease(partition);
+	rl_instance_lease_gone(lease);
 	pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
 	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	return true;
@@ -227,6 +229,7 @@ rl_expire_due_leases(TimestampTz now)
 		else
 		{
 			expired[num_expired++] = *entry;
+			rl_instance_lease_gone(entry);
 			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
 		}
 	}
@@ -261,6 +264,7 @@ rl_remove_model_leases(const bool *dropped)
 	{
 		if (dropped[entry->model_slot])
 		{
+			rl_instance_lease_gone(entry);
 			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
 			removed++;
 		}
@@ -268,6 +272,42 @@ rl_remove_model_leases(const bool *dropped)
 	rl_unlock_all_partitions();
 	pg_atomic_fetch_sub_u32(&rl_state->open_leases, removed);
 	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+}
+
+/*
+ * Expire the open leases of an instance that left or went stale (by
+ * name): each frees its concurrency slot and keeps its window reservation.
+ * Returns how many.
+ */
+int
+rl_expire_instance_leases(const char *instance)
+{
+	HASH_SEQ_STATUS scan;
+	RlLease    *entry;
+	RlLease    *expired;
+	int			num_expired = 0;
+
+	rl_lock_all_partitions(LW_EXCLUSIVE);
+	expired = palloc(sizeof(RlLease) * Max(hash_get_num_entries(rl_lease_table), 1));
+	hash_seq_init(&scan, rl_lease_table);
+	while ((entry = hash_seq_search(&scan)) != NULL)
+	{
+		if (strcmp(entry->instance, instance) != 0)
+			continue;
+		expired[num_expired++] = *entry;
+		rl_instance_lease_gone(entry);
+		hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
+	}
+	rl_unlock_all_partitions();
+	if (num_expired > 0)
+	{
+		pg_atomic_fetch_sub_u32(&rl_state->open_leases, num_expired);
+		pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+	}
+	for (int i = 0; i < num_expired; i++)
+		rl_expire_lease(&expired[i]);
+	pfree(expired);
+	return num_expired;
 }
 
 /* Copy every open lease into a palloc'd array; returns how many */

@@ -24,13 +24,18 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "instance.h"
 #include "notify.h"
 #include "pg_ratelimit.h"
 
 #define RL_NOTIFY_CHANNEL	"rl_capacity"
+#define RL_ALLOCATION_CHANNEL	"rl_allocation"
 
 /* Shortest gap between two release or config notices of one model */
 #define RL_NOTIFY_MIN_GAP_MS	50
+
+/* Shortest gap before an rl_allocation notice for moved ratios alone */
+#define RL_RATIO_NOTICE_GAP_MS	1000
 
 static const char *const reason_names[] = {
 	[RL_NOTIFY_NONE] = "none",
@@ -116,4 +121,78 @@ rl_queue_notifications(TimestampTz now)
 		}
 	}
 	return next_due;
+}
+
+/*
+ * NOTIFY rl_allocation when what rl_allocation returns may have changed:
+ * an instance joined or left (reason "instances"), the configuration
+ * changed ("config": limits, job types) or ratios in force moved
+ * ("ratios").  Payload {"instances": n, "reason": ..., "at": ...}.  Sent
+ * only while some instance is registered or when the last one left.
+ * Flexible ratios can move every 100 ms under load, so a notice for moved
+ * ratios alone waits until RL_RATIO_NOTICE_GAP_MS after the last notice.
+ * Returns when such a held-back notice is due (real time), or DT_NOEND.
+ * Worker only.
+ */
+TimestampTz
+rl_queue_allocation_notice(TimestampTz now)
+{
+	static TimestampTz last_sent = 0;	/* real time */
+	static bool initialized = false;
+	static uint64 sent_membership = 0;
+	static uint64 sent_config = 0;
+	static uint64 sent_ratios = 0;
+	uint64		membership = rl_instances_membership_version();
+	uint64		config;
+	uint64		ratios = pg_atomic_read_u64(&rl_state->ratio_version);
+	const char *reason = NULL;
+	int			live;
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	config = rl_state->config_generation;
+	LWLockRelease(&rl_state->config_lock);
+
+	if (!initialized)
+	{
+		/* a restarted worker: the clients heard about the state it finds */
+		initialized = true;
+		sent_membership = membership;
+		sent_config = config;
+		sent_ratios = ratios;
+		return DT_NOEND;
+	}
+	if (membership != sent_membership)
+		reason = "instances";
+	else if (config != sent_config)
+		reason = "config";
+	else if (ratios != sent_ratios)
+	{
+		TimestampTz due = last_sent + RL_RATIO_NOTICE_GAP_MS * 1000;
+
+		if (GetCurrentTimestamp() < due)
+			return due;
+		reason = "ratios";
+	}
+	if (reason == NULL)
+		return DT_NOEND;
+
+	live = rl_live_instances(now);
+	if (live > 0 || membership != sent_membership)
+	{
+		StringInfoData payload;
+		char		at_text[MAXDATELEN + 1];
+		int			utc = 0;
+
+		initStringInfo(&payload);
+		appendStringInfo(&payload, "{\"instances\": %d, \"reason\": \"%s\", \"at\": \"%s\"}",
+						 live, reason,
+						 JsonEncodeDateTime(at_text, TimestampTzGetDatum(now),
+											TIMESTAMPTZOID, &utc));
+		Async_Notify(RL_ALLOCATION_CHANNEL, payload.data);
+		last_sent = GetCurrentTimestamp();
+	}
+	sent_membership = membership;
+	sent_config = config;
+	sent_ratios = ratios;
+	return DT_NOEND;
 }

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * notify.h
- *		NOTIFY rl_capacity.
+ *		NOTIFY rl_capacity and rl_allocation.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,5 +11,6 @@
 #include "datatype/timestamp.h"
 
 extern TimestampTz rl_queue_notifications(TimestampTz now);
+extern TimestampTz rl_queue_allocation_notice(TimestampTz now);
 
 #endif							/* RL_NOTIFY_H */

@@ -6,7 +6,8 @@
  * The background worker saves what changed every ratelimit.persist_interval
  * and at a clean shutdown: window counters, totals and the usage of the
  * current UTC day (rl_counter), each job type's ratio and counters on the
- * model (rl_share_counter), open leases (rl_lease_state), the usage of
+ * model (rl_share_counter), registered instances (rl_instance_state), open
+ * leases (rl_lease_state), the usage of
  * each ended day (rl_usage_daily, written once when the day ends) and the
  * test clock's offset (rl_saved_clock).  A model's version counter, bumped under
  * its lock by every change, tells the worker which models to write; the
@@ -32,6 +33,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "instance.h"
 #include "lease.h"
 #include "persist.h"
 #include "pg_ratelimit.h"
@@ -88,6 +90,8 @@ struct RlStateSnapshot
 	RlSavedShare *shares;
 	int			num_leases;
 	RlSavedLease *leases;
+	int			num_instances;
+	RlInstanceInfo *instances;
 };
 
 /* Columns of rl_counter passed as arrays (the most of any statement) */
@@ -104,6 +108,7 @@ typedef struct RlPersisted
 static RlPersisted *persisted = NULL;
 static uint64 persisted_lease_version = 0;
 static uint64 persisted_config_generation = 0;
+static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
 static bool persisted_anything = false;
 static Oid	persisted_extension = InvalidOid;
@@ -225,6 +230,26 @@ rl_read_state(MemoryContext context, const char *qschema)
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
+					 "SELECT instance, coalesce(memory_kb, -1), registered_at, last_heartbeat"
+					 " FROM %s.rl_instance_state", qschema);
+	rl_state_query(sql.data);
+	desc = SPI_tuptable->tupdesc;
+	state->num_instances = SPI_processed;
+	state->instances = MemoryContextAllocZero(context,
+											  sizeof(RlInstanceInfo) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		RlInstanceInfo *info = &state->instances[i];
+
+		strlcpy(info->name, SPI_getvalue(tup, desc, 1), sizeof(info->name));
+		info->memory_kb = rl_col_int64(tup, desc, 2);
+		info->registered_at = rl_col_int64(tup, desc, 3);
+		info->last_heartbeat = rl_col_int64(tup, desc, 4);
+	}
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
 					 "SELECT lease_id, model, coalesce(job_type, ''), coalesce(instance, ''),"
 					 " tokens, requests, minute_start, day_start, acquired_at, expires_at, pid,"
 					 " role_oid FROM %s.rl_lease_state ORDER BY lease_id", qschema);
@@ -314,6 +339,10 @@ rl_restore_state(const RlStateSnapshot *state)
 	for (int i = 0; i < state->num_shares; i++)
 		rl_restore_share(&state->shares[i], minute_start, day_start);
 
+	/* instances first: the leases naming them count against their memory */
+	for (int i = 0; i < state->num_instances; i++)
+		rl_restore_instance(&state->instances[i]);
+
 	for (int i = 0; i < state->num_leases; i++)
 	{
 		const RlSavedLease *l = &state->leases[i];
@@ -335,6 +364,7 @@ rl_restore_state(const RlStateSnapshot *state)
 		lease.job_type_slot = l->job_type[0] ? rl_lookup_slot(rl_job_type_index, l->job_type) : -1;
 		lease.job_type_generation = lease.job_type_slot >= 0 ?
 			rl_job_types[lease.job_type_slot].generation : 0;
+		rl_restore_instance_lease(&lease);
 
 		/* no other backend can see the table yet: no partition lock needed */
 		entry = hash_search(rl_lease_table, &lease.lease_id, HASH_ENTER_NULL, &found);
@@ -351,8 +381,8 @@ rl_restore_state(const RlStateSnapshot *state)
 	if (max_lease_id >= pg_atomic_read_u64(&rl_state->next_lease_id))
 		pg_atomic_write_u64(&rl_state->next_lease_id, max_lease_id + 1);
 
-	elog(LOG, "pg_ratelimit restored the counters of %d models and %u open leases",
-		 state->num_counters, restored_leases);
+	elog(LOG, "pg_ratelimit restored the counters of %d models, %d instances and %u open leases",
+		 state->num_counters, state->num_instances, restored_leases);
 }
 
 /*
@@ -804,6 +834,48 @@ rl_persist_leases(const char *qschema)
 	persisted_lease_version = version;
 }
 
+/* Save the registered instances if any heartbeat or membership changed */
+static void
+rl_persist_instances(const char *qschema)
+{
+	uint64		version = rl_instances_heartbeat_version();
+	RlInstanceInfo *instances;
+	int			count;
+	Datum	   *cols[4];
+	Oid			types[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		args[4];
+	StringInfoData sql;
+
+	if (persisted_anything && version == persisted_instances_version)
+		return;
+	count = rl_copy_instances(&instances);
+	for (int i = 0; i < 4; i++)
+		cols[i] = palloc(sizeof(Datum) * Max(count, 1));
+	for (int i = 0; i < count; i++)
+	{
+		cols[0][i] = CStringGetTextDatum(instances[i].name);
+		cols[1][i] = Int64GetDatum(instances[i].memory_kb);
+		cols[2][i] = TimestampTzGetDatum(instances[i].registered_at);
+		cols[3][i] = TimestampTzGetDatum(instances[i].last_heartbeat);
+	}
+	for (int i = 0; i < 4; i++)
+		args[i] = rl_array(cols[i], count, types[i]);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "DELETE FROM %s.rl_instance_state WHERE instance <> ALL ($1)", qschema);
+	rl_execute_arrays(sql.data, 1, types, args);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s.rl_instance_state AS s (instance, memory_kb, registered_at,"
+					 " last_heartbeat) SELECT i, nullif(m, -1), r, h"
+					 " FROM unnest($1, $2, $3, $4) AS x(i, m, r, h)"
+					 " ON CONFLICT (instance) DO UPDATE SET memory_kb = excluded.memory_kb,"
+					 " registered_at = excluded.registered_at,"
+					 " last_heartbeat = excluded.last_heartbeat", qschema);
+	rl_execute_arrays(sql.data, 4, types, args);
+	persisted_instances_version = version;
+}
+
 /*
  * Save everything that changed since the last call.  Runs in the worker,
  * inside a transaction, after the configuration is loaded.
@@ -846,6 +918,7 @@ rl_persist_state(void)
 	}
 
 	rl_persist_models(qschema, rl_now());
+	rl_persist_instances(qschema);
 	rl_persist_leases(qschema);
 
 	/* forget counters of models that are gone */

@@ -46,6 +46,9 @@ typedef enum RlDimension
 /* limited_by of a request refused by its job type's share, not a limit */
 #define RL_LIMITED_BY_JOB_TYPE	RL_NUM_DIMS
 
+/* limited_by of a request refused by its instance's memory */
+#define RL_LIMITED_BY_MEMORY	(RL_NUM_DIMS + 1)
+
 /* Why capacity freed up, for the rl_capacity notification */
 typedef enum RlNotifyReason
 {
@@ -160,6 +163,7 @@ typedef struct RlJobType
 	double		ratio;			/* negative when not set */
 	bool		flexible;
 	int64		max_wait_us;	/* negative when not set */
+	double		base_ratio;		/* ratio, or its part of what set ratios leave */
 } RlJobType;
 
 /* One open lease, keyed by lease_id in the partitioned lease table */
@@ -179,6 +183,9 @@ typedef struct RlLease
 	int			pid;
 	Oid			role;
 	char		instance[RL_NAME_MAX_LEN + 1];	/* empty when none */
+	int			instance_slot;	/* registered instance, or -1 */
+	uint32		instance_generation;
+	bool		memory_counted; /* counted against the instance's memory */
 } RlLease;
 
 /* Name -> slot entry of the model and job type indexes */
@@ -212,6 +219,7 @@ typedef struct RlSharedState
 	pg_atomic_uint64 next_lease_id;
 	pg_atomic_uint32 open_leases;
 	pg_atomic_uint64 lease_version; /* bumped by every lease change */
+	pg_atomic_uint64 ratio_version; /* bumped when ratios in force move */
 } RlSharedState;
 
 /* settings.c */
@@ -221,6 +229,8 @@ extern int	rl_max_job_types;
 extern int	rl_max_leases;
 extern int	rl_lease_ttl_s;
 extern int	rl_persist_interval_ms;
+extern int	rl_max_instances;
+extern int	rl_instance_timeout_s;
 extern int	rl_ratio_interval_ms;
 extern int	rl_min_job_type_slots;
 extern void rl_define_settings(void);
@@ -250,7 +260,7 @@ extern void rl_ensure_config_loaded(void);
 extern void rl_install_config_callbacks(void);
 
 /* admission.c */
-extern const char *const rl_dimension_names[RL_NUM_DIMS + 1];
+extern const char *const rl_dimension_names[RL_NUM_DIMS + 2];
 extern bool rl_dimension_is_daily(RlDimension dim);
 extern int64 rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests);
 extern void rl_roll_windows(RlModel *model, TimestampTz now);
@@ -271,6 +281,7 @@ extern TimestampTz rl_earliest_expiry(void);
 extern void rl_expire_due_leases(TimestampTz now);
 extern void rl_note_lease_expiry(TimestampTz expires_at);
 extern void rl_remove_model_leases(const bool *dropped);
+extern int	rl_expire_instance_leases(const char *instance);
 
 /* Keep a Numeric inline; false when it has too many digits to fit */
 static inline bool

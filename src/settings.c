@@ -36,6 +36,12 @@
 #define RL_PERSIST_INTERVAL_MIN		10
 #define RL_PERSIST_INTERVAL_MAX		(3600 * 1000)
 
+#define RL_MAX_INSTANCES_DEFAULT	1000
+#define RL_MAX_INSTANCES_MAX		100000
+
+#define RL_INSTANCE_TIMEOUT_DEFAULT	15
+#define RL_INSTANCE_TIMEOUT_MAX		(24 * 3600)
+
 #define RL_RATIO_INTERVAL_DEFAULT	5000
 #define RL_RATIO_INTERVAL_MIN		100
 #define RL_RATIO_INTERVAL_MAX		(3600 * 1000)
@@ -49,6 +55,8 @@ int			rl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
 int			rl_max_leases = RL_MAX_LEASES_DEFAULT;
 int			rl_lease_ttl_s = RL_LEASE_TTL_DEFAULT;
 int			rl_persist_interval_ms = RL_PERSIST_INTERVAL_DEFAULT;
+int			rl_max_instances = RL_MAX_INSTANCES_DEFAULT;
+int			rl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
 int			rl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
 int			rl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
 
@@ -118,6 +126,28 @@ rl_define_settings(void)
 							RL_PERSIST_INTERVAL_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_instances",
+							"Maximum number of application instances registered at once.",
+							"Sizes shared memory; can only be set at server start.",
+							&rl_max_instances,
+							RL_MAX_INSTANCES_DEFAULT,
+							1,
+							RL_MAX_INSTANCES_MAX,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.instance_timeout",
+							"How long after its last heartbeat an instance counts as gone.",
+							"The background worker then drops it and expires its leases.",
+							&rl_instance_timeout_s,
+							RL_INSTANCE_TIMEOUT_DEFAULT,
+							1,
+							RL_INSTANCE_TIMEOUT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ratelimit.ratio_interval",

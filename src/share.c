@@ -204,6 +204,10 @@ rl_apply_share_config(void)
 	}
 	if (num_implicit > 0)
 		implicit_ratio = Max(0.0, 1.0 - explicit_sum) / num_implicit;
+	for (int j = 0; j < rl_max_job_types; j++)
+		if (rl_job_types[j].in_use)
+			rl_job_types[j].base_ratio = rl_job_types[j].ratio >= 0 ?
+				rl_job_types[j].ratio : implicit_ratio;
 
 	for (int m = 0; m < rl_max_models; m++)
 	{
@@ -217,11 +221,10 @@ rl_apply_share_config(void)
 		{
 			RlJobType  *job_type = &rl_job_types[j];
 			RlShare    *share = rl_share(m, j);
-			double		base;
+			double		base = job_type->base_ratio;
 
 			if (!job_type->in_use)
 				continue;
-			base = job_type->ratio >= 0 ? job_type->ratio : implicit_ratio;
 			if (share->model_generation != model->generation ||
 				share->job_type_generation != job_type->generation)
 			{
@@ -244,6 +247,7 @@ rl_apply_share_config(void)
 				if (rl_job_types[j].in_use)
 					rl_share(m, j)->ratio = rl_share(m, j)->base_ratio;
 			model->version++;
+			pg_atomic_fetch_add_u64(&rl_state->ratio_version, 1);
 		}
 		LWLockRelease(&model->lock);
 	}
@@ -350,6 +354,7 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 		}
 		moved = true;
 		model->version++;
+		pg_atomic_fetch_add_u64(&rl_state->ratio_version, 1);
 	}
 	for (int j = 0; j < rl_max_job_types; j++)
 		rl_share(model_slot, j)->denied_recently = false;

@@ -37,6 +37,9 @@
  *
  * - The wait queue's records need no lock; see wait.c.
  *
+ * - Registered instances have their own lock, taken after config_lock and
+ *   never under a model lock; see instance.c.
+ *
  * Lock order: config_lock, then a model lock, then a lease partition lock.
  * A model lock is never held while another model
  * lock is taken.
@@ -55,6 +58,7 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "instance.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
 
@@ -99,6 +103,7 @@ rl_shmem_size(void)
 	size = add_size(size, hash_estimate_size(rl_max_job_types, sizeof(RlNameEntry)));
 	size = add_size(size, hash_estimate_size(rl_max_leases, sizeof(RlLease)));
 	size = add_size(size, MAXALIGN(rl_waiters_shmem_size()));
+	size = add_size(size, MAXALIGN(rl_instances_shmem_size()));
 	return size;
 }
 
@@ -169,6 +174,7 @@ rl_shmem_startup(void)
 						   (uint64) GetCurrentTimestamp());
 		pg_atomic_init_u32(&rl_state->open_leases, 0);
 		pg_atomic_init_u64(&rl_state->lease_version, 0);
+		pg_atomic_init_u64(&rl_state->ratio_version, 0);
 		rl_state->worker_latch = NULL;
 		pg_atomic_init_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
 
@@ -197,6 +203,7 @@ rl_shmem_startup(void)
 								   rl_max_leases, rl_max_leases, &info,
 								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	rl_waiters_shmem_init(found);
+	rl_instances_shmem_init(found);
 
 	LWLockRelease(AddinShmemInitLock);
 

@@ -31,6 +31,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "instance.h"
 #include "notify.h"
 #include "persist.h"
 #include "wait.h"
@@ -146,10 +147,13 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		TimestampTz next_minute;
 		TimestampTz next_notice;
 		TimestampTz next_ratios;
+		TimestampTz next_stale;
+		TimestampTz next_allocation_notice;
 
 		rl_ensure_config_loaded();
 		now = rl_now();
 		rl_expire_due_leases(now);
+		next_stale = rl_drop_stale_instances(now);
 
 		/* a window reset: waiters sleep until it themselves; make sure */
 		if (rl_window_start(now, USECS_PER_MINUTE) != *minute)
@@ -165,6 +169,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		}
 		else
 			next_ratios = rl_adjust_all_ratios(now, real_now, false);
+		next_allocation_notice = rl_queue_allocation_notice(now);
 
 		if (shutting_down ||
 			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)
@@ -182,6 +187,8 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 											 *last_ratios + (int64) rl_ratio_interval_ms * 1000));
 		if (next_ratios != 0)
 			sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_ratios));
+		sleep_ms = Min(sleep_ms, rl_ms_until(now, next_stale));
+		sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_allocation_notice));
 	}
 
 	PopActiveSnapshot();

@@ -1,0 +1,95 @@
+# Instances: a LISTENing client gets NOTIFY rl_allocation when an instance
+# joins and when one goes stale; the stale instance's leases are expired;
+# instances and the memory they count survive a clean restart.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('instances');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
+$node->start;
+
+sub query { return $node->safe_psql('postgres', shift); }
+
+query(q{
+	CREATE EXTENSION pg_ratelimit;
+	SELECT rl_define_model('m', max_concurrent => 20);
+	SELECT rl_define_job_type('chat', est_memory_kb => 100, ratio => 0.5);
+	SELECT rl_debug_set_clock('2030-01-01 00:00:10+00');
+});
+
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN rl_allocation');
+
+# the rl_allocation payloads received so far, as "instances reason"
+# (parsed by the server's own JSON parser)
+sub received
+{
+	my $out = $listener->query_safe('SELECT 1');
+	my @payloads = $out =~ /"rl_allocation" with payload "(.*)" received from server process/g;
+	return map {
+		my $literal = s/'/''/gr;
+		query("SELECT j->>'instances' || ' ' || (j->>'reason') FROM (SELECT '$literal'::json AS j) s")
+	} @payloads;
+}
+
+# wait until at least n notifications arrived; returns all of them
+sub wait_for
+{
+	my $n = shift;
+	my @got;
+	foreach (1 .. 100)
+	{
+		push @got, received();
+		last if @got >= $n;
+		usleep(100_000);
+	}
+	return @got;
+}
+
+is(query(q{SELECT rl_heartbeat('a', 1000)}), '1', 'a joins');
+is_deeply([ wait_for(1) ], [ '1 instances' ], 'the listener hears that one instance is live');
+is(query(q{SELECT rl_heartbeat('b')}), '2', 'b joins');
+is_deeply([ wait_for(1) ], [ '2 instances' ], 'and that two are');
+is(query(q{SELECT rl_heartbeat('a', 1000)}), '2', 'a refreshes its heartbeat');
+
+# b holds two leases; a holds its memory's worth of chat jobs:
+# floor(1000 x 0.5 / 100) = 5 (chat's share of the model is 10)
+query(q{
+	SELECT granted FROM rl_acquire('m', 'chat', instance => 'b');
+	SELECT granted FROM rl_acquire('m', 'chat', instance => 'b');
+});
+is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('m', 'chat', instance => 'a')).granted) FROM generate_series(1, 6)}),
+	'5', "a's memory caps its chat jobs at 5");
+
+# a clean restart keeps the instances and what counts against a's memory
+$node->restart;
+$listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN rl_allocation');
+is(query(q{SELECT string_agg(instance || ' ' || coalesce(memory_kb::text, '-') || ' ' || leases, ', ' ORDER BY instance) FROM rl_instances}),
+	'a 1000 5, b - 2', 'a clean restart keeps the instances and their leases');
+is(query(q{SELECT limited_by FROM rl_acquire('m', 'chat', instance => 'a')}),
+	'memory', "a's memory is still full after the restart");
+
+# b stops sending heartbeats; a goes on.  Past instance_timeout (15 s) the
+# worker drops b, expires its leases and tells the listeners.
+query(q{SELECT rl_debug_set_clock('2030-01-01 00:00:20+00')});
+query(q{SELECT rl_heartbeat('a', 1000)});
+query(q{SELECT rl_debug_set_clock('2030-01-01 00:00:30+00')});
+is_deeply([ wait_for(1) ], [ '1 instances' ], 'the listener hears that b went stale');
+is(query(q{SELECT string_agg(instance, ',') FROM rl_instances}), 'a', 'b is gone');
+is(query(q{SELECT count(*) FROM rl_leases WHERE instance = 'b'}), '0', "b's leases were expired");
+is(query(q{SELECT expired FROM rl_status WHERE model = 'm'}), '2', 'counted as expiries');
+is(query(q{SELECT pool_slots FROM rl_allocation('a') WHERE job_type IS NULL}), '20',
+	'the allocation grows back: a has the whole pool');
+
+# a configuration change is news too
+query(q{SELECT rl_define_model('m', max_concurrent => 30)});
+is_deeply([ wait_for(1) ], [ '1 config' ], 'a limit change is announced');
+
+$node->stop;
+done_testing();
