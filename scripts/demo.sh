@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The main job: a throwaway PostgreSQL 15 with pg_ratelimit preloaded, and a
 # demonstration workload against it.  Twelve simulated application workers
-# (pgbench clients) share two OpenAI models on one API key for 20 seconds:
-# each acquires a lease for a chat or a summary job (falling back from
-# gpt-4o to gpt-4o-mini when the first is exhausted), "calls the provider"
-# for 20-80 ms, and releases the lease with the tokens it actually used.
+# (pgbench clients) share two OpenAI models on one API key for 20 seconds.
+# Each registers as an instance (heartbeats), acquires a lease for a chat
+# job (a fixed 70 % share) or a summary job (the flexible rest), falling
+# back from gpt-4o to gpt-4o-mini when the first is exhausted, "calls the
+# provider" for 20-80 ms, and releases the lease with the tokens it actually
+# used.
 #
 #   bash scripts/demo.sh            # run, report, stop the server
 #   bash scripts/demo.sh --keep     # leave the server running to explore
@@ -38,19 +40,27 @@ SELECT rl_define_model('openai/gpt-4o', rpm => 500, tpm => 400000, rpd => 10000,
 SELECT rl_define_model('openai/gpt-4o-mini', rpm => 1500, tpm => 2000000,
 					   max_concurrent => 10,
 					   price_input => 0.15, price_output => 0.60, price_cached => 0.075);
-SELECT rl_define_job_type('chat', est_tokens => 900);
-SELECT rl_define_job_type('summarize', est_tokens => 3000);
+SELECT rl_define_job_type('chat', est_tokens => 900, est_memory_kb => 50000,
+						  ratio => 0.7, flexible => false);
+SELECT rl_define_job_type('summarize', est_tokens => 3000, est_memory_kb => 200000);
 SQL
+# the workers announce themselves, each with 2 GB of memory
+psql -Xq -c "SELECT rl_heartbeat('worker-' || i, memory_kb => 2000000) FROM generate_series(0, $WORKERS - 1) i" >/dev/null
 
 # One application job: acquire on gpt-4o or, failing that, gpt-4o-mini;
 # call the provider; release with the usage the provider reported.
 work=$(mktemp -d)
 chmod 755 "$work"
 cat >"$work/worker.sql" <<'SQL'
+\set heartbeat random(0, 19)
+\if :heartbeat = 0
+SELECT rl_heartbeat('worker-' || :client_id, memory_kb => 2000000) AS live \gset
+\endif
 \set kind random(0, 3)
 SELECT granted::int AS granted, lease_id
 FROM rl_acquire_any(ARRAY['openai/gpt-4o', 'openai/gpt-4o-mini'],
-					job_type => CASE WHEN :kind = 0 THEN 'summarize' ELSE 'chat' END) \gset
+					job_type => CASE WHEN :kind = 0 THEN 'summarize' ELSE 'chat' END,
+					instance => 'worker-' || :client_id) \gset
 \if :granted
 \set call_ms random(20, 80)
 \sleep :call_ms ms
@@ -80,6 +90,15 @@ psql -X -c "SELECT model, rpm, max_concurrent AS max_conc, requests_minute AS re
 				   tokens_minute AS tok_min, requests_day AS req_day, in_flight,
 				   granted, denied, overage_events AS overages, cost_today
 			FROM rl_status"
+
+echo "== rl_job_status: each job type's share of each model"
+psql -X -c "SELECT model, job_type, round(ratio::numeric, 3) AS ratio, flexible, slots, limited_by,
+				   rpm_share, requests_minute AS req_min, concurrency_share AS conc_share,
+				   granted, denied
+			FROM rl_job_status"
+
+echo "== rl_allocation: the fair share of one of the $WORKERS instances, for local admission"
+psql -X -c "SELECT * FROM rl_allocation('worker-0')"
 
 echo "== rl_capacity of gpt-4o for a chat job, now"
 psql -X -c "SELECT * FROM rl_capacity('openai/gpt-4o', job_type => 'chat')"
