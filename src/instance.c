@@ -586,25 +586,9 @@ static int64
 rl_job_type_slots(const RlModel *model, const RlJobType *job_type, double ratio, int n,
 				  int64 pool, int pool_limited_by, int64 memory_kb, int *limited_by)
 {
-	int64		slots = -1;
+	int64		slots = rl_job_type_fit(model, job_type, ratio, n, limited_by);
 	int64		from_pool = rl_share_of(pool, ratio);
 
-	*limited_by = -1;
-	for (int d = 0; d < RL_NUM_DIMS; d++)
-	{
-		int64		estimate = rl_dimension_amount(d, job_type->est_tokens,
-												   job_type->est_requests);
-		int64		fit;
-
-		if (model->limit[d] == RL_UNLIMITED || estimate <= 0)
-			continue;
-		fit = rl_share_of(model->limit[d] / n, ratio) / estimate;
-		if (slots < 0 || fit < slots)
-		{
-			slots = fit;
-			*limited_by = d;
-		}
-	}
 	/* the pool's part, ranked by the window that limits the pool */
 	if (slots < 0 || from_pool < slots ||
 		(from_pool == slots && pool_limited_by >= 0 && pool_limited_by < *limited_by))

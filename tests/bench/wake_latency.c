@@ -91,6 +91,19 @@ report(const char *what, double *samples, int n, double *p50, double *p99)
 		*p99 = samples[(int) (n * 0.99)];
 }
 
+/* Add the sockets of the connections not done yet; returns the highest fd */
+static int
+watch(fd_set *input, PGconn **conns, const int *done, int n, int maxfd)
+{
+	for (int i = 0; i < n; i++)
+		if (!done[i])
+		{
+			FD_SET(PQsocket(conns[i]), input);
+			maxfd = PQsocket(conns[i]) > maxfd ? PQsocket(conns[i]) : maxfd;
+		}
+	return maxfd;
+}
+
 /*
  * Baseline: every session sleeps in pg_sleep_until() to the same instant;
  * appends to samples how long after it each one's row arrived.
@@ -113,16 +126,9 @@ sleep_until_round(PGconn **conns, int n, double *samples, int *nsamples)
 	while (pending > 0)
 	{
 		fd_set		input;
-		int			maxfd = 0;
 
 		FD_ZERO(&input);
-		for (int i = 0; i < n; i++)
-			if (!done[i])
-			{
-				FD_SET(PQsocket(conns[i]), &input);
-				maxfd = PQsocket(conns[i]) > maxfd ? PQsocket(conns[i]) : maxfd;
-			}
-		select(maxfd + 1, &input, NULL, NULL, NULL);
+		select(watch(&input, conns, done, n, 0) + 1, &input, NULL, NULL, NULL);
 		for (int i = 0; i < n; i++)
 		{
 			PGresult   *res;
@@ -274,22 +280,12 @@ main(int argc, char **argv)
 		while (pending_w > 0 || pending_l > 0)
 		{
 			fd_set		input;
-			int			maxfd = 0;
+			int			maxfd;
 
 
 			FD_ZERO(&input);
-			for (int i = 0; i < waiters; i++)
-				if (!done_w[i])
-				{
-					FD_SET(PQsocket(wconn[i]), &input);
-					maxfd = PQsocket(wconn[i]) > maxfd ? PQsocket(wconn[i]) : maxfd;
-				}
-			for (int i = 0; i < listeners; i++)
-				if (!done_l[i])
-				{
-					FD_SET(PQsocket(lconn[i]), &input);
-					maxfd = PQsocket(lconn[i]) > maxfd ? PQsocket(lconn[i]) : maxfd;
-				}
+			maxfd = watch(&input, wconn, done_w, waiters, 0);
+			maxfd = watch(&input, lconn, done_l, listeners, maxfd);
 			select(maxfd + 1, &input, NULL, NULL, NULL);
 
 			for (int i = 0; i < waiters; i++)
