@@ -144,11 +144,11 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
  * it fits.  With a job type (job_type_slot >= 0) the request must also fit
  * the job type's share of the model, and with a memory cap (memory, may be
  * NULL) the instance's in-flight jobs of the type must stay under it.
- * ticket orders the request among
- * waiters (RL_NEWCOMER_TICKET when not waiting): the room older waiters
- * that fit will take is set aside first.  Never errors for a denial; a
- * request that can never fit is reported in result->never_fits.  Caller
- * holds config_lock (shared), so the shares match the configuration.
+ * ticket orders the request among waiters (RL_NEWCOMER_TICKET when not
+ * waiting): the room older waiters that fit will take is set aside first.
+ * Never errors for a denial; a request that can never fit is reported in
+ * result->never_fits.  Caller holds config_lock (shared), so the shares
+ * match the configuration.
  */
 void
 rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,

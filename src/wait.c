@@ -143,7 +143,8 @@ rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
 			copy->claiming = waiter->claiming;
 			copy->ticket = waiter->ticket;
 			copy->num_slots = waiter->num_slots;
-			memcpy(copy->slots, waiter->slots, sizeof(int) * Min(copy->num_slots, RL_MAX_WAIT_MODELS));
+			memcpy(copy->slots, waiter->slots,
+				   sizeof(int) * Min(copy->num_slots, RL_MAX_WAIT_MODELS));
 			copy->tokens = waiter->tokens;
 			copy->requests = waiter->requests;
 			copy->job_type_slot = waiter->job_type_slot;
