@@ -135,6 +135,23 @@ SELECT model, instances, pool_slots FROM rl_allocation('i2') WHERE job_type IS N
 -- (bad input to the instance functions is in errors.sql)
 SELECT rl_unregister('i2');
 SELECT count(*) FROM (SELECT (rl_release(lease_id)).released FROM rl_leases) r;
+
+-- Memory-bound, with 1, 2 and 3 instances: 'm1' reports 8000000 kB, so its
+-- chat jobs are capped at floor(8000000 x 0.5 / 200000) = 20.  On alloc/mem
+-- (tpm 900000, max_concurrent 100):
+--   n = 1: chat = min(tpm 450, concurrency 50, pool floor(100 x 0.5) = 50) = 50
+--          -> 20 (memory)
+--   n = 2: chat = min(floor(450000 x 0.5 / 1000) = 225, floor(50 x 0.5) = 25,
+--          pool floor(50 x 0.5) = 25) = 25 -> 20 (memory)
+--   n = 3: chat = min(150, floor(33 x 0.5) = 16, 16) = 16: under the memory
+--          cap, so concurrency decides
+SELECT rl_heartbeat('m1', memory_kb => 8000000);
+SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
+SELECT rl_heartbeat('m2');
+SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
+SELECT rl_heartbeat('m3');
+SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
+SELECT rl_unregister(m) FROM unnest('{m1,m2,m3}'::text[]) m;
 DELETE FROM rl_model;
 DELETE FROM rl_job_type;
 SELECT rl_debug_set_clock(NULL);
