@@ -205,10 +205,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		else if (window != RL_DIM_CONCURRENCY)
 			model->denied_in_minute = true;
 		if (share)
-		{
-			share->denied++;
-			share->denied_recently = true;
-		}
+			rl_share_denied(share);
 		result->limited_by = blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE;
 		result->retry_at = rl_dimension_resets_at(model, window);
 		LWLockRelease(&model->lock);
@@ -236,10 +233,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 			model->denied++;
 			model->denied_since_notify = true;
 			if (share)
-			{
-				share->denied++;
-				share->denied_recently = true;
-			}
+				rl_share_denied(share);
 			result->limited_by = RL_LIMITED_BY_MEMORY;
 			LWLockRelease(&model->lock);
 			return;

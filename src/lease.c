@@ -189,7 +189,10 @@ rl_expire_lease(const RlLease *lease)
 		if (model->used[RL_DIM_CONCURRENCY] > 0)
 			model->used[RL_DIM_CONCURRENCY]--;
 		if (share && share->used[RL_DIM_CONCURRENCY] > 0)
+		{
 			share->used[RL_DIM_CONCURRENCY]--;
+			share->version++;
+		}
 		model->expired++;
 		model->version++;
 		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
@@ -459,6 +462,8 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 		model->used[RL_DIM_CONCURRENCY]--;
 	if (share && share->used[RL_DIM_CONCURRENCY] > 0)
 		share->used[RL_DIM_CONCURRENCY]--;
+	if (share)
+		share->version++;
 	adjust_ratios = share && rl_note_share_release(model);
 
 	if (actual_tokens > lease->tokens)

@@ -106,6 +106,7 @@ typedef struct RlPersisted
 } RlPersisted;
 
 static RlPersisted *persisted = NULL;
+static uint64 *persisted_share_versions = NULL;	/* [model * max_job_types + job type] */
 static uint64 persisted_lease_version = 0;
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
@@ -506,6 +507,8 @@ typedef struct RlShareRows
 	int			count;
 	int			room;
 	Datum	   *columns[RL_SHARE_COLUMNS];
+	Size	   *shares;			/* the share each row saves, and its version */
+	uint64	   *versions;
 } RlShareRows;
 
 /* The job types in use, read under config_lock */
@@ -528,9 +531,17 @@ rl_job_type_names(RlJobTypeName *names)
 	return count;
 }
 
+/* Where a share's last saved version is kept */
+static uint64 *
+rl_persisted_share_version(int model_slot, int job_type_slot)
+{
+	return &persisted_share_versions[(Size) model_slot * rl_max_job_types + job_type_slot];
+}
+
 /*
- * Copy the shares of a model that belong to the job types in names, with
- * the index of each one's name.  Caller holds the model's lock.
+ * Copy the shares of a model that changed since they were saved and belong
+ * to the job types in names, with the index of each one's name.  Caller
+ * holds the model's lock.
  */
 static int
 rl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
@@ -543,7 +554,8 @@ rl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
 		RlShare    *share = rl_share(model_slot, names[k].slot);
 
 		if (share->job_type_generation != names[k].generation ||
-			share->model_generation != rl_models[model_slot].generation)
+			share->model_generation != rl_models[model_slot].generation ||
+			share->version == *rl_persisted_share_version(model_slot, names[k].slot))
 			continue;
 		memcpy(&copies[count], share, sizeof(RlShare));
 		name_of[count] = k;
@@ -552,19 +564,27 @@ rl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
 	return count;
 }
 
+/* Grow an array of rows; NULL means none yet */
+static void *
+rl_grow(void *array, Size element_size, int room)
+{
+	return array == NULL ? palloc(element_size * room) : repalloc(array, element_size * room);
+}
+
 /* Add one row per copied share of a model */
 static void
-rl_add_share_rows(RlShareRows *rows, const RlModel *model, const RlJobTypeName *names,
-				  const RlShare *copies, const int *name_of, int count)
+rl_add_share_rows(RlShareRows *rows, int model_slot, const RlModel *model,
+				  const RlJobTypeName *names, const RlShare *copies, const int *name_of,
+				  int count)
 {
 	if (rows->count + count > rows->room)
 	{
 		int			room = Max(rows->room * 2, rows->count + count + 64);
 
 		for (int i = 0; i < RL_SHARE_COLUMNS; i++)
-			rows->columns[i] = rows->columns[i] == NULL ?
-				palloc(sizeof(Datum) * room) :
-				repalloc(rows->columns[i], sizeof(Datum) * room);
+			rows->columns[i] = rl_grow(rows->columns[i], sizeof(Datum), room);
+		rows->shares = rl_grow(rows->shares, sizeof(Size), room);
+		rows->versions = rl_grow(rows->versions, sizeof(uint64), room);
 		rows->room = room;
 	}
 	for (int i = 0; i < count; i++)
@@ -572,6 +592,9 @@ rl_add_share_rows(RlShareRows *rows, const RlModel *model, const RlJobTypeName *
 		const RlShare *share = &copies[i];
 		Datum	  **c = rows->columns;
 		int			n = rows->count++;
+
+		rows->shares[n] = (Size) model_slot * rl_max_job_types + names[name_of[i]].slot;
+		rows->versions[n] = share->version;
 
 		c[0][n] = CStringGetTextDatum(model->name);
 		c[1][n] = CStringGetTextDatum(names[name_of[i]].name);
@@ -620,6 +643,8 @@ rl_write_share_rows(const char *qschema, RlShareRows *rows)
 					 " granted = excluded.granted, denied = excluded.denied,"
 					 " saved_at = excluded.saved_at", qschema);
 	rl_execute_arrays(sql.data, RL_SHARE_COLUMNS, types, args);
+	for (int i = 0; i < rows->count; i++)
+		persisted_share_versions[rows->shares[i]] = rows->versions[i];
 }
 
 /* Save counters, totals and daily usage of models that changed */
@@ -668,7 +693,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		memcpy(&copy, model, sizeof(RlModel));
 		num_shares = rl_copy_shares(slot, names, num_names, share_copies, name_of);
 		LWLockRelease(&model->lock);
-		rl_add_share_rows(&share_rows, &copy, names, share_copies, name_of, num_shares);
+		rl_add_share_rows(&share_rows, slot, &copy, names, share_copies, name_of, num_shares);
 
 		slots[n] = slot;
 		versions[n] = copy.version;
@@ -892,7 +917,12 @@ rl_persist_state(void)
 	StringInfoData sql;
 
 	if (persisted == NULL)
+	{
 		persisted = MemoryContextAllocZero(TopMemoryContext, sizeof(RlPersisted) * rl_max_models);
+		persisted_share_versions = MemoryContextAllocZero(TopMemoryContext,
+														  sizeof(uint64) * rl_max_models *
+														  rl_max_job_types);
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -913,6 +943,7 @@ rl_persist_state(void)
 	if (extension_oid != persisted_extension)
 	{
 		memset(persisted, 0, sizeof(RlPersisted) * rl_max_models);
+		memset(persisted_share_versions, 0, sizeof(uint64) * rl_max_models * rl_max_job_types);
 		persisted_anything = false;
 		persisted_extension = extension_oid;
 	}

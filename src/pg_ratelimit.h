@@ -148,6 +148,7 @@ typedef struct RlShare
 	int64		denied;
 	bool		denied_recently;	/* in this minute, since the last ratio
 									 * adjustment */
+	uint64		version;		/* bumped by every change, for persistence */
 	pg_atomic_uint32 num_waiters;
 } RlShare;
 

@@ -151,6 +151,16 @@ rl_share_grant(RlShare *share, int64 tokens, int32 requests)
 	share->jobs_minute++;
 	share->jobs_day++;
 	share->granted++;
+	share->version++;
+}
+
+/* Count a refused request; caller holds the model's lock */
+void
+rl_share_denied(RlShare *share)
+{
+	share->denied++;
+	share->denied_recently = true;
+	share->version++;
 }
 
 /* New windows for every share of a model; caller holds the model's lock */
@@ -161,20 +171,26 @@ rl_roll_share_windows(int model_slot, bool minute, bool day)
 	{
 		RlShare    *share = rl_share(model_slot, j);
 
-		if (minute)
+		/* most shares of most models are idle: leave them as they are */
+		if (minute && (share->jobs_minute != 0 || share->used[RL_DIM_RPM] != 0 ||
+					   share->used[RL_DIM_TPM] != 0))
 		{
 			share->used[RL_DIM_RPM] = 0;
 			share->used[RL_DIM_TPM] = 0;
 			share->jobs_minute = 0;
-			/* a denial in an ended window is no longer load */
-			share->denied_recently = false;
+			share->version++;
 		}
-		if (day)
+		if (day && (share->jobs_day != 0 || share->used[RL_DIM_RPD] != 0 ||
+					share->used[RL_DIM_TPD] != 0))
 		{
 			share->used[RL_DIM_RPD] = 0;
 			share->used[RL_DIM_TPD] = 0;
 			share->jobs_day = 0;
+			share->version++;
 		}
+		/* a denial in an ended window is no longer load */
+		if (minute)
+			share->denied_recently = false;
 	}
 }
 
@@ -229,9 +245,11 @@ rl_apply_share_config(void)
 				share->job_type_generation != job_type->generation)
 			{
 				uint32		waiters = pg_atomic_read_u32(&share->num_waiters);
+				uint64		version = share->version;
 
 				memset(share, 0, sizeof(*share));
 				pg_atomic_init_u32(&share->num_waiters, waiters);
+				share->version = version + 1;
 				share->model_generation = model->generation;
 				share->job_type_generation = job_type->generation;
 				share->base_ratio = -1;
@@ -245,7 +263,10 @@ rl_apply_share_config(void)
 		{
 			for (int j = 0; j < rl_max_job_types; j++)
 				if (rl_job_types[j].in_use)
+				{
 					rl_share(m, j)->ratio = rl_share(m, j)->base_ratio;
+					rl_share(m, j)->version++;
+				}
 			model->version++;
 			pg_atomic_fetch_add_u64(&rl_state->ratio_version, 1);
 		}
@@ -351,6 +372,9 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 				share->ratio -= Min(share->ratio - RL_MIN_RATIO, RL_MAX_DONATION) * (1 - loads[j]);
 			else if (loads[j] > RL_RECEIVER_LOAD)
 				share->ratio += given * loads[j] / receiving_load;
+			else
+				continue;
+			share->version++;
 		}
 		moved = true;
 		model->version++;
