@@ -101,6 +101,15 @@ CREATE TABLE rl_share_counter (
 	jobs_day		bigint NOT NULL,
 	granted			bigint NOT NULL,
 	denied			bigint NOT NULL,
+	-- the job type's part of the usage of the current UTC day
+	usage_day		date,
+	usage_requests	bigint NOT NULL DEFAULT 0,
+	usage_input		bigint NOT NULL DEFAULT 0,
+	usage_output	bigint NOT NULL DEFAULT 0,
+	usage_cached	bigint NOT NULL DEFAULT 0,
+	usage_cost		numeric NOT NULL DEFAULT 0,
+	usage_overage_events bigint NOT NULL DEFAULT 0,
+	usage_overage_tokens bigint NOT NULL DEFAULT 0,
 	saved_at		timestamptz NOT NULL,
 	PRIMARY KEY (model, job_type)
 ) WITH (fillfactor = 50);
@@ -125,6 +134,7 @@ COMMENT ON TABLE rl_lease_state IS 'pg_ratelimit open leases, as last persisted'
 CREATE TABLE rl_usage_daily (
 	day				date NOT NULL,
 	model			text NOT NULL,
+	job_type		text NOT NULL,	-- '': the model's whole day
 	requests		bigint NOT NULL,
 	input_tokens	bigint NOT NULL,
 	output_tokens	bigint NOT NULL,
@@ -132,9 +142,9 @@ CREATE TABLE rl_usage_daily (
 	cost			numeric NOT NULL,
 	overage_events	bigint NOT NULL,
 	overage_tokens	bigint NOT NULL,
-	PRIMARY KEY (day, model)
+	PRIMARY KEY (day, model, job_type)
 );
-COMMENT ON TABLE rl_usage_daily IS 'pg_ratelimit usage and cost per ended UTC day and model';
+COMMENT ON TABLE rl_usage_daily IS 'pg_ratelimit usage and cost per ended UTC day, model and job type';
 
 CREATE TABLE rl_instance_state (
 	instance		text PRIMARY KEY,
@@ -154,20 +164,56 @@ COMMENT ON TABLE rl_saved_clock IS 'pg_ratelimit test clock offset, kept across 
 GRANT SELECT ON rl_counter, rl_share_counter, rl_lease_state, rl_usage_daily,
 	rl_instance_state TO PUBLIC;
 
+-- One row per UTC day, model and job type; job_type NULL is what was used
+-- without a job type (or by a job type since dropped): the model's whole day
+-- less its job types' parts.  Ended days come from rl_usage_daily, the
+-- current one from rl_counter and rl_share_counter.
 CREATE VIEW rl_usage AS
-	SELECT day, model, requests, input_tokens, output_tokens, cached_tokens,
+	WITH days AS (
+		SELECT day, model, job_type, requests, input_tokens, output_tokens, cached_tokens,
+			   cost, overage_events, overage_tokens
+		FROM rl_usage_daily
+		UNION ALL
+		SELECT usage_day, model, '', usage_requests, usage_input, usage_output, usage_cached,
+			   usage_cost, usage_overage_events, usage_overage_tokens
+		FROM rl_counter c
+		WHERE usage_day IS NOT NULL
+		  AND NOT EXISTS (SELECT FROM rl_usage_daily d
+						  WHERE d.day = c.usage_day AND d.model = c.model AND d.job_type = '')
+		UNION ALL
+		SELECT usage_day, model, job_type, usage_requests, usage_input, usage_output,
+			   usage_cached, usage_cost, usage_overage_events, usage_overage_tokens
+		FROM rl_share_counter s
+		WHERE usage_day IS NOT NULL
+		  AND (usage_requests > 0 OR usage_input > 0 OR usage_output > 0 OR usage_cached > 0)
+		  AND NOT EXISTS (SELECT FROM rl_usage_daily d
+						  WHERE d.day = s.usage_day AND d.model = s.model
+							AND d.job_type = s.job_type)
+	),
+	parts AS (
+		SELECT * FROM days WHERE job_type <> ''
+		UNION ALL
+		SELECT w.day, w.model, NULL,
+			   w.requests - coalesce(sum(p.requests), 0),
+			   w.input_tokens - coalesce(sum(p.input_tokens), 0),
+			   w.output_tokens - coalesce(sum(p.output_tokens), 0),
+			   w.cached_tokens - coalesce(sum(p.cached_tokens), 0),
+			   w.cost - coalesce(sum(p.cost), 0),
+			   w.overage_events - coalesce(sum(p.overage_events), 0),
+			   w.overage_tokens - coalesce(sum(p.overage_tokens), 0)
+		FROM days w
+		LEFT JOIN days p ON p.day = w.day AND p.model = w.model AND p.job_type <> ''
+		WHERE w.job_type = ''
+		GROUP BY w.day, w.model, w.requests, w.input_tokens, w.output_tokens,
+				 w.cached_tokens, w.cost, w.overage_events, w.overage_tokens
+	)
+	SELECT day, model, job_type, requests, input_tokens, output_tokens, cached_tokens,
 		   input_tokens + output_tokens + cached_tokens AS total_tokens,
 		   cost, overage_events, overage_tokens
-	FROM rl_usage_daily
-	UNION ALL
-	SELECT usage_day, model, usage_requests, usage_input, usage_output, usage_cached,
-		   usage_input + usage_output + usage_cached,
-		   usage_cost, usage_overage_events, usage_overage_tokens
-	FROM rl_counter c
-	WHERE usage_day IS NOT NULL
-	  AND NOT EXISTS (SELECT FROM rl_usage_daily d
-					  WHERE d.day = c.usage_day AND d.model = c.model);
-COMMENT ON VIEW rl_usage IS 'pg_ratelimit persisted daily usage and cost per model';
+	FROM parts
+	WHERE requests <> 0 OR input_tokens <> 0 OR output_tokens <> 0 OR cached_tokens <> 0
+	   OR cost <> 0 OR overage_events <> 0;
+COMMENT ON VIEW rl_usage IS 'pg_ratelimit persisted daily usage and cost per model and job type';
 GRANT SELECT ON rl_usage TO PUBLIC;
 
 CREATE FUNCTION rl_config_trigger() RETURNS trigger

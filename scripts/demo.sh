@@ -103,9 +103,9 @@ psql -X -c "SELECT * FROM rl_allocation('worker-0')"
 echo "== rl_capacity of gpt-4o for a chat job, now"
 psql -X -c "SELECT * FROM rl_capacity('openai/gpt-4o', job_type => 'chat')"
 
-echo "== rl_usage: usage and cost per day, as the background worker saved them"
+echo "== rl_usage: usage and cost per day and job type, as the background worker saved them"
 sleep 1.2
-psql -X -c "SELECT day, model, requests, input_tokens, output_tokens, cached_tokens, cost FROM rl_usage ORDER BY model"
+psql -X -c "SELECT day, model, job_type, requests, input_tokens, output_tokens, cached_tokens, cost FROM rl_usage ORDER BY model, job_type"
 
 echo "== no admission ever passed a limit"
 psql -XAt -c "SELECT CASE WHEN bool_and(requests_minute <= rpm AND in_flight <= max_concurrent

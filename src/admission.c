@@ -60,7 +60,7 @@ rl_roll_windows(RlModel *model, TimestampTz now)
 
 	if (model->minute_start != minute_start || model->day_start != day_start)
 		rl_roll_share_windows(model - rl_models, model->minute_start != minute_start,
-							  model->day_start != day_start);
+							  model->day_start != day_start ? day_start : 0);
 	if (model->minute_start != minute_start)
 	{
 		/* a window that denied ends: listeners may retry */
@@ -247,7 +247,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	model->granted++;
 	model->usage.requests = rl_add_saturating(model->usage.requests, requests);
 	if (share)
-		rl_share_grant(share, tokens, requests);
+		rl_share_grant(share, model, tokens, requests);
 	if (ticket != RL_NEWCOMER_TICKET)
 		rl_waiter_granted();
 	result->granted = true;

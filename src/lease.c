@@ -29,6 +29,7 @@
 #include "instance.h"
 #include "lease.h"
 #include "pg_ratelimit.h"
+#include "share.h"
 #include "wait.h"
 #include "worker.h"
 
@@ -366,22 +367,55 @@ rl_cost(const RlUsage *usage, const RlNumeric *price_input,
 }
 
 /* Add a settled cost to the model's usage of the day */
+/* A release's usage (and its overage, when positive) added to a day */
 static void
-rl_add_cost_today(RlModel *model, uint32 generation, Numeric cost, TimestampTz now)
+rl_add_day_usage(RlDayUsage *day, const RlUsage *usage, int64 overage)
 {
-	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-	if (model->in_use && model->generation == generation)
+	if (usage->has_tokens)
 	{
-		Numeric		total;
+		day->input = rl_add_saturating(day->input, usage->input);
+		day->output = rl_add_saturating(day->output, usage->output);
+		day->cached = rl_add_saturating(day->cached, usage->cached);
+	}
+	if (overage > 0)
+	{
+		day->overage_events++;
+		day->overage_tokens = rl_add_saturating(day->overage_tokens, overage);
+	}
+}
+
+/* Add cost to a day's cost; false when the sum has too many digits to keep */
+static bool
+rl_add_day_cost(RlDayUsage *day, Numeric cost)
+{
+	Datum		total = DirectFunctionCall2(numeric_add,
+											NumericGetDatum(rl_numeric_load(&day->cost)),
+											NumericGetDatum(cost));
+
+	total = DirectFunctionCall1(numeric_trim_scale, total);
+	return rl_numeric_store(&day->cost, DatumGetNumeric(total));
+}
+
+/* A lease's cost, added to today's cost of its model and job type */
+static void
+rl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
+{
+	RlModel    *model = &rl_models[lease->model_slot];
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (model->in_use && model->generation == lease->model_generation)
+	{
+		RlShare    *share = rl_lease_share(lease);
 
 		rl_roll_windows(model, now);
-		total = DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale,
-													DirectFunctionCall2(numeric_add,
-																		NumericGetDatum(rl_numeric_load(&model->usage.cost)),
-																		NumericGetDatum(cost))));
-		if (!rl_numeric_store(&model->usage.cost, total))
+		if (!rl_add_day_cost(&model->usage, cost))
 			elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
 				 model->name);
+		if (share)
+		{
+			(void) rl_add_day_cost(rl_share_usage(share, model), cost);
+			share->version++;
+		}
 		model->version++;
 	}
 	LWLockRelease(&model->lock);
@@ -468,19 +502,13 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 
 	if (actual_tokens > lease->tokens)
 	{
-		int64		overage = actual_tokens - lease->tokens;
-
 		model->overage_events++;
-		model->overage_tokens = rl_add_saturating(model->overage_tokens, overage);
-		model->usage.overage_events++;
-		model->usage.overage_tokens = rl_add_saturating(model->usage.overage_tokens, overage);
+		model->overage_tokens = rl_add_saturating(model->overage_tokens,
+												  actual_tokens - lease->tokens);
 	}
-	if (usage->has_tokens)
-	{
-		model->usage.input = rl_add_saturating(model->usage.input, usage->input);
-		model->usage.output = rl_add_saturating(model->usage.output, usage->output);
-		model->usage.cached = rl_add_saturating(model->usage.cached, usage->cached);
-	}
+	rl_add_day_usage(&model->usage, usage, actual_tokens - lease->tokens);
+	if (share)
+		rl_add_day_usage(rl_share_usage(share, model), usage, actual_tokens - lease->tokens);
 	model->version++;
 	price_input = model->price_input;
 	price_output = model->price_output;
@@ -511,5 +539,5 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	result->cost = rl_cost(usage, &price_input, &price_output, &price_cached);
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(result->cost),
 										  NumericGetDatum(int64_to_numeric(0)))) != 0)
-		rl_add_cost_today(model, lease->model_generation, result->cost, now);
+		rl_add_cost_today(lease, result->cost, now);
 }

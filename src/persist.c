@@ -71,6 +71,7 @@ typedef struct RlSavedShare
 	int64		jobs_day;
 	int64		granted;
 	int64		denied;
+	RlDayUsage	usage;			/* of the day the row was saved in */
 } RlSavedShare;
 
 typedef struct RlSavedLease
@@ -94,8 +95,11 @@ struct RlStateSnapshot
 	RlInstanceInfo *instances;
 };
 
-/* Columns of rl_counter passed as arrays (the most of any statement) */
+/* Columns of rl_counter passed as arrays */
 #define RL_COUNTER_COLUMNS	20
+
+/* The most array parameters of any statement */
+#define RL_MAX_ARRAY_COLUMNS	24
 
 /* What the worker last wrote, per model slot (worker-local) */
 typedef struct RlPersisted
@@ -107,6 +111,7 @@ typedef struct RlPersisted
 
 static RlPersisted *persisted = NULL;
 static uint64 *persisted_share_versions = NULL;	/* [model * max_job_types + job type] */
+static TimestampTz *persisted_share_ended = NULL;	/* same: usage_ended written */
 static uint64 persisted_lease_version = 0;
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
@@ -125,6 +130,31 @@ rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
 	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
 
 	return isnull ? 0 : DatumGetInt64(value);
+}
+
+/* The usage columns of rl_counter and rl_share_counter, as rl_read_usage reads them */
+#define RL_SAVED_USAGE_COLUMNS \
+	"coalesce(usage_day::timestamp AT TIME ZONE 'UTC', '2000-01-01 00:00+00')," \
+	" usage_requests, usage_input, usage_output, usage_cached, usage_overage_events," \
+	" usage_overage_tokens, usage_cost"
+
+/* Read the RL_SAVED_USAGE_COLUMNS starting at column first */
+static void
+rl_read_usage(HeapTuple tuple, TupleDesc desc, int first, RlDayUsage *usage)
+{
+	bool		isnull;
+	Datum		cost;
+
+	usage->day_start = rl_col_int64(tuple, desc, first);
+	usage->requests = rl_col_int64(tuple, desc, first + 1);
+	usage->input = rl_col_int64(tuple, desc, first + 2);
+	usage->output = rl_col_int64(tuple, desc, first + 3);
+	usage->cached = rl_col_int64(tuple, desc, first + 4);
+	usage->overage_events = rl_col_int64(tuple, desc, first + 5);
+	usage->overage_tokens = rl_col_int64(tuple, desc, first + 6);
+	cost = SPI_getbinval(tuple, desc, first + 7, &isnull);
+	if (!isnull)
+		(void) rl_numeric_store(&usage->cost, DatumGetNumeric(cost));
 }
 
 /* Run a state query; the caller is connected to SPI */
@@ -159,10 +189,7 @@ rl_read_state(MemoryContext context, const char *qschema)
 	appendStringInfo(&sql,
 					 "SELECT model, minute_start, requests_minute, tokens_minute, day_start,"
 					 " requests_day, tokens_day, granted, denied, expired, overage_events,"
-					 " overage_tokens, coalesce(usage_day::timestamp AT TIME ZONE 'UTC',"
-					 " '2000-01-01 00:00+00'), usage_requests, usage_input, usage_output,"
-					 " usage_cached, usage_overage_events, usage_overage_tokens, usage_cost"
-					 " FROM %s.rl_counter", qschema);
+					 " overage_tokens, %s FROM %s.rl_counter", RL_SAVED_USAGE_COLUMNS, qschema);
 	rl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_counters = SPI_processed;
@@ -171,8 +198,6 @@ rl_read_state(MemoryContext context, const char *qschema)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		RlSavedCounter *c = &state->counters[i];
-		bool		isnull;
-		Numeric		cost;
 
 		strlcpy(c->model, SPI_getvalue(tup, desc, 1), sizeof(c->model));
 		c->minute_start = rl_col_int64(tup, desc, 2);
@@ -186,23 +211,15 @@ rl_read_state(MemoryContext context, const char *qschema)
 		c->expired = rl_col_int64(tup, desc, 10);
 		c->overage_events = rl_col_int64(tup, desc, 11);
 		c->overage_tokens = rl_col_int64(tup, desc, 12);
-		c->usage.day_start = rl_col_int64(tup, desc, 13);
-		c->usage.requests = rl_col_int64(tup, desc, 14);
-		c->usage.input = rl_col_int64(tup, desc, 15);
-		c->usage.output = rl_col_int64(tup, desc, 16);
-		c->usage.cached = rl_col_int64(tup, desc, 17);
-		c->usage.overage_events = rl_col_int64(tup, desc, 18);
-		c->usage.overage_tokens = rl_col_int64(tup, desc, 19);
-		cost = DatumGetNumeric(SPI_getbinval(tup, desc, 20, &isnull));
-		if (!isnull)
-			(void) rl_numeric_store(&c->usage.cost, cost);
+		rl_read_usage(tup, desc, 13, &c->usage);
 	}
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT model, job_type, base_ratio, ratio, minute_start, requests_minute,"
 					 " tokens_minute, jobs_minute, day_start, requests_day, tokens_day, jobs_day,"
-					 " granted, denied FROM %s.rl_share_counter", qschema);
+					 " granted, denied, %s FROM %s.rl_share_counter", RL_SAVED_USAGE_COLUMNS,
+					 qschema);
 	rl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_shares = SPI_processed;
@@ -227,6 +244,7 @@ rl_read_state(MemoryContext context, const char *qschema)
 		sh->jobs_day = rl_col_int64(tup, desc, 12);
 		sh->granted = rl_col_int64(tup, desc, 13);
 		sh->denied = rl_col_int64(tup, desc, 14);
+		rl_read_usage(tup, desc, 15, &sh->usage);
 	}
 
 	resetStringInfo(&sql);
@@ -416,6 +434,14 @@ rl_restore_share(const RlSavedShare *saved, TimestampTz minute_start, TimestampT
 	}
 	share->granted = saved->granted;
 	share->denied = saved->denied;
+	if (saved->usage.day_start == day_start)
+		share->usage = saved->usage;
+	else if (rl_day_used(&saved->usage))
+	{
+		/* a day that ended while we were down: rl_usage_daily gets it */
+		share->usage_ended = saved->usage;
+		share->usage.day_start = day_start;
+	}
 	if (share->flexible && saved->base_ratio == share->base_ratio &&
 		saved->ratio >= 0 && saved->ratio <= 1)
 		share->ratio = saved->ratio;
@@ -447,7 +473,7 @@ rl_array(Datum *elements, int count, Oid type)
 static void
 rl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum *values)
 {
-	Oid			types[RL_COUNTER_COLUMNS];
+	Oid			types[RL_MAX_ARRAY_COLUMNS];
 
 	Assert(nargs <= lengthof(types));
 	for (int i = 0; i < nargs; i++)
@@ -462,15 +488,6 @@ rl_execute(const char *sql, int nargs, Oid *types, Datum *values)
 {
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
 		elog(ERROR, "pg_ratelimit could not save its state: %s", sql);
-}
-
-/* Did anything happen on this day? */
-static bool
-rl_day_used(const RlDayUsage *day)
-{
-	return day->day_start != 0 &&
-		(day->requests > 0 || day->input > 0 || day->output > 0 || day->cached > 0 ||
-		 day->overage_events > 0);
 }
 
 /*
@@ -491,7 +508,10 @@ rl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 }
 
 /* Columns of rl_share_counter passed as arrays */
-#define RL_SHARE_COLUMNS	14
+#define RL_SHARE_COLUMNS	22
+
+/* Columns of rl_usage_daily passed as arrays */
+#define RL_USAGE_COLUMNS	10
 
 /* A job type in use, as the worker saw it when it started saving */
 typedef struct RlJobTypeName
@@ -510,6 +530,14 @@ typedef struct RlShareRows
 	Size	   *shares;			/* the share each row saves, and its version */
 	uint64	   *versions;
 } RlShareRows;
+
+/* Ended days being gathered for rl_usage_daily, one array per column */
+typedef struct RlUsageRows
+{
+	int			count;
+	int			room;
+	Datum	   *columns[RL_USAGE_COLUMNS];
+} RlUsageRows;
 
 /* The job types in use, read under config_lock */
 static int
@@ -571,11 +599,63 @@ rl_grow(void *array, Size element_size, int room)
 	return array == NULL ? palloc(element_size * room) : repalloc(array, element_size * room);
 }
 
-/* Add one row per copied share of a model */
+/* Add a row for an ended day of a model (job_type '': the whole model) */
 static void
-rl_add_share_rows(RlShareRows *rows, int model_slot, const RlModel *model,
-				  const RlJobTypeName *names, const RlShare *copies, const int *name_of,
-				  int count)
+rl_add_usage_row(RlUsageRows *rows, const char *model, const char *job_type,
+				 const RlDayUsage *day)
+{
+	int			n;
+
+	if (rows->count == rows->room)
+	{
+		rows->room = Max(rows->room * 2, 64);
+		for (int i = 0; i < RL_USAGE_COLUMNS; i++)
+			rows->columns[i] = rl_grow(rows->columns[i], sizeof(Datum), rows->room);
+	}
+	n = rows->count++;
+	rows->columns[0][n] = CStringGetTextDatum(model);
+	rows->columns[1][n] = CStringGetTextDatum(job_type);
+	rl_usage_datums(day, &rows->columns[2], n);
+}
+
+/* Write the gathered ended days */
+static void
+rl_write_usage_rows(const char *qschema, RlUsageRows *rows)
+{
+	Oid			types[RL_USAGE_COLUMNS] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID,
+	INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
+	Datum		args[RL_USAGE_COLUMNS];
+	StringInfoData sql;
+
+	if (rows->count == 0)
+		return;
+	for (int i = 0; i < RL_USAGE_COLUMNS; i++)
+		args[i] = rl_array(rows->columns[i], rows->count, types[i]);
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s.rl_usage_daily AS u (day, model, job_type, requests,"
+					 " input_tokens, output_tokens, cached_tokens, cost, overage_events,"
+					 " overage_tokens)"
+					 " SELECT (d AT TIME ZONE 'UTC')::date, m, j, r, i, o, c, co, oe, ot"
+					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+					 " AS x(m, j, d, r, i, o, c, co, oe, ot)"
+					 " ON CONFLICT (day, model, job_type) DO UPDATE SET requests = excluded.requests,"
+					 " input_tokens = excluded.input_tokens,"
+					 " output_tokens = excluded.output_tokens,"
+					 " cached_tokens = excluded.cached_tokens, cost = excluded.cost,"
+					 " overage_events = excluded.overage_events,"
+					 " overage_tokens = excluded.overage_tokens", qschema);
+	rl_execute_arrays(sql.data, RL_USAGE_COLUMNS, types, args);
+}
+
+/*
+ * Add one row per copied share of a model, and the ended day of each share
+ * not written yet.
+ */
+static void
+rl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
+				  const RlModel *model, const RlJobTypeName *names, const RlShare *copies,
+				  const int *name_of, int count)
 {
 	if (rows->count + count > rows->room)
 	{
@@ -610,6 +690,15 @@ rl_add_share_rows(RlShareRows *rows, int model_slot, const RlModel *model,
 		c[11][n] = Int64GetDatum(share->jobs_day);
 		c[12][n] = Int64GetDatum(share->granted);
 		c[13][n] = Int64GetDatum(share->denied);
+		rl_usage_datums(&share->usage, &c[14], n);
+
+		if (rl_day_used(&share->usage_ended) &&
+			persisted_share_ended[rows->shares[n]] != share->usage_ended.day_start)
+		{
+			rl_add_usage_row(usage_rows, model->name, names[name_of[i]].name,
+							 &share->usage_ended);
+			persisted_share_ended[rows->shares[n]] = share->usage_ended.day_start;
+		}
 	}
 }
 
@@ -619,6 +708,7 @@ rl_write_share_rows(const char *qschema, RlShareRows *rows)
 {
 	Oid			types[RL_SHARE_COLUMNS] = {TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID,
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID,
+		INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID,
 	INT8OID, INT8OID};
 	Datum		args[RL_SHARE_COLUMNS];
 	StringInfoData sql;
@@ -631,9 +721,16 @@ rl_write_share_rows(const char *qschema, RlShareRows *rows)
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_share_counter AS s (model, job_type, base_ratio, ratio,"
 					 " minute_start, requests_minute, tokens_minute, jobs_minute, day_start,"
-					 " requests_day, tokens_day, jobs_day, granted, denied, saved_at)"
-					 " SELECT *, now() FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-					 " $12, $13, $14)"
+					 " requests_day, tokens_day, jobs_day, granted, denied, usage_day,"
+					 " usage_requests, usage_input, usage_output, usage_cached, usage_cost,"
+					 " usage_overage_events, usage_overage_tokens, saved_at)"
+					 " SELECT m, j, br, r, ms, rm, tm, jm, ds, rd, td, jd, g, de,"
+					 " (nullif(ud, '2000-01-01 00:00+00') AT TIME ZONE 'UTC')::date,"
+					 " ur, ui, uo, uc, uco, uoe, uot, now()"
+					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+					 " $15, $16, $17, $18, $19, $20, $21, $22)"
+					 " AS x(m, j, br, r, ms, rm, tm, jm, ds, rd, td, jd, g, de, ud, ur, ui, uo, uc,"
+					 " uco, uoe, uot)"
 					 " ON CONFLICT (model, job_type) DO UPDATE SET base_ratio = excluded.base_ratio,"
 					 " ratio = excluded.ratio, minute_start = excluded.minute_start,"
 					 " requests_minute = excluded.requests_minute,"
@@ -641,6 +738,11 @@ rl_write_share_rows(const char *qschema, RlShareRows *rows)
 					 " day_start = excluded.day_start, requests_day = excluded.requests_day,"
 					 " tokens_day = excluded.tokens_day, jobs_day = excluded.jobs_day,"
 					 " granted = excluded.granted, denied = excluded.denied,"
+					 " usage_day = excluded.usage_day, usage_requests = excluded.usage_requests,"
+					 " usage_input = excluded.usage_input, usage_output = excluded.usage_output,"
+					 " usage_cached = excluded.usage_cached, usage_cost = excluded.usage_cost,"
+					 " usage_overage_events = excluded.usage_overage_events,"
+					 " usage_overage_tokens = excluded.usage_overage_tokens,"
 					 " saved_at = excluded.saved_at", qschema);
 	rl_execute_arrays(sql.data, RL_SHARE_COLUMNS, types, args);
 	for (int i = 0; i < rows->count; i++)
@@ -652,14 +754,11 @@ static void
 rl_persist_models(const char *qschema, TimestampTz now)
 {
 	int			n = 0;
-	int			nusage = 0;
 	Datum	   *c[RL_COUNTER_COLUMNS];
-	Datum	   *u[9];
 	Oid			ctypes[RL_COUNTER_COLUMNS] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID,
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
-	Oid			utypes[9] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID,
-		NUMERICOID, INT8OID, INT8OID};
+	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * rl_max_models);
 	int		   *slots = palloc(sizeof(int) * rl_max_models);
 	RlJobTypeName *names = palloc(sizeof(RlJobTypeName) * rl_max_job_types);
@@ -670,10 +769,9 @@ rl_persist_models(const char *qschema, TimestampTz now)
 	StringInfoData sql;
 
 	memset(&share_rows, 0, sizeof(share_rows));
+	memset(&usage_rows, 0, sizeof(usage_rows));
 	for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
 		c[i] = palloc(sizeof(Datum) * rl_max_models);
-	for (int i = 0; i < 9; i++)
-		u[i] = palloc(sizeof(Datum) * rl_max_models);
 
 	for (int slot = 0; slot < rl_max_models; slot++)
 	{
@@ -693,7 +791,8 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		memcpy(&copy, model, sizeof(RlModel));
 		num_shares = rl_copy_shares(slot, names, num_names, share_copies, name_of);
 		LWLockRelease(&model->lock);
-		rl_add_share_rows(&share_rows, slot, &copy, names, share_copies, name_of, num_shares);
+		rl_add_share_rows(&share_rows, &usage_rows, slot, &copy, names, share_copies, name_of,
+						  num_shares);
 
 		slots[n] = slot;
 		versions[n] = copy.version;
@@ -716,11 +815,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		if (rl_day_used(&copy.usage_ended) &&
 			!(persisted[slot].generation == copy.generation &&
 			  persisted[slot].ended_day == copy.usage_ended.day_start))
-		{
-			u[0][nusage] = CStringGetTextDatum(copy.name);
-			rl_usage_datums(&copy.usage_ended, &u[1], nusage);
-			nusage++;
-		}
+			rl_add_usage_row(&usage_rows, copy.name, "", &copy.usage_ended);
 		persisted[slot].ended_day = copy.usage_ended.day_start;
 	}
 
@@ -760,27 +855,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 						 qschema);
 		rl_execute_arrays(sql.data, RL_COUNTER_COLUMNS, ctypes, args);
 	}
-	if (nusage > 0)
-	{
-		Datum		args[9];
-
-		for (int i = 0; i < 9; i++)
-			args[i] = rl_array(u[i], nusage, utypes[i]);
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "INSERT INTO %s.rl_usage_daily AS u (day, model, requests, input_tokens,"
-						 " output_tokens, cached_tokens, cost, overage_events, overage_tokens)"
-						 " SELECT (d AT TIME ZONE 'UTC')::date, m, r, i, o, c, co, oe, ot"
-						 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-						 " AS x(m, d, r, i, o, c, co, oe, ot)"
-						 " ON CONFLICT (day, model) DO UPDATE SET requests = excluded.requests,"
-						 " input_tokens = excluded.input_tokens,"
-						 " output_tokens = excluded.output_tokens,"
-						 " cached_tokens = excluded.cached_tokens, cost = excluded.cost,"
-						 " overage_events = excluded.overage_events,"
-						 " overage_tokens = excluded.overage_tokens", qschema);
-		rl_execute_arrays(sql.data, 9, utypes, args);
-	}
+	rl_write_usage_rows(qschema, &usage_rows);
 	rl_write_share_rows(qschema, &share_rows);
 
 	/* Only now that the rows are written: they are saved */
@@ -789,7 +864,8 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		persisted[slots[i]].generation = rl_models[slots[i]].generation;
 		persisted[slots[i]].version = versions[i];
 	}
-	elog(DEBUG1, "pg_ratelimit saved %d models and %d days of usage", n, nusage);
+	elog(DEBUG1, "pg_ratelimit saved %d models, %d job type shares and %d days of usage",
+		 n, share_rows.count, usage_rows.count);
 }
 
 /* Save the set of open leases if it changed */
@@ -922,6 +998,9 @@ rl_persist_state(void)
 		persisted_share_versions = MemoryContextAllocZero(TopMemoryContext,
 														  sizeof(uint64) * rl_max_models *
 														  rl_max_job_types);
+		persisted_share_ended = MemoryContextAllocZero(TopMemoryContext,
+													   sizeof(TimestampTz) * rl_max_models *
+													   rl_max_job_types);
 	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -944,6 +1023,7 @@ rl_persist_state(void)
 	{
 		memset(persisted, 0, sizeof(RlPersisted) * rl_max_models);
 		memset(persisted_share_versions, 0, sizeof(uint64) * rl_max_models * rl_max_job_types);
+		memset(persisted_share_ended, 0, sizeof(TimestampTz) * rl_max_models * rl_max_job_types);
 		persisted_anything = false;
 		persisted_extension = extension_oid;
 	}

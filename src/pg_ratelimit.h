@@ -149,6 +149,8 @@ typedef struct RlShare
 	bool		denied_recently;	/* in this minute, since the last ratio
 									 * adjustment */
 	uint64		version;		/* bumped by every change, for persistence */
+	RlDayUsage	usage;			/* the job type's part of the model's day */
+	RlDayUsage	usage_ended;	/* the day before, until persisted */
 	pg_atomic_uint32 num_waiters;
 } RlShare;
 
@@ -271,7 +273,7 @@ extern TimestampTz rl_dimension_resets_at(const RlModel *model, RlDimension dim)
 /* share.c */
 extern RlShare *rl_share(int model_slot, int job_type_slot);
 extern RlShare *rl_lease_share(const RlLease *lease);
-extern void rl_roll_share_windows(int model_slot, bool minute, bool day);
+extern void rl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day);
 extern void rl_apply_share_config(void);
 extern bool rl_adjust_ratios(int model_slot, TimestampTz now);
 extern bool rl_note_share_release(RlModel *model);
@@ -301,6 +303,15 @@ rl_numeric_load(const RlNumeric *src)
 	if (VARSIZE_ANY(src->data) == 0)
 		return int64_to_numeric(0);
 	return DatumGetNumericCopy(NumericGetDatum((Numeric) src->data));
+}
+
+/* Did anything happen on this day? */
+static inline bool
+rl_day_used(const RlDayUsage *day)
+{
+	return day->day_start != 0 &&
+		(day->requests > 0 || day->input > 0 || day->output > 0 || day->cached > 0 ||
+		 day->overage_events > 0);
 }
 
 /* Convenience: an int64 counter that saturates instead of wrapping */

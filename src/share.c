@@ -141,16 +141,32 @@ rl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
 	}
 }
 
+/*
+ * The share's usage of the model's current day.  A share that had no day
+ * yet (new, or restored without a saved row) takes the model's.  Caller
+ * holds the model's lock and has rolled its windows.
+ */
+RlDayUsage *
+rl_share_usage(RlShare *share, const RlModel *model)
+{
+	if (share->usage.day_start == 0)
+		share->usage.day_start = model->day_start;
+	return &share->usage;
+}
+
 /* Count a granted request; caller holds the model's lock */
 void
-rl_share_grant(RlShare *share, int64 tokens, int32 requests)
+rl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 requests)
 {
+	RlDayUsage *usage = rl_share_usage(share, model);
+
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		share->used[d] = rl_add_saturating(share->used[d],
 										   rl_dimension_amount(d, tokens, requests));
 	share->jobs_minute++;
 	share->jobs_day++;
 	share->granted++;
+	usage->requests = rl_add_saturating(usage->requests, requests);
 	share->version++;
 }
 
@@ -163,10 +179,15 @@ rl_share_denied(RlShare *share)
 	share->version++;
 }
 
-/* New windows for every share of a model; caller holds the model's lock */
+/*
+ * New windows for every share of a model: a new minute, and a new day when
+ * new_day is not 0.  Caller holds the model's lock.
+ */
 void
-rl_roll_share_windows(int model_slot, bool minute, bool day)
+rl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day)
 {
+	bool		day = new_day != 0;
+
 	for (int j = 0; j < rl_max_job_types; j++)
 	{
 		RlShare    *share = rl_share(model_slot, j);
@@ -191,6 +212,17 @@ rl_roll_share_windows(int model_slot, bool minute, bool day)
 		/* a denial in an ended window is no longer load */
 		if (minute)
 			share->denied_recently = false;
+		if (day)
+		{
+			/* keep the ended day's usage until the worker has persisted it */
+			if (rl_day_used(&share->usage))
+			{
+				share->usage_ended = share->usage;
+				share->version++;
+			}
+			memset(&share->usage, 0, sizeof(share->usage));
+			share->usage.day_start = new_day;
+		}
 	}
 }
 
@@ -250,6 +282,7 @@ rl_apply_share_config(void)
 				memset(share, 0, sizeof(*share));
 				pg_atomic_init_u32(&share->num_waiters, waiters);
 				share->version = version + 1;
+				share->usage.day_start = model->day_start;
 				share->model_generation = model->generation;
 				share->job_type_generation = job_type->generation;
 				share->base_ratio = -1;

@@ -26,7 +26,9 @@ extern int64 rl_share_of(int64 limit, double ratio);
 extern void rl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room);
 extern int	rl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests);
 extern void rl_share_take(RlShareRoom *room, int64 tokens, int32 requests);
-extern void rl_share_grant(RlShare *share, int64 tokens, int32 requests);
+extern void rl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
+						   int32 requests);
+extern RlDayUsage *rl_share_usage(RlShare *share, const RlModel *model);
 extern void rl_share_denied(RlShare *share);
 extern int64 rl_job_type_fit(const RlModel *model, const RlJobType *job_type, double ratio,
 							 int instances, int *limited_by);

@@ -28,7 +28,7 @@ install_deps
 build_and_install
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
-start_server "$dir" ratelimit_bench "max_connections = 200" "ratelimit.max_models = 20000" \
+start_server "$dir" ratelimit_bench "max_connections = 200" "ratelimit.max_models = 12000" \
 	"ratelimit.max_leases = 100000"
 export PGOPTIONS="-c client_min_messages=warning"
 psql -Xq -c "CREATE DATABASE ratelimit_bench"

@@ -121,6 +121,8 @@ is(query(q{SELECT string_agg(job_type || ' ' || round(ratio::numeric, 2), ', ' O
 $node->restart;
 is(query(q{SELECT round(ratio::numeric, 2) || ' ' || requests_minute || ' ' || denied FROM rl_job_status WHERE model = 'flex' AND job_type = 'chat'}),
 	'0.60 40 1', "a clean restart keeps a job type's ratio and counters");
+is(query(q{SELECT requests FROM rl_usage WHERE model = 'flex' AND job_type = 'chat'}),
+	'40', "and its part of the day's usage");
 is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('flex', 'chat')).granted) FROM generate_series(1, 30)}),
 	'20', 'after the restart chat starts only what is left of its share: 60 - 40 = 20');
 
