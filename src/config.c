@@ -33,6 +33,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "instance.h"
 #include "persist.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
@@ -609,13 +610,17 @@ rl_config_trigger(PG_FUNCTION_ARGS)
 
 /*
  * Called by the install script: make shared memory mirror the (new, empty)
- * tables at commit.  Without the preloaded library there is nothing to do.
+ * tables at commit, and forget the instances of an earlier installation.
+ * Without the preloaded library there is nothing to do.
  */
 Datum
 rl_internal_resync(PG_FUNCTION_ARGS)
 {
 	if (rl_state != NULL)
+	{
 		rl_mark_config_changed();
+		rl_forget_all_instances();
+	}
 	PG_RETURN_VOID();
 }
 

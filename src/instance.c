@@ -298,6 +298,22 @@ rl_drop_instance(const char *name)
 }
 
 /*
+ * Forget every instance: a new installation of the extension starts with
+ * none (the old one's models, and with them their leases, go at commit).
+ */
+void
+rl_forget_all_instances(void)
+{
+	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
+	for (int slot = 0; slot < rl_max_instances; slot++)
+		if (table->instances[slot].in_use)
+			rl_forget_instance(slot);
+	LWLockRelease(&table->instances_lock);
+	pg_atomic_fetch_add_u64(&table->membership_version, 1);
+	pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
+}
+
+/*
  * rl_unregister(instance): the instance leaves now; its open leases are
  * expired.  Unregistering an instance that is not registered does nothing,
  * so it is safe to retry.
