@@ -215,6 +215,7 @@ typedef struct RlAttempt
 	RlAdmission reported;
 	int			never_fits_index;	/* first model the request can never fit */
 	RlAdmission never_fits;
+	RlMemoryCap memory;			/* of the instance named, for its job type */
 } RlAttempt;
 
 /*
@@ -227,7 +228,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 {
 	int		   *slots = palloc(sizeof(int) * num_models);
 	RlAdmission admission;
-	RlMemoryCap memory;
+	RlMemoryCap *memory = &attempt->memory;
 
 	attempt->granted_index = -1;
 	attempt->reported_index = -1;
@@ -238,7 +239,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 
 	rl_resolve_size(fcinfo, ARG_JOB_TYPE, ARG_TOKENS, ARG_REQUESTS, &attempt->size);
-	rl_memory_cap(args->instance, attempt->size.job_type_slot, &memory);
+	rl_memory_cap(args->instance, attempt->size.job_type_slot, memory);
 	for (int i = 0; i < num_models; i++)
 	{
 		int64		max_wait_us = -1;
@@ -256,7 +257,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	for (int i = 0; i < num_models; i++)
 	{
 		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests,
-					 attempt->size.job_type_slot, &memory, ticket, now, &admission);
+					 attempt->size.job_type_slot, memory, ticket, now, &admission);
 		if (admission.never_fits >= 0)
 		{
 			if (num_models == 1)
@@ -287,8 +288,8 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 			lease.pid = MyProcPid;
 			lease.role = GetUserId();
 			memcpy(lease.instance, args->instance, sizeof(lease.instance));
-			lease.instance_slot = memory.instance_slot;
-			lease.instance_generation = memory.instance_generation;
+			lease.instance_slot = memory->instance_slot;
+			lease.instance_generation = memory->instance_generation;
 			lease.memory_counted = admission.memory_counted;
 			rl_insert_lease(&lease);
 			attempt->granted_index = i;
@@ -336,7 +337,8 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 
 	memcpy(registered, attempt->slots, sizeof(int) * num_models);
 	ticket = rl_register_waiter(registered, num_models, attempt->size.tokens,
-								attempt->size.requests, attempt->size.job_type_slot, 0);
+								attempt->size.requests, attempt->size.job_type_slot,
+								&attempt->memory, 0);
 	PG_TRY();
 	{
 		for (;;)
@@ -369,7 +371,7 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 				memcpy(registered, attempt->slots, sizeof(int) * num_models);
 				rl_register_waiter(registered, num_models, attempt->size.tokens,
 								   attempt->size.requests, attempt->size.job_type_slot,
-								   ticket);
+								   &attempt->memory, ticket);
 			}
 		}
 	}

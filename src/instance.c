@@ -41,6 +41,7 @@
 #include "lease.h"
 #include "pg_ratelimit.h"
 #include "share.h"
+#include "wait.h"
 #include "worker.h"
 
 PG_FUNCTION_INFO_V1(rl_heartbeat);
@@ -462,6 +463,7 @@ rl_instance_lease_gone(const RlLease *lease)
 	while (current > 0 &&
 		   !pg_atomic_compare_exchange_u32(counter, &current, current - 1))
 		;
+	rl_wake_memory_waiters();
 }
 
 /* Copy every registered instance into a palloc'd array; returns how many */

@@ -55,12 +55,16 @@ typedef struct RlWaiter
 	int64		tokens;
 	int32		requests;
 	int			job_type_slot;	/* -1 without a job type */
+	pg_atomic_uint32 *memory_in_flight; /* its instance's jobs of the type,
+										 * NULL when no memory cap applies */
+	int64		memory_cap;
 	Latch	   *latch;
 } RlWaiter;
 
 typedef struct RlWaitQueue
 {
 	pg_atomic_uint64 next_ticket;
+	pg_atomic_uint32 memory_waiters;	/* waiters held to a memory cap */
 	int			num_records;
 	RlWaiter	records[FLEXIBLE_ARRAY_MEMBER];
 } RlWaitQueue;
@@ -85,6 +89,7 @@ rl_waiters_shmem_init(bool unused)
 	if (!found)
 	{
 		pg_atomic_init_u64(&queue->next_ticket, 1);
+		pg_atomic_init_u32(&queue->memory_waiters, 0);
 		queue->num_records = MaxBackends + 1;
 		memset(queue->records, 0, sizeof(RlWaiter) * queue->num_records);
 		for (int i = 0; i < queue->num_records; i++)
@@ -148,6 +153,8 @@ rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
 			copy->tokens = waiter->tokens;
 			copy->requests = waiter->requests;
 			copy->job_type_slot = waiter->job_type_slot;
+			copy->memory_in_flight = waiter->memory_in_flight;
+			copy->memory_cap = waiter->memory_cap;
 			copy->latch = waiter->latch;
 			pg_read_barrier();
 			after = pg_atomic_read_u32(&waiter->changecount);
@@ -185,7 +192,7 @@ rl_waiter_exit(int code, Datum arg)
  */
 int64
 rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests,
-				   int job_type_slot, int64 ticket)
+				   int job_type_slot, const RlMemoryCap *memory, int64 ticket)
 {
 	RlWaiter   *me = rl_my_record();
 
@@ -208,10 +215,14 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 	me->tokens = tokens;
 	me->requests = requests;
 	me->job_type_slot = job_type_slot;
+	me->memory_in_flight = memory->in_flight;
+	me->memory_cap = memory->cap;
 	me->latch = MyLatch;
 	me->claiming = true;
 	me->active = true;
 	rl_end_change(me);
+	if (memory->in_flight)
+		pg_atomic_fetch_add_u32(&queue->memory_waiters, 1);
 	return ticket;
 }
 
@@ -244,6 +255,7 @@ rl_unregister_waiter(void)
 	int			slots[RL_MAX_WAIT_MODELS];
 	int			num_slots;
 	int			job_type_slot;
+	bool		memory_capped;
 	bool		was_claiming;
 
 	if (queue == NULL || MyBackendId <= 0)
@@ -253,12 +265,15 @@ rl_unregister_waiter(void)
 		return;
 	was_claiming = me->claiming;
 	job_type_slot = me->job_type_slot;
+	memory_capped = me->memory_in_flight != NULL;
 	num_slots = me->num_slots;
 	memcpy(slots, me->slots, sizeof(int) * num_slots);
 	rl_begin_change(me);
 	me->active = false;
 	rl_end_change(me);
 	rl_count_waiters(slots, num_slots, job_type_slot, -1);
+	if (memory_capped)
+		pg_atomic_fetch_sub_u32(&queue->memory_waiters, 1);
 	if (was_claiming)
 		for (int i = 0; i < num_slots; i++)
 			rl_wake(slots[i]);
@@ -280,6 +295,14 @@ typedef struct RlClaim
 	int32		requests;
 	int			job_type_slot;
 } RlClaim;
+
+/* A waiter whose instance has its memory cap's worth of jobs in flight */
+static bool
+rl_memory_full(const RlWaiter *waiter)
+{
+	return waiter->memory_in_flight != NULL &&
+		(int64) pg_atomic_read_u32(waiter->memory_in_flight) >= waiter->memory_cap;
+}
 
 static int
 rl_claim_cmp(const void *a, const void *b)
@@ -315,8 +338,10 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 	{
 		RlWaiter	waiter;
 
+		/* a waiter its instance's memory holds back cannot take room now */
 		if (!rl_read_waiter(&queue->records[i], &waiter) || !waiter.claiming ||
-			waiter.ticket >= ticket || !rl_waits_on(&waiter, slot))
+			waiter.ticket >= ticket || !rl_waits_on(&waiter, slot) ||
+			rl_memory_full(&waiter))
 			continue;
 		if (claims == NULL)
 			claims = palloc(sizeof(RlClaim) * queue->num_records);
@@ -421,4 +446,23 @@ void
 rl_wake_all_waiters(void)
 {
 	rl_wake(-1);
+}
+
+/*
+ * An instance's memory slot freed: wake the waiters held to a memory cap,
+ * whatever model they wait on (the cap spans models).  Cheap when there
+ * are none.
+ */
+void
+rl_wake_memory_waiters(void)
+{
+	if (queue == NULL || pg_atomic_read_u32(&queue->memory_waiters) == 0)
+		return;
+	for (int i = 0; i < queue->num_records; i++)
+	{
+		RlWaiter	waiter;
+
+		if (rl_read_waiter(&queue->records[i], &waiter) && waiter.memory_in_flight)
+			SetLatch(waiter.latch);
+	}
 }

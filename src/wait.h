@@ -8,6 +8,7 @@
 #ifndef RL_WAIT_H
 #define RL_WAIT_H
 
+#include "instance.h"
 #include "pg_ratelimit.h"
 #include "share.h"
 
@@ -20,7 +21,8 @@
 extern Size rl_waiters_shmem_size(void);
 extern void rl_waiters_shmem_init(bool found);
 extern int64 rl_register_waiter(const int *slots, int num_slots, int64 tokens,
-								int32 requests, int job_type_slot, int64 ticket);
+								int32 requests, int job_type_slot,
+								const RlMemoryCap *memory, int64 ticket);
 extern void rl_waiter_granted(void);
 extern void rl_unregister_waiter(void);
 extern void rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens,
@@ -28,5 +30,6 @@ extern void rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens,
 									   int64 *room, RlShareRoom *share_room);
 extern void rl_wake_waiters(int slot);
 extern void rl_wake_all_waiters(void);
+extern void rl_wake_memory_waiters(void);
 
 #endif							/* RL_WAIT_H */

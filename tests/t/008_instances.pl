@@ -1,6 +1,7 @@
 # Instances: a LISTENing client gets NOTIFY rl_allocation when an instance
 # joins and when one goes stale; the stale instance's leases are expired;
-# instances and the memory they count survive a clean restart.
+# instances and the memory they count survive a clean restart; a memory
+# slot freed on one model wakes a waiter of the instance on another.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -75,6 +76,28 @@ is(query(q{SELECT string_agg(instance || ' ' || coalesce(memory_kb::text, '-') |
 is(query(q{SELECT limited_by FROM rl_acquire('m', 'chat', instance => 'a')}),
 	'memory', "a's memory is still full after the restart");
 
+# the cap spans models: a chat job of a waiting on model m2 is held back by
+# a's memory, and starts as soon as a releases a chat job on model m
+query(q{
+	CREATE TABLE got (granted boolean, model text, at timestamptz);
+	SELECT rl_define_model('m2', max_concurrent => 10);
+});
+is_deeply([ wait_for(1) ], [ '2 config' ], 'a new model is announced');
+my $waiter = $node->background_psql('postgres', on_error_stop => 0);
+$waiter->query_until(qr/started/, q{\echo started
+INSERT INTO got SELECT granted, model, rl_clock() FROM rl_acquire('m2', 'chat', instance => 'a', max_wait => '1 min');
+});
+$node->poll_query_until('postgres', "SELECT waiting = 1 FROM rl_status WHERE model = 'm2'")
+  or die 'the waiter did not queue';
+query(q{SELECT rl_release(min(lease_id)) FROM rl_leases WHERE instance = 'a' AND model = 'm'});
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM got")
+  or die 'the waiter was not woken';
+# (not merely the worker waking every waiter at the next minute)
+is(query(q{SELECT granted || ' ' || model || ' ' || (at < '2030-01-01 00:01:00+00') FROM got}),
+	'true m2 true',
+	'a memory slot freed on one model wakes a waiter of the same instance on another');
+$waiter->quit;
+
 # b stops sending heartbeats; a goes on.  Past instance_timeout (15 s) the
 # worker drops b, expires its leases and tells the listeners.
 query(q{SELECT rl_debug_set_clock('2030-01-01 00:00:20+00')});
@@ -84,7 +107,7 @@ is_deeply([ wait_for(1) ], [ '1 instances' ], 'the listener hears that b went st
 is(query(q{SELECT string_agg(instance, ',') FROM rl_instances}), 'a', 'b is gone');
 is(query(q{SELECT count(*) FROM rl_leases WHERE instance = 'b'}), '0', "b's leases were expired");
 is(query(q{SELECT expired FROM rl_status WHERE model = 'm'}), '2', 'counted as expiries');
-is(query(q{SELECT pool_slots FROM rl_allocation('a') WHERE job_type IS NULL}), '20',
+is(query(q{SELECT pool_slots FROM rl_allocation('a') WHERE job_type IS NULL AND model = 'm'}), '20',
 	'the allocation grows back: a has the whole pool');
 
 # a configuration change is news too
