@@ -526,6 +526,13 @@ rl_restore_instance_lease(RlLease *lease)
 	}
 }
 
+/* Open leases of one instance, for rl_instances */
+typedef struct RlLeaseCount
+{
+	char		instance[RL_NAME_MAX_LEN + 1];	/* hash key: must be first */
+	int64		leases;
+} RlLeaseCount;
+
 /* rl_instances_internal(): one row per registered instance */
 Datum
 rl_instances_internal(PG_FUNCTION_ARGS)
@@ -536,21 +543,38 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 	int			num_instances;
 	int			num_leases;
 	TimestampTz now;
+	HASHCTL		info;
+	HTAB	   *held;
 
 	rl_require_ready();
 	InitMaterializedSRF(fcinfo, 0);
 	now = rl_now();
 	num_instances = rl_copy_instances(&instances);
 	num_leases = rl_copy_open_leases(&leases);
+
+	/* open leases per instance name, counted in one pass */
+	info.keysize = RL_NAME_MAX_LEN + 1;
+	info.entrysize = sizeof(RlLeaseCount);
+	info.hcxt = CurrentMemoryContext;
+	held = hash_create("pg_ratelimit leases per instance", Max(num_instances, 16), &info,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (int l = 0; l < num_leases; l++)
+	{
+		RlLeaseCount *count;
+		bool		found;
+
+		if (leases[l].instance[0] == '\0')
+			continue;
+		count = hash_search(held, leases[l].instance, HASH_ENTER, &found);
+		count->leases = found ? count->leases + 1 : 1;
+	}
+
 	for (int i = 0; i < num_instances; i++)
 	{
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
-		int64		held = 0;
+		RlLeaseCount *count = hash_search(held, instances[i].name, HASH_FIND, NULL);
 
-		for (int l = 0; l < num_leases; l++)
-			if (strcmp(leases[l].instance, instances[i].name) == 0)
-				held++;
 		values[0] = CStringGetTextDatum(instances[i].name);
 		values[1] = TimestampTzGetDatum(instances[i].registered_at);
 		values[2] = TimestampTzGetDatum(instances[i].last_heartbeat);
@@ -558,9 +582,10 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 		nulls[3] = instances[i].memory_kb < 0;
 		values[4] = BoolGetDatum(now - instances[i].last_heartbeat <
 								 (int64) rl_instance_timeout_s * USECS_PER_SEC);
-		values[5] = Int64GetDatum(held);
+		values[5] = Int64GetDatum(count ? count->leases : 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+	hash_destroy(held);
 	return (Datum) 0;
 }
 
