@@ -140,6 +140,23 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 }
 
 /*
+ * Count a refusal on the model (and the job type's share) and report it;
+ * releases the model's lock.
+ */
+static void
+rl_deny(RlModel *model, RlShare *share, int limited_by, TimestampTz retry_at,
+		RlAdmission *result)
+{
+	model->denied++;
+	model->denied_since_notify = true;
+	if (share)
+		rl_share_denied(share);
+	result->limited_by = limited_by;
+	result->retry_at = retry_at;
+	LWLockRelease(&model->lock);
+}
+
+/*
  * Try to admit a request on one model, reserving everything it needs when
  * it fits.  With a job type (job_type_slot >= 0) the request must also fit
  * the job type's share of the model, and with a memory cap (memory, may be
@@ -198,17 +215,12 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	{
 		int			window = blocking >= 0 ? blocking : share_blocking;
 
-		model->denied++;
-		model->denied_since_notify = true;
 		if (rl_dimension_is_daily(window))
 			model->denied_in_day = true;
 		else if (window != RL_DIM_CONCURRENCY)
 			model->denied_in_minute = true;
-		if (share)
-			rl_share_denied(share);
-		result->limited_by = blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE;
-		result->retry_at = rl_dimension_resets_at(model, window);
-		LWLockRelease(&model->lock);
+		rl_deny(model, share, blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE,
+				rl_dimension_resets_at(model, window), result);
 		return;
 	}
 
@@ -230,12 +242,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		if (!rl_memory_take(memory))
 		{
 			pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
-			model->denied++;
-			model->denied_since_notify = true;
-			if (share)
-				rl_share_denied(share);
-			result->limited_by = RL_LIMITED_BY_MEMORY;
-			LWLockRelease(&model->lock);
+			rl_deny(model, share, RL_LIMITED_BY_MEMORY, 0, result);
 			return;
 		}
 		result->memory_counted = true;

@@ -401,11 +401,7 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("pg_ratelimit cannot admit requests on a standby"),
-				 errhint("Acquire on the primary server.")));
+	rl_require_primary("admit requests");
 
 	rl_require_non_negative(fcinfo, ARG_TOKENS, "tokens", false);
 	rl_require_non_negative(fcinfo, ARG_REQUESTS, "requests", true);

@@ -29,7 +29,6 @@
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "storage/shmem.h"
@@ -234,16 +233,8 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	int			live;
 
 	rl_require_ready();
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("pg_ratelimit cannot register instances on a standby"),
-				 errhint("Send heartbeats to the primary server.")));
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("instance must not be null")));
-	rl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(0)), "instance");
+	rl_require_primary("register instances");
+	rl_copy_name_arg(fcinfo, 0, name, "instance");
 	if (!PG_ARGISNULL(1))
 	{
 		memory_kb = PG_GETARG_INT64(1);
@@ -325,15 +316,8 @@ rl_unregister(PG_FUNCTION_ARGS)
 	char		name[RL_NAME_MAX_LEN + 1];
 
 	rl_require_ready();
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("pg_ratelimit cannot unregister instances on a standby")));
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("instance must not be null")));
-	rl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(0)), "instance");
+	rl_require_primary("unregister instances");
+	rl_copy_name_arg(fcinfo, 0, name, "instance");
 	if (rl_drop_instance(name))
 		rl_wake_worker();
 	PG_RETURN_VOID();
@@ -683,11 +667,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	int32		avg_requests;
 
 	rl_require_ready();
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("instance must not be null")));
-	rl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(0)), "instance");
+	rl_copy_name_arg(fcinfo, 0, name, "instance");
 	InitMaterializedSRF(fcinfo, 0);
 	now = rl_now();
 

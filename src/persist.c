@@ -868,6 +868,28 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		 n, share_rows.count, usage_rows.count);
 }
 
+/*
+ * Make a table hold exactly the given rows: delete those whose key (the
+ * first column) is not among them, then upsert them with insert_sql, which
+ * reads the columns as $1, $2, ... arrays.
+ */
+static void
+rl_save_row_set(const char *qschema, const char *table, const char *key,
+				const char *insert_sql, int num_columns, const Oid *types,
+				Datum **columns, int count)
+{
+	Datum		args[RL_MAX_ARRAY_COLUMNS];
+	StringInfoData sql;
+
+	Assert(num_columns <= lengthof(args));
+	for (int i = 0; i < num_columns; i++)
+		args[i] = rl_array(columns[i], count, types[i]);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "DELETE FROM %s.%s WHERE %s <> ALL ($1)", qschema, table, key);
+	rl_execute_arrays(sql.data, 1, types, args);
+	rl_execute_arrays(insert_sql, num_columns, types, args);
+}
+
 /* Save the set of open leases if it changed */
 static void
 rl_persist_leases(const char *qschema)
@@ -878,7 +900,6 @@ rl_persist_leases(const char *qschema)
 	Datum	   *cols[12];
 	Oid			types[12] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
-	Datum		args[12];
 	int			n = 0;
 	StringInfoData sql;
 
@@ -917,13 +938,7 @@ rl_persist_leases(const char *qschema)
 	}
 	LWLockRelease(&rl_state->config_lock);
 
-	for (int i = 0; i < 12; i++)
-		args[i] = rl_array(cols[i], n, types[i]);
-
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state WHERE lease_id <> ALL ($1)", qschema);
-	rl_execute_arrays(sql.data, 1, types, args);
-	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_lease_state (lease_id, model, job_type, instance, tokens,"
 					 " requests, minute_start, day_start, acquired_at, expires_at, pid, role_oid)"
@@ -931,7 +946,7 @@ rl_persist_leases(const char *qschema)
 					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 					 " AS x(l, m, j, i, t, r, ms, ds, aa, ea, p, ro)"
 					 " ON CONFLICT (lease_id) DO NOTHING", qschema);
-	rl_execute_arrays(sql.data, 12, types, args);
+	rl_save_row_set(qschema, "rl_lease_state", "lease_id", sql.data, 12, types, cols, n);
 	persisted_lease_version = version;
 }
 
@@ -944,7 +959,6 @@ rl_persist_instances(const char *qschema)
 	int			count;
 	Datum	   *cols[4];
 	Oid			types[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		args[4];
 	StringInfoData sql;
 
 	if (persisted_anything && version == persisted_instances_version)
@@ -959,13 +973,7 @@ rl_persist_instances(const char *qschema)
 		cols[2][i] = TimestampTzGetDatum(instances[i].registered_at);
 		cols[3][i] = TimestampTzGetDatum(instances[i].last_heartbeat);
 	}
-	for (int i = 0; i < 4; i++)
-		args[i] = rl_array(cols[i], count, types[i]);
-
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "DELETE FROM %s.rl_instance_state WHERE instance <> ALL ($1)", qschema);
-	rl_execute_arrays(sql.data, 1, types, args);
-	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_instance_state AS s (instance, memory_kb, registered_at,"
 					 " last_heartbeat) SELECT i, nullif(m, -1), r, h"
@@ -973,7 +981,7 @@ rl_persist_instances(const char *qschema)
 					 " ON CONFLICT (instance) DO UPDATE SET memory_kb = excluded.memory_kb,"
 					 " registered_at = excluded.registered_at,"
 					 " last_heartbeat = excluded.last_heartbeat", qschema);
-	rl_execute_arrays(sql.data, 4, types, args);
+	rl_save_row_set(qschema, "rl_instance_state", "instance", sql.data, 4, types, cols, count);
 	persisted_instances_version = version;
 }
 

@@ -13,6 +13,7 @@
 
 #include "common/int.h"
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -252,6 +253,8 @@ extern void rl_require_library(void);
 extern void rl_require_ready(void);
 extern int	rl_lookup_slot(HTAB *index, const char *name);
 extern void rl_copy_name(char *dest, const char *src, const char *what);
+extern void rl_copy_name_arg(FunctionCallInfo fcinfo, int argno, char *dest, const char *what);
+extern void rl_require_primary(const char *action);
 
 /* clock.c */
 extern TimestampTz rl_now(void);

@@ -51,11 +51,13 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "instance.h"
@@ -265,6 +267,31 @@ rl_lookup_slot(HTAB *index, const char *name)
 	strlcpy(key, name, sizeof(key));
 	entry = hash_search(index, key, HASH_FIND, NULL);
 	return entry ? entry->slot : -1;
+}
+
+/*
+ * Refuse to change the limiter's state on a hot standby: the primary's
+ * state is authoritative.  action says what was refused ("admit requests").
+ */
+void
+rl_require_primary(const char *action)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("pg_ratelimit cannot %s on a standby", action),
+				 errhint("Call it on the primary server.")));
+}
+
+/* Copy a name argument into a fixed buffer, refusing NULL and bad names */
+void
+rl_copy_name_arg(FunctionCallInfo fcinfo, int argno, char *dest, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	rl_copy_name(dest, text_to_cstring(PG_GETARG_TEXT_PP(argno)), what);
 }
 
 /* Copy a user-supplied name into a fixed buffer, refusing bad names */

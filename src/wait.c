@@ -131,34 +131,13 @@ rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
 	for (;;)
 	{
 		uint32		before = pg_atomic_read_u32(&waiter->changecount);
-		uint32		after;
 
 		if ((before & 1) == 0)
 		{
 			pg_read_barrier();
-			copy->active = waiter->active;
-			if (!copy->active)
-			{
-				/* an inactive record is skipped whatever else it holds */
-				pg_read_barrier();
-				if (pg_atomic_read_u32(&waiter->changecount) == before)
-					break;
-				continue;
-			}
-			copy->claiming = waiter->claiming;
-			copy->ticket = waiter->ticket;
-			copy->num_slots = waiter->num_slots;
-			memcpy(copy->slots, waiter->slots,
-				   sizeof(int) * Min(copy->num_slots, RL_MAX_WAIT_MODELS));
-			copy->tokens = waiter->tokens;
-			copy->requests = waiter->requests;
-			copy->job_type_slot = waiter->job_type_slot;
-			copy->memory_in_flight = waiter->memory_in_flight;
-			copy->memory_cap = waiter->memory_cap;
-			copy->latch = waiter->latch;
+			memcpy(copy, waiter, sizeof(RlWaiter));
 			pg_read_barrier();
-			after = pg_atomic_read_u32(&waiter->changecount);
-			if (after == before)
+			if (pg_atomic_read_u32(&waiter->changecount) == before)
 				break;
 		}
 		/* its owner is changing it, a few instructions' work */
