@@ -11,9 +11,11 @@ OBJS = \
 	src/admission.o \
 	src/clock.o \
 	src/config.o \
+	src/extsql.o \
 	src/functions.o \
 	src/instance.o \
 	src/lease.o \
+	src/mark.o \
 	src/notify.o \
 	src/persist.o \
 	src/pg_ratelimit.o \
@@ -34,7 +36,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 REGRESS = setup config acquire release capacity clock wait usage shares instances errors
 REGRESS_OPTS = --use-existing
 
-ISOLATION = race_rpm race_tpm race_concurrency race_share
+ISOLATION = race_rpm race_tpm race_concurrency race_share config_repeatable_read config_serializable
 ISOLATION_OPTS = --inputdir=tests/isolation --use-existing
 
 TAP_TESTS = 1

@@ -146,6 +146,30 @@ CREATE TABLE rl_usage_daily (
 );
 COMMENT ON TABLE rl_usage_daily IS 'pg_ratelimit usage and cost per ended UTC day, model and job type';
 
+-- High-water marks (see src/mark.c): what each model may have granted in
+-- its current windows, saved before it is granted, so that a restore after
+-- a crash or a failover never admits it again.  The marks are in the order
+-- of the limits rpd, tpd, rpm, tpm, max_concurrent; next_* are for the
+-- windows after minute_start and day_start.
+CREATE TABLE rl_mark (
+	model			text PRIMARY KEY,
+	minute_start	timestamptz NOT NULL,
+	day_start		timestamptz NOT NULL,
+	requests_day	bigint NOT NULL,
+	tokens_day		bigint NOT NULL,
+	requests_minute	bigint NOT NULL,
+	tokens_minute	bigint NOT NULL,
+	in_flight		bigint NOT NULL,
+	next_requests_day bigint NOT NULL,
+	next_tokens_day	bigint NOT NULL,
+	next_requests_minute bigint NOT NULL,
+	next_tokens_minute bigint NOT NULL,
+	lease_horizon	timestamptz NOT NULL,	-- no lease granted under these marks expires later
+	clean			boolean NOT NULL,		-- exact: saved at a clean stop
+	saved_at		timestamptz NOT NULL
+) WITH (fillfactor = 50);
+COMMENT ON TABLE rl_mark IS 'pg_ratelimit high-water marks: usage each model may have reached, saved ahead of use';
+
 CREATE TABLE rl_instance_state (
 	instance		text PRIMARY KEY,
 	memory_kb		bigint,
@@ -162,7 +186,7 @@ CREATE TABLE rl_saved_clock (
 COMMENT ON TABLE rl_saved_clock IS 'pg_ratelimit test clock offset, kept across restarts';
 
 GRANT SELECT ON rl_counter, rl_share_counter, rl_lease_state, rl_usage_daily,
-	rl_instance_state TO PUBLIC;
+	rl_instance_state, rl_mark TO PUBLIC;
 
 -- One row per UTC day, model and job type; job_type NULL is what was used
 -- without a job type (or by a job type since dropped): the model's whole day
@@ -220,15 +244,35 @@ CREATE FUNCTION rl_config_trigger() RETURNS trigger
 AS 'MODULE_PATHNAME', 'rl_config_trigger'
 LANGUAGE C;
 
+-- Every change to the configuration tables reaches shared memory at commit
+-- (src/config.c).  Row triggers, because logical replication fires only
+-- those; a statement trigger for TRUNCATE.  ENABLE ALWAYS: they fire with
+-- session_replication_role = replica and in logical replication too.
+-- Changes made while they are disabled are found by the worker.
 CREATE TRIGGER rl_model_changed
-	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON rl_model
+	BEFORE INSERT OR UPDATE OR DELETE ON rl_model
+	FOR EACH ROW EXECUTE FUNCTION rl_config_trigger();
+CREATE TRIGGER rl_model_truncated
+	BEFORE TRUNCATE ON rl_model
 	FOR EACH STATEMENT EXECUTE FUNCTION rl_config_trigger();
 CREATE TRIGGER rl_job_type_changed
-	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON rl_job_type
+	BEFORE INSERT OR UPDATE OR DELETE ON rl_job_type
+	FOR EACH ROW EXECUTE FUNCTION rl_config_trigger();
+CREATE TRIGGER rl_job_type_truncated
+	BEFORE TRUNCATE ON rl_job_type
 	FOR EACH STATEMENT EXECUTE FUNCTION rl_config_trigger();
 CREATE TRIGGER rl_job_type_wait_changed
-	BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON rl_job_type_wait
+	BEFORE INSERT OR UPDATE OR DELETE ON rl_job_type_wait
+	FOR EACH ROW EXECUTE FUNCTION rl_config_trigger();
+CREATE TRIGGER rl_job_type_wait_truncated
+	BEFORE TRUNCATE ON rl_job_type_wait
 	FOR EACH STATEMENT EXECUTE FUNCTION rl_config_trigger();
+ALTER TABLE rl_model ENABLE ALWAYS TRIGGER rl_model_changed,
+	ENABLE ALWAYS TRIGGER rl_model_truncated;
+ALTER TABLE rl_job_type ENABLE ALWAYS TRIGGER rl_job_type_changed,
+	ENABLE ALWAYS TRIGGER rl_job_type_truncated;
+ALTER TABLE rl_job_type_wait ENABLE ALWAYS TRIGGER rl_job_type_wait_changed,
+	ENABLE ALWAYS TRIGGER rl_job_type_wait_truncated;
 
 CREATE FUNCTION rl_internal_check() RETURNS void
 AS 'MODULE_PATHNAME', 'rl_internal_check'

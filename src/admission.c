@@ -18,9 +18,11 @@
 
 #include "admission.h"
 #include "instance.h"
+#include "mark.h"
 #include "pg_ratelimit.h"
 #include "share.h"
 #include "wait.h"
+#include "worker.h"
 
 /* Indexed by RlDimension, then RL_LIMITED_BY_JOB_TYPE and _MEMORY */
 const char *const rl_dimension_names[RL_NUM_DIMS + 2] = {
@@ -163,20 +165,27 @@ rl_deny(RlModel *model, RlShare *share, int limited_by, TimestampTz retry_at,
  * NULL) the instance's in-flight jobs of the type must stay under it.
  * ticket orders the request among waiters (RL_NEWCOMER_TICKET when not
  * waiting): the room older waiters that fit will take is set aside first.
- * Never errors for a denial; a request that can never fit is reported in
- * result->never_fits.  Caller holds config_lock (shared), so the shares
- * match the configuration.
+ * A request that fits everything but the model's durable high-water marks
+ * (or whose lease would outlive their horizon) is neither granted nor
+ * denied: result->awaiting_mark says the worker was asked for new marks
+ * (mark.c).  Never errors for a denial; a request that can never fit is
+ * reported in result->never_fits.  Caller holds config_lock (shared), so
+ * the shares match the configuration.
  */
 void
 rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
-			 const RlMemoryCap *memory, int64 ticket, TimestampTz now, RlAdmission *result)
+			 const RlMemoryCap *memory, int64 ticket, TimestampTz now,
+			 TimestampTz expires_at, RlAdmission *result)
 {
 	RlModel    *model = &rl_models[slot];
 	RlShare    *share = job_type_slot >= 0 ? rl_share(slot, job_type_slot) : NULL;
 	RlShareRoom share_room;
 	int			blocking = -1;
 	int			share_blocking = -1;
-	int64		room[RL_NUM_DIMS];
+	int			mark_blocking = -1;
+	int64		room[RL_NUM_DIMS];	/* what the limits leave */
+	int64		avail[RL_NUM_DIMS]; /* ... and the marks allow */
+	bool		wake_worker;
 
 	memset(result, 0, sizeof(*result));
 	result->limited_by = -1;
@@ -198,29 +207,56 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		}
 		/* used can exceed limit after an overage: room may be < 0 */
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
+		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : Min(room[d], rl_mark_room(model, d));
 	}
 	if (share)
 		rl_share_room(model, share, &share_room);
 	if (pg_atomic_read_u32(&model->num_waiters) > 0)
+	{
+		int64		before[RL_NUM_DIMS];
+
+		memcpy(before, avail, sizeof(before));
 		rl_claim_for_older_waiters(slot, ticket, tokens, requests, job_type_slot,
-								   room, share ? &share_room : NULL);
+								   avail, share ? &share_room : NULL);
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			if (room[d] != PG_INT64_MAX)
+				room[d] -= before[d] - avail[d];
+	}
 	for (int d = 0; d < RL_NUM_DIMS && blocking < 0; d++)
 		if (rl_dimension_amount(d, tokens, requests) > room[d])
 			blocking = d;
 	if (blocking < 0 && share)
 		share_blocking = rl_share_blocking(&share_room, tokens, requests);
 
-	model->version++;
 	if (blocking >= 0 || share_blocking >= 0)
 	{
 		int			window = blocking >= 0 ? blocking : share_blocking;
 
+		model->version++;
 		if (rl_dimension_is_daily(window))
 			model->denied_in_day = true;
 		else if (window != RL_DIM_CONCURRENCY)
 			model->denied_in_minute = true;
 		rl_deny(model, share, blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE,
 				rl_dimension_resets_at(model, window), result);
+		return;
+	}
+
+	/* It fits the limits: may it be granted before new marks are saved? */
+	for (int d = 0; d < RL_NUM_DIMS && mark_blocking < 0; d++)
+		if (rl_dimension_amount(d, tokens, requests) > avail[d])
+			mark_blocking = d;
+	if (mark_blocking < 0 && !rl_mark_covers_expiry(model, expires_at))
+		mark_blocking = RL_DIM_CONCURRENCY;
+	if (mark_blocking >= 0)
+	{
+		wake_worker = rl_mark_refused(model, tokens, requests, expires_at);
+		result->awaiting_mark = true;
+		result->limited_by = mark_blocking;
+		result->retry_at = rl_add_saturating(now, RL_MARK_RETRY_US);
+		LWLockRelease(&model->lock);
+		if (wake_worker)
+			rl_wake_worker();
 		return;
 	}
 
@@ -242,12 +278,14 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		if (!rl_memory_take(memory))
 		{
 			pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+			model->version++;
 			rl_deny(model, share, RL_LIMITED_BY_MEMORY, 0, result);
 			return;
 		}
 		result->memory_counted = true;
 	}
 
+	model->version++;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		model->used[d] = rl_add_saturating(model->used[d],
 										   rl_dimension_amount(d, tokens, requests));
@@ -257,9 +295,12 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		rl_share_grant(share, model, tokens, requests);
 	if (ticket != RL_NEWCOMER_TICKET)
 		rl_waiter_granted();
+	wake_worker = rl_mark_note_grant(model);
 	result->granted = true;
 	result->model_generation = model->generation;
 	result->minute_start = model->minute_start;
 	result->day_start = model->day_start;
 	LWLockRelease(&model->lock);
+	if (wake_worker)
+		rl_wake_worker();
 }

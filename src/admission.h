@@ -17,6 +17,7 @@ typedef struct RlAdmission
 	int			limited_by;		/* RlDimension that refused,
 								 * RL_LIMITED_BY_JOB_TYPE or _MEMORY, or -1 */
 	TimestampTz retry_at;		/* when that limit's window resets, or 0 */
+	bool		awaiting_mark;	/* fits the limits; waits for new marks */
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
 	uint32		model_generation;	/* the rest only when granted */
@@ -28,6 +29,6 @@ typedef struct RlAdmission
 extern int64 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now);
 extern void rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 						 const RlMemoryCap *memory, int64 ticket, TimestampTz now,
-						 RlAdmission *result);
+						 TimestampTz expires_at, RlAdmission *result);
 
 #endif							/* RL_ADMISSION_H */

@@ -70,6 +70,7 @@ rl_debug_set_clock(PG_FUNCTION_ARGS)
 {
 	int64		offset = 0;
 
+	rl_require_primary("set the clock");
 	rl_require_ready();
 	if (!superuser())
 		ereport(ERROR,

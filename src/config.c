@@ -1,26 +1,54 @@
 /*-------------------------------------------------------------------------
  *
  * config.c
- *		Keeping shared memory in step with the configuration tables.
+ *		Keeping shared memory equal to the committed configuration tables.
  *
  * The tables rl_model, rl_job_type and rl_job_type_wait are the source of
- * truth.  A statement-level trigger on each marks the transaction as having
- * changed the configuration and takes an exclusive lock on the extension
- * object, so configuration transactions run one at a time.  At pre-commit
- * the whole configuration is read back (where errors, such as too many
- * models, can still abort the transaction); at commit it is applied to
- * shared memory in one step under config_lock, which cannot fail because
- * every slot is preallocated.  A rollback applies nothing.
+ * truth; shared memory is a cache of them plus live counters.  This is the
+ * one place that keeps the two equal:
  *
- * After a server start shared memory is empty; the first caller loads the
- * configuration from the tables.  A configuration generation counter makes
- * that load lose any race against a commit that applies a newer state.
+ * - Every change goes through a trigger (row-level, and statement-level for
+ *   TRUNCATE, all ENABLE ALWAYS so that they fire under
+ *   session_replication_role = replica and in logical replication too).  It
+ *   marks the transaction and takes an exclusive lock on the extension
+ *   object, so configuration transactions run one at a time.  At pre-commit
+ *   the transaction takes that lock again (a rolled-back subtransaction may
+ *   have released it) and reads the whole configuration with a fresh
+ *   snapshot: everything committed so far plus its own changes, whatever
+ *   its isolation level.  The ratio-sum rule is checked on that read, where
+ *   an error still aborts the transaction.  At commit, still holding the
+ *   lock, the read is applied to shared memory in one step under
+ *   config_lock; every slot is preallocated, so it cannot fail.  A rollback
+ *   applies nothing.
+ *
+ * - After a server start, a crash or a promotion shared memory does not
+ *   mirror the tables (config_loaded is false): the first caller, or the
+ *   worker, does a full load: it takes the same lock, reads the
+ *   configuration and the saved state, clears shared memory and applies
+ *   both.  A generation counter makes a load lose any race against a commit
+ *   that applied in the meantime.
+ *
+ * - Changes that no trigger saw (made while the triggers were disabled, as
+ *   pg_restore --disable-triggers does) are found by the worker (worker.c),
+ *   which then asks for a resync: the configuration is read again and
+ *   applied, keeping the live counters.  A "cannot happen" state met while
+ *   applying asks for one too, rather than carrying on out of step.
+ *
+ * - A hot standby never treats shared memory as authoritative: every call
+ *   rebuilds it from the tables as replayed so far (nothing is admitted
+ *   there), and config_loaded stays false, so after a promotion the first
+ *   use loads the then-committed state.
+ *
+ * All SQL runs through extsql.c: as the extension's owner, with a pinned
+ * search_path.  Catalog access never happens under config_lock.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
@@ -30,10 +58,15 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "extsql.h"
 #include "instance.h"
+#include "lease.h"
+#include "mark.h"
 #include "persist.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
@@ -41,6 +74,9 @@
 
 PG_FUNCTION_INFO_V1(rl_config_trigger);
 PG_FUNCTION_INFO_V1(rl_internal_resync);
+
+/* Tolerance of the ratio-sum rule: float8 ratios such as 0.1 + 0.9 */
+#define RL_RATIO_SUM_SLACK		1e-9
 
 typedef struct RlModelConfig
 {
@@ -82,14 +118,31 @@ typedef struct RlConfigSnapshot
 	RlJobTypeConfig *job_types;
 	int			num_waits;
 	RlWaitConfig *waits;
-	RlStateSnapshot *state;		/* saved state, read when not yet loaded */
+	double		ratio_sum;		/* of the job types' explicit ratios */
+	RlStateSnapshot *state;		/* saved state, when read for a full load */
+	uint64		resync_seen;	/* resync requests this read answers */
 	bool	   *model_kept;		/* [max_models] */
 	bool	   *model_dropped;	/* [max_models] */
 	bool	   *job_type_kept;	/* [max_job_types] */
 } RlConfigSnapshot;
 
+/* Columns of the configuration queries, by position */
+enum
+{
+	MODEL_COL_NAME = 1,
+	MODEL_COL_RPD,				/* then tpd, rpm, tpm, max_concurrent: the
+								 * RlDimension order */
+	MODEL_COL_COUNT_CACHED = MODEL_COL_RPD + RL_NUM_DIMS,
+	MODEL_COL_PRICE_INPUT,
+	MODEL_COL_PRICE_OUTPUT,
+	MODEL_COL_PRICE_CACHED
+};
+
 /* This transaction changed the configuration */
 static bool config_changed = false;
+
+/* ... and re-created the extension: forget the old instances at commit */
+static bool forget_instances_at_commit = false;
 
 /* Read at pre-commit, applied at commit */
 static RlConfigSnapshot *pending_config = NULL;
@@ -97,7 +150,7 @@ static MemoryContext config_context = NULL;
 
 static bool callbacks_registered = false;
 
-/* Column value as int64, or RL_UNLIMITED when NULL */
+/* Column value as int64, or if_null when NULL */
 static int64
 rl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
 {
@@ -131,8 +184,7 @@ rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 static uint64
 rl_spi_select(const char *sql, int room, const char *what, const char *setting)
 {
-	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pg_ratelimit could not read its configuration: %s", sql);
+	rl_extsql_query(sql, "read its configuration");
 	if (SPI_processed > (uint64) room)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -143,133 +195,159 @@ rl_spi_select(const char *sql, int room, const char *what, const char *setting)
 	return SPI_processed;
 }
 
+/* Read rl_model */
+static void
+rl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
+{
+	StringInfoData sql;
+	uint64		n;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT model, rpd, tpd, rpm, tpm, max_concurrent, count_cached,"
+					 " price_input, price_output, price_cached FROM %s.rl_model",
+					 qschema);
+	n = rl_spi_select(sql.data, rl_max_models, "models", "ratelimit.max_models");
+	snap->num_models = n;
+	snap->models = MemoryContextAllocZero(context, sizeof(RlModelConfig) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		RlModelConfig *m = &snap->models[i];
+		bool		isnull;
+
+		strlcpy(m->name, SPI_getvalue(tup, desc, MODEL_COL_NAME), sizeof(m->name));
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			m->limit[d] = rl_spi_int64(tup, desc, MODEL_COL_RPD + d, RL_UNLIMITED);
+		m->count_cached = DatumGetBool(SPI_getbinval(tup, desc, MODEL_COL_COUNT_CACHED,
+													 &isnull)) || isnull;
+		m->priced = rl_spi_numeric(tup, desc, MODEL_COL_PRICE_INPUT, &m->price_input, m->name);
+		m->priced |= rl_spi_numeric(tup, desc, MODEL_COL_PRICE_OUTPUT, &m->price_output,
+									m->name);
+		m->priced |= rl_spi_numeric(tup, desc, MODEL_COL_PRICE_CACHED, &m->price_cached,
+									m->name);
+	}
+}
+
+/* Read rl_job_type and rl_job_type_wait */
+static void
+rl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
+{
+	StringInfoData sql;
+	uint64		n;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT job_type, est_tokens, est_requests, est_memory_kb, ratio,"
+					 " flexible,"
+					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint"
+					 " FROM %s.rl_job_type", qschema);
+	n = rl_spi_select(sql.data, rl_max_job_types, "job types", "ratelimit.max_job_types");
+	snap->num_job_types = n;
+	snap->job_types = MemoryContextAllocZero(context, sizeof(RlJobTypeConfig) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		RlJobTypeConfig *j = &snap->job_types[i];
+		bool		isnull;
+		Datum		ratio;
+
+		strlcpy(j->name, SPI_getvalue(tup, desc, 1), sizeof(j->name));
+		j->est_tokens = rl_spi_int64(tup, desc, 2, 0);
+		j->est_requests = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		if (isnull)
+			j->est_requests = 1;
+		j->est_memory_kb = rl_spi_int64(tup, desc, 4, 0);
+		ratio = SPI_getbinval(tup, desc, 5, &isnull);
+		j->ratio = isnull ? -1.0 : DatumGetFloat8(ratio);
+		if (j->ratio >= 0)
+			snap->ratio_sum += j->ratio;
+		j->flexible = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)) || isnull;
+		j->max_wait_us = rl_spi_int64(tup, desc, 7, -1);
+	}
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT job_type, model,"
+					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint"
+					 " FROM %s.rl_job_type_wait", qschema);
+	n = rl_spi_select(sql.data, rl_max_job_types * rl_max_models,
+					  "per-model waits", "ratelimit.max_models");
+	snap->num_waits = n;
+	snap->waits = MemoryContextAllocZero(context, sizeof(RlWaitConfig) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		RlWaitConfig *w = &snap->waits[i];
+
+		strlcpy(w->job_type, SPI_getvalue(tup, desc, 1), sizeof(w->job_type));
+		strlcpy(w->model, SPI_getvalue(tup, desc, 2), sizeof(w->model));
+		w->max_wait_us = rl_spi_int64(tup, desc, 3, -1);
+	}
+}
+
 /*
  * Read the whole configuration from the tables into memory of the given
- * context, and the saved state too when shared memory has not been loaded
- * since the server started.  Missing extension (dropped in this
- * transaction): empty.
+ * context, with a fresh snapshot (everything committed so far, and this
+ * transaction's own changes), and the saved state too when with_state.
+ * Missing extension (dropped in this transaction): empty.
  */
 static RlConfigSnapshot *
-rl_read_config(MemoryContext context)
+rl_read_config(MemoryContext context, bool with_state)
 {
 	RlConfigSnapshot *snap;
-	MemoryContext oldcontext;
-	char	   *schema = NULL;
-	StringInfoData sql;
-	bool		pushed_snapshot = false;
+	RlExtSql	session;
 
 	snap = MemoryContextAllocZero(context, sizeof(RlConfigSnapshot));
 	snap->model_kept = MemoryContextAllocZero(context, sizeof(bool) * rl_max_models);
 	snap->model_dropped = MemoryContextAllocZero(context, sizeof(bool) * rl_max_models);
 	snap->job_type_kept = MemoryContextAllocZero(context, sizeof(bool) * rl_max_job_types);
 
-	/* At pre-commit no snapshot is active */
-	if (!ActiveSnapshotSet())
-	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pushed_snapshot = true;
-	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	/* requests made before this read are answered by it */
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	snap->resync_seen = rl_state->resync_requested;
+	LWLockRelease(&rl_state->config_lock);
 
-	if (SPI_execute("SELECT n.nspname FROM pg_catalog.pg_extension e"
-					" JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
-					" WHERE e.extname = 'pg_ratelimit'", false, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-		schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-	if (schema != NULL)
-	{
-		const char *qschema = quote_identifier(schema);
-		uint64		n;
-
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "SELECT model, rpd, tpd, rpm, tpm, max_concurrent, count_cached,"
-						 " price_input, price_output, price_cached FROM %s.rl_model",
-						 qschema);
-		n = rl_spi_select(sql.data, rl_max_models, "models", "ratelimit.max_models");
-		snap->num_models = n;
-		snap->models = MemoryContextAllocZero(context, sizeof(RlModelConfig) * (n + 1));
-		for (uint64 i = 0; i < n; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			RlModelConfig *m = &snap->models[i];
-			bool		isnull;
-
-			strlcpy(m->name, SPI_getvalue(tup, desc, 1), sizeof(m->name));
-			for (int d = 0; d < RL_NUM_DIMS; d++)
-				m->limit[d] = rl_spi_int64(tup, desc, 2 + d, RL_UNLIMITED);
-			m->count_cached = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)) || isnull;
-			m->priced = rl_spi_numeric(tup, desc, 8, &m->price_input, m->name);
-			m->priced |= rl_spi_numeric(tup, desc, 9, &m->price_output, m->name);
-			m->priced |= rl_spi_numeric(tup, desc, 10, &m->price_cached, m->name);
-		}
-
-		resetStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "SELECT job_type, est_tokens, est_requests, est_memory_kb, ratio,"
-						 " flexible, (extract(epoch FROM max_wait) * 1000000)::bigint"
-						 " FROM %s.rl_job_type", qschema);
-		n = rl_spi_select(sql.data, rl_max_job_types, "job types",
-						  "ratelimit.max_job_types");
-		snap->num_job_types = n;
-		snap->job_types = MemoryContextAllocZero(context, sizeof(RlJobTypeConfig) * (n + 1));
-		for (uint64 i = 0; i < n; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			RlJobTypeConfig *j = &snap->job_types[i];
-			bool		isnull;
-			Datum		ratio;
-
-			strlcpy(j->name, SPI_getvalue(tup, desc, 1), sizeof(j->name));
-			j->est_tokens = rl_spi_int64(tup, desc, 2, 0);
-			j->est_requests = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-			if (isnull)
-				j->est_requests = 1;
-			j->est_memory_kb = rl_spi_int64(tup, desc, 4, 0);
-			ratio = SPI_getbinval(tup, desc, 5, &isnull);
-			j->ratio = isnull ? -1.0 : DatumGetFloat8(ratio);
-			j->flexible = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)) || isnull;
-			j->max_wait_us = rl_spi_int64(tup, desc, 7, -1);
-		}
-
-		resetStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "SELECT job_type, model,"
-						 " (extract(epoch FROM max_wait) * 1000000)::bigint"
-						 " FROM %s.rl_job_type_wait", qschema);
-		n = rl_spi_select(sql.data, rl_max_job_types * rl_max_models,
-						  "per-model waits", "ratelimit.max_models");
-		snap->num_waits = n;
-		snap->waits = MemoryContextAllocZero(context, sizeof(RlWaitConfig) * (n + 1));
-		for (uint64 i = 0; i < n; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			RlWaitConfig *w = &snap->waits[i];
-
-			strlcpy(w->job_type, SPI_getvalue(tup, desc, 1), sizeof(w->job_type));
-			strlcpy(w->model, SPI_getvalue(tup, desc, 2), sizeof(w->model));
-			w->max_wait_us = rl_spi_int64(tup, desc, 3, -1);
-		}
-
-		if (!rl_state->config_loaded)
-			snap->state = rl_read_state(context, qschema);
-	}
-
-	oldcontext = MemoryContextSwitchTo(context);
-	SPI_finish();
-	MemoryContextSwitchTo(oldcontext);
-	if (pushed_snapshot)
-		PopActiveSnapshot();
+	if (!rl_extsql_begin(&session, true))
+		return snap;
+	rl_read_models(snap, context, session.qschema);
+	rl_read_job_types(snap, context, session.qschema);
+	if (with_state)
+		snap->state = rl_read_state(context, session.qschema);
+	/* back in the caller's memory context: the SPI one is gone */
+	rl_extsql_end(&session);
 	return snap;
 }
 
-/* Add a name -> slot entry; the index is preallocated, so this cannot fail */
+/*
+ * Ask for the configuration to be read again and applied (keeping the live
+ * counters) by the next caller or the worker.
+ */
+void
+rl_request_config_resync(void)
+{
+	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
+	rl_state->resync_requested++;
+	LWLockRelease(&rl_state->config_lock);
+}
+
+/*
+ * Something that cannot happen happened while applying: say so, and have
+ * the next caller read the tables again.  Caller holds config_lock
+ * exclusively.
+ */
 static void
+rl_apply_failed(const char *what)
+{
+	elog(WARNING, "pg_ratelimit %s; it will read its configuration again", what);
+	rl_state->resync_requested++;
+}
+
+/* Add a name -> slot entry; false when the index is full */
+static bool
 rl_index_insert(HTAB *index, const char *name, int slot)
 {
 	RlNameEntry *entry;
@@ -278,10 +356,10 @@ rl_index_insert(HTAB *index, const char *name, int slot)
 	memset(key, 0, sizeof(key));
 	strlcpy(key, name, sizeof(key));
 	entry = hash_search(index, key, HASH_ENTER_NULL, NULL);
-	if (entry != NULL)
-		entry->slot = slot;
-	else
-		elog(WARNING, "pg_ratelimit index is full");
+	if (entry == NULL)
+		return false;
+	entry->slot = slot;
+	return true;
 }
 
 static void
@@ -304,6 +382,37 @@ rl_set_model_config(RlModel *model, const RlModelConfig *config)
 	model->price_output = config->price_output;
 	model->price_cached = config->price_cached;
 	model->priced = config->priced;
+}
+
+/* Did the configuration of a model change?  Caller holds its lock. */
+static bool
+rl_model_config_differs(const RlModel *model, const RlModelConfig *config)
+{
+	return memcmp(model->limit, config->limit, sizeof(model->limit)) != 0 ||
+		model->count_cached != config->count_cached ||
+		model->priced != config->priced ||
+		memcmp(&model->price_input, &config->price_input, sizeof(RlNumeric)) != 0 ||
+		memcmp(&model->price_output, &config->price_output, sizeof(RlNumeric)) != 0 ||
+		memcmp(&model->price_cached, &config->price_cached, sizeof(RlNumeric)) != 0;
+}
+
+/* Start a model in a free slot; caller holds its lock */
+static void
+rl_init_model(RlModel *model, const RlModelConfig *config)
+{
+	model->in_use = true;
+	model->generation++;
+	strlcpy(model->name, config->name, sizeof(model->name));
+	model->minute_start = 0;
+	model->day_start = 0;
+	memset(model->used, 0, sizeof(model->used));
+	model->granted = model->denied = model->expired = 0;
+	model->overage_events = model->overage_tokens = 0;
+	memset(&model->usage, 0, sizeof(model->usage));
+	memset(&model->usage_ended, 0, sizeof(model->usage_ended));
+	rl_reset_marks(model);
+	model->version++;
+	rl_set_model_config(model, config);
 }
 
 /* Apply the models of a snapshot.  Caller holds config_lock exclusively. */
@@ -347,41 +456,33 @@ rl_apply_models(RlConfigSnapshot *snap)
 
 		if (config->slot < 0)
 		{
-			int			slot;
-
 			while (free_slot < rl_max_models && rl_models[free_slot].in_use)
 				free_slot++;
-			slot = free_slot;
-			if (slot == rl_max_models)
+			if (free_slot == rl_max_models)
 			{
-				/* cannot happen: the read checked the count */
-				elog(WARNING, "pg_ratelimit has no free model slot");
+				rl_apply_failed("has no free model slot");
 				continue;
 			}
-			model = &rl_models[slot];
+			if (!rl_index_insert(rl_model_index, config->name, free_slot))
+			{
+				rl_apply_failed("model index is full");
+				continue;
+			}
+			model = &rl_models[free_slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			model->in_use = true;
-			model->generation++;
-			strlcpy(model->name, config->name, sizeof(model->name));
-			model->minute_start = 0;
-			model->day_start = 0;
-			memset(model->used, 0, sizeof(model->used));
-			model->granted = model->denied = model->expired = 0;
-			model->overage_events = model->overage_tokens = 0;
-			memset(&model->usage, 0, sizeof(model->usage));
-			memset(&model->usage_ended, 0, sizeof(model->usage_ended));
-			model->version++;
-			rl_set_model_config(model, config);
+			rl_init_model(model, config);
 			LWLockRelease(&model->lock);
-			rl_index_insert(rl_model_index, config->name, slot);
-			config->slot = slot;
+			config->slot = free_slot;
 		}
 		else
 		{
 			model = &rl_models[config->slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			rl_set_model_config(model, config);
-			(void) rl_note_capacity_freed(model, RL_NOTIFY_CONFIG, rl_now());
+			if (rl_model_config_differs(model, config))
+			{
+				rl_set_model_config(model, config);
+				(void) rl_note_capacity_freed(model, RL_NOTIFY_CONFIG, rl_now());
+			}
 			LWLockRelease(&model->lock);
 		}
 	}
@@ -414,22 +515,23 @@ rl_apply_job_types(RlConfigSnapshot *snap)
 
 		if (config->slot < 0)
 		{
-			int			slot;
-
 			while (free_slot < rl_max_job_types && rl_job_types[free_slot].in_use)
 				free_slot++;
-			slot = free_slot;
-			if (slot == rl_max_job_types)
+			if (free_slot == rl_max_job_types)
 			{
-				elog(WARNING, "pg_ratelimit has no free job type slot");
+				rl_apply_failed("has no free job type slot");
 				continue;
 			}
-			job_type = &rl_job_types[slot];
+			if (!rl_index_insert(rl_job_type_index, config->name, free_slot))
+			{
+				rl_apply_failed("job type index is full");
+				continue;
+			}
+			job_type = &rl_job_types[free_slot];
 			job_type->in_use = true;
 			job_type->generation++;
 			strlcpy(job_type->name, config->name, sizeof(job_type->name));
-			rl_index_insert(rl_job_type_index, config->name, slot);
-			config->slot = slot;
+			config->slot = free_slot;
 		}
 		job_type = &rl_job_types[config->slot];
 		job_type->est_tokens = config->est_tokens;
@@ -453,16 +555,53 @@ rl_apply_job_types(RlConfigSnapshot *snap)
 	}
 }
 
-/* Make shared memory mirror a snapshot.  Caller holds config_lock exclusively. */
+/*
+ * Forget every model, job type, lease and instance: a full load starts from
+ * nothing (shared memory may hold what a standby showed, or an earlier
+ * installation's state).  Caller holds config_lock exclusively.
+ */
 static void
-rl_apply_config(RlConfigSnapshot *snap)
+rl_clear_shared_state(void)
 {
+	for (int slot = 0; slot < rl_max_models; slot++)
+	{
+		RlModel    *model = &rl_models[slot];
+
+		if (!model->in_use)
+			continue;
+		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+		rl_index_remove(rl_model_index, model->name);
+		model->in_use = false;
+		LWLockRelease(&model->lock);
+	}
+	for (int slot = 0; slot < rl_max_job_types; slot++)
+	{
+		if (!rl_job_types[slot].in_use)
+			continue;
+		rl_index_remove(rl_job_type_index, rl_job_types[slot].name);
+		rl_job_types[slot].in_use = false;
+	}
+	rl_remove_model_leases(NULL);
+	rl_forget_all_instances();
+}
+
+/*
+ * Make shared memory mirror a snapshot.  A full load first clears it and
+ * then restores the saved state; otherwise live counters are kept.  Caller
+ * holds config_lock exclusively.
+ */
+static void
+rl_apply_config(RlConfigSnapshot *snap, bool full)
+{
+	if (full)
+		rl_clear_shared_state();
 	rl_apply_models(snap);
 	rl_apply_job_types(snap);
 	rl_apply_share_config();
-	if (!rl_state->config_loaded && snap->state != NULL)
+	if (full && snap->state != NULL)
 		rl_restore_state(snap->state);
-	rl_state->config_loaded = true;
+	if (snap->resync_seen > rl_state->resync_applied)
+		rl_state->resync_applied = snap->resync_seen;
 	rl_state->config_generation++;
 	/* limits may have grown, models may be gone: waiters look again */
 	rl_wake_all_waiters();
@@ -470,65 +609,180 @@ rl_apply_config(RlConfigSnapshot *snap)
 }
 
 /*
- * Load the configuration into shared memory if nothing has loaded it since
- * the server started.
+ * Take the configuration lock for the rest of a load, as a session lock
+ * (the caller's transaction may go on for long); rl_unlock_configuration
+ * releases it.  Returns whether it was taken (not when the extension is
+ * not installed).
  */
-void
-rl_ensure_config_loaded(void)
+static bool
+rl_lock_configuration(LOCKTAG *tag)
+{
+	Oid			extension_oid;
+	Oid			schema;
+	Oid			owner;
+
+	if (!rl_extension_lookup(&extension_oid, &schema, &owner))
+		return false;
+	SET_LOCKTAG_OBJECT(*tag, MyDatabaseId, ExtensionRelationId, extension_oid, 0);
+	(void) LockAcquire(tag, ExclusiveLock, true, false);
+	return true;
+}
+
+static void
+rl_unlock_configuration(LOCKTAG *tag)
+{
+	LockRelease(tag, ExclusiveLock, true);
+}
+
+/*
+ * On a primary: load the configuration (and, after a start or promotion,
+ * the saved state) when shared memory does not mirror the tables, or read
+ * it again when a resync was asked for.
+ */
+static void
+rl_load_on_primary(void)
 {
 	MemoryContext context;
-
-	if (rl_state->config_loaded)
-		return;
+	LOCKTAG		tag;
+	bool		locked;
 
 	/* Loading now would read this transaction's uncommitted changes */
 	if (config_changed)
+	{
+		if (rl_state->config_loaded)
+			return;				/* a resync can wait for our commit */
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_ratelimit has not loaded its configuration since the server started"),
 				 errhint("Commit the configuration change first.")));
+	}
 
 	context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit config load",
 									ALLOCSET_DEFAULT_SIZES);
-	for (;;)
+	locked = rl_lock_configuration(&tag);
+	PG_TRY();
 	{
-		uint64		generation;
-		RlConfigSnapshot *snap;
-		bool		done;
-
-		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-		generation = rl_state->config_generation;
-		done = rl_state->config_loaded;
-		LWLockRelease(&rl_state->config_lock);
-		if (done)
-			break;
-
-		snap = rl_read_config(context);
-
-		/* A commit that applied a newer state in the meantime wins */
-		LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-		if (!rl_state->config_loaded && rl_state->config_generation == generation)
+		for (;;)
 		{
-			rl_apply_config(snap);
-			elog(DEBUG1, "pg_ratelimit loaded %d models and %d job types",
-				 snap->num_models, snap->num_job_types);
+			uint64		generation;
+			bool		full;
+			bool		done;
+			RlConfigSnapshot *snap;
+
+			LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+			generation = rl_state->config_generation;
+			full = !rl_state->config_loaded;
+			done = !full && rl_state->resync_applied >= rl_state->resync_requested;
+			LWLockRelease(&rl_state->config_lock);
+			if (done)
+				break;
+
+			snap = rl_read_config(context, full);
+
+			/* A commit that applied a newer state in the meantime wins */
+			LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
+			if (rl_state->config_generation == generation)
+			{
+				rl_apply_config(snap, full);
+				rl_state->config_loaded = true;
+				elog(DEBUG1, "pg_ratelimit %s %d models and %d job types",
+					 full ? "loaded" : "re-read", snap->num_models, snap->num_job_types);
+			}
+			LWLockRelease(&rl_state->config_lock);
+			MemoryContextReset(context);
 		}
-		done = rl_state->config_loaded;
-		LWLockRelease(&rl_state->config_lock);
-		MemoryContextReset(context);
-		if (done)
-			break;
 	}
+	PG_FINALLY();
+	{
+		if (locked)
+			rl_unlock_configuration(&tag);
+	}
+	PG_END_TRY();
 	MemoryContextDelete(context);
+}
+
+/*
+ * On a hot standby: rebuild shared memory from the tables as replayed so
+ * far, for the views.  Nothing is admitted here, and config_loaded stays
+ * false, so that a promotion starts from the then-committed state.
+ */
+static void
+rl_load_on_standby(void)
+{
+	MemoryContext context;
+	RlConfigSnapshot *snap;
+
+	context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit standby load",
+									ALLOCSET_DEFAULT_SIZES);
+	snap = rl_read_config(context, true);
+	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
+	/* promoted meanwhile, and loaded as a primary: that state is live */
+	if (!rl_state->config_loaded)
+		rl_apply_config(snap, true);
+	LWLockRelease(&rl_state->config_lock);
+	MemoryContextDelete(context);
+
+	ereport(NOTICE,
+			(errmsg("pg_ratelimit is on a standby: this is the state the primary last saved"),
+			 errdetail("Acquire and release on the primary; this server would start from this state if promoted.")));
+}
+
+/*
+ * Make shared memory mirror the committed configuration before a caller
+ * uses it: see the top of this file.
+ */
+void
+rl_ensure_config_loaded(void)
+{
+	if (RecoveryInProgress())
+	{
+		rl_load_on_standby();
+		return;
+	}
+	/* unlocked peeks: both only ever move forward */
+	if (rl_state->config_loaded &&
+		rl_state->resync_applied >= rl_state->resync_requested)
+		return;
+	rl_load_on_primary();
 }
 
 static void
 rl_forget_config_change(void)
 {
 	config_changed = false;
+	forget_instances_at_commit = false;
 	pending_config = NULL;
 	if (config_context)
 		MemoryContextReset(config_context);
+}
+
+/* The ratio-sum rule, on the configuration about to be committed */
+static void
+rl_check_ratio_sum(const RlConfigSnapshot *snap)
+{
+	if (snap->ratio_sum > 1 + RL_RATIO_SUM_SLACK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job type ratios would sum to %.6f, more than 1", snap->ratio_sum),
+				 errhint("Lower the ratio of this or another job type.")));
+}
+
+/*
+ * Take the lock that serializes configuration transactions, for the rest
+ * of this transaction.
+ */
+static void
+rl_lock_configuration_for_commit(void)
+{
+	Oid			extension_oid;
+	Oid			schema;
+	Oid			owner;
+
+	if (creating_extension)
+		extension_oid = CurrentExtensionObject;
+	else if (!rl_extension_lookup(&extension_oid, &schema, &owner))
+		return;
+	LockDatabaseObject(ExtensionRelationId, extension_oid, 0, ExclusiveLock);
 }
 
 /* Read the new configuration at pre-commit, apply it at commit */
@@ -541,15 +795,23 @@ rl_config_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			pending_config = rl_read_config(config_context);
+			rl_lock_configuration_for_commit();
+			/* make the last statement's changes visible to the read */
+			CommandCounterIncrement();
+			pending_config = rl_read_config(config_context, !rl_state->config_loaded);
+			rl_check_ratio_sum(pending_config);
 			break;
 		case XACT_EVENT_COMMIT:
 			if (pending_config != NULL)
 			{
 				LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-				rl_apply_config(pending_config);
+				rl_apply_config(pending_config,
+								!rl_state->config_loaded && pending_config->state != NULL);
+				rl_state->config_loaded = true;
 				LWLockRelease(&rl_state->config_lock);
 			}
+			if (forget_instances_at_commit)
+				rl_forget_all_instances();
 			rl_forget_config_change();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
@@ -584,33 +846,37 @@ rl_install_config_callbacks(void)
 static void
 rl_mark_config_changed(void)
 {
-	Oid			extension_oid;
-
 	rl_require_library();
-
-	extension_oid = creating_extension ? CurrentExtensionObject
-		: get_extension_oid("pg_ratelimit", false);
-	LockDatabaseObject(ExtensionRelationId, extension_oid, 0, ExclusiveLock);
-
+	rl_lock_configuration_for_commit();
 	rl_install_config_callbacks();
 	config_changed = true;
 }
 
-/* Statement trigger on the configuration tables */
+/*
+ * Trigger on the configuration tables: row-level for INSERT, UPDATE and
+ * DELETE (logical replication fires only those), statement-level for
+ * TRUNCATE.  A row trigger passes its row through unchanged.
+ */
 Datum
 rl_config_trigger(PG_FUNCTION_ARGS)
 {
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("rl_config_trigger must be called as a trigger")));
 	rl_mark_config_changed();
-	PG_RETURN_POINTER(NULL);
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		PG_RETURN_POINTER(NULL);
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		PG_RETURN_POINTER(trigdata->tg_newtuple);
+	PG_RETURN_POINTER(trigdata->tg_trigtuple);
 }
 
 /*
- * Called by the install script: make shared memory mirror the (new, empty)
- * tables at commit, and forget the instances of an earlier installation.
+ * Called by the install script: at commit, make shared memory mirror the
+ * (new, empty) tables and forget the instances of an earlier installation.
  * Without the preloaded library there is nothing to do.
  */
 Datum
@@ -619,9 +885,92 @@ rl_internal_resync(PG_FUNCTION_ARGS)
 	if (rl_state != NULL)
 	{
 		rl_mark_config_changed();
-		rl_forget_all_instances();
+		forget_instances_at_commit = true;
 	}
 	PG_RETURN_VOID();
+}
+
+/* The configuration tables, as the worker last found them (worker only) */
+static const char *const config_tables[] = {"rl_model", "rl_job_type", "rl_job_type_wait"};
+static Oid	config_relids[lengthof(config_tables)];
+static bool config_relation_changed = false;
+
+/*
+ * Relcache invalidation callback of the worker.  Disabling or enabling a
+ * trigger on a configuration table (as pg_restore --disable-triggers does
+ * around its COPY), truncating it or a reset of the invalidation queue
+ * (relid InvalidOid) may mean changes no trigger saw: the next round reads
+ * the tables again.  No catalog access here.
+ */
+void
+rl_config_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid))
+	{
+		config_relation_changed = true;
+		return;
+	}
+	for (int i = 0; i < (int) lengthof(config_relids); i++)
+		if (relid == config_relids[i])
+			config_relation_changed = true;
+}
+
+/* Are the extension's triggers on this table all there and firing always? */
+static bool
+rl_config_triggers_enabled(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	TriggerDesc *triggers = rel->trigdesc;
+	int			ours = 0;
+	bool		enabled = true;
+
+	for (int i = 0; triggers != NULL && i < triggers->numtriggers; i++)
+	{
+		Trigger    *trigger = &triggers->triggers[i];
+
+		if (strncmp(trigger->tgname, "rl_", 3) != 0)
+			continue;
+		ours++;
+		if (trigger->tgenabled != TRIGGER_FIRES_ALWAYS)
+			enabled = false;
+	}
+	table_close(rel, AccessShareLock);
+	return enabled && ours > 0;
+}
+
+/*
+ * Once per worker round, in its transaction: ask for a resync when a
+ * configuration table may have changed behind the triggers' back, and on
+ * every round while any of the triggers is disabled.
+ */
+void
+rl_check_config_triggers(void)
+{
+	static bool warned = false;
+	Oid			extension_oid;
+	Oid			schema;
+	Oid			owner;
+	bool		all_enabled = true;
+
+	if (!rl_extension_lookup(&extension_oid, &schema, &owner))
+		return;
+	for (int i = 0; i < (int) lengthof(config_tables); i++)
+	{
+		config_relids[i] = get_relname_relid(config_tables[i], schema);
+		if (!OidIsValid(config_relids[i]) || !rl_config_triggers_enabled(config_relids[i]))
+			all_enabled = false;
+	}
+	if (!all_enabled && !warned)
+		ereport(WARNING,
+				(errmsg("pg_ratelimit configuration triggers are disabled"),
+				 errdetail("The worker reads the configuration tables again every round until they are enabled."),
+				 errhint("ALTER TABLE ... ENABLE ALWAYS TRIGGER on rl_model, rl_job_type and rl_job_type_wait.")));
+	warned = !all_enabled;
+	if (config_relation_changed || !all_enabled)
+	{
+		config_relation_changed = false;
+		rl_request_config_resync();
+	}
 }
 
 /* Called by the configuration functions: fail early without the library */

@@ -27,6 +27,7 @@
 #include "admission.h"
 #include "instance.h"
 #include "lease.h"
+#include "mark.h"
 #include "pg_ratelimit.h"
 #include "share.h"
 #include "wait.h"
@@ -215,6 +216,7 @@ typedef struct RlAttempt
 	RlAdmission reported;
 	int			never_fits_index;	/* first model the request can never fit */
 	RlAdmission never_fits;
+	bool		awaiting_mark;	/* a model that fits waits for new marks */
 	RlMemoryCap memory;			/* of the instance named, for its job type */
 } RlAttempt;
 
@@ -230,9 +232,12 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	RlAdmission admission;
 	RlMemoryCap *memory = &attempt->memory;
 
+	TimestampTz expires_at = rl_add_saturating(now, args->ttl_us);
+
 	attempt->granted_index = -1;
 	attempt->reported_index = -1;
 	attempt->never_fits_index = -1;
+	attempt->awaiting_mark = false;
 	attempt->max_wait_us = 0;
 
 	/* Held shared until the lease is stored: no model is dropped meanwhile */
@@ -257,7 +262,8 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	for (int i = 0; i < num_models; i++)
 	{
 		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests,
-					 attempt->size.job_type_slot, memory, ticket, now, &admission);
+					 attempt->size.job_type_slot, memory, ticket, now, expires_at,
+					 &admission);
 		if (admission.never_fits >= 0)
 		{
 			if (num_models == 1)
@@ -284,7 +290,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 			lease.minute_start = admission.minute_start;
 			lease.day_start = admission.day_start;
 			lease.acquired_at = now;
-			lease.expires_at = rl_add_saturating(now, args->ttl_us);
+			lease.expires_at = expires_at;
 			lease.pid = MyProcPid;
 			lease.role = GetUserId();
 			memcpy(lease.instance, args->instance, sizeof(lease.instance));
@@ -296,6 +302,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 			attempt->lease_id = lease.lease_id;
 			break;
 		}
+		attempt->awaiting_mark |= admission.awaiting_mark;
 		/* Of the denials, report the one that frees soonest */
 		if (attempt->reported_index < 0 ||
 			(admission.retry_at != 0 &&
@@ -319,51 +326,41 @@ rl_sleep_ms(TimestampTz from, TimestampTz to)
 
 /*
  * Wait in the queue of the models until an attempt admits or max_wait has
- * passed (real time).  Sleeps until the earliest window reset that can help,
- * or until a release, expiry or configuration change wakes us.
+ * passed (real time); while a model that fits waits only for new
+ * high-water marks, at least RL_MARK_WAIT_US.  Sleeps until the earliest
+ * window reset that can help, or until a release, expiry, configuration
+ * change or new marks wake us.  Registers before its first attempt, so no
+ * wake-up between an attempt and the sleep is lost.
  */
 static void
 rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 					 const RlLeaseArgs *args, int64 max_wait_us, RlAttempt *attempt)
 {
-	TimestampTz deadline = rl_add_saturating(GetCurrentTimestamp(), max_wait_us);
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz deadline = rl_add_saturating(start, max_wait_us);
+	TimestampTz mark_deadline = rl_add_saturating(start, RL_MARK_WAIT_US);
 	int64		ticket;
 	int			registered[RL_MAX_WAIT_MODELS];
-
-	if (num_models > RL_MAX_WAIT_MODELS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("cannot wait on more than %d models at once", RL_MAX_WAIT_MODELS)));
 
 	memcpy(registered, attempt->slots, sizeof(int) * num_models);
 	ticket = rl_register_waiter(registered, num_models, attempt->size.tokens,
 								attempt->size.requests, attempt->size.job_type_slot,
 								&attempt->memory, 0);
+	rl_waiter_awaiting_mark(attempt->awaiting_mark);
 	PG_TRY();
 	{
 		for (;;)
 		{
-			TimestampTz now;
+			TimestampTz now = rl_now();
 			TimestampTz real_now;
+			TimestampTz until;
 			long		sleep_ms;
 
-			real_now = GetCurrentTimestamp();
-			if (real_now >= deadline)
-				break;
-			sleep_ms = rl_sleep_ms(real_now, deadline);
-			if (attempt->reported_index >= 0 && attempt->reported.retry_at != 0)
-				sleep_ms = Min(sleep_ms, rl_sleep_ms(rl_now(), attempt->reported.retry_at));
-
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-
-			now = rl_now();
 			rl_expire_due_leases(now);
 			rl_attempt(fcinfo, names, num_models, ticket, args, now, attempt);
 			if (attempt->granted_index >= 0 || attempt->reported_index < 0)
 				break;
+			rl_waiter_awaiting_mark(attempt->awaiting_mark);
 
 			/* a model was re-created in another slot: follow it */
 			if (memcmp(registered, attempt->slots, sizeof(int) * num_models) != 0)
@@ -373,6 +370,19 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 								   attempt->size.requests, attempt->size.job_type_slot,
 								   &attempt->memory, ticket);
 			}
+
+			real_now = GetCurrentTimestamp();
+			until = attempt->awaiting_mark ? Max(deadline, mark_deadline) : deadline;
+			if (real_now >= until)
+				break;
+			sleep_ms = rl_sleep_ms(real_now, until);
+			if (!attempt->awaiting_mark && attempt->reported.retry_at != 0)
+				sleep_ms = Min(sleep_ms, rl_sleep_ms(now, attempt->reported.retry_at));
+
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
 		}
 	}
 	PG_CATCH();
@@ -400,8 +410,6 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	TupleDesc	tupdesc;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
-
-	rl_require_primary("admit requests");
 
 	rl_require_non_negative(fcinfo, ARG_TOKENS, "tokens", false);
 	rl_require_non_negative(fcinfo, ARG_REQUESTS, "requests", true);
@@ -434,10 +442,22 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	/* max_wait: the argument, else the job type's wait for the models */
 	if (max_wait_us < 0)
 		max_wait_us = attempt.max_wait_us;
-	if (attempt.granted_index < 0 && attempt.reported_index >= 0 && max_wait_us > 0)
+	if (attempt.granted_index < 0 && attempt.reported_index >= 0 &&
+		(max_wait_us > 0 || attempt.awaiting_mark))
 	{
-		rl_wait_for_capacity(fcinfo, names, num_models, &args, max_wait_us, &attempt);
-		now = rl_now();
+		if (num_models > RL_MAX_WAIT_MODELS)
+		{
+			if (max_wait_us > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("cannot wait on more than %d models at once",
+								RL_MAX_WAIT_MODELS)));
+		}
+		else
+		{
+			rl_wait_for_capacity(fcinfo, names, num_models, &args, max_wait_us, &attempt);
+			now = rl_now();
+		}
 	}
 
 	/* every model refused the request as too large */
@@ -485,6 +505,7 @@ rl_acquire(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 
+	rl_require_primary("admit requests");
 	rl_require_ready();
 	name = rl_model_name(rl_require_text(fcinfo, ARG_MODELS, "model"));
 	return rl_acquire_models(fcinfo, &name, 1);
@@ -503,6 +524,7 @@ rl_acquire_any(PG_FUNCTION_ARGS)
 	int			count;
 	char	  **names;
 
+	rl_require_primary("admit requests");
 	rl_require_ready();
 	if (PG_ARGISNULL(ARG_MODELS))
 		ereport(ERROR,
@@ -559,6 +581,7 @@ rl_release(PG_FUNCTION_ARGS)
 	Datum		values[7];
 	bool		nulls[7];
 
+	rl_require_primary("release leases");
 	rl_require_ready();
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -789,60 +812,83 @@ rl_status_internal(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* rl_leases_internal(): one row per open lease, behind the rl_leases view */
+/* One row of rl_leases, gathered under config_lock */
+typedef struct RlLeaseRow
+{
+	RlLease		lease;
+	char		model[RL_NAME_MAX_LEN + 1];
+	char		job_type[RL_NAME_MAX_LEN + 1];	/* empty when none */
+} RlLeaseRow;
+
+/*
+ * rl_leases_internal(): one row per open lease, behind the rl_leases view.
+ * Placeholder leases held after a crash (mark.c) have no pid and no role.
+ */
 Datum
 rl_leases_internal(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TimestampTz now;
 	RlLease    *leases;
+	RlLeaseRow *rows;
 	int			count;
+	int			num_rows = 0;
 
 	rl_require_ready();
 	InitMaterializedSRF(fcinfo, 0);
 	now = rl_now();
 	rl_expire_due_leases(now);
 
-	/* config_lock keeps slot names and generations still while we read */
+	/* config_lock keeps slot names and generations still while we copy */
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 	count = rl_copy_open_leases(&leases);
+	rows = palloc(sizeof(RlLeaseRow) * Max(count, 1));
 	for (int i = 0; i < count; i++)
 	{
 		RlLease    *lease = &leases[i];
 		RlModel    *model = &rl_models[lease->model_slot];
 		RlJobType  *job_type = lease->job_type_slot >= 0 ?
 			&rl_job_types[lease->job_type_slot] : NULL;
-		Datum		values[10];
-		bool		nulls[10];
-		char	   *role;
+		RlLeaseRow *row = &rows[num_rows];
 
 		if (lease->expires_at <= now || !model->in_use ||
 			model->generation != lease->model_generation)
 			continue;
-		memset(nulls, false, sizeof(nulls));
-		values[0] = Int64GetDatum(lease->lease_id);
-		values[1] = CStringGetTextDatum(model->name);
+		row->lease = *lease;
+		strlcpy(row->model, model->name, sizeof(row->model));
+		row->job_type[0] = '\0';
 		if (job_type && job_type->in_use &&
 			job_type->generation == lease->job_type_generation)
-			values[2] = CStringGetTextDatum(job_type->name);
-		else
-			nulls[2] = true;
-		if (lease->instance[0] != '\0')
-			values[3] = CStringGetTextDatum(lease->instance);
-		else
-			nulls[3] = true;
-		values[4] = Int64GetDatum(lease->tokens);
-		values[5] = Int32GetDatum(lease->requests);
-		values[6] = TimestampTzGetDatum(lease->acquired_at);
-		values[7] = TimestampTzGetDatum(lease->expires_at);
-		values[8] = Int32GetDatum(lease->pid);
-		role = GetUserNameFromId(lease->role, true);
-		if (role)
-			values[9] = CStringGetTextDatum(role);
-		else
-			nulls[9] = true;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			strlcpy(row->job_type, job_type->name, sizeof(row->job_type));
+		num_rows++;
 	}
 	LWLockRelease(&rl_state->config_lock);
+
+	/* role names come from the catalogs: never under an LWLock */
+	for (int i = 0; i < num_rows; i++)
+	{
+		RlLeaseRow *row = &rows[i];
+		Datum		values[10];
+		bool		nulls[10];
+		char	   *role = OidIsValid(row->lease.role) ?
+			GetUserNameFromId(row->lease.role, true) : NULL;
+
+		memset(nulls, false, sizeof(nulls));
+		values[0] = Int64GetDatum(row->lease.lease_id);
+		values[1] = CStringGetTextDatum(row->model);
+		values[2] = CStringGetTextDatum(row->job_type);
+		nulls[2] = row->job_type[0] == '\0';
+		values[3] = CStringGetTextDatum(row->lease.instance);
+		nulls[3] = row->lease.instance[0] == '\0';
+		values[4] = Int64GetDatum(row->lease.tokens);
+		values[5] = Int32GetDatum(row->lease.requests);
+		values[6] = TimestampTzGetDatum(row->lease.acquired_at);
+		values[7] = TimestampTzGetDatum(row->lease.expires_at);
+		values[8] = Int32GetDatum(row->lease.pid);
+		nulls[8] = row->lease.pid == 0;
+		values[9] = role ? CStringGetTextDatum(role) : (Datum) 0;
+		nulls[9] = role == NULL;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 	return (Datum) 0;
 }

@@ -232,8 +232,8 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	bool		joined;
 	int			live;
 
-	rl_require_ready();
 	rl_require_primary("register instances");
+	rl_require_ready();
 	rl_copy_name_arg(fcinfo, 0, name, "instance");
 	if (!PG_ARGISNULL(1))
 	{
@@ -315,8 +315,8 @@ rl_unregister(PG_FUNCTION_ARGS)
 {
 	char		name[RL_NAME_MAX_LEN + 1];
 
-	rl_require_ready();
 	rl_require_primary("unregister instances");
+	rl_require_ready();
 	rl_copy_name_arg(fcinfo, 0, name, "instance");
 	if (rl_drop_instance(name))
 		rl_wake_worker();

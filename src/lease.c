@@ -134,7 +134,8 @@ rl_take_lease(int64 lease_id, RlLease *lease)
 	{
 		entry = hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
 											HASH_FIND, NULL);
-		if (entry == NULL)
+		/* a placeholder held after a crash (mark.c) is nobody's to release */
+		if (entry == NULL || !OidIsValid(entry->role))
 		{
 			LWLockRelease(partition);
 			return false;
@@ -252,8 +253,36 @@ rl_expire_due_leases(TimestampTz now)
 }
 
 /*
- * Discard the open leases of dropped models.  Called while applying a
- * configuration change, with config_lock held exclusively; must not fail.
+ * Put a restored (or placeholder) lease back in the table; false when it is
+ * there already or the table is full.  Called while restoring state, with
+ * config_lock held exclusively; never errors.  The caller counts it in
+ * open_leases.
+ */
+bool
+rl_restore_lease(const RlLease *lease)
+{
+	uint32		hashcode;
+	LWLock	   *partition = rl_lease_partition(lease->lease_id, &hashcode);
+	RlLease    *entry;
+	bool		found;
+
+	LWLockAcquire(partition, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
+										hashcode, HASH_ENTER_NULL, &found);
+	if (entry != NULL && !found)
+		memcpy(entry, lease, sizeof(RlLease));
+	LWLockRelease(partition);
+	if (entry == NULL || found)
+		return false;
+	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+	rl_note_lease_expiry(lease->expires_at);
+	return true;
+}
+
+/*
+ * Discard the open leases of dropped models (dropped[slot]), or all of
+ * them (dropped NULL).  Called while applying a configuration change, with
+ * config_lock held exclusively; must not fail.
  */
 void
 rl_remove_model_leases(const bool *dropped)
@@ -266,7 +295,7 @@ rl_remove_model_leases(const bool *dropped)
 	hash_seq_init(&scan, rl_lease_table);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (dropped[entry->model_slot])
+		if (dropped == NULL || dropped[entry->model_slot])
 		{
 			rl_instance_lease_gone(entry);
 			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);

@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -33,10 +34,13 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "extsql.h"
 #include "instance.h"
 #include "lease.h"
+#include "mark.h"
 #include "persist.h"
 #include "pg_ratelimit.h"
+#include "worker.h"
 
 typedef struct RlSavedCounter
 {
@@ -74,6 +78,12 @@ typedef struct RlSavedShare
 	RlDayUsage	usage;			/* of the day the row was saved in */
 } RlSavedShare;
 
+typedef struct RlSavedMarks
+{
+	char		model[RL_NAME_MAX_LEN + 1];
+	RlMarkSet	marks;
+} RlSavedMarks;
+
 typedef struct RlSavedLease
 {
 	RlLease		lease;
@@ -89,10 +99,13 @@ struct RlStateSnapshot
 	RlSavedCounter *counters;
 	int			num_shares;
 	RlSavedShare *shares;
+	int			num_marks;
+	RlSavedMarks *marks;
 	int			num_leases;
 	RlSavedLease *leases;
 	int			num_instances;
 	RlInstanceInfo *instances;
+	int64	   *lease_floor;	/* scratch: [model slot * 4 + dimension] */
 };
 
 /* Columns of rl_counter passed as arrays */
@@ -157,17 +170,67 @@ rl_read_usage(HeapTuple tuple, TupleDesc desc, int first, RlDayUsage *usage)
 		(void) rl_numeric_store(&usage->cost, DatumGetNumeric(cost));
 }
 
-/* Run a state query; the caller is connected to SPI */
+/* Run a state query in the caller's extsql session */
 static void
 rl_state_query(const char *sql)
 {
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pg_ratelimit could not read its saved state: %s", sql);
+	rl_extsql_query(sql, "read its saved state");
+}
+
+/* Columns of rl_mark, by position */
+enum
+{
+	MARK_COL_MODEL = 1,
+	MARK_COL_MINUTE_START,
+	MARK_COL_DAY_START,
+	MARK_COL_MARK,				/* RL_NUM_DIMS marks in RlDimension order */
+	MARK_COL_NEXT = MARK_COL_MARK + RL_NUM_DIMS,	/* then the next-window
+													 * marks but concurrency */
+	MARK_COL_HORIZON = MARK_COL_NEXT + RL_NUM_DIMS - 1,
+	MARK_COL_CLEAN,
+	MARK_NUM_COLUMNS = MARK_COL_CLEAN
+};
+
+/* Read the saved high-water marks (rl_mark) */
+static void
+rl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema)
+{
+	StringInfoData sql;
+	TupleDesc	desc;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT model, minute_start, day_start, requests_day, tokens_day,"
+					 " requests_minute, tokens_minute, in_flight, next_requests_day,"
+					 " next_tokens_day, next_requests_minute, next_tokens_minute,"
+					 " lease_horizon, clean FROM %s.rl_mark", qschema);
+	rl_state_query(sql.data);
+	desc = SPI_tuptable->tupdesc;
+	Assert(desc->natts == MARK_NUM_COLUMNS);
+	state->num_marks = SPI_processed;
+	state->marks = MemoryContextAllocZero(context, sizeof(RlSavedMarks) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		RlSavedMarks *saved = &state->marks[i];
+		bool		isnull;
+
+		strlcpy(saved->model, SPI_getvalue(tup, desc, MARK_COL_MODEL), sizeof(saved->model));
+		saved->marks.minute_start = rl_col_int64(tup, desc, MARK_COL_MINUTE_START);
+		saved->marks.day_start = rl_col_int64(tup, desc, MARK_COL_DAY_START);
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			saved->marks.mark[d] = rl_col_int64(tup, desc, MARK_COL_MARK + d);
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+			saved->marks.next[d] = rl_col_int64(tup, desc, MARK_COL_NEXT + d);
+		saved->marks.horizon = rl_col_int64(tup, desc, MARK_COL_HORIZON);
+		saved->marks.clean = DatumGetBool(SPI_getbinval(tup, desc, MARK_COL_CLEAN, &isnull)) &&
+			!isnull;
+	}
 }
 
 /*
- * Read the saved state.  The caller is connected to SPI; the result lives
- * in the given context.
+ * Read the saved state.  The caller is in an extsql session; the result
+ * lives in the given context.
  */
 RlStateSnapshot *
 rl_read_state(MemoryContext context, const char *qschema)
@@ -175,6 +238,9 @@ rl_read_state(MemoryContext context, const char *qschema)
 	RlStateSnapshot *state = MemoryContextAllocZero(context, sizeof(RlStateSnapshot));
 	StringInfoData sql;
 	TupleDesc	desc;
+
+	state->lease_floor = MemoryContextAllocZero(context, sizeof(int64) * rl_max_models *
+												RL_DIM_CONCURRENCY);
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT clock_offset_us FROM %s.rl_saved_clock", qschema);
@@ -247,6 +313,8 @@ rl_read_state(MemoryContext context, const char *qschema)
 		rl_read_usage(tup, desc, 15, &sh->usage);
 	}
 
+	rl_read_marks(state, context, qschema);
+
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT instance, coalesce(memory_kb, -1), registered_at, last_heartbeat"
@@ -299,10 +367,136 @@ rl_read_state(MemoryContext context, const char *qschema)
 	return state;
 }
 
+/* The limiter's current windows, set on a model being restored */
+static void
+rl_restore_windows(RlModel *model, TimestampTz minute_start, TimestampTz day_start)
+{
+	if (model->minute_start != minute_start)
+	{
+		model->minute_start = minute_start;
+		model->used[RL_DIM_RPM] = model->used[RL_DIM_TPM] = 0;
+	}
+	if (model->day_start != day_start)
+	{
+		model->day_start = day_start;
+		model->used[RL_DIM_RPD] = model->used[RL_DIM_TPD] = 0;
+	}
+}
+
+/* A model's saved counters, for windows that are still current */
+static void
+rl_restore_counter(const RlSavedCounter *c, TimestampTz minute_start, TimestampTz day_start)
+{
+	int			slot = rl_lookup_slot(rl_model_index, c->model);
+	RlModel    *model;
+
+	if (slot < 0)
+		return;
+	model = &rl_models[slot];
+	rl_restore_windows(model, minute_start, day_start);
+	if (c->minute_start == minute_start)
+	{
+		model->used[RL_DIM_RPM] = c->requests_minute;
+		model->used[RL_DIM_TPM] = c->tokens_minute;
+	}
+	if (c->day_start == day_start)
+	{
+		model->used[RL_DIM_RPD] = c->requests_day;
+		model->used[RL_DIM_TPD] = c->tokens_day;
+	}
+	model->granted = c->granted;
+	model->denied = c->denied;
+	model->expired = c->expired;
+	model->overage_events = c->overage_events;
+	model->overage_tokens = c->overage_tokens;
+	if (c->usage.day_start == day_start)
+		model->usage = c->usage;
+	else
+	{
+		/* a day that ended while we were down: rl_usage_daily gets it */
+		model->usage_ended = c->usage;
+		model->usage.day_start = day_start;
+	}
+}
+
 /*
- * Put saved state back into freshly loaded shared memory.  Called while
- * applying the first configuration load, with config_lock held
- * exclusively; must not fail.
+ * A model's saved marks: each current window counts as used up to its mark
+ * (what may have been granted after the last save of the counters), and
+ * the marks are in force again.
+ */
+static void
+rl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampTz day_start)
+{
+	int			slot = rl_lookup_slot(rl_model_index, saved->model);
+	RlModel    *model;
+
+	if (slot < 0)
+		return;
+	model = &rl_models[slot];
+	rl_restore_windows(model, minute_start, day_start);
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (model->limit[d] != RL_UNLIMITED)
+			model->used[d] = Max(model->used[d],
+								 rl_mark_bound(&saved->marks, d, minute_start, day_start));
+	model->marks.saved = saved->marks;
+}
+
+/*
+ * After a stop that was not clean, leases granted after the last save of
+ * the leases are unknown: hold the concurrency slots the marks allow for
+ * them with placeholder leases until the latest any of them can expire,
+ * and let no restored lease give its slot back before then either (it may
+ * have been released already, its slot taken by one of the unknown ones).
+ */
+static bool
+rl_restore_holds_slots(const RlModel *model, TimestampTz now)
+{
+	return model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED &&
+		!model->marks.saved.clean && model->marks.saved.horizon > now;
+}
+
+/* Placeholder leases for a model's unknown leases; returns how many */
+static uint32
+rl_restore_placeholders(int slot, TimestampTz now, uint32 room)
+{
+	RlModel    *model = &rl_models[slot];
+	int64		unknown = model->marks.saved.mark[RL_DIM_CONCURRENCY] -
+		model->used[RL_DIM_CONCURRENCY];
+	uint32		added = 0;
+
+	if (!rl_restore_holds_slots(model, now))
+		return 0;
+	for (; unknown > 0 && added < room; unknown--)
+	{
+		RlLease		lease;
+
+		memset(&lease, 0, sizeof(lease));
+		lease.lease_id = (int64) pg_atomic_fetch_add_u64(&rl_state->next_lease_id, 1);
+		lease.model_slot = slot;
+		lease.model_generation = model->generation;
+		lease.job_type_slot = -1;
+		lease.minute_start = model->minute_start;
+		lease.day_start = model->day_start;
+		lease.acquired_at = now;
+		lease.expires_at = model->marks.saved.horizon;
+		lease.role = InvalidOid;
+		lease.instance_slot = -1;
+		if (!rl_restore_lease(&lease))
+			break;
+		model->used[RL_DIM_CONCURRENCY]++;
+		added++;
+	}
+	return added;
+}
+
+/*
+ * Put saved state back into freshly cleared shared memory.  Called while
+ * applying a full load (after a start, a crash, a promotion, or on a
+ * standby), with config_lock held exclusively; must not fail.  What is
+ * restored is consistent and fails closed: every current window counts at
+ * least its saved mark and the reservations of the restored leases made
+ * in it (see mark.c); after a clean stop the marks are exact and nothing
+ * is over-counted.
  */
 void
 rl_restore_state(const RlStateSnapshot *state)
@@ -312,6 +506,7 @@ rl_restore_state(const RlStateSnapshot *state)
 	TimestampTz day_start;
 	uint32		restored_leases = 0;
 	uint64		max_lease_id = 0;
+	bool		quiet = RecoveryInProgress();
 
 	if (state->has_clock)
 		pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) state->clock_offset_us);
@@ -320,41 +515,9 @@ rl_restore_state(const RlStateSnapshot *state)
 	day_start = rl_window_start(now, USECS_PER_DAY);
 
 	for (int i = 0; i < state->num_counters; i++)
-	{
-		const RlSavedCounter *c = &state->counters[i];
-		int			slot = rl_lookup_slot(rl_model_index, c->model);
-		RlModel    *model;
-
-		if (slot < 0)
-			continue;
-		model = &rl_models[slot];
-		model->minute_start = minute_start;
-		model->day_start = day_start;
-		if (c->minute_start == minute_start)
-		{
-			model->used[RL_DIM_RPM] = c->requests_minute;
-			model->used[RL_DIM_TPM] = c->tokens_minute;
-		}
-		if (c->day_start == day_start)
-		{
-			model->used[RL_DIM_RPD] = c->requests_day;
-			model->used[RL_DIM_TPD] = c->tokens_day;
-		}
-		model->granted = c->granted;
-		model->denied = c->denied;
-		model->expired = c->expired;
-		model->overage_events = c->overage_events;
-		model->overage_tokens = c->overage_tokens;
-		if (c->usage.day_start == day_start)
-			model->usage = c->usage;
-		else
-		{
-			/* a day that ended while we were down: rl_usage_daily gets it */
-			model->usage_ended = c->usage;
-			model->usage.day_start = day_start;
-		}
-	}
-
+		rl_restore_counter(&state->counters[i], minute_start, day_start);
+	for (int i = 0; i < state->num_marks; i++)
+		rl_restore_marks(&state->marks[i], minute_start, day_start);
 	for (int i = 0; i < state->num_shares; i++)
 		rl_restore_share(&state->shares[i], minute_start, day_start);
 
@@ -367,8 +530,7 @@ rl_restore_state(const RlStateSnapshot *state)
 		const RlSavedLease *l = &state->leases[i];
 		int			slot = rl_lookup_slot(rl_model_index, l->model);
 		RlLease		lease = l->lease;
-		bool		found;
-		RlLease    *entry;
+		RlModel    *model;
 
 		if (slot < 0)
 			continue;
@@ -378,29 +540,53 @@ rl_restore_state(const RlStateSnapshot *state)
 				 rl_max_leases);
 			break;
 		}
+		model = &rl_models[slot];
+		rl_restore_windows(model, minute_start, day_start);
 		lease.model_slot = slot;
-		lease.model_generation = rl_models[slot].generation;
+		lease.model_generation = model->generation;
 		lease.job_type_slot = l->job_type[0] ? rl_lookup_slot(rl_job_type_index, l->job_type) : -1;
 		lease.job_type_generation = lease.job_type_slot >= 0 ?
 			rl_job_types[lease.job_type_slot].generation : 0;
+		if (rl_restore_holds_slots(model, now))
+			lease.expires_at = Max(lease.expires_at, model->marks.saved.horizon);
 		rl_restore_instance_lease(&lease);
-
-		/* no other backend can see the table yet: no partition lock needed */
-		entry = hash_search(rl_lease_table, &lease.lease_id, HASH_ENTER_NULL, &found);
-		if (entry == NULL || found)
+		if (!rl_restore_lease(&lease))
 			continue;
-		*entry = lease;
-		rl_models[slot].used[RL_DIM_CONCURRENCY]++;
+		model->used[RL_DIM_CONCURRENCY]++;
 		rl_restore_lease_share(&lease);
+		/* the reservations of leases of the current windows are counted */
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		{
+			bool		current = rl_dimension_is_daily(d) ?
+				lease.day_start == day_start : lease.minute_start == minute_start;
+
+			if (current)
+				state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d] =
+					rl_add_saturating(state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d],
+									  rl_dimension_amount(d, lease.tokens, lease.requests));
+		}
 		restored_leases++;
 		max_lease_id = Max(max_lease_id, (uint64) lease.lease_id);
-		rl_note_lease_expiry(lease.expires_at);
 	}
-	pg_atomic_fetch_add_u32(&rl_state->open_leases, restored_leases);
 	if (max_lease_id >= pg_atomic_read_u64(&rl_state->next_lease_id))
 		pg_atomic_write_u64(&rl_state->next_lease_id, max_lease_id + 1);
 
-	elog(LOG, "pg_ratelimit restored the counters of %d models, %d instances and %u open leases",
+	for (int slot = 0; slot < rl_max_models; slot++)
+	{
+		RlModel    *model = &rl_models[slot];
+
+		if (!model->in_use)
+			continue;
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+			model->used[d] = Max(model->used[d],
+								 state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d]);
+		restored_leases += rl_restore_placeholders(slot, now,
+												   (uint32) rl_max_leases - restored_leases);
+	}
+	pg_atomic_fetch_add_u32(&rl_state->open_leases, restored_leases);
+
+	elog(quiet ? DEBUG1 : LOG,
+		 "pg_ratelimit restored the counters of %d models, %d instances and %u open leases",
 		 state->num_counters, state->num_instances, restored_leases);
 }
 
@@ -985,96 +1171,243 @@ rl_persist_instances(const char *qschema)
 	persisted_instances_version = version;
 }
 
+/* Marks proposed in this round, published once it has committed */
+typedef struct RlProposals
+{
+	int			count;
+	int		   *slots;			/* [max_models] */
+	uint32	   *generations;
+	RlMarkSet  *sets;
+	Datum	   *names;
+} RlProposals;
+
+static RlProposals proposals;
+
+/* Columns of rl_mark passed as arrays (all but saved_at) */
+#define RL_MARK_COLUMNS		14
+
 /*
- * Save everything that changed since the last call.  Runs in the worker,
- * inside a transaction, after the configuration is loaded.
+ * Propose new marks for every model that needs them (exact ones for a
+ * stop); they take effect at once, and are gathered for saving.
+ */
+static void
+rl_propose_marks(TimestampTz now, bool exact, bool lower)
+{
+	for (int slot = 0; slot < rl_max_models; slot++)
+	{
+		RlModel    *model = &rl_models[slot];
+		RlMarkSet  *set = &proposals.sets[proposals.count];
+
+		if (!model->in_use)
+			continue;
+		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+		if (model->in_use && rl_mark_propose(model, now, exact, lower, set))
+		{
+			proposals.slots[proposals.count] = slot;
+			proposals.generations[proposals.count] = model->generation;
+			proposals.names[proposals.count] = CStringGetTextDatum(model->name);
+			proposals.count++;
+		}
+		LWLockRelease(&model->lock);
+	}
+}
+
+/* Write the proposed marks to rl_mark */
+static void
+rl_write_marks(const char *qschema)
+{
+	Oid			types[RL_MARK_COLUMNS] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID,
+	BOOLOID};
+	Datum	   *c[RL_MARK_COLUMNS];
+	Datum		args[RL_MARK_COLUMNS];
+	StringInfoData sql;
+	int			n = proposals.count;
+
+	if (n == 0)
+		return;
+	for (int i = 0; i < RL_MARK_COLUMNS; i++)
+		c[i] = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		const RlMarkSet *set = &proposals.sets[i];
+		int			col = 0;
+
+		c[col++][i] = proposals.names[i];
+		c[col++][i] = TimestampTzGetDatum(set->minute_start);
+		c[col++][i] = TimestampTzGetDatum(set->day_start);
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			c[col++][i] = Int64GetDatum(set->mark[d]);
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+			c[col++][i] = Int64GetDatum(set->next[d]);
+		c[col++][i] = TimestampTzGetDatum(set->horizon);
+		c[col++][i] = BoolGetDatum(set->clean);
+		Assert(col == RL_MARK_COLUMNS);
+	}
+	for (int i = 0; i < RL_MARK_COLUMNS; i++)
+		args[i] = rl_array(c[i], n, types[i]);
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s.rl_mark AS k (model, minute_start, day_start, requests_day,"
+					 " tokens_day, requests_minute, tokens_minute, in_flight, next_requests_day,"
+					 " next_tokens_day, next_requests_minute, next_tokens_minute, lease_horizon,"
+					 " clean, saved_at)"
+					 " SELECT m, ms, ds, rd, td, rm, tm, f, nrd, ntd, nrm, ntm, h, c, now()"
+					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+					 " AS x(m, ms, ds, rd, td, rm, tm, f, nrd, ntd, nrm, ntm, h, c)"
+					 " ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
+					 " day_start = excluded.day_start, requests_day = excluded.requests_day,"
+					 " tokens_day = excluded.tokens_day, requests_minute = excluded.requests_minute,"
+					 " tokens_minute = excluded.tokens_minute, in_flight = excluded.in_flight,"
+					 " next_requests_day = excluded.next_requests_day,"
+					 " next_tokens_day = excluded.next_tokens_day,"
+					 " next_requests_minute = excluded.next_requests_minute,"
+					 " next_tokens_minute = excluded.next_tokens_minute,"
+					 " lease_horizon = excluded.lease_horizon, clean = excluded.clean,"
+					 " saved_at = excluded.saved_at", qschema);
+	rl_execute_arrays(sql.data, RL_MARK_COLUMNS, types, args);
+	elog(DEBUG1, "pg_ratelimit saved the marks of %d models", n);
+}
+
+/*
+ * The marks saved in the round that just committed are durable: put them in
+ * force.  Called by the worker after the commit (a round that failed
+ * publishes nothing: its proposals only ever held admission back).
  */
 void
-rl_persist_state(void)
+rl_publish_marks(void)
 {
-	char	   *schema;
-	const char *qschema;
-	int64		clock_offset = (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
-	uint64		config_generation;
-	Oid			extension_oid;
-	bool		isnull;
+	for (int i = 0; i < proposals.count; i++)
+		rl_mark_publish(&rl_models[proposals.slots[i]], proposals.generations[i],
+						&proposals.sets[i]);
+	proposals.count = 0;
+}
+
+/* Forget what was saved where, when the tables are new */
+static void
+rl_forget_persisted(void)
+{
+	memset(persisted, 0, sizeof(RlPersisted) * rl_max_models);
+	memset(persisted_share_versions, 0, sizeof(uint64) * rl_max_models * rl_max_job_types);
+	memset(persisted_share_ended, 0, sizeof(TimestampTz) * rl_max_models * rl_max_job_types);
+	persisted_anything = false;
+}
+
+/* Worker-local bookkeeping, allocated once */
+static void
+rl_init_persisted(void)
+{
+	if (persisted != NULL)
+		return;
+	persisted = MemoryContextAllocZero(TopMemoryContext, sizeof(RlPersisted) * rl_max_models);
+	persisted_share_versions = MemoryContextAllocZero(TopMemoryContext,
+													  sizeof(uint64) * rl_max_models *
+													  rl_max_job_types);
+	persisted_share_ended = MemoryContextAllocZero(TopMemoryContext,
+												   sizeof(TimestampTz) * rl_max_models *
+												   rl_max_job_types);
+	proposals.slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * rl_max_models);
+	proposals.generations = MemoryContextAlloc(TopMemoryContext, sizeof(uint32) * rl_max_models);
+	proposals.sets = MemoryContextAlloc(TopMemoryContext, sizeof(RlMarkSet) * rl_max_models);
+	proposals.names = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * rl_max_models);
+}
+
+/* Delete the saved rows of models and job types that are gone */
+static void
+rl_delete_dropped_rows(const char *qschema)
+{
 	StringInfoData sql;
 
-	if (persisted == NULL)
-	{
-		persisted = MemoryContextAllocZero(TopMemoryContext, sizeof(RlPersisted) * rl_max_models);
-		persisted_share_versions = MemoryContextAllocZero(TopMemoryContext,
-														  sizeof(uint64) * rl_max_models *
-														  rl_max_job_types);
-		persisted_share_ended = MemoryContextAllocZero(TopMemoryContext,
-													   sizeof(TimestampTz) * rl_max_models *
-													   rl_max_job_types);
-	}
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "DELETE FROM %s.rl_counter c WHERE NOT EXISTS"
+					 " (SELECT FROM %s.rl_model m WHERE m.model = c.model)",
+					 qschema, qschema);
+	rl_execute(sql.data, 0, NULL, NULL);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "DELETE FROM %s.rl_mark k WHERE NOT EXISTS"
+					 " (SELECT FROM %s.rl_model m WHERE m.model = k.model)",
+					 qschema, qschema);
+	rl_execute(sql.data, 0, NULL, NULL);
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "DELETE FROM %s.rl_share_counter s WHERE NOT EXISTS"
+					 " (SELECT FROM %s.rl_model m WHERE m.model = s.model)"
+					 " OR NOT EXISTS (SELECT FROM %s.rl_job_type j WHERE j.job_type = s.job_type)",
+					 qschema, qschema, qschema);
+	rl_execute(sql.data, 0, NULL, NULL);
+}
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rl_state_query("SELECT n.nspname, e.oid FROM pg_catalog.pg_extension e"
-				   " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
-				   " WHERE e.extname = 'pg_ratelimit'");
-	if (SPI_processed != 1)
-	{
-		SPI_finish();
+/* Save the test clock's offset if it moved */
+static void
+rl_persist_clock(const char *qschema)
+{
+	int64		clock_offset = (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
+	Datum		arg = Int64GetDatum(clock_offset);
+	Oid			type = INT8OID;
+	StringInfoData sql;
+
+	if (persisted_anything && clock_offset == persisted_clock_offset)
 		return;
-	}
-	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	qschema = quote_identifier(schema);
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s.rl_saved_clock VALUES (1, $1, now())"
+					 " ON CONFLICT (id) DO UPDATE SET clock_offset_us = excluded.clock_offset_us,"
+					 " saved_at = excluded.saved_at", qschema);
+	rl_execute(sql.data, 1, &type, &arg);
+	persisted_clock_offset = clock_offset;
+}
+
+/*
+ * One saving round of the worker, inside its transaction, after the
+ * configuration is loaded.  save_state: counters, shares, instances,
+ * leases, the clock (what changed since the last call).  save_marks: new
+ * high-water marks where needed (see mark.c).  final: the worker is about
+ * to stop: exact marks first, so that nothing more is granted, then
+ * everything.  The caller commits synchronously and then calls
+ * rl_publish_marks().
+ */
+void
+rl_persist_state(bool save_state, bool save_marks, bool final)
+{
+	RlExtSql	session;
+	TimestampTz now = rl_now();
+	uint64		config_generation;
+
+	rl_init_persisted();
+	proposals.count = 0;
+	if (!rl_extsql_begin(&session, false))
+		return;
 
 	/* a re-created extension has empty tables: write everything again */
-	extension_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 2, &isnull));
-	if (extension_oid != persisted_extension)
+	if (session.extension_oid != persisted_extension)
 	{
-		memset(persisted, 0, sizeof(RlPersisted) * rl_max_models);
-		memset(persisted_share_versions, 0, sizeof(uint64) * rl_max_models * rl_max_job_types);
-		memset(persisted_share_ended, 0, sizeof(TimestampTz) * rl_max_models * rl_max_job_types);
-		persisted_anything = false;
-		persisted_extension = extension_oid;
+		rl_forget_persisted();
+		persisted_extension = session.extension_oid;
 	}
 
-	rl_persist_models(qschema, rl_now());
-	rl_persist_instances(qschema);
-	rl_persist_leases(qschema);
-
-	/* forget counters of models that are gone */
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	config_generation = rl_state->config_generation;
-	LWLockRelease(&rl_state->config_lock);
-	if (!persisted_anything || config_generation != persisted_config_generation)
+	if (final)
+		rl_propose_marks(now, true, true);
+	if (save_state)
 	{
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "DELETE FROM %s.rl_counter c WHERE NOT EXISTS"
-						 " (SELECT FROM %s.rl_model m WHERE m.model = c.model)",
-						 qschema, qschema);
-		rl_execute(sql.data, 0, NULL, NULL);
-		resetStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "DELETE FROM %s.rl_share_counter s WHERE NOT EXISTS"
-						 " (SELECT FROM %s.rl_model m WHERE m.model = s.model)"
-						 " OR NOT EXISTS (SELECT FROM %s.rl_job_type j WHERE j.job_type = s.job_type)",
-						 qschema, qschema, qschema);
-		rl_execute(sql.data, 0, NULL, NULL);
-		persisted_config_generation = config_generation;
-	}
+		rl_persist_models(session.qschema, now);
+		rl_persist_instances(session.qschema);
+		rl_persist_leases(session.qschema);
 
-	if (!persisted_anything || clock_offset != persisted_clock_offset)
-	{
-		Datum		arg = Int64GetDatum(clock_offset);
-		Oid			type = INT8OID;
-
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "INSERT INTO %s.rl_saved_clock VALUES (1, $1, now())"
-						 " ON CONFLICT (id) DO UPDATE SET clock_offset_us = excluded.clock_offset_us,"
-						 " saved_at = excluded.saved_at", qschema);
-		rl_execute(sql.data, 1, &type, &arg);
-		persisted_clock_offset = clock_offset;
+		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+		config_generation = rl_state->config_generation;
+		LWLockRelease(&rl_state->config_lock);
+		if (!persisted_anything || config_generation != persisted_config_generation)
+		{
+			rl_delete_dropped_rows(session.qschema);
+			persisted_config_generation = config_generation;
+		}
+		rl_persist_clock(session.qschema);
+		persisted_anything = true;
 	}
-	persisted_anything = true;
-	SPI_finish();
+	if (!final && save_marks)
+		rl_propose_marks(now, false, save_state);
+	rl_write_marks(session.qschema);
+	rl_extsql_end(&session);
 }

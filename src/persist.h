@@ -14,6 +14,7 @@ typedef struct RlStateSnapshot RlStateSnapshot;
 
 extern RlStateSnapshot *rl_read_state(MemoryContext context, const char *qschema);
 extern void rl_restore_state(const RlStateSnapshot *state);
-extern void rl_persist_state(void);
+extern void rl_persist_state(bool save_state, bool save_marks, bool final);
+extern void rl_publish_marks(void);
 
 #endif							/* RL_PERSIST_H */

@@ -82,6 +82,40 @@ typedef struct RlDayUsage
 	RlNumeric	cost;			/* empty (size 0) means zero */
 } RlDayUsage;
 
+/*
+ * A durable bound on a model's usage (mark.c): what the model may have
+ * granted by now, saved before anything past it is granted.
+ */
+typedef struct RlMarkSet
+{
+	TimestampTz minute_start;	/* the windows mark[] is for */
+	TimestampTz day_start;
+	int64		mark[RL_NUM_DIMS];	/* usage of those windows (in flight for
+									 * concurrency) may have reached this */
+	int64		next[RL_NUM_DIMS];	/* the same for the windows that follow */
+	TimestampTz horizon;		/* no lease granted under it expires later */
+	bool		clean;			/* exact: saved when nothing more was granted */
+} RlMarkSet;
+
+/* A model's high-water marks and what the worker needs to move them */
+typedef struct RlMarks
+{
+	RlMarkSet	saved;			/* durable */
+	RlMarkSet	proposed;		/* being made durable, while proposing */
+	bool		proposing;
+	bool		closed;			/* exact marks saved for a stop: grant nothing */
+	bool		requested;		/* the worker should propose new marks now */
+	int64		demand[RL_NUM_DIMS];	/* asked for by refused requests */
+	int64		largest_demand[RL_NUM_DIMS];
+	TimestampTz demand_expiry;	/* the latest lease expiry they asked for */
+	int64		headroom[RL_NUM_DIMS];	/* of the last proposal, for the low
+										 * water check */
+	TimestampTz proposed_minute_start;	/* windows of the last proposal */
+	TimestampTz proposed_day_start;
+	int64		used_at_proposal[RL_NUM_DIMS];
+	int64		granted_at_proposal;
+} RlMarks;
+
 /* One model: limits, prices, window counters and totals */
 typedef struct RlModel
 {
@@ -123,6 +157,8 @@ typedef struct RlModel
 	RlDayUsage	usage;			/* the current day window */
 	RlDayUsage	usage_ended;	/* the day before, until persisted */
 	uint64		version;		/* bumped by every change, for persistence */
+
+	RlMarks		marks;			/* high-water marks (mark.c) */
 
 	/* Flexible ratios: releases since the last adjustment (share.c) */
 	int32		releases_since_ratio_change;
@@ -210,9 +246,11 @@ typedef struct RlSharedState
 
 	char		pad_locks[PG_CACHE_LINE_SIZE];	/* lock words change on every call */
 
-	/* Read on every call, written rarely */
+	/* Read on every call, written rarely (under config_lock) */
 	bool		config_loaded;	/* shared memory mirrors the config tables */
 	uint64		config_generation;	/* bumped by every applied change */
+	uint64		resync_requested;	/* asked to read the tables again ... */
+	uint64		resync_applied; /* ... and answered up to here */
 	pg_atomic_uint64 clock_offset_us;	/* test clock: added to real time */
 	pg_atomic_uint64 earliest_expiry;	/* encoded, see lease.c */
 
@@ -224,6 +262,7 @@ typedef struct RlSharedState
 	pg_atomic_uint32 open_leases;
 	pg_atomic_uint64 lease_version; /* bumped by every lease change */
 	pg_atomic_uint64 ratio_version; /* bumped when ratios in force move */
+	pg_atomic_uint32 marks_requested;	/* some model wants new marks now */
 } RlSharedState;
 
 /* settings.c */
@@ -263,6 +302,9 @@ extern int64 rl_interval_to_us(Interval *interval, const char *what);
 
 /* config.c */
 extern void rl_ensure_config_loaded(void);
+extern void rl_request_config_resync(void);
+extern void rl_config_relcache_callback(Datum arg, Oid relid);
+extern void rl_check_config_triggers(void);
 extern void rl_install_config_callbacks(void);
 
 /* admission.c */

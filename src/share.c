@@ -336,11 +336,13 @@ rl_ratio_adjust_allowed_at(const RlModel *model)
  * 1 when the job type has waiters or was refused since the last adjustment.
  */
 static double
-rl_share_load(const RlModel *model, RlShare *share)
+rl_share_load(const RlModel *model, int job_type_slot)
 {
+	int			model_slot = model - rl_models;
+	RlShare    *share = rl_share(model_slot, job_type_slot);
 	double		load = 0;
 
-	if (share->denied_recently || pg_atomic_read_u32(&share->num_waiters) > 0)
+	if (share->denied_recently || rl_share_has_waiters(model_slot, job_type_slot))
 		return 1.0;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -387,7 +389,7 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 		if (!rl_job_types[j].in_use || !share->flexible ||
 			share->job_type_generation != rl_job_types[j].generation)
 			continue;
-		loads[j] = rl_share_load(model, share);
+		loads[j] = rl_share_load(model, j);
 		if (loads[j] < RL_DONOR_LOAD && share->ratio > RL_MIN_RATIO)
 			given += Min(share->ratio - RL_MIN_RATIO, RL_MAX_DONATION) * (1 - loads[j]);
 		else if (loads[j] > RL_RECEIVER_LOAD)

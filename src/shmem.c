@@ -177,6 +177,9 @@ rl_shmem_startup(void)
 		pg_atomic_init_u32(&rl_state->open_leases, 0);
 		pg_atomic_init_u64(&rl_state->lease_version, 0);
 		pg_atomic_init_u64(&rl_state->ratio_version, 0);
+		pg_atomic_init_u32(&rl_state->marks_requested, 0);
+		rl_state->resync_requested = 0;
+		rl_state->resync_applied = 0;
 		rl_state->worker_latch = NULL;
 		pg_atomic_init_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
 
@@ -276,6 +279,7 @@ rl_lookup_slot(HTAB *index, const char *name)
 void
 rl_require_primary(const char *action)
 {
+	rl_require_library();
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

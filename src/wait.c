@@ -49,6 +49,8 @@ typedef struct RlWaiter
 	pg_atomic_uint32 changecount;	/* odd while the owner changes the record */
 	bool		active;
 	bool		claiming;		/* not yet granted: holds back younger ones */
+	bool		awaiting_mark;	/* fits the limits, waits only for new
+								 * high-water marks (mark.c) */
 	int64		ticket;
 	int			num_slots;
 	int			slots[RL_MAX_WAIT_MODELS];
@@ -198,6 +200,7 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 	me->memory_cap = memory->cap;
 	me->latch = MyLatch;
 	me->claiming = true;
+	me->awaiting_mark = false;
 	me->active = true;
 	rl_end_change(me);
 	if (memory->in_flight)
@@ -206,6 +209,7 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 }
 
 static void rl_wake(int slot);
+static bool rl_waits_on(const RlWaiter *waiter, int slot);
 
 /*
  * Our request was granted: its room is now taken for real, so stop setting
@@ -220,6 +224,43 @@ rl_waiter_granted(void)
 	rl_begin_change(me);
 	me->claiming = false;
 	rl_end_change(me);
+}
+
+/*
+ * After each attempt: whether we wait only for new high-water marks (then
+ * we are not load on our job type's share: see rl_share_has_waiters).
+ */
+void
+rl_waiter_awaiting_mark(bool awaiting)
+{
+	RlWaiter   *me = rl_my_record();
+
+	if (!me->active || me->awaiting_mark == awaiting)
+		return;
+	rl_begin_change(me);
+	me->awaiting_mark = awaiting;
+	rl_end_change(me);
+}
+
+/*
+ * Is anyone waiting for capacity on a job type's share of a model?  A
+ * waiter that fits the limits and only waits for new marks does not count.
+ */
+bool
+rl_share_has_waiters(int model_slot, int job_type_slot)
+{
+	if (pg_atomic_read_u32(&rl_share(model_slot, job_type_slot)->num_waiters) == 0)
+		return false;
+	for (int i = 0; i < queue->num_records; i++)
+	{
+		RlWaiter	waiter;
+
+		if (rl_read_waiter(&queue->records[i], &waiter) && waiter.claiming &&
+			!waiter.awaiting_mark && waiter.job_type_slot == job_type_slot &&
+			rl_waits_on(&waiter, model_slot))
+			return true;
+	}
+	return false;
 }
 
 /*

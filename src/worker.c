@@ -28,10 +28,12 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "instance.h"
+#include "mark.h"
 #include "notify.h"
 #include "persist.h"
 #include "wait.h"
@@ -149,7 +151,10 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		TimestampTz next_ratios;
 		TimestampTz next_stale;
 		TimestampTz next_allocation_notice;
+		bool		save_state;
+		bool		new_minute = false;
 
+		rl_check_config_triggers();
 		rl_ensure_config_loaded();
 		now = rl_now();
 		rl_expire_due_leases(now);
@@ -159,6 +164,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		if (rl_window_start(now, USECS_PER_MINUTE) != *minute)
 		{
 			*minute = rl_window_start(now, USECS_PER_MINUTE);
+			new_minute = true;
 			rl_wake_all_waiters();
 		}
 		next_notice = rl_queue_notifications(now);
@@ -171,12 +177,12 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 			next_ratios = rl_adjust_all_ratios(now, real_now, false);
 		next_allocation_notice = rl_queue_allocation_notice(now);
 
-		if (shutting_down ||
-			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000)
-		{
-			rl_persist_state();
+		save_state = shutting_down ||
+			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000;
+		rl_persist_state(save_state, save_state || new_minute || rl_marks_requested(),
+						 shutting_down);
+		if (save_state)
 			*last_save = real_now;
-		}
 
 		next_save = *last_save + (int64) rl_persist_interval_ms * 1000;
 		next_minute = rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
@@ -192,7 +198,9 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 	}
 
 	PopActiveSnapshot();
+	/* synchronous: the marks saved must be durable before they are used */
 	CommitTransactionCommand();
+	rl_publish_marks();
 	/* let autovacuum see the rows we rewrite every interval */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -212,8 +220,14 @@ rl_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(rl_database_name, NULL, 0);
 
-	/* a crash may lose one interval anyway: do not wait for WAL flushes */
-	SetConfigOption("synchronous_commit", "off", PGC_USERSET, PGC_S_OVERRIDE);
+	/*
+	 * The high-water marks must be durable, on synchronous standbys too,
+	 * before anything is granted under them (mark.c)
+	 */
+	SetConfigOption("synchronous_commit", "on", PGC_USERSET, PGC_S_OVERRIDE);
+	/* nothing the worker runs may depend on a role's or database's path */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_OVERRIDE);
+	CacheRegisterRelcacheCallback(rl_config_relcache_callback, (Datum) 0);
 
 	before_shmem_exit(rl_worker_exit, (Datum) 0);
 	rl_state->worker_latch = MyLatch;

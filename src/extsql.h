@@ -1,0 +1,33 @@
+/*-------------------------------------------------------------------------
+ *
+ * extsql.h
+ *		Running the extension's own SQL safely: as the extension's owner,
+ *		with search_path pinned to pg_catalog.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_EXTSQL_H
+#define RL_EXTSQL_H
+
+#include "postgres.h"
+
+/* An open SPI session on the extension's tables; see extsql.c */
+typedef struct RlExtSql
+{
+	Oid			extension_oid;
+	Oid			owner;
+	const char *qschema;		/* the extension's schema, quoted */
+
+	/* what rl_extsql_end() restores */
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	bool		pushed_snapshot;
+} RlExtSql;
+
+extern bool rl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner);
+extern bool rl_extsql_begin(RlExtSql *session, bool latest_snapshot);
+extern void rl_extsql_end(RlExtSql *session);
+extern void rl_extsql_query(const char *sql, const char *purpose);
+
+#endif							/* RL_EXTSQL_H */

@@ -1,0 +1,334 @@
+/*-------------------------------------------------------------------------
+ *
+ * mark.c
+ *		High-water marks: what a model may have granted, made durable before
+ *		it is granted, so that a crash or a failover fails closed.
+ *
+ * Counters live in shared memory and are saved every persist_interval, so
+ * a crash forgets what was granted since the last save; restored as saved,
+ * the rest of the window would admit those grants again.  PostgreSQL's
+ * sequences meet the same problem by logging values ahead of use.  Here
+ * each model has a mark per limit: a bound, saved in rl_mark with a
+ * synchronous commit (so also on synchronous standbys), that its usage in
+ * the current window (its leases in flight, for concurrency) may have
+ * reached.  Admission never takes usage past the durable mark; a request
+ * that fits the limits but not the mark waits for the worker to save a
+ * higher one.  A restore, after a crash or on promotion, counts each window
+ * as used up to its mark, so it never admits what may already have been
+ * granted, and holds the concurrency slots of leases granted after the last
+ * lease save until their latest possible expiry (the mark's horizon).
+ *
+ * The worker keeps each mark ahead of usage by a headroom: twice what the
+ * model granted since the last proposal, at most 1/16 of the limit (and at
+ * least what refused requests asked for), so that busy models rarely wait
+ * and a crash costs at most that headroom of each window ("pessimism").  A
+ * quiet model's marks come down to its usage, and a clean shutdown saves
+ * them exact: a clean restart loses nothing and over-counts nothing.  Marks
+ * for the next minute and day are saved ahead (the headroom), so a busy
+ * model does not stall at a boundary.
+ *
+ * Lowering a mark is safe because proposing is two-phase: the worker first
+ * sets the proposed marks in shared memory, and from then on admission
+ * keeps under both the saved and the proposed ones; after the commit, the
+ * proposal becomes the saved marks.  Whichever of the two a crash finds in
+ * the table, usage never passed it.
+ *
+ * Locking: a model's marks are protected by the model's lock, like its
+ * counters.  marks_requested in the shared state is an atomic flag that
+ * tells the worker some model asked for new marks.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/timestamp.h"
+
+#include "admission.h"
+#include "mark.h"
+#include "pg_ratelimit.h"
+#include "wait.h"
+#include "worker.h"
+
+/* A mark runs at most 1/16 of a limit ahead of usage */
+#define RL_HEADROOM_DIVISOR		16
+
+/* The lease horizon runs this far past the longest lease ttl in use */
+#define RL_HORIZON_SLACK_US		(60 * USECS_PER_SEC)
+
+/* Forget every mark of a model: nothing can be granted until the worker saves some */
+void
+rl_reset_marks(RlModel *model)
+{
+	memset(&model->marks, 0, sizeof(model->marks));
+}
+
+/*
+ * The bound a mark set puts on a dimension's usage in the given windows:
+ * its mark in the windows it was saved for, its next mark in the windows
+ * after, nothing (0) in any other.
+ */
+int64
+rl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
+			  TimestampTz day_start)
+{
+	TimestampTz window;
+	TimestampTz saved_window;
+	int64		length;
+
+	if (dim == RL_DIM_CONCURRENCY)
+		return set->mark[dim];
+	if (rl_dimension_is_daily(dim))
+	{
+		window = day_start;
+		saved_window = set->day_start;
+		length = USECS_PER_DAY;
+	}
+	else
+	{
+		window = minute_start;
+		saved_window = set->minute_start;
+		length = USECS_PER_MINUTE;
+	}
+	if (saved_window == 0)
+		return 0;
+	if (window == saved_window)
+		return set->mark[dim];
+	if (window == saved_window + length)
+		return set->next[dim];
+	return 0;
+}
+
+/* The bound in force: the saved marks, and the proposed ones while saving */
+static int64
+rl_mark_in_force(const RlModel *model, RlDimension dim)
+{
+	int64		bound = rl_mark_bound(&model->marks.saved, dim, model->minute_start,
+									  model->day_start);
+
+	if (model->marks.proposing)
+		bound = Min(bound, rl_mark_bound(&model->marks.proposed, dim, model->minute_start,
+										 model->day_start));
+	return bound;
+}
+
+/*
+ * How much more of a limited dimension may be granted before a new mark is
+ * needed.  Caller holds the model's lock and has rolled its windows.
+ */
+int64
+rl_mark_room(const RlModel *model, RlDimension dim)
+{
+	int64		room = rl_mark_in_force(model, dim) - model->used[dim];
+
+	/* after a stop's exact marks, not even a refund makes room */
+	return model->marks.closed ? Min(room, 0) : room;
+}
+
+/*
+ * May a lease expiring then be granted?  Only matters with a concurrency
+ * limit: a restore holds slots until the horizon.  Caller holds the lock.
+ */
+bool
+rl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at)
+{
+	if (model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED)
+		return true;
+	if (expires_at > model->marks.saved.horizon)
+		return false;
+	return !model->marks.proposing || expires_at <= model->marks.proposed.horizon;
+}
+
+/* Ask the worker for new marks; true when the request is new (wake it) */
+static bool
+rl_mark_request(RlModel *model)
+{
+	if (model->marks.requested)
+		return false;
+	model->marks.requested = true;
+	pg_atomic_write_u32(&rl_state->marks_requested, 1);
+	return true;
+}
+
+/*
+ * A request fitted the limits but not the marks: remember what it needs,
+ * so the next marks hold it.  Returns whether the worker needs waking.
+ * Caller holds the model's lock.
+ */
+bool
+rl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expires_at)
+{
+	RlMarks    *marks = &model->marks;
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		amount = rl_dimension_amount(d, tokens, requests);
+
+		marks->demand[d] = rl_add_saturating(marks->demand[d], amount);
+		marks->largest_demand[d] = Max(marks->largest_demand[d], amount);
+	}
+	marks->demand_expiry = Max(marks->demand_expiry, expires_at);
+	return rl_mark_request(model);
+}
+
+/*
+ * After a grant: when usage has eaten half the headroom of a mark, ask for
+ * the next one early, so that busy models do not wait.  Returns whether the
+ * worker needs waking.  Caller holds the model's lock.
+ */
+bool
+rl_mark_note_grant(RlModel *model)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		if (model->limit[d] == RL_UNLIMITED)
+			continue;
+		if (rl_mark_room(model, d) < model->marks.headroom[d] / 2)
+			return rl_mark_request(model);
+	}
+	return false;
+}
+
+/* Did some model ask for new marks since the worker last looked?  Clears it. */
+bool
+rl_marks_requested(void)
+{
+	return pg_atomic_exchange_u32(&rl_state->marks_requested, 0) != 0;
+}
+
+/*
+ * How far a mark runs ahead of usage: twice what was granted since the last
+ * proposal, at most 1/16 of the limit; never less than refused requests
+ * asked for altogether, nor than the largest of them.
+ */
+static int64
+rl_headroom(int64 limit, int64 grown, int64 demand, int64 largest_demand)
+{
+	int64		cap = limit / RL_HEADROOM_DIVISOR + (limit % RL_HEADROOM_DIVISOR != 0);
+	int64		headroom = Max(rl_add_saturating(grown, grown), demand);
+
+	return Max(Min(cap, headroom), largest_demand);
+}
+
+/*
+ * Work out a model's next marks (exact ones, with no headroom, when the
+ * worker is about to stop).  When they need saving (asked for, a new
+ * window, a higher bound, or, with lower, a bound with more slack than
+ * its headroom) they take effect as proposed marks at once and are
+ * returned in proposal: the caller saves them, commits, and publishes them
+ * with rl_mark_publish().  Worker only; caller holds the model's lock
+ * (exclusively) and has checked it is in use.
+ */
+bool
+rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
+				RlMarkSet *proposal)
+{
+	RlMarks    *marks = &model->marks;
+	bool		changed;
+	bool		same_minute;
+	bool		same_day;
+	int64		granted_since;
+
+	rl_roll_windows(model, now);
+
+	memset(proposal, 0, sizeof(*proposal));
+	proposal->minute_start = model->minute_start;
+	proposal->day_start = model->day_start;
+	proposal->horizon = marks->saved.horizon;
+	proposal->clean = exact;
+	changed = marks->requested || (exact && !marks->saved.clean);
+	same_minute = marks->proposed_minute_start == model->minute_start;
+	same_day = marks->proposed_day_start == model->day_start;
+	granted_since = model->granted - marks->granted_at_proposal;
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		limit = model->limit[d];
+		int64		used = model->used[d];
+		int64		grown;
+		int64		headroom;
+		int64		in_force;
+
+		if (limit == RL_UNLIMITED)
+			continue;
+		if (d == RL_DIM_CONCURRENCY)
+			grown = granted_since;
+		else if (rl_dimension_is_daily(d) ? same_day : same_minute)
+			grown = used - marks->used_at_proposal[d];
+		else
+			grown = used;
+		headroom = exact ? 0 : rl_headroom(limit, Max(grown, 0), marks->demand[d],
+										   marks->largest_demand[d]);
+		proposal->mark[d] = Max(used, Min(limit, rl_add_saturating(used, headroom)));
+		in_force = rl_mark_in_force(model, d);
+		if (proposal->mark[d] > in_force ||
+			(lower && in_force - proposal->mark[d] > headroom))
+			changed = true;
+		if (d != RL_DIM_CONCURRENCY)
+		{
+			int64		next_saved = rl_mark_bound(&marks->saved, d,
+												   model->minute_start + USECS_PER_MINUTE,
+												   model->day_start + USECS_PER_DAY);
+
+			proposal->next[d] = Min(limit, headroom);
+			if (proposal->next[d] > next_saved || (lower && proposal->next[d] < next_saved))
+				changed = true;
+		}
+	}
+
+	/* leases granted from now on must expire before the horizon */
+	if (model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED && !exact &&
+		(granted_since > 0 || marks->demand_expiry > 0))
+	{
+		TimestampTz needed = Max(rl_add_saturating(now, (int64) rl_lease_ttl_s * USECS_PER_SEC),
+								 marks->demand_expiry);
+
+		if (proposal->horizon < rl_add_saturating(needed, RL_HORIZON_SLACK_US / 2))
+		{
+			proposal->horizon = rl_add_saturating(needed, RL_HORIZON_SLACK_US);
+			changed = true;
+		}
+	}
+
+	if (exact)
+		marks->closed = true;
+	if (changed)
+	{
+		marks->closed = exact;
+		marks->proposed = *proposal;
+		marks->proposing = true;
+		marks->requested = false;
+		memset(marks->demand, 0, sizeof(marks->demand));
+		memset(marks->largest_demand, 0, sizeof(marks->largest_demand));
+		marks->demand_expiry = 0;
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+		{
+			marks->headroom[d] = proposal->mark[d] - model->used[d];
+			marks->used_at_proposal[d] = model->used[d];
+		}
+		marks->granted_at_proposal = model->granted;
+		marks->proposed_minute_start = model->minute_start;
+		marks->proposed_day_start = model->day_start;
+	}
+	return changed;
+}
+
+/*
+ * Marks proposed for a model are durable now: they become its saved marks,
+ * and the waiters they let in look again.  Worker only.
+ */
+void
+rl_mark_publish(RlModel *model, uint32 generation, const RlMarkSet *saved)
+{
+	bool		waiters = false;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (model->in_use && model->generation == generation)
+	{
+		model->marks.saved = *saved;
+		model->marks.proposing = false;
+		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
+	}
+	LWLockRelease(&model->lock);
+	if (waiters)
+		rl_wake_waiters(model - rl_models);
+}

@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * mark.h
+ *		High-water marks: a durable bound on what a model may have granted,
+ *		so that a crash or a failover never leads to over-admission.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_MARK_H
+#define RL_MARK_H
+
+#include "pg_ratelimit.h"
+
+/* How long an acquire waits for the worker to make a new mark durable */
+#define RL_MARK_WAIT_US			(5 * USECS_PER_SEC)
+
+/* What a refused acquire reports as retry_after when a mark never came */
+#define RL_MARK_RETRY_US		USECS_PER_SEC
+
+extern void rl_reset_marks(RlModel *model);
+extern int64 rl_mark_room(const RlModel *model, RlDimension dim);
+extern bool rl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at);
+extern bool rl_mark_refused(RlModel *model, int64 tokens, int32 requests,
+							TimestampTz expires_at);
+extern bool rl_mark_note_grant(RlModel *model);
+
+/* worker side */
+extern bool rl_marks_requested(void);
+extern bool rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
+							RlMarkSet *proposal);
+extern void rl_mark_publish(RlModel *model, uint32 generation, const RlMarkSet *saved);
+
+/* restore */
+extern int64 rl_mark_bound(const RlMarkSet *set, RlDimension dim,
+						   TimestampTz minute_start, TimestampTz day_start);
+
+#endif							/* RL_MARK_H */
