@@ -272,7 +272,8 @@ sub check_step
 	query(q{TRUNCATE evil.log; SELECT setval('evil.hits', 1, false)});
 }
 
-# The saved state is complete: a restart has it to load
+# The saved state is complete, its high-water marks down to what is in use
+# (so that a crash restores it exactly): a restart has it to load
 sub wait_for_saved_state
 {
 	my ($with_job_type) = @_;
@@ -284,6 +285,7 @@ sub wait_for_saved_state
 		   AND (SELECT count(*) FROM rl_lease_state) = 1
 		   AND (SELECT count(*) FROM rl_instance_state) = 1
 		   AND EXISTS (SELECT FROM rl_saved_clock WHERE clock_offset_us = 0)
+		   AND (SELECT in_flight FROM rl_mark WHERE model = 'gpt') = 1
 		   AND $shares})
 	  or die 'the worker did not save the state';
 }

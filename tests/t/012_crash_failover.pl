@@ -1,0 +1,199 @@
+# A crash or a failover fails closed: whatever was granted before it, the
+# window of the crash never admits more than rpm, tpm or max_concurrent in
+# all.  Bursts of grants come right after the worker saved its counters, so
+# none of them is in the saved counters; a backend is then killed with
+# SIGKILL (shared memory is reset), and the test keeps acquiring in the same
+# minute until refused.  Concurrency includes a lease that was saved,
+# released, and whose slot went to a lease granted after the save.  The
+# pessimism is bounded: a window is restored at most one headroom (1/16 of
+# the limit) above what was granted, and an idle model comes back exactly.
+# Then the same across a promotion of a synchronous standby.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Time::HiRes qw(usleep);
+use Test::More;
+
+my $primary = PostgreSQL::Test::Cluster->new('primary');
+$primary->init(allows_streaming => 1);
+$primary->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'pg_ratelimit'
+ratelimit.persist_interval = '5s'
+restart_after_crash = on
+});
+$primary->start;
+
+sub query { my ($node, $sql) = @_; return $node->safe_psql('postgres', $sql); }
+
+# Acquire n times; the number granted.  Leases are kept (not released).
+sub grants
+{
+	my ($node, $model, $n, $extra) = @_;
+	$extra //= '';
+	return query($node, "SELECT count(*) FILTER (WHERE (rl_acquire('$model'$extra)).granted)"
+		  . " FROM generate_series(1, $n)");
+}
+
+# Wait until the worker has saved after the call (it saves only what
+# changed: a grant on the model 'tick' is something to save): a burst that
+# follows comes right after a save, so none of it is in the saved counters
+sub wait_for_next_save
+{
+	my $node = shift;
+	my $ticks = query($node, "SELECT requests_minute FROM rl_status WHERE model = 'tick'");
+	query($node, "SELECT rl_acquire('tick')");
+	$node->poll_query_until('postgres',
+		"SELECT requests_minute > $ticks FROM rl_counter WHERE model = 'tick'")
+	  or die 'the worker did not save';
+}
+
+sub wait_for_worker
+{
+	my ($node, $old_pid) = @_;
+	foreach (1 .. 600)
+	{
+		my ($ret, $stdout) = $node->psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'");
+		return if $ret == 0 && $stdout ne '' && $stdout ne $old_pid;
+		usleep(100_000);
+	}
+	die 'no pg_ratelimit worker';
+}
+
+query($primary, q{
+	CREATE EXTENSION pg_ratelimit;
+	SELECT rl_define_model('rpm', rpm => 100);
+	SELECT rl_define_model('tpm', tpm => 1000);
+	SELECT rl_define_model('conc', max_concurrent => 10);
+	SELECT rl_define_model('reuse', max_concurrent => 2);
+	SELECT rl_define_model('idle', rpm => 100, max_concurrent => 5);
+	SELECT rl_define_model('tick');
+});
+
+######################################################################
+# Crash
+######################################################################
+
+# one minute of the limiter's clock for the whole crash, with room to spare
+query($primary, "SELECT rl_debug_set_clock(date_trunc('minute', now()) + interval '1 minute 1 second')");
+my $minute = query($primary, "SELECT date_trunc('minute', rl_clock())");
+
+# traffic that the worker saves
+is(grants($primary, 'rpm', 20), '20', 'rpm: 20 granted and saved');
+is(grants($primary, 'tpm', 20, ', tokens => 10'), '20', 'tpm: 200 tokens granted and saved');
+is(grants($primary, 'conc', 3), '3', 'conc: 3 leases granted and saved');
+is(grants($primary, 'idle', 4), '4', 'idle: 4 granted, then nothing');
+my $reused = query($primary, "SELECT lease_id FROM rl_acquire('reuse', ttl => '15 seconds')");
+$primary->poll_query_until('postgres', qq{
+	SELECT (SELECT requests_minute FROM rl_counter WHERE model = 'rpm') = 20
+	   AND (SELECT tokens_minute FROM rl_counter WHERE model = 'tpm') = 200
+	   AND (SELECT count(*) FROM rl_lease_state WHERE model = 'conc') = 3
+	   AND EXISTS (SELECT FROM rl_lease_state WHERE lease_id = $reused)
+	   AND (SELECT requests_minute = 4 AND in_flight = 4 FROM rl_mark WHERE model = 'idle')})
+  or die 'the worker did not save the traffic, nor bring the idle model\'s marks down';
+
+my $reused_expiry = query($primary, "SELECT expires_at FROM rl_lease_state WHERE lease_id = $reused");
+
+# right after a save: bursts that no save sees.  The saved lease of 'reuse'
+# is released and both its slots go to new leases.
+wait_for_next_save($primary);
+my $burst = query($primary, qq{
+	SELECT (SELECT count(*) FILTER (WHERE (rl_acquire('rpm')).granted) FROM generate_series(1, 30))
+		|| ' ' || (SELECT count(*) FILTER (WHERE (rl_acquire('tpm', tokens => 10)).granted)
+				   FROM generate_series(1, 30))
+		|| ' ' || (SELECT count(*) FILTER (WHERE (rl_acquire('conc')).granted)
+				   FROM generate_series(1, 5))
+		|| ' ' || (SELECT released FROM rl_release($reused))
+		|| ' ' || (SELECT count(*) FILTER (WHERE (rl_acquire('reuse')).granted)
+				   FROM generate_series(1, 2));
+});
+is($burst, '30 30 5 true 2', 'the bursts are granted');
+is(query($primary, q{
+	SELECT string_agg(model || ' ' || requests_minute || ' ' || tokens_minute, ', ' ORDER BY model)
+	FROM rl_counter WHERE model IN ('rpm', 'tpm')}),
+	'rpm 20 0, tpm 20 200', 'no save has the bursts');
+
+# SIGKILL a backend: the postmaster resets shared memory
+my $doomed = $primary->background_psql('postgres');
+my $doomed_pid = $doomed->query_safe('SELECT pg_backend_pid()');
+my $worker_pid = query($primary,
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'");
+kill 'KILL', $doomed_pid;
+wait_for_worker($primary, $worker_pid);
+eval { $doomed->quit; };
+like(slurp_file($primary->logfile), qr/terminated by signal 9/, 'it was a crash');
+is(query($primary, "SELECT date_trunc('minute', rl_clock())"), $minute,
+	'still the minute of the crash');
+
+# the window of the crash: never more than the limits in all
+my $status = query($primary, q{
+	SELECT string_agg(model || ' ' || requests_minute || ' ' || tokens_minute || ' ' || in_flight,
+					  ', ' ORDER BY model) FROM rl_status});
+note("restored: $status");
+ok(query($primary, "SELECT requests_minute BETWEEN 50 AND 50 + 7 FROM rl_status WHERE model = 'rpm'"),
+	'rpm: restored with every grant counted, at most one headroom (7) more');
+ok(query($primary, "SELECT tokens_minute BETWEEN 500 AND 500 + 63 FROM rl_status WHERE model = 'tpm'"),
+	'tpm: restored with every grant counted, at most one headroom (63) more');
+my $more = grants($primary, 'rpm', 100);
+ok(50 + $more <= 100, "rpm: 50 before the crash + $more after <= 100");
+$more = grants($primary, 'tpm', 100, ', tokens => 10');
+ok(500 + 10 * $more <= 1000, "tpm: 500 tokens before the crash + " . 10 * $more . " after <= 1000");
+is(query($primary, "SELECT in_flight BETWEEN 8 AND 8 + 1 FROM rl_status WHERE model = 'conc'"), 't',
+	'max_concurrent: restored with every lease counted, at most one headroom (1) more');
+$more = grants($primary, 'conc', 20);
+ok(8 + $more <= 10, "max_concurrent: 8 leases held across the crash + $more after <= 10");
+
+# the saved lease of 'reuse' was released before the crash and its slot
+# reused: it must not give the slot back at its own expiry
+$primary->poll_query_until('postgres', "SELECT rl_clock() > '$reused_expiry'")
+  or die 'the saved lease did not reach its own expiry';
+is(grants($primary, 'reuse', 1), '0',
+	'max_concurrent: a saved lease whose slot was reused keeps it past its own expiry');
+
+# an idle model comes back exactly: no capacity lost
+is(query($primary, "SELECT requests_minute || ' ' || in_flight FROM rl_status WHERE model = 'idle'"),
+	'4 4', 'an idle model is restored exactly');
+is(grants($primary, 'idle', 10), '1', 'and its last free slot is there');
+
+######################################################################
+# Failover to a synchronous standby
+######################################################################
+
+query($primary, q{
+	SELECT rl_define_model('fo_rpm', rpm => 100);
+	SELECT rl_define_model('fo_conc', max_concurrent => 10);
+});
+$primary->backup('backup');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($primary, 'backup', has_streaming => 1);
+$standby->start;
+$primary->append_conf('postgresql.conf', "synchronous_standby_names = '*'");
+$primary->reload;
+$primary->poll_query_until('postgres',
+	"SELECT sync_state = 'sync' FROM pg_stat_replication")
+  or die 'the standby is not synchronous';
+
+query($primary, "SELECT rl_debug_set_clock(date_trunc('minute', now()) + interval '2 minutes 1 second')");
+$minute = query($primary, "SELECT date_trunc('minute', rl_clock())");
+is(grants($primary, 'fo_rpm', 20), '20', 'failover: 20 granted');
+wait_for_next_save($primary);
+wait_for_next_save($primary);
+is(query($primary, q{
+	SELECT (SELECT count(*) FILTER (WHERE (rl_acquire('fo_rpm')).granted) FROM generate_series(1, 40))
+		|| ' ' || (SELECT count(*) FILTER (WHERE (rl_acquire('fo_conc')).granted)
+				   FROM generate_series(1, 6))}),
+	'40 6', 'failover: a burst right after a save');
+
+$primary->stop('immediate');
+$standby->promote;
+wait_for_worker($standby, '');
+is(query($standby, "SELECT date_trunc('minute', rl_clock())"), $minute,
+	'failover: still the minute of the burst');
+$more = grants($standby, 'fo_rpm', 100);
+ok(60 + $more <= 100, "failover rpm: 60 before + $more after <= 100");
+$more = grants($standby, 'fo_conc', 20);
+ok(6 + $more <= 10, "failover max_concurrent: 6 held + $more after <= 10");
+
+$standby->stop;
+done_testing();
