@@ -152,6 +152,20 @@ SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
 SELECT rl_heartbeat('m3');
 SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
 SELECT rl_unregister(m) FROM unnest('{m1,m2,m3}'::text[]) m;
+
+-- A new installation of the extension forgets the instances of the old one,
+-- at commit: a DROP and CREATE EXTENSION that roll back keep them
+SELECT rl_heartbeat('kept');
+BEGIN;
+DROP EXTENSION pg_ratelimit;
+CREATE EXTENSION pg_ratelimit;
+ROLLBACK;
+SELECT instance FROM rl_instances;
+BEGIN;
+DROP EXTENSION pg_ratelimit;
+CREATE EXTENSION pg_ratelimit;
+COMMIT;
+SELECT count(*) AS instances FROM rl_instances;
 DELETE FROM rl_model;
 DELETE FROM rl_job_type;
 SELECT rl_debug_set_clock(NULL);
