@@ -191,7 +191,9 @@ GRANT SELECT ON rl_counter, rl_share_counter, rl_lease_state, rl_usage_daily,
 -- One row per UTC day, model and job type; job_type NULL is what was used
 -- without a job type (or by a job type since dropped): the model's whole day
 -- less its job types' parts.  Ended days come from rl_usage_daily, the
--- current one from rl_counter and rl_share_counter.
+-- current one from rl_counter and rl_share_counter.  Views are bound when
+-- the extension is created: every operator here has operands of the exact
+-- types of a pg_catalog operator, so that none can resolve elsewhere.
 CREATE VIEW rl_usage AS
 	WITH days AS (
 		SELECT day, model, job_type, requests, input_tokens, output_tokens, cached_tokens,
@@ -218,13 +220,13 @@ CREATE VIEW rl_usage AS
 		SELECT * FROM days WHERE job_type <> ''
 		UNION ALL
 		SELECT w.day, w.model, NULL,
-			   w.requests - coalesce(sum(p.requests), 0),
-			   w.input_tokens - coalesce(sum(p.input_tokens), 0),
-			   w.output_tokens - coalesce(sum(p.output_tokens), 0),
-			   w.cached_tokens - coalesce(sum(p.cached_tokens), 0),
-			   w.cost - coalesce(sum(p.cost), 0),
-			   w.overage_events - coalesce(sum(p.overage_events), 0),
-			   w.overage_tokens - coalesce(sum(p.overage_tokens), 0)
+			   w.requests - coalesce(sum(p.requests), 0)::bigint,
+			   w.input_tokens - coalesce(sum(p.input_tokens), 0)::bigint,
+			   w.output_tokens - coalesce(sum(p.output_tokens), 0)::bigint,
+			   w.cached_tokens - coalesce(sum(p.cached_tokens), 0)::bigint,
+			   w.cost - coalesce(sum(p.cost), 0::numeric),
+			   w.overage_events - coalesce(sum(p.overage_events), 0)::bigint,
+			   w.overage_tokens - coalesce(sum(p.overage_tokens), 0)::bigint
 		FROM days w
 		LEFT JOIN days p ON p.day = w.day AND p.model = w.model AND p.job_type <> ''
 		WHERE w.job_type = ''
@@ -236,7 +238,7 @@ CREATE VIEW rl_usage AS
 		   cost, overage_events, overage_tokens
 	FROM parts
 	WHERE requests <> 0 OR input_tokens <> 0 OR output_tokens <> 0 OR cached_tokens <> 0
-	   OR cost <> 0 OR overage_events <> 0;
+	   OR cost <> 0::numeric OR overage_events <> 0;
 COMMENT ON VIEW rl_usage IS 'pg_ratelimit persisted daily usage and cost per model and job type';
 GRANT SELECT ON rl_usage TO PUBLIC;
 

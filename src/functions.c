@@ -231,7 +231,6 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	int		   *slots = palloc(sizeof(int) * num_models);
 	RlAdmission admission;
 	RlMemoryCap *memory = &attempt->memory;
-
 	TimestampTz expires_at = rl_add_saturating(now, args->ttl_us);
 
 	attempt->granted_index = -1;
@@ -360,7 +359,6 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			rl_attempt(fcinfo, names, num_models, ticket, args, now, attempt);
 			if (attempt->granted_index >= 0 || attempt->reported_index < 0)
 				break;
-			rl_waiter_awaiting_mark(attempt->awaiting_mark);
 
 			/* a model was re-created in another slot: follow it */
 			if (memcmp(registered, attempt->slots, sizeof(int) * num_models) != 0)
@@ -370,6 +368,7 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 								   attempt->size.requests, attempt->size.job_type_slot,
 								   &attempt->memory, ticket);
 			}
+			rl_waiter_awaiting_mark(attempt->awaiting_mark);
 
 			real_now = GetCurrentTimestamp();
 			until = attempt->awaiting_mark ? Max(deadline, mark_deadline) : deadline;

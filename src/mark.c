@@ -18,10 +18,11 @@
  * granted, and holds the concurrency slots of leases granted after the last
  * lease save until their latest possible expiry (the mark's horizon).
  *
- * The worker keeps each mark ahead of usage by a headroom: twice what the
- * model granted since the last proposal, at most 1/16 of the limit (and at
- * least what refused requests asked for), so that busy models rarely wait
- * and a crash costs at most that headroom of each window ("pessimism").  A
+ * The worker keeps each mark ahead of usage by a headroom: what the model
+ * grants in two seconds at its recent rate, at most 1/16 of the limit (and
+ * at least what refused requests asked for), and asks for the next mark
+ * when half of it is used, so that busy models do not wait and a crash
+ * costs at most that headroom of each window ("pessimism").  A
  * quiet model's marks come down to its usage, and a clean shutdown saves
  * them exact: a clean restart loses nothing and over-counts nothing.  Marks
  * for the next minute and day are saved ahead (the headroom), so a busy
@@ -41,6 +42,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "utils/timestamp.h"
 
 #include "admission.h"
@@ -49,8 +52,14 @@
 #include "wait.h"
 #include "worker.h"
 
-/* A mark runs at most 1/16 of a limit ahead of usage */
+/* A mark runs at most 1/16 of a limit ahead of usage ... */
 #define RL_HEADROOM_DIVISOR		16
+
+/* ... and otherwise covers this long at the model's recent rate */
+#define RL_MARK_AHEAD_US		(2 * USECS_PER_SEC)
+
+/* Shortest time a rate is measured over (a burst of proposals) */
+#define RL_MIN_ELAPSED_US		1000
 
 /* The lease horizon runs this far past the longest lease ttl in use */
 #define RL_HORIZON_SLACK_US		(60 * USECS_PER_SEC)
@@ -196,17 +205,20 @@ rl_marks_requested(void)
 }
 
 /*
- * How far a mark runs ahead of usage: twice what was granted since the last
- * proposal, at most 1/16 of the limit; never less than refused requests
- * asked for altogether, nor than the largest of them.
+ * How far a mark runs ahead of usage: what the model grants in
+ * RL_MARK_AHEAD_US at the rate since the last proposal (grown in
+ * elapsed_us), at most 1/16 of the limit; never less than refused requests
+ * asked for altogether (within that cap), nor than the largest of them.
  */
 static int64
-rl_headroom(int64 limit, int64 grown, int64 demand, int64 largest_demand)
+rl_headroom(int64 limit, int64 grown, int64 elapsed_us, int64 demand, int64 largest_demand)
 {
 	int64		cap = limit / RL_HEADROOM_DIVISOR + (limit % RL_HEADROOM_DIVISOR != 0);
-	int64		headroom = Max(rl_add_saturating(grown, grown), demand);
+	double		ahead = (double) grown * RL_MARK_AHEAD_US / Max(elapsed_us, RL_MIN_ELAPSED_US);
+	int64		headroom = ahead >= (double) cap ? cap : (int64) ceil(ahead);
 
-	return Max(Min(cap, headroom), largest_demand);
+	headroom = Max(headroom, Min(cap, demand));
+	return Max(headroom, largest_demand);
 }
 
 /*
@@ -227,6 +239,8 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	bool		same_minute;
 	bool		same_day;
 	int64		granted_since;
+	TimestampTz real_now = GetCurrentTimestamp();
+	int64		elapsed_us;
 
 	rl_roll_windows(model, now);
 
@@ -239,6 +253,7 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	same_minute = marks->proposed_minute_start == model->minute_start;
 	same_day = marks->proposed_day_start == model->day_start;
 	granted_since = model->granted - marks->granted_at_proposal;
+	elapsed_us = real_now - marks->proposed_at;
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -256,7 +271,7 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 			grown = used - marks->used_at_proposal[d];
 		else
 			grown = used;
-		headroom = exact ? 0 : rl_headroom(limit, Max(grown, 0), marks->demand[d],
+		headroom = exact ? 0 : rl_headroom(limit, Max(grown, 0), elapsed_us, marks->demand[d],
 										   marks->largest_demand[d]);
 		proposal->mark[d] = Max(used, Min(limit, rl_add_saturating(used, headroom)));
 		in_force = rl_mark_in_force(model, d);
@@ -306,6 +321,7 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 			marks->used_at_proposal[d] = model->used[d];
 		}
 		marks->granted_at_proposal = model->granted;
+		marks->proposed_at = real_now;
 		marks->proposed_minute_start = model->minute_start;
 		marks->proposed_day_start = model->day_start;
 	}

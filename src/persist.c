@@ -7,17 +7,24 @@
  * and at a clean shutdown: window counters, totals and the usage of the
  * current UTC day (rl_counter), each job type's ratio and counters on the
  * model (rl_share_counter), registered instances (rl_instance_state), open
- * leases (rl_lease_state), the usage of
- * each ended day (rl_usage_daily, written once when the day ends) and the
- * test clock's offset (rl_saved_clock).  A model's version counter, bumped under
- * its lock by every change, tells the worker which models to write; the
- * lease table's version tells it whether the set of leases changed.
+ * leases (rl_lease_state), the usage of each ended day (rl_usage_daily,
+ * written once when the day ends) and the test clock's offset
+ * (rl_saved_clock).  A model's version counter, bumped under its lock by
+ * every change, tells the worker which models to write; the lease table's
+ * version tells it whether the set of leases changed.  In the same rounds,
+ * and whenever a model asks, it saves new high-water marks (rl_mark, see
+ * mark.c); they take effect only once the round has committed.
  *
- * When shared memory starts empty (server start, crash restart) the first
- * configuration load also reads the saved state back (config.c), before
- * anything is admitted: counters of windows that are still current, open
- * leases, today's usage and the clock.  A crash loses at most what changed
- * since the last save.
+ * When shared memory does not hold the state (server start, crash restart,
+ * promotion, and on every call on a standby) a full configuration load also
+ * reads the saved state back (config.c), before anything is admitted:
+ * counters of windows that are still current, open leases, instances,
+ * today's usage and the clock.  The restore fails closed: each current
+ * window counts at least its saved mark, so what was granted after the
+ * last save is not granted again.
+ *
+ * All SQL here runs in an extsql.c session: as the extension's owner, with
+ * a pinned search_path.
  *
  *-------------------------------------------------------------------------
  */

@@ -114,6 +114,7 @@ typedef struct RlMarks
 	TimestampTz proposed_day_start;
 	int64		used_at_proposal[RL_NUM_DIMS];
 	int64		granted_at_proposal;
+	TimestampTz proposed_at;	/* real time */
 } RlMarks;
 
 /* One model: limits, prices, window counters and totals */

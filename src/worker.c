@@ -198,7 +198,15 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 	}
 
 	PopActiveSnapshot();
-	/* synchronous: the marks saved must be durable before they are used */
+
+	/*
+	 * Synchronous: a mark must be durable, on synchronous standbys too,
+	 * before anything is granted under it.  The last round only lowers
+	 * marks, which a standby may miss (it then restores higher ones), and
+	 * must not hang a shutdown on a standby that is down: local.
+	 */
+	if (shutting_down)
+		SetConfigOption("synchronous_commit", "local", PGC_USERSET, PGC_S_OVERRIDE);
 	CommitTransactionCommand();
 	rl_publish_marks();
 	/* let autovacuum see the rows we rewrite every interval */
@@ -220,10 +228,7 @@ rl_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(rl_database_name, NULL, 0);
 
-	/*
-	 * The high-water marks must be durable, on synchronous standbys too,
-	 * before anything is granted under them (mark.c)
-	 */
+	/* see rl_worker_round() */
 	SetConfigOption("synchronous_commit", "on", PGC_USERSET, PGC_S_OVERRIDE);
 	/* nothing the worker runs may depend on a role's or database's path */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_OVERRIDE);
