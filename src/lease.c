@@ -90,11 +90,12 @@ rl_note_lease_expiry(TimestampTz expires_at)
 }
 
 /*
- * Put a new lease in the table.  The caller has already counted it in
- * open_leases, and the table is preallocated for max_leases entries.
+ * Put a lease in the table; false when its id is there already or the
+ * table is full.  Never errors: restoring state uses it directly.  The
+ * caller counts the lease in open_leases.
  */
-void
-rl_insert_lease(const RlLease *lease)
+bool
+rl_put_lease(const RlLease *lease)
 {
 	uint32		hashcode;
 	LWLock	   *partition = rl_lease_partition(lease->lease_id, &hashcode);
@@ -104,16 +105,25 @@ rl_insert_lease(const RlLease *lease)
 	LWLockAcquire(partition, LW_EXCLUSIVE);
 	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
 										hashcode, HASH_ENTER_NULL, &found);
-	if (entry == NULL || found)
-	{
-		LWLockRelease(partition);
-		elog(ERROR, "pg_ratelimit could not store lease " INT64_FORMAT,
-			 lease->lease_id);
-	}
-	memcpy(entry, lease, sizeof(RlLease));
+	if (entry != NULL && !found)
+		memcpy(entry, lease, sizeof(RlLease));
 	LWLockRelease(partition);
+	if (entry == NULL || found)
+		return false;
 	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	rl_note_lease_expiry(lease->expires_at);
+	return true;
+}
+
+/*
+ * Put a new lease in the table.  The caller has already counted it in
+ * open_leases, and the table is preallocated for max_leases entries.
+ */
+void
+rl_insert_lease(const RlLease *lease)
+{
+	if (!rl_put_lease(lease))
+		elog(ERROR, "pg_ratelimit could not store lease " INT64_FORMAT, lease->lease_id);
 }
 
 /*
@@ -250,33 +260,6 @@ rl_expire_due_leases(TimestampTz now)
 	if (num_expired > 0)
 		elog(DEBUG1, "pg_ratelimit expired %d leases", num_expired);
 	pfree(expired);
-}
-
-/*
- * Put a restored (or placeholder) lease back in the table; false when it is
- * there already or the table is full.  Called while restoring state, with
- * config_lock held exclusively; never errors.  The caller counts it in
- * open_leases.
- */
-bool
-rl_restore_lease(const RlLease *lease)
-{
-	uint32		hashcode;
-	LWLock	   *partition = rl_lease_partition(lease->lease_id, &hashcode);
-	RlLease    *entry;
-	bool		found;
-
-	LWLockAcquire(partition, LW_EXCLUSIVE);
-	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
-										hashcode, HASH_ENTER_NULL, &found);
-	if (entry != NULL && !found)
-		memcpy(entry, lease, sizeof(RlLease));
-	LWLockRelease(partition);
-	if (entry == NULL || found)
-		return false;
-	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
-	rl_note_lease_expiry(lease->expires_at);
-	return true;
 }
 
 /*

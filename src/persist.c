@@ -488,7 +488,7 @@ rl_restore_placeholders(int slot, TimestampTz now, uint32 room)
 		lease.expires_at = model->marks.saved.horizon;
 		lease.role = InvalidOid;
 		lease.instance_slot = -1;
-		if (!rl_restore_lease(&lease))
+		if (!rl_put_lease(&lease))
 			break;
 		model->used[RL_DIM_CONCURRENCY]++;
 		added++;
@@ -557,7 +557,7 @@ rl_restore_state(const RlStateSnapshot *state)
 		if (rl_restore_holds_slots(model, now))
 			lease.expires_at = Max(lease.expires_at, model->marks.saved.horizon);
 		rl_restore_instance_lease(&lease);
-		if (!rl_restore_lease(&lease))
+		if (!rl_put_lease(&lease))
 			continue;
 		model->used[RL_DIM_CONCURRENCY]++;
 		rl_restore_lease_share(&lease);
