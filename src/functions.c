@@ -301,7 +301,17 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 			attempt->lease_id = lease.lease_id;
 			break;
 		}
-		attempt->awaiting_mark |= admission.awaiting_mark;
+		/*
+		 * A model that fits but waits for new marks (a moment) is taken
+		 * over the models after it, as if it had admitted: wait for it.
+		 */
+		if (admission.awaiting_mark)
+		{
+			attempt->awaiting_mark = true;
+			attempt->reported_index = i;
+			attempt->reported = admission;
+			break;
+		}
 		/* Of the denials, report the one that frees soonest */
 		if (attempt->reported_index < 0 ||
 			(admission.retry_at != 0 &&
