@@ -32,7 +32,8 @@
  *   pg_restore --disable-triggers does) are found by the worker (worker.c),
  *   which then asks for a resync: the configuration is read again and
  *   applied, keeping the live counters.  A "cannot happen" state met while
- *   applying asks for one too, rather than carrying on out of step.
+ *   applying does not carry on out of step: it clears config_loaded, so
+ *   the next use rebuilds everything from the tables, as after a crash.
  *
  * - A hot standby never treats shared memory as authoritative: every call
  *   rebuilds it from the tables as replayed so far (nothing is admitted
@@ -334,16 +335,20 @@ rl_request_config_resync(void)
 	LWLockRelease(&rl_state->config_lock);
 }
 
+/* Set when applying met a state that cannot happen (see rl_apply_failed) */
+static bool apply_failed = false;
+
 /*
- * Something that cannot happen happened while applying: say so, and have
- * the next caller read the tables again.  Caller holds config_lock
- * exclusively.
+ * Something that cannot happen happened while applying: say so, and rather
+ * than carry on out of step, have the next caller (or the worker) rebuild
+ * shared memory from the tables and the saved state, as after a crash.
+ * Caller holds config_lock exclusively.
  */
 static void
 rl_apply_failed(const char *what)
 {
-	elog(WARNING, "pg_ratelimit %s; it will read its configuration again", what);
-	rl_state->resync_requested++;
+	elog(WARNING, "pg_ratelimit %s; it will load its configuration and state again", what);
+	apply_failed = true;
 }
 
 /* Add a name -> slot entry; false when the index is full */
@@ -587,12 +592,15 @@ rl_clear_shared_state(void)
 
 /*
  * Make shared memory mirror a snapshot.  A full load first clears it and
- * then restores the saved state; otherwise live counters are kept.  Caller
- * holds config_lock exclusively.
+ * then restores the saved state; otherwise live counters are kept.
+ * Returns whether shared memory now mirrors the tables (false only after a
+ * state that cannot happen: then the next use loads everything again).
+ * Caller holds config_lock exclusively.
  */
-static void
+static bool
 rl_apply_config(RlConfigSnapshot *snap, bool full)
 {
+	apply_failed = false;
 	if (full)
 		rl_clear_shared_state();
 	rl_apply_models(snap);
@@ -606,6 +614,7 @@ rl_apply_config(RlConfigSnapshot *snap, bool full)
 	/* limits may have grown, models may be gone: waiters look again */
 	rl_wake_all_waiters();
 	rl_wake_worker();
+	return !apply_failed;
 }
 
 /*
@@ -667,6 +676,7 @@ rl_load_on_primary(void)
 			uint64		generation;
 			bool		full;
 			bool		done;
+			bool		applied;
 			RlConfigSnapshot *snap;
 
 			LWLockAcquire(&rl_state->config_lock, LW_SHARED);
@@ -681,15 +691,18 @@ rl_load_on_primary(void)
 
 			/* A commit that applied a newer state in the meantime wins */
 			LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-			if (rl_state->config_generation == generation)
+			applied = rl_state->config_generation == generation;
+			if (applied)
 			{
-				rl_apply_config(snap, full);
-				rl_state->config_loaded = true;
+				rl_state->config_loaded = rl_apply_config(snap, full);
 				elog(DEBUG1, "pg_ratelimit %s %d models and %d job types",
 					 full ? "loaded" : "re-read", snap->num_models, snap->num_job_types);
 			}
 			LWLockRelease(&rl_state->config_lock);
 			MemoryContextReset(context);
+			/* one try per call: a failed apply is the next call's to retry */
+			if (applied)
+				break;
 		}
 	}
 	PG_FINALLY();
@@ -718,7 +731,7 @@ rl_load_on_standby(void)
 	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
 	/* promoted meanwhile, and loaded as a primary: that state is live */
 	if (!rl_state->config_loaded)
-		rl_apply_config(snap, true);
+		(void) rl_apply_config(snap, true);
 	LWLockRelease(&rl_state->config_lock);
 	MemoryContextDelete(context);
 
@@ -805,9 +818,9 @@ rl_config_xact_callback(XactEvent event, void *arg)
 			if (pending_config != NULL)
 			{
 				LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-				rl_apply_config(pending_config,
-								!rl_state->config_loaded && pending_config->state != NULL);
-				rl_state->config_loaded = true;
+				rl_state->config_loaded =
+					rl_apply_config(pending_config,
+									!rl_state->config_loaded && pending_config->state != NULL);
 				LWLockRelease(&rl_state->config_lock);
 			}
 			if (forget_instances_at_commit)
