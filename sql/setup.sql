@@ -21,6 +21,7 @@ BEGIN
 	FOR i IN 1..100 LOOP
 		EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker');
 		PERFORM pg_sleep(0.1);
+		PERFORM pg_stat_clear_snapshot();
 	END LOOP;
 END
 $$;

@@ -184,7 +184,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	int			share_blocking = -1;
 	int			mark_blocking = -1;
 	int64		room[RL_NUM_DIMS];	/* what the limits leave */
-	int64		avail[RL_NUM_DIMS]; /* ... and the marks allow */
+	int64		avail[RL_NUM_DIMS]; /* what the marks allow, then both */
 	bool		wake_worker;
 
 	memset(result, 0, sizeof(*result));
@@ -207,21 +207,28 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		}
 		/* used can exceed limit after an overage: room may be < 0 */
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
-		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : Min(room[d], rl_mark_room(model, d));
+		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : rl_mark_room(model, d);
 	}
 	if (share)
 		rl_share_room(model, share, &share_room);
+
+	/*
+	 * Older waiters that fit the limits claim their room first, also when
+	 * they wait only for new marks: what they claim comes off both.
+	 */
 	if (pg_atomic_read_u32(&model->num_waiters) > 0)
 	{
 		int64		before[RL_NUM_DIMS];
 
-		memcpy(before, avail, sizeof(before));
+		memcpy(before, room, sizeof(before));
 		rl_claim_for_older_waiters(slot, ticket, tokens, requests, job_type_slot,
-								   avail, share ? &share_room : NULL);
+								   room, share ? &share_room : NULL);
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			if (room[d] != PG_INT64_MAX)
-				room[d] -= before[d] - avail[d];
+			if (avail[d] != PG_INT64_MAX)
+				avail[d] -= before[d] - room[d];
 	}
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		avail[d] = Min(avail[d], room[d]);
 	for (int d = 0; d < RL_NUM_DIMS && blocking < 0; d++)
 		if (rl_dimension_amount(d, tokens, requests) > room[d])
 			blocking = d;
@@ -303,4 +310,27 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	LWLockRelease(&model->lock);
 	if (wake_worker)
 		rl_wake_worker();
+}
+
+/*
+ * A request that fitted a model's limits was refused in the end because no
+ * new high-water mark came in time: count it as a denial of the model.
+ */
+void
+rl_count_mark_refusal(const char *model_name)
+{
+	int			slot;
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	slot = rl_lookup_slot(rl_model_index, model_name);
+	if (slot >= 0)
+	{
+		RlModel    *model = &rl_models[slot];
+
+		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+		model->denied++;
+		model->version++;
+		LWLockRelease(&model->lock);
+	}
+	LWLockRelease(&rl_state->config_lock);
 }

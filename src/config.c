@@ -951,15 +951,18 @@ rl_config_triggers_enabled(Oid relid)
 	return enabled && ours > 0;
 }
 
+/* How often the worker repeats its warning about the triggers */
+#define RL_TRIGGER_WARNING_INTERVAL_US	(10 * 60 * USECS_PER_SEC)
+
 /*
  * Once per worker round, in its transaction: ask for a resync when a
  * configuration table may have changed behind the triggers' back, and on
- * every round while any of the triggers is disabled.
+ * every round while any of the triggers is not ENABLE ALWAYS.
  */
 void
 rl_check_config_triggers(void)
 {
-	static bool warned = false;
+	static TimestampTz warned_at = 0;
 	Oid			extension_oid;
 	Oid			schema;
 	Oid			owner;
@@ -973,12 +976,16 @@ rl_check_config_triggers(void)
 		if (!OidIsValid(config_relids[i]) || !rl_config_triggers_enabled(config_relids[i]))
 			all_enabled = false;
 	}
-	if (!all_enabled && !warned)
+	if (all_enabled)
+		warned_at = 0;
+	else if (GetCurrentTimestamp() >= warned_at + RL_TRIGGER_WARNING_INTERVAL_US)
+	{
 		ereport(WARNING,
-				(errmsg("pg_ratelimit configuration triggers are disabled"),
-				 errdetail("The worker reads the configuration tables again every round until they are enabled."),
-				 errhint("ALTER TABLE ... ENABLE ALWAYS TRIGGER on rl_model, rl_job_type and rl_job_type_wait.")));
-	warned = !all_enabled;
+				(errmsg("pg_ratelimit configuration triggers are not ENABLE ALWAYS"),
+				 errdetail("The worker reads the configuration tables again every round until they are."),
+				 errhint("For each of rl_model, rl_job_type and rl_job_type_wait: ALTER TABLE rl_model ENABLE ALWAYS TRIGGER rl_model_changed, ENABLE ALWAYS TRIGGER rl_model_truncated.")));
+		warned_at = GetCurrentTimestamp();
+	}
 	if (config_relation_changed || !all_enabled)
 	{
 		config_relation_changed = false;

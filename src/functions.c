@@ -471,10 +471,13 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 
 	/* the worker saved no new mark in time: say so where operators look */
 	if (attempt.granted_index < 0 && attempt.awaiting_mark)
+	{
+		rl_count_mark_refusal(names[attempt.reported_index]);
 		ereport(LOG,
 				(errmsg("pg_ratelimit refused a request that fits the limits of model \"%s\": no new high-water mark was saved in time",
 						names[attempt.reported_index]),
 				 errhint("Check that the pg_ratelimit worker is running (pg_stat_activity) and that its commits are not waiting, for example for a synchronous standby.")));
+	}
 
 	/* every model refused the request as too large */
 	if (attempt.granted_index < 0 && attempt.reported_index < 0)

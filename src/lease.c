@@ -205,7 +205,9 @@ rl_expire_lease(const RlLease *lease)
 			share->used[RL_DIM_CONCURRENCY]--;
 			share->version++;
 		}
-		model->expired++;
+		/* a placeholder held after a crash (mark.c) was no lease of anyone's */
+		if (OidIsValid(lease->role))
+			model->expired++;
 		model->version++;
 		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
 		notify = rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, rl_now());
