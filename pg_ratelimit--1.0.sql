@@ -287,6 +287,9 @@ LANGUAGE C;
 ------------------------------------------------------------------------------
 -- Configuration functions (administrators).  They run as the extension's
 -- owner, so granting EXECUTE on them is all an administrator role needs.
+-- Their search_path is pinned, and every call into the extension's schema
+-- passes arguments of exactly the callee's types: an overload planted in
+-- that schema (public, say) with closer types is never chosen.
 ------------------------------------------------------------------------------
 
 -- Refuse a NULL, empty or too long name
@@ -346,15 +349,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM @extschema@.rl_internal_check();
-	PERFORM @extschema@.rl_internal_check_name(model, 'model');
-	PERFORM @extschema@.rl_internal_check_amount(rpm, 'rpm', true);
-	PERFORM @extschema@.rl_internal_check_amount(tpm, 'tpm', true);
-	PERFORM @extschema@.rl_internal_check_amount(rpd, 'rpd', true);
-	PERFORM @extschema@.rl_internal_check_amount(tpd, 'tpd', true);
-	PERFORM @extschema@.rl_internal_check_amount(max_concurrent, 'max_concurrent', true);
-	PERFORM @extschema@.rl_internal_check_amount(price_input, 'price_input', false);
-	PERFORM @extschema@.rl_internal_check_amount(price_output, 'price_output', false);
-	PERFORM @extschema@.rl_internal_check_amount(price_cached, 'price_cached', false);
+	PERFORM @extschema@.rl_internal_check_name(model, 'model'::text);
+	PERFORM @extschema@.rl_internal_check_amount(rpm::numeric, 'rpm'::text, true);
+	PERFORM @extschema@.rl_internal_check_amount(tpm::numeric, 'tpm'::text, true);
+	PERFORM @extschema@.rl_internal_check_amount(rpd::numeric, 'rpd'::text, true);
+	PERFORM @extschema@.rl_internal_check_amount(tpd::numeric, 'tpd'::text, true);
+	PERFORM @extschema@.rl_internal_check_amount(max_concurrent::numeric, 'max_concurrent'::text, true);
+	PERFORM @extschema@.rl_internal_check_amount(price_input::numeric, 'price_input'::text, false);
+	PERFORM @extschema@.rl_internal_check_amount(price_output::numeric, 'price_output'::text, false);
+	PERFORM @extschema@.rl_internal_check_amount(price_cached::numeric, 'price_cached'::text, false);
 	IF 'NaN'::numeric IN (price_input, price_output, price_cached) THEN
 		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
 			MESSAGE = 'prices must be numbers';
@@ -384,7 +387,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM @extschema@.rl_internal_check();
-	PERFORM @extschema@.rl_internal_check_name(model, 'model');
+	PERFORM @extschema@.rl_internal_check_name(model, 'model'::text);
 	DELETE FROM @extschema@.rl_model m WHERE m.model = rl_drop_model.model;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
@@ -408,10 +411,10 @@ DECLARE
 	ratio_sum float8;
 BEGIN
 	PERFORM @extschema@.rl_internal_check();
-	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type');
-	PERFORM @extschema@.rl_internal_check_amount(est_tokens, 'est_tokens', false);
-	PERFORM @extschema@.rl_internal_check_amount(est_requests, 'est_requests', false);
-	PERFORM @extschema@.rl_internal_check_amount(est_memory_kb, 'est_memory_kb', false);
+	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type'::text);
+	PERFORM @extschema@.rl_internal_check_amount(est_tokens::numeric, 'est_tokens'::text, false);
+	PERFORM @extschema@.rl_internal_check_amount(est_requests::numeric, 'est_requests'::text, false);
+	PERFORM @extschema@.rl_internal_check_amount(est_memory_kb::numeric, 'est_memory_kb'::text, false);
 	IF ratio IS NOT NULL AND NOT (ratio >= 0 AND ratio <= 1) THEN
 		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
 			MESSAGE = 'ratio must be between 0 and 1';
@@ -450,8 +453,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM @extschema@.rl_internal_check();
-	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type');
-	PERFORM @extschema@.rl_internal_check_name(model, 'model');
+	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type'::text);
+	PERFORM @extschema@.rl_internal_check_name(model, 'model'::text);
 	IF NOT EXISTS (SELECT FROM @extschema@.rl_job_type j WHERE j.job_type = rl_set_max_wait.job_type) THEN
 		RAISE EXCEPTION USING ERRCODE = 'undefined_object',
 			MESSAGE = format('job type "%s" does not exist', job_type);
@@ -483,7 +486,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	PERFORM @extschema@.rl_internal_check();
-	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type');
+	PERFORM @extschema@.rl_internal_check_name(job_type, 'job type'::text);
 	DELETE FROM @extschema@.rl_job_type j WHERE j.job_type = rl_drop_job_type.job_type;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION USING ERRCODE = 'undefined_object',

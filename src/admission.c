@@ -53,13 +53,17 @@ rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
 	}
 }
 
-/* Start new windows when the clock has left the stored ones */
+/*
+ * Start new windows when the clock has left the stored ones (and free the
+ * slots held after a restore once their time is up)
+ */
 void
 rl_roll_windows(RlModel *model, TimestampTz now)
 {
 	TimestampTz minute_start = rl_window_start(now, USECS_PER_MINUTE);
 	TimestampTz day_start = rl_window_start(now, USECS_PER_DAY);
 
+	rl_mark_release_held(model, now);
 	if (model->minute_start != minute_start || model->day_start != day_start)
 		rl_roll_share_windows(model - rl_models, model->minute_start != minute_start,
 							  model->day_start != day_start ? day_start : 0);
@@ -168,8 +172,9 @@ rl_deny(RlModel *model, RlShare *share, int limited_by, TimestampTz retry_at,
  * A request that fits everything but the model's durable high-water marks
  * (or whose lease would outlive their horizon) is neither granted nor
  * denied: result->awaiting_mark says the worker was asked for new marks
- * (mark.c).  Never errors for a denial; a request that can never fit is
- * reported in result->never_fits.  Caller holds config_lock (shared), so
+ * (mark.c).  Never errors (the caller holds config_lock): a request that
+ * can never fit is reported in result->never_fits, a full lease table in
+ * result->leases_full.  Caller holds config_lock (shared), so
  * the shares match the configuration.
  */
 void
@@ -271,12 +276,9 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	if (pg_atomic_fetch_add_u32(&rl_state->open_leases, 1) >= (uint32) rl_max_leases)
 	{
 		pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+		result->leases_full = true;
 		LWLockRelease(&model->lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many open pg_ratelimit leases"),
-				 errdetail("ratelimit.max_leases is %d.", rl_max_leases),
-				 errhint("Release leases, shorten their ttl, or raise ratelimit.max_leases and restart the server.")));
+		return;
 	}
 
 	/* last, the instance's memory: the cap holds across models */
@@ -302,7 +304,9 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		rl_share_grant(share, model, tokens, requests);
 	if (ticket != RL_NEWCOMER_TICKET)
 		rl_waiter_granted();
-	wake_worker = rl_mark_note_grant(model);
+	if (model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED)
+		rl_mark_note_lease(model, expires_at);
+	wake_worker = rl_mark_note_usage(model);
 	result->granted = true;
 	result->model_generation = model->generation;
 	result->minute_start = model->minute_start;

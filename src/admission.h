@@ -18,6 +18,7 @@ typedef struct RlAdmission
 								 * RL_LIMITED_BY_JOB_TYPE or _MEMORY, or -1 */
 	TimestampTz retry_at;		/* when that limit's window resets, or 0 */
 	bool		awaiting_mark;	/* fits the limits; waits for new marks */
+	bool		leases_full;	/* the lease table has no room */
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
 	uint32		model_generation;	/* the rest only when granted */

@@ -23,17 +23,23 @@
  *
  * - After a server start, a crash or a promotion shared memory does not
  *   mirror the tables (config_loaded is false): the first caller, or the
- *   worker, does a full load: it takes the same lock, reads the
- *   configuration and the saved state, clears shared memory and applies
- *   both.  A generation counter makes a load lose any race against a commit
- *   that applied in the meantime.
+ *   worker, does a full load: it reads the configuration and the saved
+ *   state with a fresh snapshot, clears shared memory and applies both.  A
+ *   generation counter makes a load lose any race against a commit that
+ *   applied in the meantime (that commit's own read is the newer one: it
+ *   was made under the lock).  No backend waits for the lock.
  *
  * - Changes that no trigger saw (made while the triggers were disabled, as
- *   pg_restore --disable-triggers does) are found by the worker (worker.c),
- *   which then asks for a resync: the configuration is read again and
- *   applied, keeping the live counters.  A "cannot happen" state met while
- *   applying does not carry on out of step: it clears config_loaded, so
- *   the next use rebuilds everything from the tables, as after a crash.
+ *   pg_restore --disable-triggers does, or while no worker ran) are found
+ *   by the worker (worker.c), which asks for a resync and does it itself:
+ *   under the lock, taken only when free, it reads the configuration again
+ *   and applies it, keeping the live counters.  A "cannot happen" state met
+ *   while applying does not carry on out of step: it clears config_loaded,
+ *   so the next use rebuilds everything from the tables, as after a crash.
+ *
+ * Nothing is reported (ereport) while config_lock is held: a message goes
+ * to the client first, and a client that does not read it would keep the
+ * lock held.
  *
  * - A hot standby never treats shared memory as authoritative: every call
  *   rebuilds it from the tables as replayed so far (nothing is admitted
@@ -308,9 +314,7 @@ rl_read_config(MemoryContext context, bool with_state)
 	snap->job_type_kept = MemoryContextAllocZero(context, sizeof(bool) * rl_max_job_types);
 
 	/* requests made before this read are answered by it */
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	snap->resync_seen = rl_state->resync_requested;
-	LWLockRelease(&rl_state->config_lock);
+	snap->resync_seen = pg_atomic_read_u64(&rl_state->resync_requested);
 
 	if (!rl_extsql_begin(&session, true))
 		return snap;
@@ -330,25 +334,24 @@ rl_read_config(MemoryContext context, bool with_state)
 void
 rl_request_config_resync(void)
 {
-	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-	rl_state->resync_requested++;
-	LWLockRelease(&rl_state->config_lock);
+	pg_atomic_fetch_add_u64(&rl_state->resync_requested, 1);
 }
 
-/* Set when applying met a state that cannot happen (see rl_apply_failed) */
-static bool apply_failed = false;
+/* What cannot happen but happened while applying (see rl_apply_failed) */
+static const char *apply_failure = NULL;
 
 /*
- * Something that cannot happen happened while applying: say so, and rather
- * than carry on out of step, have the next caller (or the worker) rebuild
- * shared memory from the tables and the saved state, as after a crash.
+ * Something that cannot happen happened while applying: rather than carry
+ * on out of step, have the next caller (or the worker) rebuild shared
+ * memory from the tables and the saved state, as after a crash.  Said by
+ * rl_report_apply() once config_lock is released: nothing is reported with
+ * an LWLock held (a client that does not read its messages would keep it).
  * Caller holds config_lock exclusively.
  */
 static void
 rl_apply_failed(const char *what)
 {
-	elog(WARNING, "pg_ratelimit %s; it will load its configuration and state again", what);
-	apply_failed = true;
+	apply_failure = what;
 }
 
 /* Add a name -> slot entry; false when the index is full */
@@ -600,7 +603,7 @@ rl_clear_shared_state(void)
 static bool
 rl_apply_config(RlConfigSnapshot *snap, bool full)
 {
-	apply_failed = false;
+	apply_failure = NULL;
 	if (full)
 		rl_clear_shared_state();
 	rl_apply_models(snap);
@@ -614,104 +617,88 @@ rl_apply_config(RlConfigSnapshot *snap, bool full)
 	/* limits may have grown, models may be gone: waiters look again */
 	rl_wake_all_waiters();
 	rl_wake_worker();
-	return !apply_failed;
+	return apply_failure == NULL;
+}
+
+/* Say what applying a snapshot did, after config_lock is released */
+static void
+rl_report_apply(const RlConfigSnapshot *snap, bool full)
+{
+	if (apply_failure != NULL)
+		elog(WARNING, "pg_ratelimit %s; it will load its configuration and state again",
+			 apply_failure);
+	apply_failure = NULL;
+	if (full && snap->state != NULL)
+		rl_report_restore(snap->state);
+	elog(DEBUG1, "pg_ratelimit %s %d models and %d job types",
+		 full ? "loaded" : "applied", snap->num_models, snap->num_job_types);
 }
 
 /*
- * Take the configuration lock for the rest of a load, as a session lock
- * (the caller's transaction may go on for long); rl_unlock_configuration
- * releases it.  Returns whether it was taken (not when the extension is
- * not installed).
+ * Read the tables and apply them, until no commit applied something newer
+ * in the meantime (the generation counter tells).  full: shared memory
+ * does not hold the state (after a start, a crash or a promotion): clear
+ * it and restore the saved state too.
  */
-static bool
-rl_lock_configuration(LOCKTAG *tag)
+static void
+rl_load(bool full)
+{
+	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit config load",
+												  ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		uint64		generation;
+		RlConfigSnapshot *snap;
+		bool		applied;
+
+		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+		generation = rl_state->config_generation;
+		if (full && rl_state->config_loaded)
+			full = false;		/* someone else loaded it */
+		LWLockRelease(&rl_state->config_lock);
+		if (!full && rl_state->config_loaded &&
+			rl_state->resync_applied >= pg_atomic_read_u64(&rl_state->resync_requested))
+			break;
+
+		snap = rl_read_config(context, full);
+
+		LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
+		applied = rl_state->config_generation == generation;
+		if (applied)
+			rl_state->config_loaded = rl_apply_config(snap, full);
+		LWLockRelease(&rl_state->config_lock);
+		if (applied)
+		{
+			rl_report_apply(snap, full);
+			/* one try: a failed apply is the next call's to retry */
+			break;
+		}
+		MemoryContextReset(context);
+	}
+	MemoryContextDelete(context);
+}
+
+/*
+ * Worker only, once a round: read the tables again when a resync was asked
+ * for (changes no trigger saw).  It takes the lock that configuration
+ * transactions hold, so that no commit applies an older read after it;
+ * when one is open it tries again next round rather than wait.
+ */
+void
+rl_resync_config(void)
 {
 	Oid			extension_oid;
 	Oid			schema;
 	Oid			owner;
 
-	if (!rl_extension_lookup(&extension_oid, &schema, &owner))
-		return false;
-	SET_LOCKTAG_OBJECT(*tag, MyDatabaseId, ExtensionRelationId, extension_oid, 0);
-	(void) LockAcquire(tag, ExclusiveLock, true, false);
-	return true;
-}
-
-static void
-rl_unlock_configuration(LOCKTAG *tag)
-{
-	LockRelease(tag, ExclusiveLock, true);
-}
-
-/*
- * On a primary: load the configuration (and, after a start or promotion,
- * the saved state) when shared memory does not mirror the tables, or read
- * it again when a resync was asked for.
- */
-static void
-rl_load_on_primary(void)
-{
-	MemoryContext context;
-	LOCKTAG		tag;
-	bool		locked;
-
-	/* Loading now would read this transaction's uncommitted changes */
-	if (config_changed)
-	{
-		if (rl_state->config_loaded)
-			return;				/* a resync can wait for our commit */
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_ratelimit has not loaded its configuration since the server started"),
-				 errhint("Commit the configuration change first.")));
-	}
-
-	context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit config load",
-									ALLOCSET_DEFAULT_SIZES);
-	locked = rl_lock_configuration(&tag);
-	PG_TRY();
-	{
-		for (;;)
-		{
-			uint64		generation;
-			bool		full;
-			bool		done;
-			bool		applied;
-			RlConfigSnapshot *snap;
-
-			LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-			generation = rl_state->config_generation;
-			full = !rl_state->config_loaded;
-			done = !full && rl_state->resync_applied >= rl_state->resync_requested;
-			LWLockRelease(&rl_state->config_lock);
-			if (done)
-				break;
-
-			snap = rl_read_config(context, full);
-
-			/* A commit that applied a newer state in the meantime wins */
-			LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-			applied = rl_state->config_generation == generation;
-			if (applied)
-			{
-				rl_state->config_loaded = rl_apply_config(snap, full);
-				elog(DEBUG1, "pg_ratelimit %s %d models and %d job types",
-					 full ? "loaded" : "re-read", snap->num_models, snap->num_job_types);
-			}
-			LWLockRelease(&rl_state->config_lock);
-			MemoryContextReset(context);
-			/* one try per call: a failed apply is the next call's to retry */
-			if (applied)
-				break;
-		}
-	}
-	PG_FINALLY();
-	{
-		if (locked)
-			rl_unlock_configuration(&tag);
-	}
-	PG_END_TRY();
-	MemoryContextDelete(context);
+	if (!rl_state->config_loaded ||
+		rl_state->resync_applied >= pg_atomic_read_u64(&rl_state->resync_requested))
+		return;
+	if (!rl_extension_lookup(&extension_oid, &schema, &owner) ||
+		!ConditionalLockDatabaseObject(ExtensionRelationId, extension_oid, 0, ExclusiveLock))
+		return;
+	rl_load(false);
 }
 
 /*
@@ -724,15 +711,19 @@ rl_load_on_standby(void)
 {
 	MemoryContext context;
 	RlConfigSnapshot *snap;
+	bool		applied;
 
 	context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit standby load",
 									ALLOCSET_DEFAULT_SIZES);
 	snap = rl_read_config(context, true);
 	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
 	/* promoted meanwhile, and loaded as a primary: that state is live */
-	if (!rl_state->config_loaded)
+	applied = !rl_state->config_loaded;
+	if (applied)
 		(void) rl_apply_config(snap, true);
 	LWLockRelease(&rl_state->config_lock);
+	if (applied)
+		rl_report_apply(snap, true);
 	MemoryContextDelete(context);
 
 	ereport(NOTICE,
@@ -752,11 +743,17 @@ rl_ensure_config_loaded(void)
 		rl_load_on_standby();
 		return;
 	}
-	/* unlocked peeks: both only ever move forward */
-	if (rl_state->config_loaded &&
-		rl_state->resync_applied >= rl_state->resync_requested)
+	/* an unlocked peek: it only ever becomes true, but by a full load */
+	if (rl_state->config_loaded)
 		return;
-	rl_load_on_primary();
+
+	/* Loading now would read this transaction's uncommitted changes */
+	if (config_changed)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_ratelimit has not loaded its configuration since the server started"),
+				 errhint("Commit the configuration change first.")));
+	rl_load(true);
 }
 
 static void
@@ -817,11 +814,13 @@ rl_config_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			if (pending_config != NULL)
 			{
+				bool		full;
+
 				LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-				rl_state->config_loaded =
-					rl_apply_config(pending_config,
-									!rl_state->config_loaded && pending_config->state != NULL);
+				full = !rl_state->config_loaded && pending_config->state != NULL;
+				rl_state->config_loaded = rl_apply_config(pending_config, full);
 				LWLockRelease(&rl_state->config_lock);
+				rl_report_apply(pending_config, full);
 			}
 			if (forget_instances_at_commit)
 				rl_forget_all_instances();

@@ -126,12 +126,47 @@ rl_require_non_negative(FunctionCallInfo fcinfo, int argno, const char *what,
 }
 
 /*
- * Resolve the job type and the request's size: explicit tokens/requests,
- * else the job type's estimates, else 0 tokens and 1 request.  Caller holds
- * config_lock.
+ * A job type name argument, checked, or NULL when not given.  Done before
+ * any lock is taken: no error may be raised with an LWLock held (the
+ * message goes to the client first, and a client that does not read would
+ * keep the lock held).
  */
+static char *
+rl_job_type_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *name;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	name = palloc(RL_NAME_MAX_LEN + 1);
+	rl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(argno)), "job type");
+	return name;
+}
+
 static void
-rl_resolve_size(FunctionCallInfo fcinfo, int job_type_arg, int tokens_arg,
+rl_report_no_job_type(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("job type \"%s\" does not exist", name)));
+}
+
+static void
+rl_report_no_model(const char *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("model \"%s\" does not exist", name)));
+}
+
+/*
+ * Resolve the job type (job_type_name, NULL for none) and the request's
+ * size: explicit tokens/requests, else the job type's estimates, else 0
+ * tokens and 1 request.  False when the job type does not exist.  Caller
+ * holds config_lock.
+ */
+static bool
+rl_resolve_size(FunctionCallInfo fcinfo, const char *job_type_name, int tokens_arg,
 				int requests_arg, RlRequestSize *size)
 {
 	RlJobType  *job_type = NULL;
@@ -139,16 +174,11 @@ rl_resolve_size(FunctionCallInfo fcinfo, int job_type_arg, int tokens_arg,
 	size->job_type_slot = -1;
 	size->job_type_generation = 0;
 	size->job_type_max_wait_us = -1;
-	if (!PG_ARGISNULL(job_type_arg))
+	if (job_type_name != NULL)
 	{
-		char		name[RL_NAME_MAX_LEN + 1];
-
-		rl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(job_type_arg)), "job type");
-		size->job_type_slot = rl_lookup_slot(rl_job_type_index, name);
+		size->job_type_slot = rl_lookup_slot(rl_job_type_index, job_type_name);
 		if (size->job_type_slot < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("job type \"%s\" does not exist", name)));
+			return false;
 		job_type = &rl_job_types[size->job_type_slot];
 		size->job_type_generation = job_type->generation;
 		size->job_type_max_wait_us = job_type->max_wait_us;
@@ -157,19 +187,7 @@ rl_resolve_size(FunctionCallInfo fcinfo, int job_type_arg, int tokens_arg,
 		job_type ? job_type->est_tokens : 0;
 	size->requests = !PG_ARGISNULL(requests_arg) ? PG_GETARG_INT32(requests_arg) :
 		job_type ? job_type->est_requests : 1;
-}
-
-/* Slot of a model that must exist.  Caller holds config_lock. */
-static int
-rl_require_model(const char *name)
-{
-	int			slot = rl_lookup_slot(rl_model_index, name);
-
-	if (slot < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" does not exist", name)));
-	return slot;
+	return true;
 }
 
 static Datum
@@ -200,6 +218,7 @@ rl_report_never_fits(const char *model, const RlAdmission *admission,
 /* What a lease records besides its size: the same on every attempt */
 typedef struct RlLeaseArgs
 {
+	char	   *job_type;		/* checked name, or NULL */
 	char		instance[RL_NAME_MAX_LEN + 1];
 	int64		ttl_us;
 } RlLeaseArgs;
@@ -220,35 +239,41 @@ typedef struct RlAttempt
 	RlMemoryCap memory;			/* of the instance named, for its job type */
 } RlAttempt;
 
-/*
- * One pass of an acquire: resolve the names, try the models in order and
- * store a lease for the first that admits.
- */
-static void
-rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
-		   const RlLeaseArgs *args, TimestampTz now, RlAttempt *attempt)
+/* What made an attempt fail; raised once config_lock is released */
+typedef enum RlAttemptFailure
+{
+	RL_ATTEMPT_OK = 0,
+	RL_ATTEMPT_NO_JOB_TYPE,
+	RL_ATTEMPT_NO_MODEL,		/* names[failed_index] */
+	RL_ATTEMPT_NEVER_FITS,		/* the only model; attempt->never_fits */
+	RL_ATTEMPT_LEASES_FULL,
+	RL_ATTEMPT_LEASE_NOT_STORED
+} RlAttemptFailure;
+
+/* Try the models in order under config_lock; see rl_attempt() */
+static RlAttemptFailure
+rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
+				  const RlLeaseArgs *args, TimestampTz now, RlAttempt *attempt,
+				  int *failed_index)
 {
 	int		   *slots = palloc(sizeof(int) * num_models);
 	RlAdmission admission;
 	RlMemoryCap *memory = &attempt->memory;
 	TimestampTz expires_at = rl_add_saturating(now, args->ttl_us);
 
-	attempt->granted_index = -1;
-	attempt->reported_index = -1;
-	attempt->never_fits_index = -1;
-	attempt->awaiting_mark = false;
-	attempt->max_wait_us = 0;
-
-	/* Held shared until the lease is stored: no model is dropped meanwhile */
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-
-	rl_resolve_size(fcinfo, ARG_JOB_TYPE, ARG_TOKENS, ARG_REQUESTS, &attempt->size);
+	if (!rl_resolve_size(fcinfo, args->job_type, ARG_TOKENS, ARG_REQUESTS, &attempt->size))
+		return RL_ATTEMPT_NO_JOB_TYPE;
 	rl_memory_cap(args->instance, attempt->size.job_type_slot, memory);
 	for (int i = 0; i < num_models; i++)
 	{
 		int64		max_wait_us = -1;
 
-		slots[i] = rl_require_model(names[i]);
+		slots[i] = rl_lookup_slot(rl_model_index, names[i]);
+		if (slots[i] < 0)
+		{
+			*failed_index = i;
+			return RL_ATTEMPT_NO_MODEL;
+		}
 		if (i < RL_MAX_WAIT_MODELS)
 			attempt->slots[i] = slots[i];
 		if (attempt->size.job_type_slot >= 0)
@@ -263,15 +288,17 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests,
 					 attempt->size.job_type_slot, memory, ticket, now, expires_at,
 					 &admission);
+		if (admission.leases_full)
+			return RL_ATTEMPT_LEASES_FULL;
 		if (admission.never_fits >= 0)
 		{
-			if (num_models == 1)
-				rl_report_never_fits(names[i], &admission, &attempt->size);
 			if (attempt->never_fits_index < 0)
 			{
 				attempt->never_fits_index = i;
 				attempt->never_fits = admission;
 			}
+			if (num_models == 1)
+				return RL_ATTEMPT_NEVER_FITS;
 			continue;
 		}
 		if (admission.granted)
@@ -296,11 +323,13 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 			lease.instance_slot = memory->instance_slot;
 			lease.instance_generation = memory->instance_generation;
 			lease.memory_counted = admission.memory_counted;
-			rl_insert_lease(&lease);
+			if (!rl_put_lease(&lease))
+				return RL_ATTEMPT_LEASE_NOT_STORED;
 			attempt->granted_index = i;
 			attempt->lease_id = lease.lease_id;
 			break;
 		}
+
 		/*
 		 * A model that fits but waits for new marks (a moment) is taken
 		 * over the models after it, as if it had admitted: wait for it.
@@ -322,8 +351,58 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 			attempt->reported = admission;
 		}
 	}
-	LWLockRelease(&rl_state->config_lock);
 	pfree(slots);
+	return RL_ATTEMPT_OK;
+}
+
+/*
+ * One pass of an acquire: resolve the names, try the models in order and
+ * store a lease for the first that admits.  config_lock is held shared
+ * until the lease is stored, so no model is dropped meanwhile; errors are
+ * raised only after it is released.
+ */
+static void
+rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
+		   const RlLeaseArgs *args, TimestampTz now, RlAttempt *attempt)
+{
+	RlAttemptFailure failure;
+	int			failed_index = -1;
+
+	attempt->granted_index = -1;
+	attempt->reported_index = -1;
+	attempt->never_fits_index = -1;
+	attempt->awaiting_mark = false;
+	attempt->max_wait_us = 0;
+
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	failure = rl_attempt_locked(fcinfo, names, num_models, ticket, args, now, attempt,
+								&failed_index);
+	LWLockRelease(&rl_state->config_lock);
+
+	switch (failure)
+	{
+		case RL_ATTEMPT_OK:
+			break;
+		case RL_ATTEMPT_NO_JOB_TYPE:
+			rl_report_no_job_type(args->job_type);
+			break;
+		case RL_ATTEMPT_NO_MODEL:
+			rl_report_no_model(names[failed_index]);
+			break;
+		case RL_ATTEMPT_NEVER_FITS:
+			rl_report_never_fits(names[0], &attempt->never_fits, &attempt->size);
+			break;
+		case RL_ATTEMPT_LEASES_FULL:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("too many open pg_ratelimit leases"),
+					 errdetail("ratelimit.max_leases is %d.", rl_max_leases),
+					 errhint("Release leases, shorten their ttl, or raise ratelimit.max_leases and restart the server.")));
+			break;
+		case RL_ATTEMPT_LEASE_NOT_STORED:
+			elog(ERROR, "pg_ratelimit could not store a lease");
+			break;
+	}
 }
 
 /* Milliseconds from one time to a later one, rounded up, at least 1 */
@@ -439,6 +518,7 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("ttl must be positive")));
 	}
+	args.job_type = rl_job_type_arg(fcinfo, ARG_JOB_TYPE);
 	memset(args.instance, 0, sizeof(args.instance));
 	if (!PG_ARGISNULL(ARG_INSTANCE))
 		rl_copy_name(args.instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
@@ -674,9 +754,11 @@ rl_capacity(PG_FUNCTION_ARGS)
 	const int	num_dims = (int) lengthof(capacity_order);
 	RlShareRoom share_room;
 	int			model_slot;
+	char	   *job_type;
 
 	rl_require_ready();
 	name = rl_model_name(rl_require_text(fcinfo, 0, "model"));
+	job_type = rl_job_type_arg(fcinfo, 1);
 	rl_require_non_negative(fcinfo, 2, "tokens", false);
 	rl_require_non_negative(fcinfo, 3, "requests", true);
 	InitMaterializedSRF(fcinfo, 0);
@@ -685,8 +767,17 @@ rl_capacity(PG_FUNCTION_ARGS)
 	rl_expire_due_leases(now);
 
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	rl_resolve_size(fcinfo, 1, 2, 3, &size);
-	model_slot = rl_require_model(name);
+	if (!rl_resolve_size(fcinfo, job_type, 2, 3, &size))
+	{
+		LWLockRelease(&rl_state->config_lock);
+		rl_report_no_job_type(job_type);
+	}
+	model_slot = rl_lookup_slot(rl_model_index, name);
+	if (model_slot < 0)
+	{
+		LWLockRelease(&rl_state->config_lock);
+		rl_report_no_model(name);
+	}
 	model = &rl_models[model_slot];
 	/* exclusive: the windows of the model and its shares may need rolling */
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
@@ -839,10 +930,7 @@ typedef struct RlLeaseRow
 	char		job_type[RL_NAME_MAX_LEN + 1];	/* empty when none */
 } RlLeaseRow;
 
-/*
- * rl_leases_internal(): one row per open lease, behind the rl_leases view.
- * Placeholder leases held after a crash (mark.c) have no pid and no role.
- */
+/* rl_leases_internal(): one row per open lease, behind the rl_leases view */
 Datum
 rl_leases_internal(PG_FUNCTION_ARGS)
 {
@@ -904,7 +992,6 @@ rl_leases_internal(PG_FUNCTION_ARGS)
 		values[6] = TimestampTzGetDatum(row->lease.acquired_at);
 		values[7] = TimestampTzGetDatum(row->lease.expires_at);
 		values[8] = Int32GetDatum(row->lease.pid);
-		nulls[8] = row->lease.pid == 0;
 		values[9] = role ? CStringGetTextDatum(role) : (Datum) 0;
 		nulls[9] = role == NULL;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

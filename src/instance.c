@@ -477,19 +477,19 @@ rl_copy_instances(RlInstanceInfo **instances)
 
 /*
  * Put a saved instance back while shared memory is restored (config_lock
- * held exclusively, nothing admitted yet).
+ * held exclusively, nothing admitted yet); false when there is no room.
  */
-void
+bool
 rl_restore_instance(const RlInstanceInfo *info)
 {
 	bool		joined;
+	int			slot;
 
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-	if (rl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
-							 info->registered_at, &joined) < 0)
-		elog(WARNING, "pg_ratelimit could not restore instance \"%s\": ratelimit.max_instances is %d",
-			 info->name, rl_max_instances);
+	slot = rl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
+								info->registered_at, &joined);
 	LWLockRelease(&table->instances_lock);
+	return slot >= 0;
 }
 
 /* A restored lease naming a registered instance counts against its memory */

@@ -42,7 +42,7 @@ extern uint64 rl_instances_membership_version(void);
 extern uint64 rl_instances_heartbeat_version(void);
 extern int	rl_copy_instances(RlInstanceInfo **instances);
 extern void rl_forget_all_instances(void);
-extern void rl_restore_instance(const RlInstanceInfo *info);
+extern bool rl_restore_instance(const RlInstanceInfo *info);
 extern void rl_restore_instance_lease(RlLease *lease);
 
 #endif							/* RL_INSTANCE_H */

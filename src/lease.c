@@ -28,6 +28,7 @@
 #include "admission.h"
 #include "instance.h"
 #include "lease.h"
+#include "mark.h"
 #include "pg_ratelimit.h"
 #include "share.h"
 #include "wait.h"
@@ -91,8 +92,9 @@ rl_note_lease_expiry(TimestampTz expires_at)
 
 /*
  * Put a lease in the table; false when its id is there already or the
- * table is full.  Never errors: restoring state uses it directly.  The
- * caller counts the lease in open_leases.
+ * table is full (it is preallocated for max_leases, and the caller has
+ * counted the lease in open_leases).  Never errors: callers hold
+ * config_lock.
  */
 bool
 rl_put_lease(const RlLease *lease)
@@ -116,17 +118,6 @@ rl_put_lease(const RlLease *lease)
 }
 
 /*
- * Put a new lease in the table.  The caller has already counted it in
- * open_leases, and the table is preallocated for max_leases entries.
- */
-void
-rl_insert_lease(const RlLease *lease)
-{
-	if (!rl_put_lease(lease))
-		elog(ERROR, "pg_ratelimit could not store lease " INT64_FORMAT, lease->lease_id);
-}
-
-/*
  * Remove a lease from the table and return a copy of it; false when there
  * is no such lease.  Only the role that acquired it (or a member of that
  * role) may take it.
@@ -144,8 +135,7 @@ rl_take_lease(int64 lease_id, RlLease *lease)
 	{
 		entry = hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
 											HASH_FIND, NULL);
-		/* a placeholder held after a crash (mark.c) is nobody's to release */
-		if (entry == NULL || !OidIsValid(entry->role))
+		if (entry == NULL)
 		{
 			LWLockRelease(partition);
 			return false;
@@ -198,16 +188,13 @@ rl_expire_lease(const RlLease *lease)
 	{
 		RlShare    *share = rl_lease_share(lease);
 
-		if (model->used[RL_DIM_CONCURRENCY] > 0)
-			model->used[RL_DIM_CONCURRENCY]--;
+		rl_mark_free_slot(model, lease, rl_now());
 		if (share && share->used[RL_DIM_CONCURRENCY] > 0)
 		{
 			share->used[RL_DIM_CONCURRENCY]--;
 			share->version++;
 		}
-		/* a placeholder held after a crash (mark.c) was no lease of anyone's */
-		if (OidIsValid(lease->role))
-			model->expired++;
+		model->expired++;
 		model->version++;
 		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
 		notify = rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, rl_now());
@@ -415,6 +402,8 @@ static void
 rl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 {
 	RlModel    *model = &rl_models[lease->model_slot];
+	bool		kept = true;
+	char		name[RL_NAME_MAX_LEN + 1];
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	if (model->in_use && model->generation == lease->model_generation)
@@ -422,9 +411,8 @@ rl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 		RlShare    *share = rl_lease_share(lease);
 
 		rl_roll_windows(model, now);
-		if (!rl_add_day_cost(&model->usage, cost))
-			elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
-				 model->name);
+		kept = rl_add_day_cost(&model->usage, cost);
+		strlcpy(name, model->name, sizeof(name));
 		if (share)
 		{
 			(void) rl_add_day_cost(rl_share_usage(share, model), cost);
@@ -433,6 +421,10 @@ rl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 		model->version++;
 	}
 	LWLockRelease(&model->lock);
+	/* reported only now: never with an LWLock held */
+	if (!kept)
+		elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
+			 name);
 }
 
 /*
@@ -506,8 +498,7 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 				share->used[d] = rl_add_saturating(share->used[d], delta);
 		}
 	}
-	if (model->used[RL_DIM_CONCURRENCY] > 0)
-		model->used[RL_DIM_CONCURRENCY]--;
+	rl_mark_free_slot(model, lease, now);
 	if (share && share->used[RL_DIM_CONCURRENCY] > 0)
 		share->used[RL_DIM_CONCURRENCY]--;
 	if (share)
@@ -530,6 +521,8 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	priced = model->priced;
 	waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
 	notify = rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
+	/* an overage past the mark: have a mark cover it soon */
+	notify |= rl_mark_note_usage(model);
 	LWLockRelease(&model->lock);
 	if (waiters)
 		rl_wake_waiters(lease->model_slot);

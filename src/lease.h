@@ -37,7 +37,6 @@ typedef struct RlSettlement
 	Numeric		cost;
 } RlSettlement;
 
-extern void rl_insert_lease(const RlLease *lease);
 extern bool rl_put_lease(const RlLease *lease);
 extern bool rl_take_lease(int64 lease_id, RlLease *lease);
 extern void rl_settle_lease(const RlLease *lease, const RlUsage *usage,

@@ -180,12 +180,13 @@ rl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expire
 }
 
 /*
- * After a grant: when usage has eaten half the headroom of a mark, ask for
- * the next one early, so that busy models do not wait.  Returns whether the
- * worker needs waking.  Caller holds the model's lock.
+ * After a grant, or an overage charged by a release: when usage has eaten
+ * half the headroom of a mark (or passed it), ask for the next one early,
+ * so that busy models do not wait and an overage is soon covered.
+ * Returns whether the worker needs waking.  Caller holds the model's lock.
  */
 bool
-rl_mark_note_grant(RlModel *model)
+rl_mark_note_usage(RlModel *model)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -195,6 +196,98 @@ rl_mark_note_grant(RlModel *model)
 			return rl_mark_request(model);
 	}
 	return false;
+}
+
+/*
+ * A lease was granted on the model: until the worker has copied the leases
+ * for saving, the lease horizon of the next marks must cover its expiry (a
+ * crash would not know it).  Caller holds config_lock (shared, since before
+ * the grant and until the lease is in the table) and the model's lock.
+ */
+void
+rl_mark_note_lease(RlModel *model, TimestampTz expires_at)
+{
+	RlMarks    *marks = &model->marks;
+	uint32		epoch = pg_atomic_read_u32(&rl_state->lease_save_epoch);
+
+	if (marks->unsaved_epoch != epoch)
+	{
+		marks->unsaved_epoch = epoch;
+		marks->unsaved_expiry = expires_at;
+	}
+	else
+		marks->unsaved_expiry = Max(marks->unsaved_expiry, expires_at);
+}
+
+/*
+ * A lease leaves: free its concurrency slot.  While slots are held after a
+ * restore, a restored lease keeps its slot until then: it may have been
+ * released before the crash, its slot taken by a lease the crash forgot.
+ * Caller holds the model's lock.
+ */
+void
+rl_mark_free_slot(RlModel *model, const RlLease *lease, TimestampTz now)
+{
+	if (lease->restored && now < model->marks.held_until)
+		model->marks.held++;
+	else if (model->used[RL_DIM_CONCURRENCY] > 0)
+		model->used[RL_DIM_CONCURRENCY]--;
+}
+
+/*
+ * The slots held after a restore are free once no lease the crash forgot
+ * can still run.  Caller holds the model's lock; the worker wakes the
+ * waiters (held_released).
+ */
+void
+rl_mark_release_held(RlModel *model, TimestampTz now)
+{
+	RlMarks    *marks = &model->marks;
+
+	if (marks->held == 0 || now < marks->held_until)
+		return;
+	model->used[RL_DIM_CONCURRENCY] = Max(0, model->used[RL_DIM_CONCURRENCY] - marks->held);
+	marks->held = 0;
+	marks->held_released = true;
+	model->version++;
+}
+
+/*
+ * The worker is about to copy the leases for saving: start a new epoch.
+ * Taking config_lock exclusively waits out every acquire in progress, so
+ * a lease granted in an earlier epoch is in the table before the copy,
+ * and one granted later notes the new epoch (rl_mark_note_lease).
+ * Returns the new epoch: once the copy is durable, only leases of that
+ * epoch or later can be unknown to a restore.  Worker only.
+ */
+uint32
+rl_mark_start_lease_save(void)
+{
+	uint32		epoch;
+
+	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
+	epoch = pg_atomic_add_fetch_u32(&rl_state->lease_save_epoch, 1);
+	LWLockRelease(&rl_state->config_lock);
+	return epoch;
+}
+
+/*
+ * When the earliest slots held after a restore come free (limiter's
+ * clock), or DT_NOEND.  Unlocked peeks: the worker only sleeps on it.
+ */
+TimestampTz
+rl_marks_next_release(void)
+{
+	TimestampTz next = DT_NOEND;
+
+	for (int slot = 0; slot < rl_max_models; slot++)
+	{
+		RlModel    *model = &rl_models[slot];
+
+		if (model->in_use && model->marks.held > 0)
+			next = Min(next, model->marks.held_until);
+	}
+	return next;
 }
 
 /* Did some model ask for new marks since the worker last looked?  Clears it. */
@@ -232,7 +325,7 @@ rl_headroom(int64 limit, int64 grown, int64 elapsed_us, int64 demand, int64 larg
  */
 bool
 rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
-				RlMarkSet *proposal)
+				uint32 saved_epoch, RlMarkSet *proposal)
 {
 	RlMarks    *marks = &model->marks;
 	bool		changed;
@@ -248,8 +341,9 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	proposal->minute_start = model->minute_start;
 	proposal->day_start = model->day_start;
 	proposal->horizon = marks->saved.horizon;
-	proposal->clean = exact;
-	changed = marks->requested || (exact && !marks->saved.clean);
+	/* exact, and no slots held for a crash's unknown leases */
+	proposal->clean = exact && now >= marks->held_until;
+	changed = marks->requested || proposal->clean != marks->saved.clean;
 	same_minute = marks->proposed_minute_start == model->minute_start;
 	same_day = marks->proposed_day_start == model->day_start;
 	granted_since = model->granted - marks->granted_at_proposal;
@@ -290,14 +384,28 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 		}
 	}
 
-	/* leases granted from now on must expire before the horizon */
-	if (model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED && !exact &&
-		(granted_since > 0 || marks->demand_expiry > 0))
+	/*
+	 * The lease horizon: no lease granted under the marks may expire
+	 * later, so that a restore knows how long to hold the slots of leases
+	 * it never heard of.  It must cover the leases granted since the last
+	 * durable copy of the leases (saved_epoch), the requests waiting for
+	 * it, and leases of the default ttl for a while; it may come down once
+	 * the long-lived ones are saved.
+	 */
+	if (model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED && !exact)
 	{
 		TimestampTz needed = Max(rl_add_saturating(now, (int64) rl_lease_ttl_s * USECS_PER_SEC),
 								 marks->demand_expiry);
 
-		if (proposal->horizon < rl_add_saturating(needed, RL_HORIZON_SLACK_US / 2))
+		if (marks->unsaved_epoch >= saved_epoch)
+			needed = Max(needed, marks->unsaved_expiry);
+		if ((granted_since > 0 || marks->demand_expiry > 0) &&
+			proposal->horizon < rl_add_saturating(needed, RL_HORIZON_SLACK_US / 2))
+		{
+			proposal->horizon = rl_add_saturating(needed, RL_HORIZON_SLACK_US);
+			changed = true;
+		}
+		else if (lower && proposal->horizon > rl_add_saturating(needed, 2 * RL_HORIZON_SLACK_US))
 		{
 			proposal->horizon = rl_add_saturating(needed, RL_HORIZON_SLACK_US);
 			changed = true;

@@ -22,12 +22,17 @@ extern int64 rl_mark_room(const RlModel *model, RlDimension dim);
 extern bool rl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at);
 extern bool rl_mark_refused(RlModel *model, int64 tokens, int32 requests,
 							TimestampTz expires_at);
-extern bool rl_mark_note_grant(RlModel *model);
+extern bool rl_mark_note_usage(RlModel *model);
+extern void rl_mark_note_lease(RlModel *model, TimestampTz expires_at);
+extern void rl_mark_free_slot(RlModel *model, const RlLease *lease, TimestampTz now);
+extern void rl_mark_release_held(RlModel *model, TimestampTz now);
 
 /* worker side */
 extern bool rl_marks_requested(void);
+extern TimestampTz rl_marks_next_release(void);
+extern uint32 rl_mark_start_lease_save(void);
 extern bool rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
-							RlMarkSet *proposal);
+							uint32 saved_epoch, RlMarkSet *proposal);
 extern void rl_mark_publish(RlModel *model, uint32 generation, const RlMarkSet *saved);
 
 /* restore */

@@ -27,6 +27,7 @@
 #include "instance.h"
 #include "notify.h"
 #include "pg_ratelimit.h"
+#include "wait.h"
 
 #define RL_NOTIFY_CHANNEL	"rl_capacity"
 #define RL_ALLOCATION_CHANNEL	"rl_allocation"
@@ -88,6 +89,7 @@ rl_queue_notifications(TimestampTz now)
 		RlNotifyReason reason;
 		TimestampTz at;
 		TimestampTz due;
+		bool		wake;
 
 		if (!model->in_use)
 			continue;
@@ -98,6 +100,9 @@ rl_queue_notifications(TimestampTz now)
 			continue;
 		}
 		rl_roll_windows(model, now);
+		/* slots held after a restore just came free: waiters look again */
+		wake = model->marks.held_released;
+		model->marks.held_released = false;
 		reason = model->notify_reason;
 		at = model->notify_at;
 		due = last_sent[slot] + RL_NOTIFY_MIN_GAP_MS * 1000;
@@ -113,6 +118,8 @@ rl_queue_notifications(TimestampTz now)
 			strlcpy(name, model->name, sizeof(name));
 		}
 		LWLockRelease(&model->lock);
+		if (wake)
+			rl_wake_waiters(slot);
 
 		if (reason != RL_NOTIFY_NONE)
 		{

@@ -113,6 +113,13 @@ struct RlStateSnapshot
 	int			num_instances;
 	RlInstanceInfo *instances;
 	int64	   *lease_floor;	/* scratch: [model slot * 4 + dimension] */
+
+	/* what the restore did, reported once config_lock is released */
+	uint32		restored_leases;
+	bool		leases_left_out;
+	int			instances_left_out;
+	int64		held_slots;		/* for leases a crash forgot */
+	TimestampTz held_until;
 };
 
 /* Columns of rl_counter passed as arrays */
@@ -133,6 +140,7 @@ static RlPersisted *persisted = NULL;
 static uint64 *persisted_share_versions = NULL;	/* [model * max_job_types + job type] */
 static TimestampTz *persisted_share_ended = NULL;	/* same: usage_ended written */
 static uint64 persisted_lease_version = 0;
+static uint32 persisted_lease_epoch = 0;	/* of the last copy of the leases */
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
@@ -450,70 +458,46 @@ rl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampT
 
 /*
  * After a stop that was not clean, leases granted after the last save of
- * the leases are unknown: hold the concurrency slots the marks allow for
- * them with placeholder leases until the latest any of them can expire,
- * and let no restored lease give its slot back before then either (it may
- * have been released already, its slot taken by one of the unknown ones).
+ * the leases are unknown.  Hold the concurrency slots the marks allow for
+ * them until the latest any of them can expire (the marks' lease horizon),
+ * and let no restored lease give its slot back before then either: it may
+ * have been released already, its slot taken by one of the unknown ones
+ * (mark.c).  Returns how many slots are held.
  */
-static bool
-rl_restore_holds_slots(const RlModel *model, TimestampTz now)
+static int64
+rl_restore_held_slots(RlModel *model, TimestampTz now)
 {
-	return model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED &&
-		!model->marks.saved.clean && model->marks.saved.horizon > now;
-}
+	int64		unknown;
 
-/* Placeholder leases for a model's unknown leases; returns how many */
-static uint32
-rl_restore_placeholders(int slot, TimestampTz now, uint32 room)
-{
-	RlModel    *model = &rl_models[slot];
-	int64		unknown = model->marks.saved.mark[RL_DIM_CONCURRENCY] -
-		model->used[RL_DIM_CONCURRENCY];
-	uint32		added = 0;
-
-	if (!rl_restore_holds_slots(model, now))
+	if (model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED || model->marks.saved.clean ||
+		model->marks.saved.horizon <= now)
 		return 0;
-	for (; unknown > 0 && added < room; unknown--)
-	{
-		RlLease		lease;
-
-		memset(&lease, 0, sizeof(lease));
-		lease.lease_id = (int64) pg_atomic_fetch_add_u64(&rl_state->next_lease_id, 1);
-		lease.model_slot = slot;
-		lease.model_generation = model->generation;
-		lease.job_type_slot = -1;
-		lease.minute_start = model->minute_start;
-		lease.day_start = model->day_start;
-		lease.acquired_at = now;
-		lease.expires_at = model->marks.saved.horizon;
-		lease.role = InvalidOid;
-		lease.instance_slot = -1;
-		if (!rl_put_lease(&lease))
-			break;
-		model->used[RL_DIM_CONCURRENCY]++;
-		added++;
-	}
-	return added;
+	unknown = Max(0, model->marks.saved.mark[RL_DIM_CONCURRENCY] -
+				  model->used[RL_DIM_CONCURRENCY]);
+	model->marks.held = unknown;
+	model->marks.held_until = model->marks.saved.horizon;
+	model->used[RL_DIM_CONCURRENCY] += unknown;
+	return unknown;
 }
 
 /*
  * Put saved state back into freshly cleared shared memory.  Called while
  * applying a full load (after a start, a crash, a promotion, or on a
- * standby), with config_lock held exclusively; must not fail.  What is
+ * standby), with config_lock held exclusively; must not fail, nor report
+ * anything (rl_report_restore() does, later).  What is
  * restored is consistent and fails closed: every current window counts at
  * least its saved mark and the reservations of the restored leases made
- * in it (see mark.c); after a clean stop the marks are exact and nothing
- * is over-counted.
+ * in it, and concurrency its saved mark (see mark.c); after a clean stop
+ * the marks are exact and nothing is over-counted.
  */
 void
-rl_restore_state(const RlStateSnapshot *state)
+rl_restore_state(RlStateSnapshot *state)
 {
 	TimestampTz now;
 	TimestampTz minute_start;
 	TimestampTz day_start;
 	uint32		restored_leases = 0;
 	uint64		max_lease_id = 0;
-	bool		quiet = RecoveryInProgress();
 
 	if (state->has_clock)
 		pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) state->clock_offset_us);
@@ -530,7 +514,8 @@ rl_restore_state(const RlStateSnapshot *state)
 
 	/* instances first: the leases naming them count against their memory */
 	for (int i = 0; i < state->num_instances; i++)
-		rl_restore_instance(&state->instances[i]);
+		if (!rl_restore_instance(&state->instances[i]))
+			state->instances_left_out++;
 
 	for (int i = 0; i < state->num_leases; i++)
 	{
@@ -543,8 +528,7 @@ rl_restore_state(const RlStateSnapshot *state)
 			continue;
 		if (restored_leases >= (uint32) rl_max_leases)
 		{
-			elog(WARNING, "pg_ratelimit could not restore all open leases: ratelimit.max_leases is %d",
-				 rl_max_leases);
+			state->leases_left_out = true;
 			break;
 		}
 		model = &rl_models[slot];
@@ -554,8 +538,7 @@ rl_restore_state(const RlStateSnapshot *state)
 		lease.job_type_slot = l->job_type[0] ? rl_lookup_slot(rl_job_type_index, l->job_type) : -1;
 		lease.job_type_generation = lease.job_type_slot >= 0 ?
 			rl_job_types[lease.job_type_slot].generation : 0;
-		if (rl_restore_holds_slots(model, now))
-			lease.expires_at = Max(lease.expires_at, model->marks.saved.horizon);
+		lease.restored = !model->marks.saved.clean;
 		rl_restore_instance_lease(&lease);
 		if (!rl_put_lease(&lease))
 			continue;
@@ -581,20 +564,45 @@ rl_restore_state(const RlStateSnapshot *state)
 	for (int slot = 0; slot < rl_max_models; slot++)
 	{
 		RlModel    *model = &rl_models[slot];
+		int64		held;
 
 		if (!model->in_use)
 			continue;
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 			model->used[d] = Max(model->used[d],
 								 state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d]);
-		restored_leases += rl_restore_placeholders(slot, now,
-												   (uint32) rl_max_leases - restored_leases);
+		held = rl_restore_held_slots(model, now);
+		if (held > 0)
+		{
+			state->held_slots += held;
+			state->held_until = Max(state->held_until, model->marks.held_until);
+		}
 	}
 	pg_atomic_fetch_add_u32(&rl_state->open_leases, restored_leases);
+	state->restored_leases = restored_leases;
+}
 
-	elog(quiet ? DEBUG1 : LOG,
+/*
+ * Say what rl_restore_state() did.  Called once config_lock is released:
+ * nothing is reported with an LWLock held.  Never errors.
+ */
+void
+rl_report_restore(const RlStateSnapshot *state)
+{
+	if (state->leases_left_out)
+		elog(WARNING, "pg_ratelimit could not restore all open leases: ratelimit.max_leases is %d",
+			 rl_max_leases);
+	if (state->instances_left_out > 0)
+		elog(WARNING, "pg_ratelimit could not restore %d instances: ratelimit.max_instances is %d",
+			 state->instances_left_out, rl_max_instances);
+	elog(RecoveryInProgress() ? DEBUG1 : LOG,
 		 "pg_ratelimit restored the counters of %d models, %d instances and %u open leases",
-		 state->num_counters, state->num_instances, restored_leases);
+		 state->num_counters, state->num_instances, state->restored_leases);
+	if (state->held_slots > 0)
+		ereport(RecoveryInProgress() ? DEBUG1 : LOG,
+				(errmsg("pg_ratelimit holds " INT64_FORMAT " concurrency slots until %s for leases granted after its last save",
+						state->held_slots, timestamptz_to_str(state->held_until)),
+				 errdetail("The server did not stop cleanly: those leases may still be in use.")));
 }
 
 /*
@@ -1099,6 +1107,8 @@ rl_persist_leases(const char *qschema)
 	if (persisted_anything && version == persisted_lease_version)
 		return;
 
+	/* from here on the marks need cover only leases granted after the copy */
+	persisted_lease_epoch = rl_mark_start_lease_save();
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 	count = rl_copy_open_leases(&leases);
 	for (int i = 0; i < 12; i++)
@@ -1208,7 +1218,8 @@ rl_propose_marks(TimestampTz now, bool exact, bool lower)
 		if (!model->in_use)
 			continue;
 		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-		if (model->in_use && rl_mark_propose(model, now, exact, lower, set))
+		if (model->in_use &&
+			rl_mark_propose(model, now, exact, lower, persisted_lease_epoch, set))
 		{
 			proposals.slots[proposals.count] = slot;
 			proposals.generations[proposals.count] = model->generation;

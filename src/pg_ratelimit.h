@@ -115,6 +115,15 @@ typedef struct RlMarks
 	int64		used_at_proposal[RL_NUM_DIMS];
 	int64		granted_at_proposal;
 	TimestampTz proposed_at;	/* real time */
+
+	/* leases granted since the worker last copied the leases for saving */
+	uint32		unsaved_epoch;	/* lease_save_epoch they were granted in */
+	TimestampTz unsaved_expiry; /* the latest of their expiries */
+
+	/* after a restore that was not clean: slots held for unknown leases */
+	int64		held;			/* concurrency slots held, counted in used */
+	TimestampTz held_until;		/* the restored horizon */
+	bool		held_released;	/* released: the worker wakes the waiters */
 } RlMarks;
 
 /* One model: limits, prices, window counters and totals */
@@ -227,6 +236,9 @@ typedef struct RlLease
 	int			instance_slot;	/* registered instance, or -1 */
 	uint32		instance_generation;
 	bool		memory_counted; /* counted against the instance's memory */
+	bool		restored;		/* restored after a stop that was not clean:
+								 * its slot stays held until the model's
+								 * held_until (mark.c) */
 } RlLease;
 
 /* Name -> slot entry of the model and job type indexes */
@@ -250,7 +262,7 @@ typedef struct RlSharedState
 	/* Read on every call, written rarely (under config_lock) */
 	bool		config_loaded;	/* shared memory mirrors the config tables */
 	uint64		config_generation;	/* bumped by every applied change */
-	uint64		resync_requested;	/* asked to read the tables again ... */
+	pg_atomic_uint64 resync_requested;	/* asked to read the tables again ... */
 	uint64		resync_applied; /* ... and answered up to here */
 	pg_atomic_uint64 clock_offset_us;	/* test clock: added to real time */
 	pg_atomic_uint64 earliest_expiry;	/* encoded, see lease.c */
@@ -264,6 +276,8 @@ typedef struct RlSharedState
 	pg_atomic_uint64 lease_version; /* bumped by every lease change */
 	pg_atomic_uint64 ratio_version; /* bumped when ratios in force move */
 	pg_atomic_uint32 marks_requested;	/* some model wants new marks now */
+	pg_atomic_uint32 lease_save_epoch;	/* bumped before the worker copies
+										 * the leases for saving (mark.c) */
 } RlSharedState;
 
 /* settings.c */
@@ -304,6 +318,7 @@ extern int64 rl_interval_to_us(Interval *interval, const char *what);
 /* config.c */
 extern void rl_ensure_config_loaded(void);
 extern void rl_request_config_resync(void);
+extern void rl_resync_config(void);
 extern void rl_config_relcache_callback(Datum arg, Oid relid);
 extern void rl_check_config_triggers(void);
 extern void rl_install_config_callbacks(void);

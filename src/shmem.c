@@ -178,7 +178,8 @@ rl_shmem_startup(void)
 		pg_atomic_init_u64(&rl_state->lease_version, 0);
 		pg_atomic_init_u64(&rl_state->ratio_version, 0);
 		pg_atomic_init_u32(&rl_state->marks_requested, 0);
-		rl_state->resync_requested = 0;
+		pg_atomic_init_u32(&rl_state->lease_save_epoch, 0);
+		pg_atomic_init_u64(&rl_state->resync_requested, 0);
 		rl_state->resync_applied = 0;
 		rl_state->worker_latch = NULL;
 		pg_atomic_init_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);

@@ -42,6 +42,22 @@
 
 PGDLLEXPORT void rl_worker_main(Datum main_arg);
 
+/*
+ * The worker's own settings (see rl_worker_main).  synchronous_commit: a
+ * mark must be durable, on synchronous standbys too, before anything is
+ * granted under it.
+ */
+static const char *const worker_settings[][2] = {
+	{"search_path", "pg_catalog, pg_temp"},
+	{"synchronous_commit", "on"},
+	{"default_transaction_read_only", "off"},
+	{"default_transaction_isolation", "read committed"},
+	{"statement_timeout", "0"},
+	{"lock_timeout", "0"},
+	{"idle_in_transaction_session_timeout", "0"},
+	{"session_replication_role", "origin"},
+};
+
 /* How long to sleep when the extension is not installed yet */
 #define RL_NO_EXTENSION_SLEEP_MS	1000
 
@@ -156,6 +172,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 
 		rl_check_config_triggers();
 		rl_ensure_config_loaded();
+		rl_resync_config();
 		now = rl_now();
 		rl_expire_due_leases(now);
 		next_stale = rl_drop_stale_instances(now);
@@ -188,6 +205,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		next_minute = rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
 		sleep_ms = Min(rl_ms_until(real_now, next_save), rl_ms_until(now, next_minute));
 		sleep_ms = Min(sleep_ms, rl_ms_until(now, rl_earliest_expiry()));
+		sleep_ms = Min(sleep_ms, rl_ms_until(now, rl_marks_next_release()));
 		sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_notice));
 		sleep_ms = Min(sleep_ms, rl_ms_until(real_now,
 											 *last_ratios + (int64) rl_ratio_interval_ms * 1000));
@@ -228,14 +246,21 @@ rl_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(rl_database_name, NULL, 0);
 
-	/* see rl_worker_round() */
-	SetConfigOption("synchronous_commit", "on", PGC_USERSET, PGC_S_OVERRIDE);
-	/* nothing the worker runs may depend on a role's or database's path */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_OVERRIDE);
+	/*
+	 * Nothing the worker does may depend on settings a role or the owner of
+	 * the database chose (ALTER ROLE/DATABASE ... SET): a read-only default,
+	 * a timeout, another search_path or isolation level would stop it
+	 * saving marks, and with them every grant past them.
+	 */
+	for (int i = 0; i < (int) lengthof(worker_settings); i++)
+		SetConfigOption(worker_settings[i][0], worker_settings[i][1], PGC_SUSET,
+						PGC_S_OVERRIDE);
 	CacheRegisterRelcacheCallback(rl_config_relcache_callback, (Datum) 0);
 
 	before_shmem_exit(rl_worker_exit, (Datum) 0);
 	rl_state->worker_latch = MyLatch;
+	/* what changed behind the triggers while no worker ran */
+	rl_request_config_resync();
 	elog(LOG, "pg_ratelimit worker started in database \"%s\"", rl_database_name);
 
 	for (;;)

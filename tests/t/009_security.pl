@@ -4,7 +4,8 @@
 # puts public ahead of pg_catalog in the database's search_path, plants
 # operators (*(numeric,integer), =(oid,oid), =(text,text), ...) and now()
 # in public, each noting that it ran and making the attacker superuser
-# when run by one, and look-alike rl_* tables (other limits, counters and
+# when run by one, overloads of the extension's own helper function in
+# public (the extension's schema), and look-alike rl_* tables (other limits, counters and
 # a test clock offset of a century) with an =(oid,oid) that points the
 # extension's schema at them in a schema of its own.  Through a job type
 # defined by a superuser, a clean restart (the worker loads the state), a
@@ -229,6 +230,16 @@ CREATE OPERATOR public.= (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTIO
 CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
 BEGIN PERFORM evil.note('now()'); RETURN pg_catalog.now(); END $$;
 
+-- overloads, in the extension's own schema, of the helper the SECURITY
+-- DEFINER configuration functions call, closer to the types of their
+-- bigint and integer arguments than its numeric
+CREATE FUNCTION public.rl_internal_check_amount(bigint, text, boolean) RETURNS void
+LANGUAGE plpgsql AS $$ BEGIN PERFORM evil.note('rl_internal_check_amount(bigint)'); END $$;
+CREATE FUNCTION public.rl_internal_check_amount(integer, text, boolean) RETURNS void
+LANGUAGE plpgsql AS $$ BEGIN PERFORM evil.note('rl_internal_check_amount(integer)'); END $$;
+CREATE FUNCTION public.rl_internal_check_name(text, character varying) RETURNS void
+LANGUAGE plpgsql AS $$ BEGIN PERFORM evil.note('rl_internal_check_name(varchar)'); END $$;
+
 -- and public ahead of pg_catalog for every session, superusers' and the
 -- worker's included
 ALTER DATABASE app SET search_path = public, pg_catalog;
@@ -300,6 +311,13 @@ my ($ret, $stdout, $stderr) =
 	q{SELECT rl_define_job_type('chat', max_wait => '2 seconds')});
 is($ret, 0, 'a superuser defines a job type') or diag($stderr);
 check_step('job type defined', 'chat');
+
+# 1b. The same with a model, whose limits are bigint and integer arguments
+($ret, $stdout, $stderr) =
+  victim($node->safe_psql('postgres', 'SELECT current_user'),
+	q{SELECT rl_define_model('gpt', rpm => 60, tpm => 100000, max_concurrent => 5)});
+is($ret, 0, 'a superuser redefines a model') or diag($stderr);
+check_step('model redefined', 'chat');
 wait_for_saved_state(1);
 
 # 2. A clean restart: the worker, connected as a superuser, loads the state.
