@@ -4,7 +4,10 @@
 # ENABLE ALWAYS); changes made while the triggers are disabled (ALTER TABLE
 # ... DISABLE TRIGGER ALL, as pg_restore --disable-triggers does) are picked
 # up by the worker within a few seconds; a real pg_dump / pg_restore
-# --data-only --disable-triggers round trip restores the models; and logical
+# --data-only --disable-triggers round trip restores the models (and the
+# README's statements put the triggers back to ENABLE ALWAYS); an open
+# configuration transaction keeps no acquire waiting for a re-read; a change
+# made while the worker was away is applied when it is back; and logical
 # replication into the configuration tables applies the rows copied at
 # subscription start and every later change.
 use strict;
@@ -150,6 +153,56 @@ ok($node->poll_query_until('postgres',
 		'base/pj,p1/pj,p2/pj'),
 	'the restored job type reaches rl_job_status');
 is(answer($node, "SELECT granted FROM rl_acquire('p1', tokens => 1)"), 't', 'a restored model admits');
+
+# pg_restore --disable-triggers ends with ENABLE TRIGGER ALL, which leaves
+# the triggers firing on origin only: the worker reads the tables every
+# round and says so until, as the README says, they are ENABLE ALWAYS again
+ok($node->poll_query_until('postgres', qq{SELECT pg_read_file('} . $node->logfile
+		  . qq{') ~ 'configuration triggers are not ENABLE ALWAYS'}),
+	'the worker warns that the triggers are not ENABLE ALWAYS');
+query(q{
+	ALTER TABLE rl_model ENABLE ALWAYS TRIGGER rl_model_changed,
+		ENABLE ALWAYS TRIGGER rl_model_truncated;
+	ALTER TABLE rl_job_type ENABLE ALWAYS TRIGGER rl_job_type_changed,
+		ENABLE ALWAYS TRIGGER rl_job_type_truncated;
+	ALTER TABLE rl_job_type_wait ENABLE ALWAYS TRIGGER rl_job_type_wait_changed,
+		ENABLE ALWAYS TRIGGER rl_job_type_wait_truncated;
+});
+is(query(q{SELECT string_agg(DISTINCT tgenabled::text, ',') FROM pg_trigger
+		   WHERE tgname LIKE 'rl\_%'}),
+	'A', "the README's statements make them ENABLE ALWAYS again");
+
+######################################################################
+# (e) an open configuration transaction keeps no acquire waiting
+######################################################################
+
+# a trigger change asks the worker to read the tables again while a
+# configuration transaction holds the lock: the worker tries again later,
+# and acquires do not wait for it
+my $open = $node->background_psql('postgres');
+$open->query_safe("BEGIN; SELECT rl_define_model('pending', rpm => 1)");
+query('ALTER TABLE rl_job_type_wait ENABLE ALWAYS TRIGGER rl_job_type_wait_changed');
+is(answer($node, "SET statement_timeout = '5s'; SELECT granted FROM rl_acquire('base', tokens => 1)"),
+	't', 'an acquire does not wait for an open configuration transaction');
+$open->query_safe('ROLLBACK');
+$open->quit;
+
+######################################################################
+# (f) a change behind the triggers' back while no worker runs
+######################################################################
+
+my $worker = query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'");
+query(qq{
+	SELECT pg_terminate_backend($worker);
+	BEGIN;
+	ALTER TABLE rl_model DISABLE TRIGGER ALL;
+	UPDATE rl_model SET rpm = 77 WHERE model = 'base';
+	ALTER TABLE rl_model ENABLE ALWAYS TRIGGER rl_model_changed,
+		ENABLE ALWAYS TRIGGER rl_model_truncated;
+	COMMIT;
+});
+ok($node->poll_query_until('postgres', models_sql('base'), 'base=77'),
+	'a change made while the worker was away reaches rl_status when it is back');
 
 ######################################################################
 # (d) logical replication into the configuration tables
