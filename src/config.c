@@ -638,7 +638,8 @@ rl_report_apply(const RlConfigSnapshot *snap, bool full)
  * Read the tables and apply them, until no commit applied something newer
  * in the meantime (the generation counter tells).  full: shared memory
  * does not hold the state (after a start, a crash or a promotion): clear
- * it and restore the saved state too.
+ * it and restore the saved state too; otherwise a resync, which keeps the
+ * live counters.
  */
 static void
 rl_load(bool full)
@@ -651,14 +652,15 @@ rl_load(bool full)
 		uint64		generation;
 		RlConfigSnapshot *snap;
 		bool		applied;
+		bool		done;
 
 		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 		generation = rl_state->config_generation;
-		if (full && rl_state->config_loaded)
-			full = false;		/* someone else loaded it */
+		/* someone else loaded it, or answered the resync */
+		done = full ? rl_state->config_loaded :
+			rl_state->resync_applied >= pg_atomic_read_u64(&rl_state->resync_requested);
 		LWLockRelease(&rl_state->config_lock);
-		if (!full && rl_state->config_loaded &&
-			rl_state->resync_applied >= pg_atomic_read_u64(&rl_state->resync_requested))
+		if (done)
 			break;
 
 		snap = rl_read_config(context, full);
