@@ -22,9 +22,9 @@
  * grants in two seconds at its recent rate, at most 1/16 of the limit (and
  * at least what refused requests asked for), and asks for the next mark
  * when half of it is used, so that busy models do not wait and a crash
- * costs at most that headroom of each window ("pessimism").  A
- * quiet model's marks come down to its usage, and a clean shutdown saves
- * them exact: a clean restart loses nothing and over-counts nothing.  Marks
+ * costs at most that headroom of each window ("pessimism").  A quiet
+ * model's marks come down to its usage, and a clean shutdown saves them
+ * exact: a clean restart loses nothing and over-counts nothing.  Marks
  * for the next minute and day are saved ahead (the headroom), so a busy
  * model does not stall at a boundary.
  *
@@ -34,9 +34,24 @@
  * proposal becomes the saved marks.  Whichever of the two a crash finds in
  * the table, usage never passed it.
  *
+ * The lease horizon bounds the expiry of every lease a restore could not
+ * know: those granted since the last durable copy of the leases.  Before
+ * each copy the worker bumps lease_save_epoch under config_lock held
+ * exclusively, which every acquire holds shared from its grant until its
+ * lease is in the table: a lease of an earlier epoch is in the copy, and a
+ * later one notes the epoch on its model (unsaved_epoch/_expiry).  A
+ * proposal covers those, the requests waiting for the horizon, and the
+ * default ttl ahead, so a lease of a hundred years holds the horizon up
+ * only until it is saved.  After a restore that was not clean a model
+ * holds the slots of the leases it cannot know as a count (held, until
+ * held_until, the restored horizon), and a restored lease that ends before
+ * then keeps its slot: it may have ended before the crash, its slot taken
+ * by one of those.
+ *
  * Locking: a model's marks are protected by the model's lock, like its
- * counters.  marks_requested in the shared state is an atomic flag that
- * tells the worker some model asked for new marks.
+ * counters.  marks_requested (an atomic flag) tells the worker some model
+ * asked for new marks; lease_save_epoch is an atomic written only by the
+ * worker, under config_lock held exclusively.
  *
  *-------------------------------------------------------------------------
  */

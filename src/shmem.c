@@ -15,11 +15,13 @@
  * Locking:
  *
  * - config_lock protects the two name indexes, which slots are in use, the
- *   job type slots and the wait matrix.  Configuration changes take it
- *   exclusively, once per committed change.  acquire holds it shared for
- *   its whole run, so a model cannot be dropped between the admission
- *   decision and the insertion of the lease.  Nothing else takes it, and
- *   nothing holds it exclusively on a hot path.
+ *   job type slots, the wait matrix and whether shared memory mirrors the
+ *   tables (config_loaded, config_generation, resync_applied; config.c).
+ *   Applying a configuration (a commit, a load, a resync) takes it
+ *   exclusively, and so does the worker for an instant before it copies
+ *   the leases (mark.c).  acquire holds it shared for its whole run, so a
+ *   model cannot be dropped between the admission decision and the
+ *   insertion of the lease.  Nothing holds it exclusively on a hot path.
  *
  * - Each RlModel has its own LWLock protecting its limits, prices, window
  *   counters and totals.  The admission check and the reservation happen
@@ -41,8 +43,10 @@
  *   never under a model lock; see instance.c.
  *
  * Lock order: config_lock, then a model lock, then a lease partition lock.
- * A model lock is never held while another model
- * lock is taken.
+ * A model lock is never held while another model lock is taken.  Nothing
+ * is reported (ereport, elog) and no catalog is read while any of these is
+ * held: a message goes to the client first, and a client that stops
+ * reading would keep the lock held, uninterruptibly.
  *
  * The clock offset, the lease id counter, the count of open leases and the
  * earliest-expiry hint are atomics and need no lock.
