@@ -304,8 +304,8 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		rl_share_grant(share, model, tokens, requests);
 	if (ticket != RL_NEWCOMER_TICKET)
 		rl_waiter_granted();
-	if (model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED)
-		rl_mark_note_lease(model, expires_at);
+	/* also without a concurrency limit: one may be set before it is saved */
+	rl_mark_note_lease(model, expires_at);
 	wake_worker = rl_mark_note_usage(model);
 	result->granted = true;
 	result->model_generation = model->generation;

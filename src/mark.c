@@ -265,6 +265,7 @@ rl_mark_release_held(RlModel *model, TimestampTz now)
 	marks->held = 0;
 	marks->held_released = true;
 	model->version++;
+	(void) rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
 }
 
 /*
@@ -407,13 +408,22 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	 * it, and leases of the default ttl for a while; it may come down once
 	 * the long-lived ones are saved.
 	 */
-	if (model->limit[RL_DIM_CONCURRENCY] != RL_UNLIMITED && !exact)
+	if (exact || model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED)
+	{
+		/* no lower than the slots held after a restore still need */
+		proposal->horizon = Max(proposal->horizon, marks->held_until);
+		if (proposal->horizon != marks->saved.horizon)
+			changed = true;
+	}
+	else
 	{
 		TimestampTz needed = Max(rl_add_saturating(now, (int64) rl_lease_ttl_s * USECS_PER_SEC),
 								 marks->demand_expiry);
 
 		if (marks->unsaved_epoch >= saved_epoch)
 			needed = Max(needed, marks->unsaved_expiry);
+		/* leases a restore could not know may still run until then */
+		needed = Max(needed, marks->held_until);
 		if ((granted_since > 0 || marks->demand_expiry > 0) &&
 			proposal->horizon < rl_add_saturating(needed, RL_HORIZON_SLACK_US / 2))
 		{

@@ -454,6 +454,8 @@ rl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampT
 			model->used[d] = Max(model->used[d],
 								 rl_mark_bound(&saved->marks, d, minute_start, day_start));
 	model->marks.saved = saved->marks;
+	/* exact marks of a clean stop: nothing more until new ones are saved */
+	model->marks.closed = saved->marks.clean;
 }
 
 /*
@@ -471,13 +473,25 @@ rl_restore_held_slots(RlModel *model, TimestampTz now)
 
 	if (model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED || model->marks.saved.clean ||
 		model->marks.saved.horizon <= now)
-		return 0;
+		return model->marks.held;
 	unknown = Max(0, model->marks.saved.mark[RL_DIM_CONCURRENCY] -
 				  model->used[RL_DIM_CONCURRENCY]);
-	model->marks.held = unknown;
-	model->marks.held_until = model->marks.saved.horizon;
+	model->marks.held += unknown;
+	model->marks.held_until = Max(model->marks.held_until, model->marks.saved.horizon);
 	model->used[RL_DIM_CONCURRENCY] += unknown;
-	return unknown;
+	return model->marks.held;
+}
+
+/*
+ * A saved lease there is no room for (ratelimit.max_leases was lowered):
+ * it may still be in use, so its slot is held until it expires.
+ */
+static void
+rl_restore_lease_left_out(RlModel *model, const RlLease *lease)
+{
+	model->used[RL_DIM_CONCURRENCY]++;
+	model->marks.held++;
+	model->marks.held_until = Max(model->marks.held_until, lease->expires_at);
 }
 
 /*
@@ -526,13 +540,14 @@ rl_restore_state(RlStateSnapshot *state)
 
 		if (slot < 0)
 			continue;
+		model = &rl_models[slot];
+		rl_restore_windows(model, minute_start, day_start);
 		if (restored_leases >= (uint32) rl_max_leases)
 		{
 			state->leases_left_out = true;
-			break;
+			rl_restore_lease_left_out(model, &lease);
+			continue;
 		}
-		model = &rl_models[slot];
-		rl_restore_windows(model, minute_start, day_start);
 		lease.model_slot = slot;
 		lease.model_generation = model->generation;
 		lease.job_type_slot = l->job_type[0] ? rl_lookup_slot(rl_job_type_index, l->job_type) : -1;
@@ -541,7 +556,10 @@ rl_restore_state(RlStateSnapshot *state)
 		lease.restored = !model->marks.saved.clean;
 		rl_restore_instance_lease(&lease);
 		if (!rl_put_lease(&lease))
+		{
+			rl_restore_lease_left_out(model, &lease);
 			continue;
+		}
 		model->used[RL_DIM_CONCURRENCY]++;
 		rl_restore_lease_share(&lease);
 		/* the reservations of leases of the current windows are counted */
@@ -590,8 +608,10 @@ void
 rl_report_restore(const RlStateSnapshot *state)
 {
 	if (state->leases_left_out)
-		elog(WARNING, "pg_ratelimit could not restore all open leases: ratelimit.max_leases is %d",
-			 rl_max_leases);
+		ereport(WARNING,
+				(errmsg("pg_ratelimit could not restore all open leases: ratelimit.max_leases is %d",
+						rl_max_leases),
+				 errdetail("The slots of those left out are held until they expire.")));
 	if (state->instances_left_out > 0)
 		elog(WARNING, "pg_ratelimit could not restore %d instances: ratelimit.max_instances is %d",
 			 state->instances_left_out, rl_max_instances);
@@ -1421,9 +1441,10 @@ rl_persist_state(bool save_state, bool save_marks, bool final)
 			rl_delete_dropped_rows(session.qschema);
 			persisted_config_generation = config_generation;
 		}
-		rl_persist_clock(session.qschema);
 		persisted_anything = true;
 	}
+	/* marks are for windows of the limiter's clock: save it with them */
+	rl_persist_clock(session.qschema);
 	if (!final && save_marks)
 		rl_propose_marks(now, false, save_state);
 	rl_write_marks(session.qschema);

@@ -419,8 +419,6 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 		rl_share(model_slot, j)->denied_recently = false;
 	LWLockRelease(&model->lock);
 	pfree(loads);
-	if (moved)
-		elog(DEBUG1, "pg_ratelimit moved the flexible ratios of model \"%s\"", model->name);
 	return moved;
 }
 

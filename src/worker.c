@@ -119,6 +119,7 @@ rl_adjust_all_ratios(TimestampTz now, TimestampTz real_now, bool all)
 {
 	bool		any_flexible = false;
 	TimestampTz next = 0;
+	int			moved = 0;
 
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 	for (int j = 0; j < rl_max_job_types && !any_flexible; j++)
@@ -138,9 +139,14 @@ rl_adjust_all_ratios(TimestampTz now, TimestampTz real_now, bool all)
 			continue;
 		}
 		if (rl_adjust_ratios(m, now))
+		{
 			rl_wake_waiters(m);
+			moved++;
+		}
 	}
 	LWLockRelease(&rl_state->config_lock);
+	if (moved > 0)
+		elog(DEBUG1, "pg_ratelimit moved the flexible ratios of %d models", moved);
 	return next;
 }
 
