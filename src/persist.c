@@ -144,6 +144,7 @@ static uint32 persisted_lease_epoch = 0;	/* of the last copy of the leases */
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
+static bool persisted_clock = false;
 static bool persisted_anything = false;
 static Oid	persisted_extension = InvalidOid;
 
@@ -1329,6 +1330,7 @@ rl_forget_persisted(void)
 	memset(persisted_share_versions, 0, sizeof(uint64) * rl_max_models * rl_max_job_types);
 	memset(persisted_share_ended, 0, sizeof(TimestampTz) * rl_max_models * rl_max_job_types);
 	persisted_anything = false;
+	persisted_clock = false;
 }
 
 /* Worker-local bookkeeping, allocated once */
@@ -1386,7 +1388,7 @@ rl_persist_clock(const char *qschema)
 	Oid			type = INT8OID;
 	StringInfoData sql;
 
-	if (persisted_anything && clock_offset == persisted_clock_offset)
+	if (persisted_clock && clock_offset == persisted_clock_offset)
 		return;
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
@@ -1395,6 +1397,7 @@ rl_persist_clock(const char *qschema)
 					 " saved_at = excluded.saved_at", qschema);
 	rl_execute(sql.data, 1, &type, &arg);
 	persisted_clock_offset = clock_offset;
+	persisted_clock = true;
 }
 
 /*
