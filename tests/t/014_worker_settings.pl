@@ -35,7 +35,7 @@ $ENV{PGOPTIONS} = join(' ', '-c default_transaction_read_only=off', '-c statemen
 	'-c default_transaction_isolation=read\ committed', '-c search_path=public');
 sub query { return $node->safe_psql('postgres', shift); }
 
-is(query("SELECT count(*) FILTER (WHERE (rl_acquire('m')).granted) FROM generate_series(1, 5)"),
+is(query("SELECT count(*) FILTER (WHERE (rl_acquire('m', max_wait => '1 min')).granted) FROM generate_series(1, 5)"),
 	'5', 'acquires that need new high-water marks are granted');
 ok($node->poll_query_until('postgres', "SELECT granted = 5 FROM rl_counter WHERE model = 'm'"),
 	'the worker saves the counters');
