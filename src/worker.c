@@ -6,12 +6,14 @@
  *
  * It loads the configuration and saved state as soon as the server is up
  * (so the first acquire rarely has to), saves what changed every
- * ratelimit.persist_interval and once more at a clean shutdown, expires
- * leases on time, wakes at every minute boundary of the limiter's clock to
- * wake waiters, and sends the NOTIFY rl_capacity notifications.  Acquire
- * and release never depend on it: they load, expire and roll windows
- * themselves when they need to.  After an error the postmaster
- * restarts it within a second.
+ * ratelimit.persist_interval and once more at a clean shutdown, saves new
+ * high-water marks whenever a model asks (mark.c), re-reads the
+ * configuration when it changed behind the triggers' back (config.c),
+ * expires leases on time, wakes at every minute boundary of the limiter's
+ * clock to wake waiters, and sends the NOTIFY rl_capacity notifications.
+ * Acquire and release load, expire and roll windows themselves when they
+ * need to; they depend on the worker only for new marks.  After an error
+ * the postmaster restarts it within a second.
  *
  *-------------------------------------------------------------------------
  */
