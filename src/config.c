@@ -151,6 +151,9 @@ static bool config_changed = false;
 /* ... and re-created the extension: forget the old instances at commit */
 static bool forget_instances_at_commit = false;
 
+/* ... of this OID (looked up once per transaction) */
+static Oid	config_extension_oid = InvalidOid;
+
 /* Read at pre-commit, applied at commit */
 static RlConfigSnapshot *pending_config = NULL;
 static MemoryContext config_context = NULL;
@@ -763,6 +766,7 @@ rl_forget_config_change(void)
 {
 	config_changed = false;
 	forget_instances_at_commit = false;
+	config_extension_oid = InvalidOid;
 	pending_config = NULL;
 	if (config_context)
 		MemoryContextReset(config_context);
@@ -786,15 +790,18 @@ rl_check_ratio_sum(const RlConfigSnapshot *snap)
 static void
 rl_lock_configuration_for_commit(void)
 {
-	Oid			extension_oid;
 	Oid			schema;
 	Oid			owner;
 
-	if (creating_extension)
-		extension_oid = CurrentExtensionObject;
-	else if (!rl_extension_lookup(&extension_oid, &schema, &owner))
-		return;
-	LockDatabaseObject(ExtensionRelationId, extension_oid, 0, ExclusiveLock);
+	/* the row triggers call this for every row: look the extension up once */
+	if (!OidIsValid(config_extension_oid))
+	{
+		if (creating_extension)
+			config_extension_oid = CurrentExtensionObject;
+		else if (!rl_extension_lookup(&config_extension_oid, &schema, &owner))
+			return;
+	}
+	LockDatabaseObject(ExtensionRelationId, config_extension_oid, 0, ExclusiveLock);
 }
 
 /* Read the new configuration at pre-commit, apply it at commit */
@@ -807,6 +814,8 @@ rl_config_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
+			/* the extension may have been re-created since: look again */
+			config_extension_oid = InvalidOid;
 			rl_lock_configuration_for_commit();
 			/* make the last statement's changes visible to the read */
 			CommandCounterIncrement();
@@ -898,6 +907,7 @@ rl_internal_resync(PG_FUNCTION_ARGS)
 {
 	if (rl_state != NULL)
 	{
+		config_extension_oid = InvalidOid;
 		rl_mark_config_changed();
 		forget_instances_at_commit = true;
 	}

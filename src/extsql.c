@@ -45,9 +45,6 @@
 
 #define RL_EXTENSION_NAME	"pg_ratelimit"
 
-/* The only search_path our SQL ever runs with */
-#define RL_PINNED_SEARCH_PATH	"pg_catalog, pg_temp"
-
 /*
  * Find the installed extension: its OID, schema and owner.  False when it
  * is not installed (as seen by the catalog snapshot).

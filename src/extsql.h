@@ -11,6 +11,9 @@
 
 #include "postgres.h"
 
+/* The only search_path the extension's own SQL ever runs with */
+#define RL_PINNED_SEARCH_PATH	"pg_catalog, pg_temp"
+
 /* An open SPI session on the extension's tables; see extsql.c */
 typedef struct RlExtSql
 {

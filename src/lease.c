@@ -103,14 +103,16 @@ rl_put_lease(const RlLease *lease)
 	LWLock	   *partition = rl_lease_partition(lease->lease_id, &hashcode);
 	RlLease    *entry;
 	bool		found;
+	bool		stored;
 
 	LWLockAcquire(partition, LW_EXCLUSIVE);
 	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
 										hashcode, HASH_ENTER_NULL, &found);
-	if (entry != NULL && !found)
+	stored = entry != NULL && !found;
+	if (stored)
 		memcpy(entry, lease, sizeof(RlLease));
 	LWLockRelease(partition);
-	if (entry == NULL || found)
+	if (!stored)
 		return false;
 	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	rl_note_lease_expiry(lease->expires_at);

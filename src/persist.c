@@ -383,10 +383,19 @@ rl_read_state(MemoryContext context, const char *qschema)
 	return state;
 }
 
-/* The limiter's current windows, set on a model being restored */
-static void
-rl_restore_windows(RlModel *model, TimestampTz minute_start, TimestampTz day_start)
+/*
+ * The model a saved row names, with the limiter's current windows set, or
+ * NULL when it is no longer configured.
+ */
+static RlModel *
+rl_restored_model(const char *name, TimestampTz minute_start, TimestampTz day_start)
 {
+	int			slot = rl_lookup_slot(rl_model_index, name);
+	RlModel    *model;
+
+	if (slot < 0)
+		return NULL;
+	model = &rl_models[slot];
 	if (model->minute_start != minute_start)
 	{
 		model->minute_start = minute_start;
@@ -397,19 +406,17 @@ rl_restore_windows(RlModel *model, TimestampTz minute_start, TimestampTz day_sta
 		model->day_start = day_start;
 		model->used[RL_DIM_RPD] = model->used[RL_DIM_TPD] = 0;
 	}
+	return model;
 }
 
 /* A model's saved counters, for windows that are still current */
 static void
 rl_restore_counter(const RlSavedCounter *c, TimestampTz minute_start, TimestampTz day_start)
 {
-	int			slot = rl_lookup_slot(rl_model_index, c->model);
-	RlModel    *model;
+	RlModel    *model = rl_restored_model(c->model, minute_start, day_start);
 
-	if (slot < 0)
+	if (model == NULL)
 		return;
-	model = &rl_models[slot];
-	rl_restore_windows(model, minute_start, day_start);
 	if (c->minute_start == minute_start)
 	{
 		model->used[RL_DIM_RPM] = c->requests_minute;
@@ -443,13 +450,10 @@ rl_restore_counter(const RlSavedCounter *c, TimestampTz minute_start, TimestampT
 static void
 rl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampTz day_start)
 {
-	int			slot = rl_lookup_slot(rl_model_index, saved->model);
-	RlModel    *model;
+	RlModel    *model = rl_restored_model(saved->model, minute_start, day_start);
 
-	if (slot < 0)
+	if (model == NULL)
 		return;
-	model = &rl_models[slot];
-	rl_restore_windows(model, minute_start, day_start);
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 		if (model->limit[d] != RL_UNLIMITED)
 			model->used[d] = Max(model->used[d],
@@ -535,14 +539,13 @@ rl_restore_state(RlStateSnapshot *state)
 	for (int i = 0; i < state->num_leases; i++)
 	{
 		const RlSavedLease *l = &state->leases[i];
-		int			slot = rl_lookup_slot(rl_model_index, l->model);
+		RlModel    *model = rl_restored_model(l->model, minute_start, day_start);
 		RlLease		lease = l->lease;
-		RlModel    *model;
+		int			slot;
 
-		if (slot < 0)
+		if (model == NULL)
 			continue;
-		model = &rl_models[slot];
-		rl_restore_windows(model, minute_start, day_start);
+		slot = model - rl_models;
 		if (restored_leases >= (uint32) rl_max_leases)
 		{
 			state->leases_left_out = true;

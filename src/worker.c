@@ -34,6 +34,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "extsql.h"
 #include "instance.h"
 #include "mark.h"
 #include "notify.h"
@@ -50,7 +51,7 @@ PGDLLEXPORT void rl_worker_main(Datum main_arg);
  * granted under it.
  */
 static const char *const worker_settings[][2] = {
-	{"search_path", "pg_catalog, pg_temp"},
+	{"search_path", RL_PINNED_SEARCH_PATH},
 	{"synchronous_commit", "on"},
 	{"default_transaction_read_only", "off"},
 	{"default_transaction_isolation", "read committed"},
