@@ -13,6 +13,7 @@ OBJS = \
 	src/config.o \
 	src/extsql.o \
 	src/functions.o \
+	src/holders.o \
 	src/instance.o \
 	src/lease.o \
 	src/mark.o \
@@ -33,7 +34,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 # pg_regress therefore cannot drop and re-create: the tests use an existing
 # database (contrib_regression, see below), and the first test re-creates
 # the extension in it.
-REGRESS = setup config acquire release capacity clock wait usage shares instances errors
+REGRESS = setup config acquire release capacity clock wait usage shares instances holders errors
 REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency race_share config_repeatable_read config_serializable

@@ -523,7 +523,8 @@ CREATE FUNCTION rl_acquire(model text,
 						   requests integer DEFAULT NULL,
 						   max_wait interval DEFAULT NULL,
 						   instance text DEFAULT NULL,
-						   ttl interval DEFAULT NULL)
+						   ttl interval DEFAULT NULL,
+						   session_bound boolean DEFAULT false)
 RETURNS rl_grant
 AS 'MODULE_PATHNAME', 'rl_acquire'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -534,7 +535,8 @@ CREATE FUNCTION rl_acquire_any(models text[],
 							   requests integer DEFAULT NULL,
 							   max_wait interval DEFAULT NULL,
 							   instance text DEFAULT NULL,
-							   ttl interval DEFAULT NULL)
+							   ttl interval DEFAULT NULL,
+							   session_bound boolean DEFAULT false)
 RETURNS rl_grant
 AS 'MODULE_PATHNAME', 'rl_acquire_any'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -583,7 +585,7 @@ CREATE FUNCTION rl_leases_internal(
 	OUT lease_id bigint, OUT model text, OUT job_type text, OUT instance text,
 	OUT tokens bigint, OUT requests integer,
 	OUT acquired_at timestamptz, OUT expires_at timestamptz,
-	OUT pid integer, OUT role text)
+	OUT pid integer, OUT role text, OUT session_bound boolean)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'rl_leases_internal'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
@@ -668,6 +670,17 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 CREATE FUNCTION rl_clock() RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'rl_clock'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+-- Taking and giving back capacity is for the roles an administrator names
+-- (GRANT EXECUTE, see README "Security"): any role could otherwise hold
+-- leases or register instances until the limits are used up.
+REVOKE ALL ON FUNCTION
+	rl_acquire(text, text, bigint, integer, interval, text, interval, boolean),
+	rl_acquire_any(text[], text, bigint, integer, interval, text, interval, boolean),
+	rl_release(bigint, bigint, bigint, bigint, integer),
+	rl_heartbeat(text, bigint),
+	rl_unregister(text)
+FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION
 	rl_define_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean),

@@ -43,9 +43,13 @@ SELECT rl_define_model('openai/gpt-4o-mini', rpm => 1500, tpm => 2000000,
 SELECT rl_define_job_type('chat', est_tokens => 900, est_memory_kb => 50000,
 						  ratio => 0.7, flexible => false);
 SELECT rl_define_job_type('summarize', est_tokens => 3000, est_memory_kb => 200000);
+-- the applications connect as their own role, allowed to take capacity
+CREATE ROLE demo_app LOGIN;
+GRANT EXECUTE ON FUNCTION rl_acquire, rl_acquire_any, rl_release, rl_heartbeat, rl_unregister
+	TO demo_app;
 SQL
 # the workers announce themselves, each with 2 GB of memory
-psql -Xq -c "SELECT rl_heartbeat('worker-' || i, memory_kb => 2000000) FROM generate_series(0, $WORKERS - 1) i" >/dev/null
+psql -Xq -U demo_app -c "SELECT rl_heartbeat('worker-' || i, memory_kb => 2000000) FROM generate_series(0, $WORKERS - 1) i" >/dev/null
 
 # One application job: acquire on gpt-4o or, failing that, gpt-4o-mini;
 # call the provider; release with the usage the provider reported.
@@ -79,7 +83,7 @@ SELECT released FROM rl_release(:lease_id, input_tokens => :input, output_tokens
 SQL
 
 log "running $WORKERS workers for ${DURATION}s"
-pgbench -n -c "$WORKERS" -j 2 -T "$DURATION" -P 5 -f "$work/worker.sql" >"$work/pgbench.log" 2>&1 ||
+pgbench -n -U demo_app -c "$WORKERS" -j 2 -T "$DURATION" -P 5 -f "$work/worker.sql" >"$work/pgbench.log" 2>&1 ||
 	{ cat "$work/pgbench.log"; die "the workload failed"; }
 grep -E '^progress|^number of transactions actually|^tps' "$work/pgbench.log" | sed 's/^/  /'
 rm -rf "$work"

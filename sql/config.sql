@@ -107,7 +107,7 @@ SELECT rl_drop_model('cfg/b');
 SELECT rl_define_job_type('cfg/by_app');
 SELECT rl_set_max_wait('cfg/chat', 'cfg/b', '0');
 SELECT rl_drop_job_type('cfg/chat');
--- but anyone may read the configuration and use the limiter
+-- anyone may read the configuration; taking capacity needs a GRANT (holders)
 SELECT count(*) > 0 AS can_read FROM rl_model;
 SELECT granted FROM rl_acquire('cfg/b');
 RESET ROLE;

@@ -64,7 +64,8 @@ SELECT tokens_estimated, tokens_actual, tokens_refunded, overage FROM rl_release
 SELECT tokens_minute, tokens_day, overage_events, overage_tokens FROM rl_status WHERE model = 'rel/x';
 
 -- across days: no refund anywhere, the day starts empty
-SELECT lease_id AS x3 FROM rl_acquire('rel/x', tokens => 1000, ttl => '2 days') \gset
+SELECT rl_debug_set_clock('2030-01-01 23:59:30+00');
+SELECT lease_id AS x3 FROM rl_acquire('rel/x', tokens => 1000, ttl => '1 hour') \gset
 SELECT rl_debug_set_clock('2030-01-02 00:00:05+00');
 SELECT tokens_estimated, tokens_actual, tokens_refunded FROM rl_release(:x3, input_tokens => 10);
 SELECT tokens_minute, tokens_day, cost_today FROM rl_status WHERE model = 'rel/x';
@@ -92,6 +93,8 @@ CREATE ROLE regress_rl_other;
 CREATE ROLE regress_rl_owner;
 GRANT regress_rl_owner TO regress_rl_other;
 CREATE ROLE regress_rl_stranger;
+GRANT EXECUTE ON FUNCTION rl_acquire, rl_release
+	TO regress_rl_owner, regress_rl_other, regress_rl_stranger;
 SET ROLE regress_rl_owner;
 SELECT lease_id AS owned FROM rl_acquire('rel/m', tokens => 1) \gset
 SET ROLE regress_rl_stranger;
@@ -101,6 +104,8 @@ SELECT * FROM rl_release(:owned);
 SET ROLE regress_rl_other;
 SELECT released FROM rl_release(:owned);
 RESET ROLE;
+REVOKE EXECUTE ON FUNCTION rl_acquire, rl_release
+	FROM regress_rl_owner, regress_rl_other, regress_rl_stranger;
 DROP ROLE regress_rl_other, regress_rl_owner, regress_rl_stranger;
 
 DELETE FROM rl_model;

@@ -25,6 +25,7 @@
 #include "utils/typcache.h"
 
 #include "admission.h"
+#include "holders.h"
 #include "instance.h"
 #include "lease.h"
 #include "mark.h"
@@ -47,6 +48,16 @@ PG_FUNCTION_INFO_V1(rl_leases_internal);
 #define ARG_MAX_WAIT	4
 #define ARG_INSTANCE	5
 #define ARG_TTL			6
+#define ARG_SESSION_BOUND	7
+
+/*
+ * From libpq/libpq.h, whose libpq-be.h needs the GSSAPI headers that a
+ * server development install may not have.
+ */
+extern bool pq_check_connection(void);
+
+/* A waiter checks that its client is still there at least this often */
+#define RL_CLIENT_CHECK_MS	500
 
 /* Display order of rl_capacity rows */
 static const RlDimension capacity_order[] = {
@@ -221,6 +232,8 @@ typedef struct RlLeaseArgs
 	char	   *job_type;		/* checked name, or NULL */
 	char		instance[RL_NAME_MAX_LEN + 1];
 	int64		ttl_us;
+	bool		session_bound;	/* released when this backend exits */
+	int			role_slot;		/* the role's count, reserved (holders.c) */
 } RlLeaseArgs;
 
 /* The outcome of one pass over the models of an acquire */
@@ -319,12 +332,15 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 			lease.expires_at = expires_at;
 			lease.pid = MyProcPid;
 			lease.role = GetUserId();
+			lease.role_slot = args->role_slot;
+			lease.session_bound = args->session_bound;
 			memcpy(lease.instance, args->instance, sizeof(lease.instance));
 			lease.instance_slot = memory->instance_slot;
 			lease.instance_generation = memory->instance_generation;
 			lease.memory_counted = admission.memory_counted;
 			if (!rl_put_lease(&lease))
 				return RL_ATTEMPT_LEASE_NOT_STORED;
+			rl_holders_granted(lease.lease_id, args->session_bound);
 			attempt->granted_index = i;
 			attempt->lease_id = lease.lease_id;
 			break;
@@ -405,6 +421,21 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	}
 }
 
+/*
+ * Has the client gone?  Then end the session as PostgreSQL does when it
+ * finds out (client_connection_check_interval): FATAL "connection to
+ * client lost", which leaves the wait queue and takes nothing.
+ */
+static void
+rl_check_client_connection(void)
+{
+	if (MyProcPort == NULL || pq_check_connection())
+		return;
+	ClientConnectionLost = true;
+	InterruptPending = true;
+	CHECK_FOR_INTERRUPTS();
+}
+
 /* Milliseconds from one time to a later one, rounded up, at least 1 */
 static long
 rl_sleep_ms(TimestampTz from, TimestampTz to)
@@ -429,6 +460,12 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 	TimestampTz mark_deadline = rl_add_saturating(start, RL_MARK_WAIT_US);
 	int64		ticket;
 	int			registered[RL_MAX_WAIT_MODELS];
+	MemoryContext pass_context;
+	MemoryContext caller_context = CurrentMemoryContext;
+
+	/* each pass allocates: free it every time, however often we wake */
+	pass_context = AllocSetContextCreate(caller_context, "pg_ratelimit wait pass",
+										 ALLOCSET_SMALL_SIZES);
 
 	memcpy(registered, attempt->slots, sizeof(int) * num_models);
 	ticket = rl_register_waiter(registered, num_models, attempt->size.tokens,
@@ -444,8 +481,13 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			TimestampTz until;
 			long		sleep_ms;
 
+			/* a client that went away must not be granted what it waited for */
+			rl_check_client_connection();
+			MemoryContextReset(pass_context);
+			MemoryContextSwitchTo(pass_context);
 			rl_expire_due_leases(now);
 			rl_attempt(fcinfo, names, num_models, ticket, args, now, attempt);
+			MemoryContextSwitchTo(caller_context);
 			if (attempt->granted_index >= 0 || attempt->reported_index < 0)
 				break;
 
@@ -466,6 +508,7 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			sleep_ms = rl_sleep_ms(real_now, until);
 			if (!attempt->awaiting_mark && attempt->reported.retry_at != 0)
 				sleep_ms = Min(sleep_ms, rl_sleep_ms(now, attempt->reported.retry_at));
+			sleep_ms = Min(sleep_ms, RL_CLIENT_CHECK_MS);
 
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);
@@ -477,11 +520,33 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 	{
 		/* cancel, statement_timeout, a dropped model: leave the queue */
 		LWLockReleaseAll();
+		MemoryContextSwitchTo(caller_context);
 		rl_unregister_waiter();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	rl_unregister_waiter();
+	MemoryContextDelete(pass_context);
+}
+
+/* The current role holds ratelimit.max_leases_per_role leases already */
+static void
+rl_report_role_cap(void)
+{
+	char	   *role = GetUserNameFromId(GetUserId(), true);
+
+	if (rl_role_open_leases(GetUserId()) < rl_max_leases_per_role)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many roles hold pg_ratelimit leases to count those of role \"%s\"",
+						role ? role : "?"),
+				 errhint("ratelimit.max_leases_per_role applies to this role; it needs a place among the roles counted.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("role \"%s\" holds too many pg_ratelimit leases", role ? role : "?"),
+			 errdetail("ratelimit.max_leases_per_role is %d for this role.",
+					   rl_max_leases_per_role),
+			 errhint("Release leases first, or have an administrator raise the cap, for example ALTER ROLE ... SET ratelimit.max_leases_per_role.")));
 }
 
 /*
@@ -509,7 +574,7 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("max_wait must not be negative")));
 	}
-	args.ttl_us = (int64) rl_lease_ttl_s * USECS_PER_SEC;
+	args.ttl_us = (int64) Min(rl_lease_ttl_s, rl_max_lease_ttl_s) * USECS_PER_SEC;
 	if (!PG_ARGISNULL(ARG_TTL))
 	{
 		args.ttl_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_TTL), "ttl");
@@ -517,12 +582,24 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("ttl must be positive")));
+		if (args.ttl_us > (int64) rl_max_lease_ttl_s * USECS_PER_SEC)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("ttl must not be longer than ratelimit.max_lease_ttl (%d s)",
+							rl_max_lease_ttl_s),
+					 errhint("Renew long work with shorter leases, or have an administrator raise ratelimit.max_lease_ttl.")));
 	}
+	args.session_bound = PG_NARGS() > ARG_SESSION_BOUND && !PG_ARGISNULL(ARG_SESSION_BOUND) &&
+		PG_GETARG_BOOL(ARG_SESSION_BOUND);
 	args.job_type = rl_job_type_arg(fcinfo, ARG_JOB_TYPE);
 	memset(args.instance, 0, sizeof(args.instance));
 	if (!PG_ARGISNULL(ARG_INSTANCE))
 		rl_copy_name(args.instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
 	tupdesc = rl_result_desc(fcinfo, &grant_type);
+
+	args.role_slot = rl_holders_start_acquire(args.session_bound);
+	if (args.role_slot == RL_ROLE_AT_CAP || args.role_slot == RL_ROLE_NO_ROOM)
+		rl_report_role_cap();
 
 	now = rl_now();
 	rl_expire_due_leases(now);
@@ -558,6 +635,9 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 						names[attempt.reported_index]),
 				 errhint("Check that the pg_ratelimit worker is running (pg_stat_activity) and that its commits are not waiting, for example for a synchronous standby.")));
 	}
+
+	/* no lease: the role's count reserved for it goes back */
+	rl_holders_end_acquire();
 
 	/* every model refused the request as too large */
 	if (attempt.granted_index < 0 && attempt.reported_index < 0)
@@ -708,7 +788,11 @@ rl_release(PG_FUNCTION_ARGS)
 
 	memset(&settlement, 0, sizeof(settlement));
 	if (rl_take_lease(lease_id, &lease))
+	{
+		if (lease.session_bound && lease.pid == MyProcPid)
+			rl_session_lease_forget(lease_id);
 		rl_settle_lease(&lease, &usage, now, &settlement);
+	}
 
 	memset(nulls, true, sizeof(nulls));
 	values[0] = BoolGetDatum(settlement.released);
@@ -975,8 +1059,8 @@ rl_leases_internal(PG_FUNCTION_ARGS)
 	for (int i = 0; i < num_rows; i++)
 	{
 		RlLeaseRow *row = &rows[i];
-		Datum		values[10];
-		bool		nulls[10];
+		Datum		values[11];
+		bool		nulls[11];
 		char	   *role = OidIsValid(row->lease.role) ?
 			GetUserNameFromId(row->lease.role, true) : NULL;
 
@@ -994,6 +1078,7 @@ rl_leases_internal(PG_FUNCTION_ARGS)
 		values[8] = Int32GetDatum(row->lease.pid);
 		values[9] = role ? CStringGetTextDatum(role) : (Datum) 0;
 		nulls[9] = role == NULL;
+		values[10] = BoolGetDatum(row->lease.session_bound);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

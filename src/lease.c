@@ -26,6 +26,7 @@
 #include "utils/numeric.h"
 
 #include "admission.h"
+#include "holders.h"
 #include "instance.h"
 #include "lease.h"
 #include "mark.h"
@@ -47,6 +48,8 @@ rl_decode_time(uint64 v)
 {
 	return (TimestampTz) (v ^ RL_SIGN_BIT);
 }
+
+static bool rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease);
 
 /* The partition lock of a lease id, and its hash code */
 static LWLock *
@@ -127,6 +130,37 @@ rl_put_lease(const RlLease *lease)
 bool
 rl_take_lease(int64 lease_id, RlLease *lease)
 {
+	return rl_take_lease_checked(lease_id, 0, lease);
+}
+
+/*
+ * The same for a backend that exits: takes a session-bound lease of that
+ * backend only, whatever the current role.  Never errors.
+ */
+bool
+rl_take_session_lease(int64 lease_id, int session_pid, RlLease *lease)
+{
+	return rl_take_lease_checked(lease_id, session_pid, lease);
+}
+
+/* Is this lease open? */
+bool
+rl_lease_is_open(int64 lease_id)
+{
+	uint32		hashcode;
+	LWLock	   *partition = rl_lease_partition(lease_id, &hashcode);
+	bool		found;
+
+	LWLockAcquire(partition, LW_SHARED);
+	(void) hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
+									   HASH_FIND, &found);
+	LWLockRelease(partition);
+	return found;
+}
+
+static bool
+rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
+{
 	uint32		hashcode;
 	LWLock	   *partition = rl_lease_partition(lease_id, &hashcode);
 	RlLease    *entry;
@@ -137,12 +171,13 @@ rl_take_lease(int64 lease_id, RlLease *lease)
 	{
 		entry = hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
 											HASH_FIND, NULL);
-		if (entry == NULL)
+		if (entry == NULL ||
+			(session_pid != 0 && (!entry->session_bound || entry->pid != session_pid)))
 		{
 			LWLockRelease(partition);
 			return false;
 		}
-		if (entry->role == GetUserId() || checked_role)
+		if (session_pid != 0 || entry->role == GetUserId() || checked_role)
 			break;
 
 		/* Checking role membership reads catalogs: not under our lock */
@@ -166,6 +201,7 @@ rl_take_lease(int64 lease_id, RlLease *lease)
 								HASH_REMOVE, NULL);
 	LWLockRelease(partition);
 	rl_instance_lease_gone(lease);
+	rl_role_lease_gone(lease);
 	pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
 	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	return true;
@@ -236,6 +272,7 @@ rl_expire_due_leases(TimestampTz now)
 		{
 			expired[num_expired++] = *entry;
 			rl_instance_lease_gone(entry);
+			rl_role_lease_gone(entry);
 			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
 		}
 	}
@@ -272,6 +309,7 @@ rl_remove_model_leases(const bool *dropped)
 		if (dropped == NULL || dropped[entry->model_slot])
 		{
 			rl_instance_lease_gone(entry);
+			rl_role_lease_gone(entry);
 			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
 			removed++;
 		}
@@ -303,6 +341,7 @@ rl_expire_instance_leases(const char *instance)
 			continue;
 		expired[num_expired++] = *entry;
 		rl_instance_lease_gone(entry);
+		rl_role_lease_gone(entry);
 		hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
 	}
 	rl_unlock_all_partitions();

@@ -39,6 +39,8 @@ typedef struct RlSettlement
 
 extern bool rl_put_lease(const RlLease *lease);
 extern bool rl_take_lease(int64 lease_id, RlLease *lease);
+extern bool rl_take_session_lease(int64 lease_id, int session_pid, RlLease *lease);
+extern bool rl_lease_is_open(int64 lease_id);
 extern void rl_settle_lease(const RlLease *lease, const RlUsage *usage,
 							TimestampTz now, RlSettlement *result);
 extern int	rl_copy_open_leases(RlLease **leases);

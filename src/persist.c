@@ -43,6 +43,7 @@
 
 #include "extsql.h"
 #include "instance.h"
+#include "holders.h"
 #include "lease.h"
 #include "mark.h"
 #include "persist.h"
@@ -558,9 +559,12 @@ rl_restore_state(RlStateSnapshot *state)
 		lease.job_type_generation = lease.job_type_slot >= 0 ?
 			rl_job_types[lease.job_type_slot].generation : 0;
 		lease.restored = !model->marks.saved.clean;
+		lease.session_bound = false;
+		lease.role_slot = rl_role_lease_add(lease.role, 0);
 		rl_restore_instance_lease(&lease);
 		if (!rl_put_lease(&lease))
 		{
+			rl_role_lease_gone(&lease);
 			rl_restore_lease_left_out(model, &lease);
 			continue;
 		}
@@ -1144,7 +1148,9 @@ rl_persist_leases(const char *qschema)
 		RlJobType  *job_type = lease->job_type_slot >= 0 ?
 			&rl_job_types[lease->job_type_slot] : NULL;
 
-		if (!model->in_use || model->generation != lease->model_generation)
+		/* a session-bound lease ends with its session: a restart ends them all */
+		if (!model->in_use || model->generation != lease->model_generation ||
+			lease->session_bound)
 			continue;
 		cols[0][n] = Int64GetDatum(lease->lease_id);
 		cols[1][n] = CStringGetTextDatum(model->name);

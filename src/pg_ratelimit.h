@@ -232,6 +232,9 @@ typedef struct RlLease
 	TimestampTz expires_at;
 	int			pid;
 	Oid			role;
+	int			role_slot;		/* counted against its role (holders.c), or
+								 * -1 */
+	bool		session_bound;	/* released when backend pid exits */
 	char		instance[RL_NAME_MAX_LEN + 1];	/* empty when none */
 	int			instance_slot;	/* registered instance, or -1 */
 	uint32		instance_generation;
@@ -286,6 +289,8 @@ extern int	rl_max_models;
 extern int	rl_max_job_types;
 extern int	rl_max_leases;
 extern int	rl_lease_ttl_s;
+extern int	rl_max_lease_ttl_s;
+extern int	rl_max_leases_per_role;
 extern int	rl_persist_interval_ms;
 extern int	rl_max_instances;
 extern int	rl_instance_timeout_s;

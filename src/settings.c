@@ -32,6 +32,8 @@
 #define RL_LEASE_TTL_MIN			1
 #define RL_LEASE_TTL_MAX			(7 * 24 * 3600)
 
+#define RL_MAX_LEASE_TTL_DEFAULT	3600
+
 #define RL_PERSIST_INTERVAL_DEFAULT	1000
 #define RL_PERSIST_INTERVAL_MIN		10
 #define RL_PERSIST_INTERVAL_MAX		(3600 * 1000)
@@ -54,6 +56,8 @@ int			rl_max_models = RL_MAX_MODELS_DEFAULT;
 int			rl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
 int			rl_max_leases = RL_MAX_LEASES_DEFAULT;
 int			rl_lease_ttl_s = RL_LEASE_TTL_DEFAULT;
+int			rl_max_lease_ttl_s = RL_MAX_LEASE_TTL_DEFAULT;
+int			rl_max_leases_per_role = 0;
 int			rl_persist_interval_ms = RL_PERSIST_INTERVAL_DEFAULT;
 int			rl_max_instances = RL_MAX_INSTANCES_DEFAULT;
 int			rl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
@@ -115,6 +119,28 @@ rl_define_settings(void)
 							RL_LEASE_TTL_MAX,
 							PGC_USERSET,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_lease_ttl",
+							"Longest lifetime a lease may be given.",
+							"An acquire asking for a longer ttl is refused; a longer ratelimit.lease_ttl is cut to it.",
+							&rl_max_lease_ttl_s,
+							RL_MAX_LEASE_TTL_DEFAULT,
+							RL_LEASE_TTL_MIN,
+							RL_LEASE_TTL_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_leases_per_role",
+							"Most leases one role may hold open at once (0: no cap).",
+							"Set it for a role with ALTER ROLE ... SET; only superusers can change it.",
+							&rl_max_leases_per_role,
+							0,
+							0,
+							RL_MAX_LEASES_MAX,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ratelimit.persist_interval",

@@ -42,6 +42,9 @@
  * - Registered instances have their own lock, taken after config_lock and
  *   never under a model lock; see instance.c.
  *
+ * - The open leases of each role are counted in atomics; the index of the
+ *   roles has its own lock, taken under no model lock; see holders.c.
+ *
  * Lock order: config_lock, then a model lock, then a lease partition lock.
  * A model lock is never held while another model lock is taken.  Nothing
  * is reported (ereport, elog) and no catalog is read while any of these is
@@ -64,6 +67,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "holders.h"
 #include "instance.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
@@ -110,6 +114,7 @@ rl_shmem_size(void)
 	size = add_size(size, hash_estimate_size(rl_max_leases, sizeof(RlLease)));
 	size = add_size(size, MAXALIGN(rl_waiters_shmem_size()));
 	size = add_size(size, MAXALIGN(rl_instances_shmem_size()));
+	size = add_size(size, MAXALIGN(rl_holders_shmem_size()));
 	return size;
 }
 
@@ -214,6 +219,7 @@ rl_shmem_startup(void)
 								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	rl_waiters_shmem_init(found);
 	rl_instances_shmem_init(found);
+	rl_holders_shmem_init(rl_state->tranche_id);
 
 	LWLockRelease(AddinShmemInitLock);
 

@@ -225,7 +225,7 @@ main(int argc, char **argv)
 		query_double(admin, sql);
 		snprintf(sql, sizeof(sql),
 				 "SELECT count(*) FROM generate_series(1, %d) i"
-				 " WHERE (rl_acquire('%s', tokens => i - i, ttl => '1 day')).granted",
+				 " WHERE (rl_acquire('%s', tokens => i - i, ttl => '1 hour')).granted",
 				 waiters, MODEL);
 		if ((int) query_double(admin, sql) != waiters)
 		{
@@ -237,7 +237,7 @@ main(int argc, char **argv)
 		{
 			snprintf(sql, sizeof(sql),
 					 "SELECT granted, extract(epoch FROM rl_clock()) * 1000"
-					 " FROM rl_acquire('%s', max_wait => '5 min', ttl => '1 day')",
+					 " FROM rl_acquire('%s', max_wait => '5 min', ttl => '1 hour')",
 					 MODEL);
 			if (!PQsendQuery(wconn[i], sql))
 			{

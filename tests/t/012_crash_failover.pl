@@ -6,7 +6,7 @@
 # minute until refused.  Concurrency includes a lease that was saved,
 # released, and whose slot went to a lease granted after the save, and
 # hundreds of forgotten leases, which must not fill the lease table; a
-# lease of a hundred years holds the lease horizon only while unsaved.  The
+# lease of a week holds the lease horizon only while unsaved.  The
 # pessimism is bounded: a window is restored at most one headroom (1/16 of
 # the limit) above what was granted, and an idle model comes back exactly.
 # Then the same across a promotion of a synchronous standby.
@@ -23,6 +23,7 @@ $primary->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.persist_interval = '5s'
 ratelimit.instance_timeout = '1h'
+ratelimit.max_lease_ttl = '7d'
 restart_after_crash = on
 });
 $primary->start;
@@ -84,11 +85,12 @@ query($primary, q{
 # Crash
 ######################################################################
 
-# a lease of a hundred years: the marks' lease horizon covers it while it
-# is not saved, and comes down once it is released and saved
-query($primary, "SELECT rl_release((rl_acquire('long', ttl => '100 years')).lease_id)");
-ok(query($primary, "SELECT lease_horizon > rl_clock() + interval '99 years' FROM rl_mark WHERE model = 'long'"),
-	'a lease of a hundred years was granted under a horizon that covers it');
+# a lease of a week (ratelimit.max_lease_ttl allows that here): the marks'
+# lease horizon covers it while it is not saved, and comes down once it is
+# released and saved
+query($primary, "SELECT rl_release((rl_acquire('long', ttl => '7 days')).lease_id)");
+ok(query($primary, "SELECT lease_horizon > rl_clock() + interval '6 days' FROM rl_mark WHERE model = 'long'"),
+	'a lease of a week was granted under a horizon that covers it');
 $primary->poll_query_until('postgres',
 	"SELECT lease_horizon < rl_clock() + interval '1 day' FROM rl_mark WHERE model = 'long'")
   or die 'the lease horizon did not come down';
