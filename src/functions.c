@@ -444,12 +444,42 @@ rl_sleep_ms(TimestampTz from, TimestampTz to)
 }
 
 /*
+ * Sleep up to sleep_ms, unless a wake-up came since the count was read
+ * (before the attempt that failed): then return at once.  Between
+ * wake-ups, check every RL_CLIENT_CHECK_MS that the client is still there;
+ * those checks do not end the sleep, so a lost wake-up could not hide
+ * behind them.
+ */
+static void
+rl_sleep_unless_woken(uint32 wakeups, long sleep_ms)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+
+	for (;;)
+	{
+		TimestampTz now;
+
+		if (rl_waiter_woken_since(wakeups))
+			return;
+		now = GetCurrentTimestamp();
+		if (now >= end)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(rl_sleep_ms(now, end), RL_CLIENT_CHECK_MS), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		rl_check_client_connection();
+	}
+}
+
+/*
  * Wait in the queue of the models until an attempt admits or max_wait has
  * passed (real time); while a model that fits waits only for new
  * high-water marks, at least RL_MARK_WAIT_US.  Sleeps until the earliest
  * window reset that can help, or until a release, expiry, configuration
- * change or new marks wake us.  Registers before its first attempt, so no
- * wake-up between an attempt and the sleep is lost.
+ * change or new marks wake us.  Registers before its first attempt and
+ * reads its wake-up count before each, so no wake-up between an attempt
+ * and the sleep is lost.
  */
 static void
 rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
@@ -480,9 +510,11 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			TimestampTz real_now;
 			TimestampTz until;
 			long		sleep_ms;
+			uint32		wakeups;
 
 			/* a client that went away must not be granted what it waited for */
 			rl_check_client_connection();
+			wakeups = rl_waiter_wakeups();
 			MemoryContextReset(pass_context);
 			MemoryContextSwitchTo(pass_context);
 			rl_expire_due_leases(now);
@@ -508,12 +540,7 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			sleep_ms = rl_sleep_ms(real_now, until);
 			if (!attempt->awaiting_mark && attempt->reported.retry_at != 0)
 				sleep_ms = Min(sleep_ms, rl_sleep_ms(now, attempt->reported.retry_at));
-			sleep_ms = Min(sleep_ms, RL_CLIENT_CHECK_MS);
-
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
+			rl_sleep_unless_woken(wakeups, sleep_ms);
 		}
 	}
 	PG_CATCH();

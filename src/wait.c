@@ -22,6 +22,9 @@
  * brackets every change with two increments of the record's changecount
  * (odd while it writes); readers copy the record and retry until they see
  * the same even count before and after (as pgstat does for backend status).
+ * The one field others write is the wake-up count, an atomic: a waiter
+ * reads it before each attempt and sleeps after a failed one only while it
+ * is unchanged, so no wake-up between an attempt and the sleep is lost.
  * So waking, claiming, being granted and leaving never make backends queue
  * on a lock behind one another, which at a window reset, when every waiter
  * wakes at once, would serialize them all.  What orders a grant against
@@ -47,6 +50,8 @@
 typedef struct RlWaiter
 {
 	pg_atomic_uint32 changecount;	/* odd while the owner changes the record */
+	pg_atomic_uint32 wakeups;	/* bumped by everyone who wakes it (not
+								 * covered by changecount) */
 	bool		active;
 	bool		claiming;		/* not yet granted: holds back younger ones */
 	bool		awaiting_mark;	/* fits the limits, waits only for new
@@ -95,7 +100,10 @@ rl_waiters_shmem_init(bool unused)
 		queue->num_records = MaxBackends + 1;
 		memset(queue->records, 0, sizeof(RlWaiter) * queue->num_records);
 		for (int i = 0; i < queue->num_records; i++)
+		{
 			pg_atomic_init_u32(&queue->records[i].changecount, 0);
+			pg_atomic_init_u32(&queue->records[i].wakeups, 0);
+		}
 	}
 }
 
@@ -439,6 +447,35 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 	}
 }
 
+/*
+ * Wake a waiter: count the wake-up, then set its latch.  The count lets a
+ * waiter see a wake-up that came while it was busy with an attempt, even
+ * when something else reset its latch meanwhile (a lock wait does).
+ */
+static void
+rl_wake_one(RlWaiter *record, Latch *latch)
+{
+	pg_atomic_fetch_add_u32(&record->wakeups, 1);
+	SetLatch(latch);
+}
+
+/*
+ * This backend's wake-up count: read it before an attempt, and sleep after
+ * a failed one only while it is unchanged (rl_waiter_woken_since).
+ */
+uint32
+rl_waiter_wakeups(void)
+{
+	return pg_atomic_read_u32(&rl_my_record()->wakeups);
+}
+
+bool
+rl_waiter_woken_since(uint32 wakeups)
+{
+	/* a full barrier: the count is read after whatever ran before */
+	return pg_atomic_fetch_add_u32(&rl_my_record()->wakeups, 0) != wakeups;
+}
+
 /* Wake the waiters of one model (slot), or of all models (slot < 0) */
 static void
 rl_wake(int slot)
@@ -452,7 +489,7 @@ rl_wake(int slot)
 		/* a latch whose owner has since moved on just wakes it for nothing */
 		if (rl_read_waiter(&queue->records[i], &waiter) &&
 			(slot < 0 || rl_waits_on(&waiter, slot)))
-			SetLatch(waiter.latch);
+			rl_wake_one(&queue->records[i], waiter.latch);
 	}
 }
 
@@ -483,6 +520,6 @@ rl_wake_memory_waiters(void)
 		RlWaiter	waiter;
 
 		if (rl_read_waiter(&queue->records[i], &waiter) && waiter.memory_in_flight)
-			SetLatch(waiter.latch);
+			rl_wake_one(&queue->records[i], waiter.latch);
 	}
 }

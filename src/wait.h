@@ -24,6 +24,8 @@ extern int64 rl_register_waiter(const int *slots, int num_slots, int64 tokens,
 								int32 requests, int job_type_slot,
 								const RlMemoryCap *memory, int64 ticket);
 extern void rl_waiter_granted(void);
+extern uint32 rl_waiter_wakeups(void);
+extern bool rl_waiter_woken_since(uint32 wakeups);
 extern void rl_waiter_awaiting_mark(bool awaiting);
 extern bool rl_share_has_waiters(int model_slot, int job_type_slot);
 extern void rl_unregister_waiter(void);
