@@ -34,8 +34,9 @@ def connect(dsn):
     # Transaction pooling: consecutive statements may run on different server
     # connections.  autocommit gives the server connection back to the pool
     # after every statement; prepare_threshold=None stops psycopg from
-    # preparing statements on one server connection and executing them on
-    # another ("prepared statement "_pg3_0" does not exist").
+    # preparing statements on whichever server connection it has at the time
+    # ("prepared statement "_pg3_0" already exists" when another client's
+    # psycopg prepared it there, "does not exist" when it runs elsewhere).
     return psycopg.connect(dsn, autocommit=True, prepare_threshold=None)
 
 
