@@ -27,14 +27,26 @@ as_server_user() {
 	fi
 }
 
-# apt-get what is missing (when root); otherwise say what to install
+# install_deps [OPTIONAL...]: apt-get what is missing (when root); otherwise
+# say what to install.  OPTIONAL packages are installed too when root, but
+# without them (not root) the tests that need them skip instead of failing.
 install_deps() {
 	local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
 				libpq-dev libipc-run-perl make gcc)
-	local missing=()
+	local missing=() optional=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || optional+=("$p")
+	done
+	if [ ${#optional[@]} -gt 0 ]; then
+		if is_root; then
+			missing+=("${optional[@]}")
+		else
+			log "not installed: ${optional[*]} (the tests that need them skip)"
+		fi
+	fi
 	[ ${#missing[@]} -eq 0 ] && return 0
 	if is_root; then
 		log "installing ${missing[*]}"

@@ -10,7 +10,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [ "${1:-}" != "--inner" ]; then
-	install_deps
+	# tests/t/020_pooler.pl runs PgBouncer and the psycopg example through it
+	install_deps pgbouncer python3-psycopg
 	build_and_install
 	if is_root; then
 		# pg_regress writes into the tree and TAP refuses root: run a copy
