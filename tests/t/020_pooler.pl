@@ -66,6 +66,7 @@ PostgreSQL::Test::Utils::append_to_file("$bdir/pgbouncer.ini", qq{
 [databases]
 app = $server
 app_release = $server pool_size=1
+app_session = $server pool_mode=session pool_size=1
 
 [pgbouncer]
 pool_mode = transaction
@@ -227,6 +228,24 @@ is("$g1 $g2", 'true true', 'own pool: both waiters were granted');
 ok($ev_release < $ev1 && $ev_release < $ev2,
 	"own pool: after the releases started (events $ev_release, $ev1, $ev2)");
 query("SELECT rl_release(lease_id) FROM rl_leases WHERE model = 'own_pool'");
+
+######################################################################
+# A session-bound lease through a pool in session mode lives as long as
+# the pooler's server connection: a client that leaves hands it back to
+# the pool (the lease stays open), and when the pooler closes that
+# connection the lease is released at once.
+
+query("SELECT rl_define_model('session_pool', max_concurrent => 5)");
+finish(client('app_session', "SELECT lease_id FROM rl_acquire('session_pool', session_bound => true)"));
+is(query("SELECT count(*) FROM rl_leases WHERE model = 'session_pool' AND session_bound"), '1',
+	'session pool: the lease outlives the client, on the server connection kept in the pool');
+system("psql -XAtq -d \"@{[ dsn('pgbouncer') ]}\" -c 'KILL app_session' >/dev/null") == 0
+  or die 'pgbouncer refused KILL';
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM rl_leases WHERE model = 'session_pool'")
+  or die 'the lease outlived its server connection';
+is(query("SELECT in_flight FROM rl_status WHERE model = 'session_pool'"), '0',
+	'session pool: closing the server connection releases the session-bound lease');
 
 ######################################################################
 # The psycopg example: 4 workers over app's 2 server connections, one slot.
