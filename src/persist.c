@@ -19,9 +19,11 @@
  * promotion, and on every call on a standby) a full configuration load also
  * reads the saved state back (config.c), before anything is admitted:
  * counters of windows that are still current, open leases, instances,
- * today's usage and the clock.  The restore fails closed: each current
- * window counts at least its saved mark, so what was granted after the
- * last save is not granted again.
+ * today's usage and the test clock (only where ratelimit.enable_test_clock
+ * is on).  Windows never move back: when the clock is behind the latest
+ * saved windows, those are still current.  The restore fails closed: each
+ * current window counts at least its saved mark, so what was granted after
+ * the last save is not granted again.
  *
  * All SQL here runs in an extsql.c session: as the extension's owner, with
  * a pinned search_path.

@@ -63,7 +63,7 @@ int			rl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
 int			rl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
 int			rl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
 bool		rl_enable_test_clock = false;
-char	   *rl_debug_pause_setting = NULL;
+static char *rl_debug_pause_setting = NULL;	/* parsed into rl_debug_pause_points */
 
 /* Register every ratelimit.* setting and reserve the prefix */
 void
