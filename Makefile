@@ -11,6 +11,7 @@ OBJS = \
 	src/admission.o \
 	src/clock.o \
 	src/config.o \
+	src/debug.o \
 	src/extsql.o \
 	src/functions.o \
 	src/holders.o \
@@ -37,7 +38,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 REGRESS = setup config acquire release capacity clock wait usage shares instances holders errors
 REGRESS_OPTS = --use-existing
 
-ISOLATION = race_rpm race_tpm race_concurrency race_share config_repeatable_read config_serializable
+ISOLATION = race_rpm race_tpm race_concurrency race_share race_window config_repeatable_read config_serializable wait_lost_wakeup
 ISOLATION_OPTS = --inputdir=tests/isolation --use-existing
 
 TAP_TESTS = 1

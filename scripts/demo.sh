@@ -25,7 +25,8 @@ dir=$(make_server_dir)
 if ! $keep; then
 	trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 fi
-start_server "$dir" ratelimit_demo
+# a throwaway server: with --keep, rl_debug_set_clock() can be tried on it
+start_server "$dir" ratelimit_demo "ratelimit.enable_test_clock = on"
 export PGOPTIONS="-c client_min_messages=warning"
 psql -Xq -c "CREATE DATABASE ratelimit_demo"
 export PGDATABASE=ratelimit_demo

@@ -8,7 +8,11 @@
  * they are atomic: a limit is never exceeded by an admission, whatever the
  * concurrency.  Windows are fixed and epoch-aligned (the UTC minute and the
  * UTC day) and are rolled lazily, by whoever touches the model first after
- * a boundary.
+ * a boundary.  They only move forward: every caller reads the time before
+ * it takes the model's lock, so one that read it just before a boundary
+ * may get the lock after another rolled into the new window, and is then
+ * counted in the new window (rolling back would zero it, and let the new
+ * window admit its limit twice).
  *
  *-------------------------------------------------------------------------
  */
@@ -54,37 +58,42 @@ rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
 }
 
 /*
- * Start new windows when the clock has left the stored ones (and free the
- * slots held after a restore once their time is up)
+ * Start new windows when the clock has passed the stored ones (and free the
+ * slots held after a restore once their time is up).  Windows only move
+ * forward: a time before the stored windows (read before another backend
+ * rolled them, or a clock that stepped back) counts in them, so a window
+ * is never reset twice and a day never starts over on its saved usage.
  */
 void
 rl_roll_windows(RlModel *model, TimestampTz now)
 {
 	TimestampTz minute_start = rl_window_start(now, USECS_PER_MINUTE);
 	TimestampTz day_start = rl_window_start(now, USECS_PER_DAY);
+	bool		new_minute = minute_start > model->minute_start;
+	bool		new_day = day_start > model->day_start;
 
 	rl_mark_release_held(model, now);
-	if (model->minute_start != minute_start || model->day_start != day_start)
-		rl_roll_share_windows(model - rl_models, model->minute_start != minute_start,
-							  model->day_start != day_start ? day_start : 0);
-	if (model->minute_start != minute_start)
+	if (new_minute || new_day)
+		rl_roll_share_windows(model - rl_models, new_minute,
+							  new_day ? day_start : RL_NO_WINDOW);
+	if (new_minute)
 	{
 		/* a window that denied ends: listeners may retry */
-		if (model->denied_in_minute || (model->denied_in_day && model->day_start != day_start))
+		if (model->denied_in_minute || (model->denied_in_day && new_day))
 			rl_note_capacity_freed(model, RL_NOTIFY_WINDOW_RESET, minute_start);
 		model->denied_in_minute = false;
 		model->minute_start = minute_start;
 		model->used[RL_DIM_RPM] = 0;
 		model->used[RL_DIM_TPM] = 0;
 	}
-	if (model->day_start != day_start)
+	if (new_day)
 	{
 		model->denied_in_day = false;
 		model->day_start = day_start;
 		model->used[RL_DIM_RPD] = 0;
 		model->used[RL_DIM_TPD] = 0;
 		/* keep the ended day's usage until the worker has persisted it */
-		if (model->usage.day_start != 0)
+		if (rl_day_used(&model->usage))
 			model->usage_ended = model->usage;
 		memset(&model->usage, 0, sizeof(model->usage));
 		model->usage.day_start = day_start;
@@ -131,7 +140,8 @@ rl_dimension_resets_at(const RlModel *model, RlDimension dim)
 
 /*
  * Usage of a dimension as of now, without rolling the stored windows (for
- * readers that hold the model lock only shared).
+ * readers that hold the model lock only shared).  A stored window at or
+ * after now's is current (windows only move forward).
  */
 int64
 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
@@ -139,9 +149,9 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 	if (dim == RL_DIM_CONCURRENCY)
 		return model->used[dim];
 	if (rl_dimension_is_daily(dim))
-		return model->day_start == rl_window_start(now, USECS_PER_DAY) ?
+		return model->day_start >= rl_window_start(now, USECS_PER_DAY) ?
 			model->used[dim] : 0;
-	return model->minute_start == rl_window_start(now, USECS_PER_MINUTE) ?
+	return model->minute_start >= rl_window_start(now, USECS_PER_MINUTE) ?
 		model->used[dim] : 0;
 }
 

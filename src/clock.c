@@ -6,6 +6,14 @@
  * Everything pg_ratelimit times follows rl_now(): real time plus a shared
  * offset that rl_debug_set_clock() sets.  Real time keeps running from the
  * value set, so a test can jump to just before a boundary and watch it pass.
+ * The test clock works only on a server started with
+ * ratelimit.enable_test_clock; otherwise rl_now() is real time, whatever
+ * offset shared memory holds.
+ *
+ * The clock may step back (the test clock set to an earlier time, the
+ * system clock corrected, a backend that read the time just before another
+ * rolled a window), but windows never do: a model's windows only move
+ * forward (admission.c), and a time before them counts in them.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,9 +35,9 @@ PG_FUNCTION_INFO_V1(rl_clock);
 TimestampTz
 rl_now(void)
 {
-	int64		offset = (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
-
-	return GetCurrentTimestamp() + offset;
+	if (!rl_enable_test_clock)
+		return GetCurrentTimestamp();
+	return GetCurrentTimestamp() + (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
 }
 
 /* Start of the epoch-aligned window of the given length that contains t */
@@ -42,6 +50,17 @@ rl_window_start(TimestampTz t, int64 length_us)
 	if (t % length_us < 0)
 		start -= length_us;
 	return start;
+}
+
+/*
+ * The window of the given length that a model which has reached the window
+ * starting at reached is in at time t: windows never move back, so a time
+ * before the window reached counts in it.
+ */
+TimestampTz
+rl_window_at(TimestampTz reached, TimestampTz t, int64 length_us)
+{
+	return Max(reached, rl_window_start(t, length_us));
 }
 
 /* An interval argument in microseconds (a month counts as 30 days) */
@@ -63,7 +82,8 @@ rl_interval_to_us(Interval *interval, const char *what)
 
 /*
  * rl_debug_set_clock(now timestamptz): set the limiter's clock for the whole
- * server; NULL returns to real time.  Superuser only.
+ * server; NULL returns to real time.  Superuser only, and only on a server
+ * started with ratelimit.enable_test_clock.
  */
 Datum
 rl_debug_set_clock(PG_FUNCTION_ARGS)
@@ -76,6 +96,11 @@ rl_debug_set_clock(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be superuser to set the pg_ratelimit clock")));
+	if (!rl_enable_test_clock)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the pg_ratelimit test clock is not enabled"),
+				 errhint("The test clock is for tests only: set ratelimit.enable_test_clock = on and restart the server.")));
 
 	if (!PG_ARGISNULL(0))
 	{

@@ -414,13 +414,15 @@ rl_init_model(RlModel *model, const RlModelConfig *config)
 	model->in_use = true;
 	model->generation++;
 	strlcpy(model->name, config->name, sizeof(model->name));
-	model->minute_start = 0;
-	model->day_start = 0;
+	model->minute_start = RL_NO_WINDOW;
+	model->day_start = RL_NO_WINDOW;
 	memset(model->used, 0, sizeof(model->used));
 	model->granted = model->denied = model->expired = 0;
 	model->overage_events = model->overage_tokens = 0;
 	memset(&model->usage, 0, sizeof(model->usage));
+	model->usage.day_start = RL_NO_WINDOW;
 	memset(&model->usage_ended, 0, sizeof(model->usage_ended));
+	model->usage_ended.day_start = RL_NO_WINDOW;
 	rl_reset_marks(model);
 	model->version++;
 	rl_set_model_config(model, config);

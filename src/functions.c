@@ -26,6 +26,7 @@
 
 #include "admission.h"
 #include "holders.h"
+#include "debug.h"
 #include "instance.h"
 #include "lease.h"
 #include "mark.h"
@@ -540,6 +541,8 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			sleep_ms = rl_sleep_ms(real_now, until);
 			if (!attempt->awaiting_mark && attempt->reported.retry_at != 0)
 				sleep_ms = Min(sleep_ms, rl_sleep_ms(now, attempt->reported.retry_at));
+			/* for tests: a release may come between the attempt and the sleep */
+			rl_debug_pause(RL_PAUSE_BEFORE_SLEEP);
 			rl_sleep_unless_woken(wakeups, sleep_ms);
 		}
 	}
@@ -629,6 +632,8 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 		rl_report_role_cap();
 
 	now = rl_now();
+	/* for tests: another backend may roll the windows past now meanwhile */
+	rl_debug_pause(RL_PAUSE_BEFORE_ADMISSION);
 	rl_expire_due_leases(now);
 	rl_attempt(fcinfo, names, num_models, RL_NEWCOMER_TICKET, &args, now, &attempt);
 
@@ -897,6 +902,7 @@ rl_capacity(PG_FUNCTION_ARGS)
 	{
 		limit[d] = model->limit[d];
 		used[d] = model->used[d];
+		resets_at[d] = rl_dimension_resets_at(model, d);
 	}
 	if (size.job_type_slot >= 0)
 		rl_share_room(model, rl_share(model_slot, size.job_type_slot), &share_room);
@@ -906,13 +912,6 @@ rl_capacity(PG_FUNCTION_ARGS)
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		int64		amount = rl_dimension_amount(d, size.tokens, size.requests);
-
-		if (rl_dimension_is_daily(d))
-			resets_at[d] = rl_window_start(now, USECS_PER_DAY) + USECS_PER_DAY;
-		else if (d == RL_DIM_CONCURRENCY)
-			resets_at[d] = 0;
-		else
-			resets_at[d] = rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
 
 		slots[d] = -1;
 		if (limit[d] == RL_UNLIMITED || amount == 0)
@@ -1015,14 +1014,17 @@ rl_status_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_TPD, now));
 		values[col++] = Int64GetDatum(copy.used[RL_DIM_CONCURRENCY]);
 		values[col++] = Int32GetDatum((int32) pg_atomic_read_u32(&model->num_waiters));
-		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE);
-		values[col++] = TimestampTzGetDatum(rl_window_start(now, USECS_PER_DAY) + USECS_PER_DAY);
+		/* the windows do not move back when the clock does */
+		values[col++] = TimestampTzGetDatum(rl_window_at(copy.minute_start, now, USECS_PER_MINUTE) +
+											USECS_PER_MINUTE);
+		values[col++] = TimestampTzGetDatum(rl_window_at(copy.day_start, now, USECS_PER_DAY) +
+											USECS_PER_DAY);
 		values[col++] = Int64GetDatum(copy.granted);
 		values[col++] = Int64GetDatum(copy.denied);
 		values[col++] = Int64GetDatum(copy.expired);
 		values[col++] = Int64GetDatum(copy.overage_events);
 		values[col++] = Int64GetDatum(copy.overage_tokens);
-		same_day = copy.usage.day_start == rl_window_start(now, USECS_PER_DAY);
+		same_day = copy.usage.day_start == rl_window_at(copy.day_start, now, USECS_PER_DAY);
 		values[col] = NumericGetDatum(same_day ? rl_numeric_load(&copy.usage.cost) :
 									  int64_to_numeric(0));
 		col++;

@@ -89,7 +89,8 @@ rl_reset_marks(RlModel *model)
 /*
  * The bound a mark set puts on a dimension's usage in the given windows:
  * its mark in the windows it was saved for, its next mark in the windows
- * after, nothing (0) in any other.
+ * after, nothing (0) in any other.  Any window start is a window, 0
+ * (2000-01-01) included.
  */
 int64
 rl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
@@ -113,8 +114,7 @@ rl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
 		saved_window = set->minute_start;
 		length = USECS_PER_MINUTE;
 	}
-	if (saved_window == 0)
-		return 0;
+	/* an empty set (all zero) bounds every window to 0 */
 	if (window == saved_window)
 		return set->mark[dim];
 	if (window == saved_window + length)

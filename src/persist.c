@@ -19,9 +19,11 @@
  * promotion, and on every call on a standby) a full configuration load also
  * reads the saved state back (config.c), before anything is admitted:
  * counters of windows that are still current, open leases, instances,
- * today's usage and the clock.  The restore fails closed: each current
- * window counts at least its saved mark, so what was granted after the
- * last save is not granted again.
+ * today's usage and the test clock (only where ratelimit.enable_test_clock
+ * is on).  Windows never move back: when the clock is behind the latest
+ * saved windows, those are still current.  The restore fails closed: each
+ * current window counts at least its saved mark, so what was granted after
+ * the last save is not granted again.
  *
  * All SQL here runs in an extsql.c session: as the extension's owner, with
  * a pinned search_path.
@@ -164,7 +166,7 @@ rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
 
 /* The usage columns of rl_counter and rl_share_counter, as rl_read_usage reads them */
 #define RL_SAVED_USAGE_COLUMNS \
-	"coalesce(usage_day::timestamp AT TIME ZONE 'UTC', '2000-01-01 00:00+00')," \
+	"coalesce(usage_day::timestamp AT TIME ZONE 'UTC', '-infinity')," \
 	" usage_requests, usage_input, usage_output, usage_cached, usage_overage_events," \
 	" usage_overage_tokens, usage_cost"
 
@@ -501,6 +503,36 @@ rl_restore_lease_left_out(RlModel *model, const RlLease *lease)
 }
 
 /*
+ * The windows to restore into: now's, or the latest saved ones when the
+ * clock is behind them (the system clock stepped back while the server was
+ * down), since windows never move back and a saved day must not start over.
+ * Windows saved under a test clock that is now ignored are not times of
+ * this clock: then now's.
+ */
+static void
+rl_restored_windows(const RlStateSnapshot *state, TimestampTz *minute_start,
+					TimestampTz *day_start)
+{
+	if (state->has_clock && state->clock_offset_us != 0 && !rl_enable_test_clock)
+		return;
+	for (int i = 0; i < state->num_counters; i++)
+	{
+		*minute_start = Max(*minute_start, state->counters[i].minute_start);
+		*day_start = Max(*day_start, state->counters[i].day_start);
+	}
+	for (int i = 0; i < state->num_shares; i++)
+	{
+		*minute_start = Max(*minute_start, state->shares[i].minute_start);
+		*day_start = Max(*day_start, state->shares[i].day_start);
+	}
+	for (int i = 0; i < state->num_marks; i++)
+	{
+		*minute_start = Max(*minute_start, state->marks[i].marks.minute_start);
+		*day_start = Max(*day_start, state->marks[i].marks.day_start);
+	}
+}
+
+/*
  * Put saved state back into freshly cleared shared memory.  Called while
  * applying a full load (after a start, a crash, a promotion, or on a
  * standby), with config_lock held exclusively; must not fail, nor report
@@ -519,11 +551,13 @@ rl_restore_state(RlStateSnapshot *state)
 	uint32		restored_leases = 0;
 	uint64		max_lease_id = 0;
 
-	if (state->has_clock)
+	/* a test clock saved by an earlier run counts only where it is enabled */
+	if (state->has_clock && rl_enable_test_clock)
 		pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) state->clock_offset_us);
 	now = rl_now();
 	minute_start = rl_window_start(now, USECS_PER_MINUTE);
 	day_start = rl_window_start(now, USECS_PER_DAY);
+	rl_restored_windows(state, &minute_start, &day_start);
 
 	for (int i = 0; i < state->num_counters; i++)
 		rl_restore_counter(&state->counters[i], minute_start, day_start);
@@ -721,12 +755,13 @@ rl_execute(const char *sql, int nargs, Oid *types, Datum *values)
 
 /*
  * The eight usage columns of a day, at row n of the column arrays; a day
- * without usage gets the "no day" time, which rl_counter stores as NULL.
+ * without usage gets RL_NO_WINDOW (-infinity), which rl_counter stores as
+ * NULL.
  */
 static void
 rl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 {
-	columns[0][n] = TimestampTzGetDatum(rl_day_used(day) ? day->day_start : 0);
+	columns[0][n] = TimestampTzGetDatum(rl_day_used(day) ? day->day_start : RL_NO_WINDOW);
 	columns[1][n] = Int64GetDatum(day->requests);
 	columns[2][n] = Int64GetDatum(day->input);
 	columns[3][n] = Int64GetDatum(day->output);
@@ -954,7 +989,7 @@ rl_write_share_rows(const char *qschema, RlShareRows *rows)
 					 " usage_requests, usage_input, usage_output, usage_cached, usage_cost,"
 					 " usage_overage_events, usage_overage_tokens, saved_at)"
 					 " SELECT m, j, br, r, ms, rm, tm, jm, ds, rd, td, jd, g, de,"
-					 " (nullif(ud, '2000-01-01 00:00+00') AT TIME ZONE 'UTC')::date,"
+					 " (nullif(ud, '-infinity') AT TIME ZONE 'UTC')::date,"
 					 " ur, ui, uo, uc, uco, uoe, uot, now()"
 					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
 					 " $15, $16, $17, $18, $19, $20, $21, $22)"
@@ -1062,7 +1097,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 						 " usage_input, usage_output, usage_cached, usage_cost,"
 						 " usage_overage_events, usage_overage_tokens, saved_at)"
 						 " SELECT m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot,"
-						 " (nullif(ud, '2000-01-01 00:00+00') AT TIME ZONE 'UTC')::date,"
+						 " (nullif(ud, '-infinity') AT TIME ZONE 'UTC')::date,"
 						 " ur, ui, uo, uc, uco, uoe, uot, now()"
 						 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
 						 " $14, $15, $16, $17, $18, $19, $20)"
@@ -1337,7 +1372,8 @@ rl_forget_persisted(void)
 {
 	memset(persisted, 0, sizeof(RlPersisted) * rl_max_models);
 	memset(persisted_share_versions, 0, sizeof(uint64) * rl_max_models * rl_max_job_types);
-	memset(persisted_share_ended, 0, sizeof(TimestampTz) * rl_max_models * rl_max_job_types);
+	for (Size i = 0; i < (Size) rl_max_models * rl_max_job_types; i++)
+		persisted_share_ended[i] = RL_NO_WINDOW;	/* 0 is a day */
 	persisted_anything = false;
 	persisted_clock = false;
 }

@@ -59,6 +59,12 @@ typedef enum RlNotifyReason
 	RL_NOTIFY_CONFIG
 } RlNotifyReason;
 
+/*
+ * The window start of "no window yet".  No clock reaches it, unlike 0
+ * (2000-01-01 00:00 UTC, a window like any other).
+ */
+#define RL_NO_WINDOW			DT_NOBEGIN
+
 /* "Not limited" in a limit slot */
 #define RL_UNLIMITED			(-1)
 
@@ -72,7 +78,7 @@ typedef union RlNumeric
 /* Settled usage of one UTC day, for rl_usage */
 typedef struct RlDayUsage
 {
-	TimestampTz day_start;		/* 0 when unused */
+	TimestampTz day_start;		/* RL_NO_WINDOW when unused */
 	int64		requests;		/* admitted */
 	int64		input;			/* reported by releases */
 	int64		output;
@@ -141,7 +147,10 @@ typedef struct RlModel
 	RlNumeric	price_cached;
 	bool		priced;			/* any price above zero */
 
-	/* Usage in the current windows; used[RL_DIM_CONCURRENCY] is in-flight */
+	/*
+	 * Usage in the current windows (RL_NO_WINDOW before the first);
+	 * used[RL_DIM_CONCURRENCY] is in-flight.  The windows only move forward.
+	 */
 	TimestampTz minute_start;
 	TimestampTz day_start;
 	int64		used[RL_NUM_DIMS];
@@ -296,6 +305,7 @@ extern int	rl_max_instances;
 extern int	rl_instance_timeout_s;
 extern int	rl_ratio_interval_ms;
 extern int	rl_min_job_type_slots;
+extern bool rl_enable_test_clock;
 extern void rl_define_settings(void);
 
 /* shmem.c */
@@ -318,6 +328,7 @@ extern void rl_require_primary(const char *action);
 /* clock.c */
 extern TimestampTz rl_now(void);
 extern TimestampTz rl_window_start(TimestampTz t, int64 length_us);
+extern TimestampTz rl_window_at(TimestampTz reached, TimestampTz t, int64 length_us);
 extern int64 rl_interval_to_us(Interval *interval, const char *what);
 
 /* config.c */
@@ -375,7 +386,7 @@ rl_numeric_load(const RlNumeric *src)
 static inline bool
 rl_day_used(const RlDayUsage *day)
 {
-	return day->day_start != 0 &&
+	return day->day_start != RL_NO_WINDOW &&
 		(day->requests > 0 || day->input > 0 || day->output > 0 || day->cached > 0 ||
 		 day->overage_events > 0);
 }

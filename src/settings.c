@@ -4,7 +4,9 @@
  *		The ratelimit.* configuration settings.
  *
  * The sizes of shared memory (max_models, max_job_types, max_leases) and the
- * database the extension lives in can only be set at server start.
+ * database the extension lives in can only be set at server start.  So can
+ * enable_test_clock: the test clock moves every window of the server, which
+ * must never happen on a server with real traffic by a mistaken call.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,6 +14,7 @@
 
 #include "utils/guc.h"
 
+#include "debug.h"
 #include "pg_ratelimit.h"
 
 #define RL_DATABASE_DEFAULT			"postgres"
@@ -63,6 +66,8 @@ int			rl_max_instances = RL_MAX_INSTANCES_DEFAULT;
 int			rl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
 int			rl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
 int			rl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
+bool		rl_enable_test_clock = false;
+static char *rl_debug_pause_setting = NULL;	/* parsed into rl_debug_pause_points */
 
 /* Register every ratelimit.* setting and reserve the prefix */
 void
@@ -197,6 +202,25 @@ rl_define_settings(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ratelimit.enable_test_clock",
+							 "Lets rl_debug_set_clock() move the limiter's clock (for tests only).",
+							 "Off: the limiter follows real time, and a test clock saved by an earlier run is ignored.",
+							 &rl_enable_test_clock,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+
+	/* after enable_test_clock: its check hook reads it */
+	DefineCustomStringVariable("ratelimit.debug_pause",
+							   "Pause points this session stops at (for tests only).",
+							   "A comma-separated list of before_admission and before_sleep; needs ratelimit.enable_test_clock.",
+							   &rl_debug_pause_setting,
+							   "",
+							   PGC_SUSET,
+							   GUC_LIST_INPUT | GUC_NOT_IN_SAMPLE,
+							   rl_debug_pause_check, rl_debug_pause_assign, NULL);
 
 	MarkGUCPrefixReserved("ratelimit");
 }

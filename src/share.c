@@ -149,7 +149,7 @@ rl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
 RlDayUsage *
 rl_share_usage(RlShare *share, const RlModel *model)
 {
-	if (share->usage.day_start == 0)
+	if (share->usage.day_start == RL_NO_WINDOW)
 		share->usage.day_start = model->day_start;
 	return &share->usage;
 }
@@ -181,12 +181,12 @@ rl_share_denied(RlShare *share)
 
 /*
  * New windows for every share of a model: a new minute, and a new day when
- * new_day is not 0.  Caller holds the model's lock.
+ * new_day is not RL_NO_WINDOW.  Caller holds the model's lock.
  */
 void
 rl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day)
 {
-	bool		day = new_day != 0;
+	bool		day = new_day != RL_NO_WINDOW;
 
 	for (int j = 0; j < rl_max_job_types; j++)
 	{
@@ -500,8 +500,9 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 		{
 			RlJobType  *job_type = &rl_job_types[j];
 			RlShare    *share = rl_share(m, j);
-			bool		minute_current = model->minute_start == minute_start;
-			bool		day_current = model->day_start == day_start;
+			/* a window ahead of the clock (it stepped back) is current */
+			bool		minute_current = model->minute_start >= minute_start;
+			bool		day_current = model->day_start >= day_start;
 			Datum		values[20];
 			bool		nulls[20];
 			int			col = 0;

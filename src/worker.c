@@ -61,6 +61,9 @@ static const char *const worker_settings[][2] = {
 	{"session_replication_role", "origin"},
 };
 
+/* The longest the worker sleeps at once (a latch wait's timeout is an int) */
+#define RL_LONGEST_SLEEP_MS		(3600 * 1000)
+
 /* How long to sleep when the extension is not installed yet */
 #define RL_NO_EXTENSION_SLEEP_MS	1000
 
@@ -98,13 +101,22 @@ rl_worker_exit(int code, Datum arg)
 	rl_state->worker_latch = NULL;
 }
 
-/* Milliseconds from now until a time, rounded up, at least 0 */
+/*
+ * Milliseconds from now until a time, rounded up, at least 0 and at most
+ * RL_LONGEST_SLEEP_MS.  Overflow-safe: "never" is DT_NOEND, and from can be
+ * any time the test clock was set to (DT_NOEND minus a time before
+ * 2000-01-01 does not fit in an int64: wrapped, it made the worker spin).
+ */
 static long
 rl_ms_until(TimestampTz from, TimestampTz to)
 {
+	int64		us;
+
 	if (to <= from)
 		return 0;
-	return (long) ((to - from + 999) / 1000);
+	if (pg_sub_s64_overflow(to, from, &us) || us > (int64) RL_LONGEST_SLEEP_MS * 1000)
+		return RL_LONGEST_SLEEP_MS;
+	return (long) ((us + 999) / 1000);
 }
 
 /*

@@ -12,6 +12,7 @@ my $node = PostgreSQL::Test::Cluster->new('primary');
 $node->init(allows_streaming => 1);
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
+ratelimit.enable_test_clock = on
 ratelimit.persist_interval = '200ms'
 restart_after_crash = on
 });

@@ -14,6 +14,7 @@ my $client = "$ENV{TESTDIR}/tests/clients/rl_listen";
 my $node = PostgreSQL::Test::Cluster->new('notify');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
+$node->append_conf('postgresql.conf', "ratelimit.enable_test_clock = on");
 $node->start;
 
 sub query { return $node->safe_psql('postgres', shift); }

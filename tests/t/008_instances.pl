@@ -12,6 +12,7 @@ use Time::HiRes qw(usleep);
 my $node = PostgreSQL::Test::Cluster->new('instances');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
+$node->append_conf('postgresql.conf', "ratelimit.enable_test_clock = on");
 $node->start;
 
 sub query { return $node->safe_psql('postgres', shift); }

@@ -47,6 +47,7 @@ my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
 $primary->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
+ratelimit.enable_test_clock = on
 ratelimit.persist_interval = '200ms'
 });
 $primary->start;

@@ -19,6 +19,7 @@ use Test::More;
 my $node = PostgreSQL::Test::Cluster->new('config_bypass');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
+$node->append_conf('postgresql.conf', "ratelimit.enable_test_clock = on");
 $node->start;
 
 sub query { return $node->safe_psql('postgres', shift); }

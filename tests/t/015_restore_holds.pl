@@ -15,6 +15,7 @@ my $node = PostgreSQL::Test::Cluster->new('holds');
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
+ratelimit.enable_test_clock = on
 ratelimit.persist_interval = '1s'
 restart_after_crash = on
 });

@@ -1,0 +1,46 @@
+/*-------------------------------------------------------------------------
+ *
+ * debug.h
+ *		Pause points for tests (ratelimit.debug_pause).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_DEBUG_H
+#define RL_DEBUG_H
+
+#include "utils/guc.h"
+
+/*
+ * The named places where a backend can be held for a test.  The value is
+ * the second key of the advisory lock that holds it (the first is
+ * RL_PAUSE_LOCK_KEY).
+ */
+typedef enum RlPausePoint
+{
+	RL_PAUSE_BEFORE_ADMISSION = 1,	/* an acquire has read its time */
+	RL_PAUSE_BEFORE_SLEEP = 2	/* a waiter is about to sleep */
+} RlPausePoint;
+
+/* The first key of the advisory locks that hold a pause point */
+#define RL_PAUSE_LOCK_KEY		7411
+
+/* Bit (1 << point) for each point named in ratelimit.debug_pause */
+extern uint32 rl_debug_pause_points;
+
+extern void rl_debug_pause_wait(RlPausePoint point);
+extern bool rl_debug_pause_check(char **newval, void **extra, GucSource source);
+extern void rl_debug_pause_assign(const char *newval, void *extra);
+
+/*
+ * Stop at a pause point while a test holds its lock.  Costs one test of a
+ * backend-local flag when ratelimit.debug_pause is empty.  Never call it
+ * with an LWLock held: it may wait on a heavyweight lock.
+ */
+static inline void
+rl_debug_pause(RlPausePoint point)
+{
+	if (unlikely((rl_debug_pause_points & ((uint32) 1 << point)) != 0))
+		rl_debug_pause_wait(point);
+}
+
+#endif							/* RL_DEBUG_H */
