@@ -17,9 +17,13 @@ CREATE TABLE rl_model (
 	rpd				bigint CHECK (rpd > 0),
 	tpd				bigint CHECK (tpd > 0),
 	max_concurrent	integer CHECK (max_concurrent > 0),
-	price_input		numeric NOT NULL DEFAULT 0 CHECK (price_input >= 0),
-	price_output	numeric NOT NULL DEFAULT 0 CHECK (price_output >= 0),
-	price_cached	numeric NOT NULL DEFAULT 0 CHECK (price_cached >= 0),
+	-- finite: 'Infinity' and 'NaN' sort above every number
+	price_input		numeric NOT NULL DEFAULT 0
+					CHECK (price_input >= 0 AND price_input < 'Infinity'),
+	price_output	numeric NOT NULL DEFAULT 0
+					CHECK (price_output >= 0 AND price_output < 'Infinity'),
+	price_cached	numeric NOT NULL DEFAULT 0
+					CHECK (price_cached >= 0 AND price_cached < 'Infinity'),
 	count_cached	boolean NOT NULL DEFAULT true,
 	created_at		timestamptz NOT NULL DEFAULT now(),
 	updated_at		timestamptz NOT NULL DEFAULT now()
@@ -358,9 +362,10 @@ BEGIN
 	PERFORM @extschema@.rl_internal_check_amount(price_input::numeric, 'price_input'::text, false);
 	PERFORM @extschema@.rl_internal_check_amount(price_output::numeric, 'price_output'::text, false);
 	PERFORM @extschema@.rl_internal_check_amount(price_cached::numeric, 'price_cached'::text, false);
-	IF 'NaN'::numeric IN (price_input, price_output, price_cached) THEN
+	-- NaN and Infinity pass the checks above (they sort above every number)
+	IF price_input >= 'Infinity' OR price_output >= 'Infinity' OR price_cached >= 'Infinity' THEN
 		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-			MESSAGE = 'prices must be numbers';
+			MESSAGE = 'prices must be finite numbers';
 	END IF;
 
 	INSERT INTO @extschema@.rl_model AS m

@@ -53,6 +53,23 @@ SELECT regress_error($$SELECT rl_define_model('err/bad', tpm => -5)$$);
 SELECT regress_error($$SELECT rl_define_model('err/bad', max_concurrent => 0)$$);
 SELECT regress_error($$SELECT rl_define_model('err/bad', price_input => -1)$$);
 SELECT regress_error($$SELECT rl_define_model('err/bad', price_output => 'NaN')$$);
+-- prices must be finite (22023), also when redefining a model
+SELECT regress_error($$SELECT rl_define_model('err/bad', price_input => 'Infinity')$$);
+SELECT regress_error($$SELECT rl_define_model('err/bad', price_cached => '-Infinity')$$);
+SELECT regress_error($$SELECT rl_define_model('err/m', rpm => 10, tpm => 1000, rpd => 100, tpd => 5000, max_concurrent => 2, price_output => 'Infinity')$$);
+-- and in the table (23514), inserted or updated directly
+SELECT regress_error($$INSERT INTO rl_model (model, price_input) VALUES ('err/bad', 'Infinity')$$);
+SELECT regress_error($$INSERT INTO rl_model (model, price_cached) VALUES ('err/bad', 'NaN')$$);
+SELECT regress_error($$UPDATE rl_model SET price_output = 'Infinity' WHERE model = 'err/m'$$);
+-- a row that bypassed the table's check is refused when the commit loads it
+-- (22023), and the whole transaction is undone
+BEGIN;
+ALTER TABLE rl_model DROP CONSTRAINT rl_model_price_input_check;
+UPDATE rl_model SET price_input = 'Infinity' WHERE model = 'err/m';
+COMMIT;
+SELECT price_input, price_output, price_cached FROM rl_model WHERE model = 'err/m';
+SELECT count(*) AS price_checks FROM pg_constraint
+WHERE conrelid = 'rl_model'::regclass AND conname LIKE 'rl_model_price_%_check';
 SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_tokens => -1)$$);
 SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_requests => -1)$$);
 SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_memory_kb => -1)$$);
