@@ -80,20 +80,86 @@ rl_lease_share(const RlLease *lease)
 	return share;
 }
 
+#ifndef HAVE_INT128
+#error "pg_ratelimit needs a 128-bit integer type for exact shares"
+#endif
+/* Significant digits a ratio is read with: float8's DBL_DIG */
+#define RL_RATIO_DIGITS			15
+
 /*
- * floor(limit x ratio).  Ratios are float8: 0.29 is stored a hair below
- * 0.29, and 100 x that must still be 29, so the product is nudged up by far
- * less than one unit before flooring.
+ * A ratio as the exact decimal it stands for: numerator / 10^exponent, the
+ * numerator at most 15 digits
+ */
+typedef struct RlExactRatio
+{
+	int64		numerator;
+	int			exponent;
+	uint128		divisor;		/* 10^exponent, when exponent <= 38 */
+} RlExactRatio;
+
+/*
+ * The decimal a positive, finite ratio stands for: its float8 rounded to 15
+ * significant digits, which is what PostgreSQL's float8-to-numeric cast
+ * gives.  Ratios are float8 and users write decimals: 0.29 is stored a hair
+ * below 0.29, yet 100 x 0.29 must give 29, and the float noise of a ratio
+ * the worker moved (0.25 - 0.2 = 0.04999999999999999) must not count.
+ */
+static void
+rl_exact_ratio(double ratio, RlExactRatio *exact)
+{
+	char		buf[64];
+	char	   *p = buf;
+	int64		numerator = 0;
+	int			exp10;
+
+	/* d.dddddddddddddde[+-]x: 15 significant digits, correctly rounded */
+	snprintf(buf, sizeof(buf), "%.*e", RL_RATIO_DIGITS - 1, ratio);
+	for (; *p != 'e' && *p != '\0'; p++)
+		if (*p >= '0' && *p <= '9')
+			numerator = numerator * 10 + (*p - '0');
+	exp10 = *p == 'e' ? atoi(p + 1) : 0;
+	/* value = numerator x 10^(exp10 - 14); drop trailing zeros first */
+	exact->exponent = RL_RATIO_DIGITS - 1 - exp10;
+	while (numerator != 0 && numerator % 10 == 0 && exact->exponent > 0)
+	{
+		numerator /= 10;
+		exact->exponent--;
+	}
+	exact->numerator = numerator;
+	exact->divisor = 1;
+	for (int i = 0; i < exact->exponent && i < 38; i++)
+		exact->divisor *= 10;
+}
+
+/*
+ * floor(limit x ratio), exact in integers for every bigint limit, with the
+ * ratio read as rl_exact_ratio says; 0 for a limit or a ratio that is not
+ * positive, PG_INT64_MAX when the product is larger.
  */
 int64
 rl_share_of(int64 limit, double ratio)
 {
-	double		product = (double) limit * ratio;
+	/* callers ask with the same ratio again and again: keep the last one */
+	static double cached_ratio = 0;
+	static RlExactRatio cached;
+	uint128		product;
 
-	product += product * 1e-12 + 1e-9;
-	if (product >= (double) PG_INT64_MAX)
+	if (limit <= 0 || !(ratio > 0))
+		return 0;
+	if (ratio >= 1e6)
 		return PG_INT64_MAX;
-	return (int64) floor(product);
+	if (ratio != cached_ratio)
+	{
+		rl_exact_ratio(ratio, &cached);
+		cached_ratio = ratio;
+	}
+
+	/* below 10^-24: less than one of any limit */
+	if (cached.exponent > 38)
+		return 0;
+	/* limit < 2^63 and the numerator < 10^15 < 2^50: it fits in 113 bits */
+	product = (uint128) limit * (uint64) cached.numerator / cached.divisor;
+	return product > (uint128) PG_INT64_MAX ? PG_INT64_MAX : (int64) product;
 }
 
 /* What the share still admits; caller holds the model's lock */
