@@ -153,6 +153,19 @@ SELECT rl_heartbeat('m3');
 SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
 SELECT rl_unregister(m) FROM unnest('{m1,m2,m3}'::text[]) m;
 
+-- The pool's mean estimate is exact, never wrapped: with two more job types
+-- of 2^63 - 1 tokens each, the mean is floor((1000 + 3000 + 2 x (2^63 - 1)) / 4)
+-- = 4611686018427388902 tokens, and a tpm of 1000 holds none of them
+SELECT rl_define_job_type('huge1', est_tokens => 9223372036854775807);
+SELECT rl_define_job_type('huge2', est_tokens => 9223372036854775807);
+SELECT rl_define_model('huge/tpm', tpm => 1000);
+SELECT rl_heartbeat('h1');
+SELECT model, instances, pool_slots, slots, limited_by FROM rl_allocation('h1')
+WHERE model = 'huge/tpm' AND job_type IS NULL;
+SELECT rl_unregister('h1');
+SELECT rl_drop_model('huge/tpm');
+SELECT rl_drop_job_type(j) FROM unnest('{huge1,huge2}'::text[]) j;
+
 -- A new installation of the extension forgets the instances of the old one,
 -- at commit: a DROP and CREATE EXTENSION that roll back keep them
 SELECT rl_heartbeat('kept');

@@ -660,7 +660,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	int			slot;
 	int			n;
 	int64		memory_kb;
-	int64		sum_tokens = 0;
+	int128		sum_tokens = 0; /* of up to max_job_types bigints: no overflow */
 	int64		sum_requests = 0;
 	int			num_job_types = 0;
 	int64		avg_tokens;
@@ -696,7 +696,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		num_job_types++;
 	}
 	/* the floored mean estimate; without job types, an acquire's default */
-	avg_tokens = num_job_types > 0 ? sum_tokens / num_job_types : 0;
+	avg_tokens = num_job_types > 0 ? (int64) (sum_tokens / num_job_types) : 0;
 	avg_requests = num_job_types > 0 ? (int32) (sum_requests / num_job_types) : 1;
 
 	for (int m = 0; m < rl_max_models; m++)
