@@ -634,14 +634,14 @@ COMMENT ON FUNCTION rl_unregister(text) IS 'an application instance leaves; its 
 
 CREATE FUNCTION rl_allocation_internal(instance text,
 	OUT model text, OUT job_type text, OUT instances integer, OUT pool_slots bigint,
-	OUT slots bigint, OUT limited_by text)
+	OUT slots bigint, OUT limited_by text, OUT admission text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'rl_allocation_internal'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION rl_allocation(instance text)
 RETURNS TABLE (model text, job_type text, instances integer, pool_slots bigint,
-			   slots bigint, limited_by text)
+			   slots bigint, limited_by text, admission text)
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 BEGIN ATOMIC
 	SELECT * FROM @extschema@.rl_allocation_internal(instance) a

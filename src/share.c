@@ -489,15 +489,15 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 }
 
 /*
- * How many jobs of the job type's estimated size fit in ratio of each
- * limit of a model divided among instances: the minimum over the model's
- * limits of floor(floor(limit / instances) x ratio / estimate), ties toward
- * the longer window.  Sets *limited_by to the dimension that decides, or
- * -1 (and returns -1) when no limit applies to the estimate.
+ * How many jobs of the job type's estimated size fit in ratio of each of
+ * the given limits (a model's, or one instance's part of them): the minimum
+ * over the limits of floor(floor(limit x ratio) / estimate), ties toward
+ * the longer window.  Sets *limited_by to the dimension that decides, or -1
+ * (and returns -1) when no limit applies to the estimate.
  */
 int64
-rl_job_type_fit(const RlModel *model, const RlJobType *job_type, double ratio,
-				int instances, int *limited_by)
+rl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
+				int *limited_by)
 {
 	int64		slots = -1;
 
@@ -508,9 +508,9 @@ rl_job_type_fit(const RlModel *model, const RlJobType *job_type, double ratio,
 												   job_type->est_requests);
 		int64		fit;
 
-		if (model->limit[d] == RL_UNLIMITED || estimate <= 0)
+		if (limits[d] == RL_UNLIMITED || estimate <= 0)
 			continue;
-		fit = rl_share_of(model->limit[d] / instances, ratio) / estimate;
+		fit = rl_share_of(limits[d], ratio) / estimate;
 		/* dimensions come longest window first: a tie keeps the earlier */
 		if (slots < 0 || fit < slots)
 		{
@@ -529,7 +529,7 @@ static int64
 rl_share_slots(const RlModel *model, const RlShare *share, const RlJobType *job_type,
 			   int *limited_by)
 {
-	int64		slots = rl_job_type_fit(model, job_type, share->ratio, 1, limited_by);
+	int64		slots = rl_job_type_fit(model->limit, job_type, share->ratio, limited_by);
 
 	if (slots >= 0)
 		slots = Max(slots, (int64) rl_min_job_type_slots);
