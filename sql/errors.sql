@@ -95,10 +95,27 @@ SELECT regress_error($$SELECT * FROM rl_acquire('err/day', tokens => 51)$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '0')$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '-1 minute')$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', max_wait => '-1 second')$$);
--- a waiting rl_acquire_any takes at most 16 models (54000)
+-- a waiting rl_acquire_any takes at most 16 models (54000): refused before
+-- it tries any, so it counts no denial, whether max_wait is given or comes
+-- from the job type
 SELECT rl_define_model('err/full', rpd => 1);
 SELECT granted FROM rl_acquire('err/full');
-SELECT regress_error($$SELECT * FROM rl_acquire_any(array_fill('err/full'::text, ARRAY[17]), max_wait => '1 second')$$);
+SELECT count(*) FROM (SELECT rl_define_model(format('err/w%s', i), rpd => 1)
+					  FROM generate_series(1, 17) i) s;
+SELECT count(*) FILTER (WHERE g.granted) AS granted
+FROM generate_series(1, 17) i, LATERAL rl_acquire(format('err/w%s', i)) g;
+SELECT rl_define_job_type('err/patient', max_wait => '1 second');
+SELECT regress_error($$SELECT * FROM rl_acquire_any(ARRAY(SELECT format('err/w%s', i) FROM generate_series(1, 17) i), max_wait => '1 second')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire_any(ARRAY(SELECT format('err/w%s', i) FROM generate_series(1, 17) i), 'err/patient')$$);
+SELECT sum(denied) AS denied FROM rl_status WHERE model LIKE 'err/w%';
+-- without waiting, any number of models is fine
+SELECT granted FROM rl_acquire_any(ARRAY(SELECT format('err/w%s', i) FROM generate_series(1, 17) i));
+SELECT sum(denied) AS denied FROM rl_status WHERE model LIKE 'err/w%';
+-- repeated names count once: 17 copies of one model is one model to wait on
+SELECT granted FROM rl_acquire_any(array_fill('err/full'::text, ARRAY[17]), max_wait => '10 milliseconds');
+SELECT denied FROM rl_status WHERE model = 'err/full';
+SELECT rl_drop_job_type('err/patient');
+DELETE FROM rl_model WHERE model LIKE 'err/w%';
 
 -- a NULL lease (22004)
 SELECT regress_error($$SELECT * FROM rl_release(NULL)$$);

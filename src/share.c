@@ -236,12 +236,21 @@ rl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 request
 	share->version++;
 }
 
-/* Count a refused request; caller holds the model's lock */
+/*
+ * An attempt of the job type was refused: load, for flexible ratios.  Caller
+ * holds the model's lock.
+ */
 void
 rl_share_denied(RlShare *share)
 {
-	share->denied++;
 	share->denied_recently = true;
+}
+
+/* Count a refused call in the share's total; caller holds the model's lock */
+void
+rl_share_count_denial(RlShare *share)
+{
+	share->denied++;
 	share->version++;
 }
 
