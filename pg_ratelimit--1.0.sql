@@ -178,7 +178,8 @@ CREATE TABLE rl_instance_state (
 	instance		text PRIMARY KEY,
 	memory_kb		bigint,
 	registered_at	timestamptz NOT NULL,
-	last_heartbeat	timestamptz NOT NULL
+	last_heartbeat	timestamptz NOT NULL,
+	role_oid		oid				-- the role that registered it
 );
 COMMENT ON TABLE rl_instance_state IS 'pg_ratelimit registered instances, as last persisted';
 
@@ -651,14 +652,14 @@ COMMENT ON FUNCTION rl_allocation(text) IS 'the fair share of every model and jo
 
 CREATE FUNCTION rl_instances_internal(
 	OUT instance text, OUT registered_at timestamptz, OUT last_heartbeat timestamptz,
-	OUT memory_kb bigint, OUT live boolean, OUT leases bigint)
+	OUT memory_kb bigint, OUT live boolean, OUT leases bigint, OUT role text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'rl_instances_internal'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW rl_instances AS
 	SELECT * FROM rl_instances_internal() ORDER BY instance;
-COMMENT ON VIEW rl_instances IS 'pg_ratelimit application instances: last heartbeat, memory, leases held';
+COMMENT ON VIEW rl_instances IS 'pg_ratelimit application instances: last heartbeat, memory, leases held, the role that registered each';
 
 GRANT SELECT ON rl_instances TO PUBLIC;
 

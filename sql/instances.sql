@@ -4,6 +4,7 @@ SET timezone = 'UTC';
 SELECT rl_debug_set_clock('2030-04-01 08:00:10+00');
 SHOW ratelimit.instance_timeout;
 SHOW ratelimit.max_instances;
+SHOW ratelimit.max_instances_per_role;
 DELETE FROM rl_model;
 DELETE FROM rl_job_type;
 
@@ -122,6 +123,8 @@ FROM (SELECT a.model,
 JOIN rl_model m USING (model);
 SELECT * FROM alloc_totals ORDER BY model;
 SELECT instance, memory_kb, live, leases FROM rl_instances;
+-- each instance counts for the role that registered it
+SELECT instance, role = current_user AS registered_by_me FROM rl_instances;
 
 -- Memory is enforced on acquires that name the instance: i1 may have 2 chat
 -- jobs in flight (across models), i2 (no memory reported) is not capped

@@ -33,6 +33,7 @@
 
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -61,6 +62,8 @@ typedef struct RlInstance
 	int64		memory_kb;		/* -1 when not reported */
 	TimestampTz registered_at;	/* limiter's clock */
 	TimestampTz last_heartbeat; /* limiter's clock */
+	Oid			role;			/* that registered it: counts against its
+								 * ratelimit.max_instances_per_role */
 } RlInstance;
 
 typedef struct RlInstanceTable
@@ -169,13 +172,31 @@ rl_instances_heartbeat_version(void)
 	return pg_atomic_read_u64(&table->heartbeat_version);
 }
 
+/* rl_register_instance could not: the table is full, or the role at its cap */
+#define RL_INSTANCES_FULL		(-1)
+#define RL_ROLE_INSTANCES_FULL	(-2)
+
+/* Registered instances of a role; caller holds instances_lock */
+static int
+rl_role_instances(Oid role)
+{
+	int			count = 0;
+
+	for (int i = 0; i < rl_max_instances; i++)
+		if (table->instances[i].in_use && table->instances[i].role == role)
+			count++;
+	return count;
+}
+
 /*
- * Register an instance (or refresh it).  Caller holds instances_lock
- * exclusively.  Returns its slot, or -1 when the table is full.
+ * Register an instance for a role (or refresh it, whoever registered it).
+ * A new instance is refused when the role has role_cap instances already
+ * (0: no cap).  Caller holds instances_lock exclusively.  Returns its slot,
+ * RL_INSTANCES_FULL or RL_ROLE_INSTANCES_FULL.
  */
 static int
 rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
-					 TimestampTz registered_at, bool *joined)
+					 TimestampTz registered_at, Oid role, int role_cap, bool *joined)
 {
 	int			slot = rl_lookup_slot(instance_index, name);
 	RlInstance *instance;
@@ -185,15 +206,18 @@ rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 	*joined = false;
 	if (slot < 0)
 	{
+		if (role_cap > 0 && rl_role_instances(role) >= role_cap)
+			return RL_ROLE_INSTANCES_FULL;
 		for (slot = 0; slot < rl_max_instances && table->instances[slot].in_use; slot++)
 			;
 		if (slot == rl_max_instances)
-			return -1;
+			return RL_INSTANCES_FULL;
 		instance = &table->instances[slot];
 		instance->in_use = true;
 		instance->generation++;
 		strlcpy(instance->name, name, sizeof(instance->name));
 		instance->registered_at = registered_at;
+		instance->role = role;
 		for (int j = 0; j < rl_max_job_types; j++)
 			pg_atomic_write_u32(rl_memory_counter(slot, j), 0);
 		memset(key, 0, sizeof(key));
@@ -233,6 +257,9 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	TimestampTz now;
 	bool		joined;
 	int			live;
+	int			slot;
+	Oid			role = GetUserId();
+	int			role_cap = rl_max_instances_per_role;
 
 	rl_require_primary("register instances");
 	rl_require_ready();
@@ -248,7 +275,19 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 
 	now = rl_now();
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-	if (rl_register_instance(name, memory_kb, now, now, &joined) < 0)
+	slot = rl_register_instance(name, memory_kb, now, now, role, role_cap, &joined);
+	if (slot == RL_ROLE_INSTANCES_FULL)
+	{
+		LWLockRelease(&table->instances_lock);
+		/* the role's name comes from the catalogs: never under an LWLock */
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" has too many pg_ratelimit instances",
+						GetUserNameFromId(role, false)),
+				 errdetail("ratelimit.max_instances_per_role is %d.", role_cap),
+				 errhint("Unregister instances that are gone with rl_unregister(), or raise ratelimit.max_instances_per_role and reload the configuration.")));
+	}
+	if (slot < 0)
 	{
 		LWLockRelease(&table->instances_lock);
 		ereport(ERROR,
@@ -471,6 +510,7 @@ rl_copy_instances(RlInstanceInfo **instances)
 		info->memory_kb = instance->memory_kb;
 		info->registered_at = instance->registered_at;
 		info->last_heartbeat = instance->last_heartbeat;
+		info->role = instance->role;
 		count++;
 	}
 	LWLockRelease(&table->instances_lock);
@@ -488,8 +528,9 @@ rl_restore_instance(const RlInstanceInfo *info)
 	int			slot;
 
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
+	/* what was registered stays registered: no cap on a restore */
 	slot = rl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
-								info->registered_at, &joined);
+								info->registered_at, info->role, 0, &joined);
 	LWLockRelease(&table->instances_lock);
 	return slot >= 0;
 }
@@ -557,9 +598,11 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < num_instances; i++)
 	{
-		Datum		values[6];
-		bool		nulls[6] = {false, false, false, false, false, false};
+		Datum		values[7];
+		bool		nulls[7] = {false, false, false, false, false, false, false};
 		RlLeaseCount *count = hash_search(held, instances[i].name, HASH_FIND, NULL);
+		char	   *role = OidIsValid(instances[i].role) ?
+			GetUserNameFromId(instances[i].role, true) : NULL;
 
 		values[0] = CStringGetTextDatum(instances[i].name);
 		values[1] = TimestampTzGetDatum(instances[i].registered_at);
@@ -569,6 +612,8 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 		values[4] = BoolGetDatum(now - instances[i].last_heartbeat <
 								 (int64) rl_instance_timeout_s * USECS_PER_SEC);
 		values[5] = Int64GetDatum(count ? count->leases : 0);
+		values[6] = role ? CStringGetTextDatum(role) : (Datum) 0;
+		nulls[6] = role == NULL;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	hash_destroy(held);
