@@ -86,6 +86,9 @@ rl_lease_share(const RlLease *lease)
 /* Significant digits a ratio is read with: float8's DBL_DIG */
 #define RL_RATIO_DIGITS			15
 
+/* Ratios whose exact value a backend keeps */
+#define RL_RATIO_CACHE_SIZE		16
+
 /*
  * A ratio as the exact decimal it stands for: numerator / 10^exponent, the
  * numerator at most 15 digits
@@ -139,26 +142,33 @@ rl_exact_ratio(double ratio, RlExactRatio *exact)
 int64
 rl_share_of(int64 limit, double ratio)
 {
-	/* callers ask with the same ratio again and again: keep the last one */
-	static double cached_ratio = 0;
-	static RlExactRatio cached;
+	/*
+	 * Callers ask with the same few ratios again and again (one per job
+	 * type): keep the last ones, by the ratio's bits.
+	 */
+	static double cached_ratios[RL_RATIO_CACHE_SIZE];
+	static RlExactRatio cached[RL_RATIO_CACHE_SIZE];
+	uint64		bits;
+	int			entry;
 	uint128		product;
 
 	if (limit <= 0 || !(ratio > 0))
 		return 0;
 	if (ratio >= 1e6)
 		return PG_INT64_MAX;
-	if (ratio != cached_ratio)
+	memcpy(&bits, &ratio, sizeof(bits));
+	entry = (int) ((bits ^ (bits >> 17) ^ (bits >> 41)) % RL_RATIO_CACHE_SIZE);
+	if (cached_ratios[entry] != ratio)
 	{
-		rl_exact_ratio(ratio, &cached);
-		cached_ratio = ratio;
+		rl_exact_ratio(ratio, &cached[entry]);
+		cached_ratios[entry] = ratio;
 	}
 
 	/* below 10^-24: less than one of any limit */
-	if (cached.exponent > 38)
+	if (cached[entry].exponent > 38)
 		return 0;
 	/* limit < 2^63 and the numerator < 10^15 < 2^50: it fits in 113 bits */
-	product = (uint128) limit * (uint64) cached.numerator / cached.divisor;
+	product = (uint128) limit * (uint64) cached[entry].numerator / cached[entry].divisor;
 	return product > (uint128) PG_INT64_MAX ? PG_INT64_MAX : (int64) product;
 }
 
