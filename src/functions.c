@@ -331,11 +331,13 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 			break;
 		}
 
+		/* counted as a denial only if the call ends refused */
+		attempt->refused[i] = true;
+
 		/*
 		 * A model that fits but waits for new marks (a moment) is taken
 		 * over the models after it, as if it had admitted: wait for it.
 		 */
-		attempt->refused[i] = true;
 		if (admission.awaiting_mark)
 		{
 			attempt->awaiting_mark = true;
