@@ -766,9 +766,10 @@ rl_ranks_before(const RlInstance *a, const RlInstance *b)
  * ratelimit.min_job_type_slots guarantees, as far as they fit: the job
  * types are served in name order, starting at a different one on each
  * instance (the instance of rank r starts at the (r mod J)-th of the J job
- * types), so that over the instances every job type gets some.  A job type with no
- * slot on an instance (or a pool of 0) is to be admitted centrally, with
- * rl_acquire: the admission column says so.
+ * types), so that over the instances every job type gets some.  A job type
+ * with no slot on an instance (or a pool of 0) is to be admitted centrally,
+ * with rl_acquire: the admission column says so.  Rank is the order of the
+ * live instances by registered_at, then name.
  */
 Datum
 rl_allocation_internal(PG_FUNCTION_ARGS)
