@@ -17,9 +17,13 @@ CREATE TABLE rl_model (
 	rpd				bigint CHECK (rpd > 0),
 	tpd				bigint CHECK (tpd > 0),
 	max_concurrent	integer CHECK (max_concurrent > 0),
-	price_input		numeric NOT NULL DEFAULT 0 CHECK (price_input >= 0),
-	price_output	numeric NOT NULL DEFAULT 0 CHECK (price_output >= 0),
-	price_cached	numeric NOT NULL DEFAULT 0 CHECK (price_cached >= 0),
+	-- finite: 'Infinity' and 'NaN' sort above every number
+	price_input		numeric NOT NULL DEFAULT 0
+					CHECK (price_input >= 0 AND price_input < 'Infinity'),
+	price_output	numeric NOT NULL DEFAULT 0
+					CHECK (price_output >= 0 AND price_output < 'Infinity'),
+	price_cached	numeric NOT NULL DEFAULT 0
+					CHECK (price_cached >= 0 AND price_cached < 'Infinity'),
 	count_cached	boolean NOT NULL DEFAULT true,
 	created_at		timestamptz NOT NULL DEFAULT now(),
 	updated_at		timestamptz NOT NULL DEFAULT now()
@@ -174,7 +178,8 @@ CREATE TABLE rl_instance_state (
 	instance		text PRIMARY KEY,
 	memory_kb		bigint,
 	registered_at	timestamptz NOT NULL,
-	last_heartbeat	timestamptz NOT NULL
+	last_heartbeat	timestamptz NOT NULL,
+	role_oid		oid				-- the role that registered it
 );
 COMMENT ON TABLE rl_instance_state IS 'pg_ratelimit registered instances, as last persisted';
 
@@ -358,9 +363,10 @@ BEGIN
 	PERFORM @extschema@.rl_internal_check_amount(price_input::numeric, 'price_input'::text, false);
 	PERFORM @extschema@.rl_internal_check_amount(price_output::numeric, 'price_output'::text, false);
 	PERFORM @extschema@.rl_internal_check_amount(price_cached::numeric, 'price_cached'::text, false);
-	IF 'NaN'::numeric IN (price_input, price_output, price_cached) THEN
+	-- NaN and Infinity pass the checks above (they sort above every number)
+	IF price_input >= 'Infinity' OR price_output >= 'Infinity' OR price_cached >= 'Infinity' THEN
 		RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
-			MESSAGE = 'prices must be numbers';
+			MESSAGE = 'prices must be finite numbers';
 	END IF;
 
 	INSERT INTO @extschema@.rl_model AS m
@@ -631,14 +637,14 @@ COMMENT ON FUNCTION rl_unregister(text) IS 'an application instance leaves; its 
 
 CREATE FUNCTION rl_allocation_internal(instance text,
 	OUT model text, OUT job_type text, OUT instances integer, OUT pool_slots bigint,
-	OUT slots bigint, OUT limited_by text)
+	OUT slots bigint, OUT limited_by text, OUT admission text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'rl_allocation_internal'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION rl_allocation(instance text)
 RETURNS TABLE (model text, job_type text, instances integer, pool_slots bigint,
-			   slots bigint, limited_by text)
+			   slots bigint, limited_by text, admission text)
 LANGUAGE sql VOLATILE PARALLEL RESTRICTED
 BEGIN ATOMIC
 	SELECT * FROM @extschema@.rl_allocation_internal(instance) a
@@ -648,14 +654,14 @@ COMMENT ON FUNCTION rl_allocation(text) IS 'the fair share of every model and jo
 
 CREATE FUNCTION rl_instances_internal(
 	OUT instance text, OUT registered_at timestamptz, OUT last_heartbeat timestamptz,
-	OUT memory_kb bigint, OUT live boolean, OUT leases bigint)
+	OUT memory_kb bigint, OUT live boolean, OUT leases bigint, OUT role text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'rl_instances_internal'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE VIEW rl_instances AS
 	SELECT * FROM rl_instances_internal() ORDER BY instance;
-COMMENT ON VIEW rl_instances IS 'pg_ratelimit application instances: last heartbeat, memory, leases held';
+COMMENT ON VIEW rl_instances IS 'pg_ratelimit application instances: last heartbeat, memory, leases held, the role that registered each';
 
 GRANT SELECT ON rl_instances TO PUBLIC;
 

@@ -106,6 +106,9 @@ SELECT granted, model FROM rl_acquire_any(ARRAY['any/small', 'any/medium', 'any/
 -- all exhausted: denied, naming the model that frees first
 SELECT granted, lease_id, model, limited_by, retry_after IS NOT NULL AS has_retry
 FROM rl_acquire_any(ARRAY['any/small', 'any/medium', 'any/large'], tokens => 50);
+-- denied counts refused calls: only the last call was refused, once on each
+-- model; the calls that a later model granted are no denial of the earlier
+SELECT model, granted, denied FROM rl_status WHERE model LIKE 'any/%' ORDER BY model;
 -- models the request can never fit are skipped
 SELECT rl_define_model('any/tiny', tpm => 10);
 SELECT rl_define_model('any/big', tpm => 10000);
@@ -113,10 +116,16 @@ SELECT granted, model FROM rl_acquire_any(ARRAY['any/tiny', 'any/big'], tokens =
 -- and when no model could ever fit it, that is an error
 SELECT * FROM rl_acquire_any(ARRAY['any/tiny'], tokens => 500);
 SELECT * FROM rl_acquire_any(ARRAY['any/tiny', 'any/small'], tokens => 500);
--- denials on every model are counted on each
+-- a model named more than once is tried, and counted, once: a refused call
+-- is one denial however often it names the model
 SELECT rl_define_model('any/conc', max_concurrent => 1);
 SELECT granted, model, limited_by, retry_after FROM rl_acquire_any(ARRAY['any/conc', 'any/conc']);
 SELECT granted, model, limited_by, retry_after FROM rl_acquire_any(ARRAY['any/conc', 'any/conc']);
+SELECT granted, denied FROM rl_status WHERE model = 'any/conc';
+SELECT granted, model, limited_by FROM rl_acquire_any(array_fill('any/conc'::text, ARRAY[10000]));
+SELECT granted, denied FROM rl_status WHERE model = 'any/conc';
+-- the first copy sets the order: any/conc stays first, and any/big admits
+SELECT granted, model FROM rl_acquire_any(ARRAY['any/conc', 'any/big', 'any/conc']);
 SELECT granted, denied FROM rl_status WHERE model = 'any/conc';
 
 DELETE FROM rl_model;

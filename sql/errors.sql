@@ -53,6 +53,23 @@ SELECT regress_error($$SELECT rl_define_model('err/bad', tpm => -5)$$);
 SELECT regress_error($$SELECT rl_define_model('err/bad', max_concurrent => 0)$$);
 SELECT regress_error($$SELECT rl_define_model('err/bad', price_input => -1)$$);
 SELECT regress_error($$SELECT rl_define_model('err/bad', price_output => 'NaN')$$);
+-- prices must be finite (22023), also when redefining a model
+SELECT regress_error($$SELECT rl_define_model('err/bad', price_input => 'Infinity')$$);
+SELECT regress_error($$SELECT rl_define_model('err/bad', price_cached => '-Infinity')$$);
+SELECT regress_error($$SELECT rl_define_model('err/m', rpm => 10, tpm => 1000, rpd => 100, tpd => 5000, max_concurrent => 2, price_output => 'Infinity')$$);
+-- and in the table (23514), inserted or updated directly
+SELECT regress_error($$INSERT INTO rl_model (model, price_input) VALUES ('err/bad', 'Infinity')$$);
+SELECT regress_error($$INSERT INTO rl_model (model, price_cached) VALUES ('err/bad', 'NaN')$$);
+SELECT regress_error($$UPDATE rl_model SET price_output = 'Infinity' WHERE model = 'err/m'$$);
+-- a row that bypassed the table's check is refused when the commit loads it
+-- (22023), and the whole transaction is undone
+BEGIN;
+ALTER TABLE rl_model DROP CONSTRAINT rl_model_price_input_check;
+UPDATE rl_model SET price_input = 'Infinity' WHERE model = 'err/m';
+COMMIT;
+SELECT price_input, price_output, price_cached FROM rl_model WHERE model = 'err/m';
+SELECT count(*) AS price_checks FROM pg_constraint
+WHERE conrelid = 'rl_model'::regclass AND conname LIKE 'rl_model_price_%_check';
 SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_tokens => -1)$$);
 SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_requests => -1)$$);
 SELECT regress_error($$SELECT rl_define_job_type('err/bad', est_memory_kb => -1)$$);
@@ -78,10 +95,27 @@ SELECT regress_error($$SELECT * FROM rl_acquire('err/day', tokens => 51)$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '0')$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', ttl => '-1 minute')$$);
 SELECT regress_error($$SELECT * FROM rl_acquire('err/m', max_wait => '-1 second')$$);
--- a waiting rl_acquire_any takes at most 16 models (54000)
+-- a waiting rl_acquire_any takes at most 16 models (54000): refused before
+-- it tries any, so it counts no denial, whether max_wait is given or comes
+-- from the job type
 SELECT rl_define_model('err/full', rpd => 1);
 SELECT granted FROM rl_acquire('err/full');
-SELECT regress_error($$SELECT * FROM rl_acquire_any(array_fill('err/full'::text, ARRAY[17]), max_wait => '1 second')$$);
+SELECT count(*) FROM (SELECT rl_define_model(format('err/w%s', i), rpd => 1)
+					  FROM generate_series(1, 17) i) s;
+SELECT count(*) FILTER (WHERE g.granted) AS granted
+FROM generate_series(1, 17) i, LATERAL rl_acquire(format('err/w%s', i)) g;
+SELECT rl_define_job_type('err/patient', max_wait => '1 second');
+SELECT regress_error($$SELECT * FROM rl_acquire_any(ARRAY(SELECT format('err/w%s', i) FROM generate_series(1, 17) i), max_wait => '1 second')$$);
+SELECT regress_error($$SELECT * FROM rl_acquire_any(ARRAY(SELECT format('err/w%s', i) FROM generate_series(1, 17) i), 'err/patient')$$);
+SELECT sum(denied) AS denied FROM rl_status WHERE model LIKE 'err/w%';
+-- without waiting, any number of models is fine
+SELECT granted FROM rl_acquire_any(ARRAY(SELECT format('err/w%s', i) FROM generate_series(1, 17) i));
+SELECT sum(denied) AS denied FROM rl_status WHERE model LIKE 'err/w%';
+-- repeated names count once: 17 copies of one model is one model to wait on
+SELECT granted FROM rl_acquire_any(array_fill('err/full'::text, ARRAY[17]), max_wait => '10 milliseconds');
+SELECT denied FROM rl_status WHERE model = 'err/full';
+SELECT rl_drop_job_type('err/patient');
+DELETE FROM rl_model WHERE model LIKE 'err/w%';
 
 -- a NULL lease (22004)
 SELECT regress_error($$SELECT * FROM rl_release(NULL)$$);

@@ -4,6 +4,7 @@ SET timezone = 'UTC';
 SELECT rl_debug_set_clock('2030-04-01 08:00:10+00');
 SHOW ratelimit.instance_timeout;
 SHOW ratelimit.max_instances;
+SHOW ratelimit.max_instances_per_role;
 DELETE FROM rl_model;
 DELETE FROM rl_job_type;
 
@@ -70,9 +71,12 @@ SELECT rl_heartbeat('i1', memory_kb => 1000000);
 SELECT * FROM rl_allocation('i1') WHERE model IN ('alloc/mem', 'mix/b');
 SELECT * FROM rl_allocation('i2');
 
--- Three live instances
+-- Three live instances.  From here on, limits that 3 does not divide leave
+-- a remainder: each instance gets floor(limit / 3), and the first instances
+-- in order of registration (i2, then i1) one unit more each, so that the
+-- parts add up to the limit.  i3, the last, gets floor(limit / 3).
 SELECT rl_heartbeat('i3');
--- n = 3:
+-- n = 3 (for i3):
 -- alloc/tpm: pool = floor(30000/2000) = 15; chat = min(15, 7) = 7; batch = min(5, 7) = 5 (tpm)
 -- alloc/rpm: pool = floor(20/2) = 10; chat = min(10, 5) = 5; batch = min(floor(10/3) = 3, 5) = 3
 -- alloc/day: pool = min(floor(333/2) = 166, floor(666666/2000) = 333) = 166 (rpd);
@@ -80,11 +84,47 @@ SELECT rl_heartbeat('i3');
 -- alloc/conc: pool = floor(10/3) = 3; chat = batch = min(floor(3 x 0.5) = 1, 1) = 1
 -- mix/a: pool = min(floor(33/2) = 16, floor(16666/2000) = 8, floor(20/3) = 6) = 6 (concurrency);
 --   chat = min(16, floor(8333/1000) = 8, 3, 3) = 3; batch = min(5, floor(8333/3000) = 2, 3, 3) = 2 (tpm)
--- mix/b: pool = min(33, floor(4/3) = 1) = 1; chat = batch = floor(1 x 0.5) = 0,
---   raised to ratelimit.min_job_type_slots = 1 (concurrency)
+-- mix/b: max_concurrent 4 = 2 (i2) + 1 (i1) + 1 (i3); i3's pool = min(33, 1) = 1;
+--   chat = batch = floor(1 x 0.5) = 0.  ratelimit.min_job_type_slots (1)
+--   gives each job type a job from what the ratio parts leave (here 1 slot),
+--   in name order, starting at the (rank mod 2)-th: i3 (rank 2) starts at
+--   batch, which takes the slot; chat has 0 and is admitted centrally
+--   (admission 'central').  i2 (part 2) has chat 1 and batch 1, i1 (rank 1,
+--   part 1) has chat 1: 4 jobs in all, the limit.
 -- alloc/mem: pool = min(150, 33) = 33; chat = 16 (2 for i1: memory); batch = 16
 SELECT * FROM rl_allocation('i3');
+SELECT model, job_type, pool_slots, slots, admission FROM rl_allocation('i1')
+WHERE model = 'mix/b';
+SELECT model, job_type, pool_slots, slots, admission FROM rl_allocation('i2')
+WHERE model = 'mix/b';
+
+-- The slots of all live instances together, per model: the jobs, requests
+-- and tokens they stand for never exceed a limit of the model, nor do the
+-- pools (in jobs of the mean estimate: 2 requests, 2000 tokens)
+CREATE TEMP VIEW alloc_totals AS
+SELECT t.model, t.jobs, t.requests, t.tokens, t.pool,
+	   t.jobs <= coalesce(m.max_concurrent, t.jobs)
+	   AND t.requests <= least(coalesce(m.rpm, t.requests), coalesce(m.rpd, t.requests))
+	   AND t.tokens <= least(coalesce(m.tpm, t.tokens), coalesce(m.tpd, t.tokens))
+	   AND t.pool <= coalesce(m.max_concurrent, t.pool)
+	   AND t.pool * 2 <= least(coalesce(m.rpm, t.pool * 2), coalesce(m.rpd, t.pool * 2))
+	   AND t.pool * 2000 <= least(coalesce(m.tpm, t.pool * 2000), coalesce(m.tpd, t.pool * 2000))
+	   AS within_limits
+FROM (SELECT a.model,
+			 sum(a.slots) FILTER (WHERE a.job_type IS NOT NULL) AS jobs,
+			 sum(a.slots * j.est_requests) AS requests,
+			 sum(a.slots * j.est_tokens) AS tokens,
+			 sum(a.pool_slots) FILTER (WHERE a.job_type IS NULL) AS pool
+	  FROM rl_instances i
+	  CROSS JOIN LATERAL rl_allocation(i.instance) a
+	  LEFT JOIN rl_job_type j ON j.job_type = a.job_type
+	  WHERE i.live
+	  GROUP BY a.model) t
+JOIN rl_model m USING (model);
+SELECT * FROM alloc_totals ORDER BY model;
 SELECT instance, memory_kb, live, leases FROM rl_instances;
+-- each instance counts for the role that registered it
+SELECT instance, role = current_user AS registered_by_me FROM rl_instances;
 
 -- Memory is enforced on acquires that name the instance: i1 may have 2 chat
 -- jobs in flight (across models), i2 (no memory reported) is not capped
@@ -143,7 +183,8 @@ SELECT count(*) FROM (SELECT (rl_release(lease_id)).released FROM rl_leases) r;
 --          -> 20 (memory)
 --   n = 2: chat = min(floor(450000 x 0.5 / 1000) = 225, floor(50 x 0.5) = 25,
 --          pool floor(50 x 0.5) = 25) = 25 -> 20 (memory)
---   n = 3: chat = min(150, floor(33 x 0.5) = 16, 16) = 16: under the memory
+--   n = 3: m1 registered first and has 34 of the 100 (34 + 33 + 33):
+--          chat = min(150, floor(34 x 0.5) = 17, 17) = 17: under the memory
 --          cap, so concurrency decides
 SELECT rl_heartbeat('m1', memory_kb => 8000000);
 SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
@@ -152,6 +193,45 @@ SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
 SELECT rl_heartbeat('m3');
 SELECT * FROM rl_allocation('m1') WHERE model = 'alloc/mem';
 SELECT rl_unregister(m) FROM unnest('{m1,m2,m3}'::text[]) m;
+
+-- More instances than a model has room for.  Twelve instances on
+-- 'many/conc' (max_concurrent 6): the first six (in order of registration)
+-- have a part of 1, the other six a part of 0 and nothing to admit
+-- locally: pool 0, every job type 'central'.  Each part of 1 holds one
+-- job: ratios give floor(1 x 0.5) = 0, and the minimum slot goes to batch
+-- on w01, w03, w05 and to chat on w02, w04, w06.  On 'many/tpm' (tpm 30000,
+-- 2500 each): pool floor(2500 / 2000) = 1, the ratio parts floor(1 x 0.5)
+-- = 0, and only chat (1000 tokens) fits in what is left as a minimum slot:
+-- 12 chat jobs, 12000 tokens.
+SELECT rl_define_model('many/conc', max_concurrent => 6);
+SELECT rl_define_model('many/tpm', tpm => 30000);
+SELECT max(rl_heartbeat(format('w%s', to_char(i, 'FM00')))) AS live
+FROM generate_series(1, 12) i;
+SELECT i.instance, string_agg(coalesce(a.job_type, 'pool') || ' ' || a.slots || ' ' || a.admission,
+							  ', ' ORDER BY a.job_type NULLS FIRST) AS many_conc
+FROM rl_instances i CROSS JOIN LATERAL rl_allocation(i.instance) a
+WHERE a.model = 'many/conc' GROUP BY i.instance ORDER BY i.instance;
+SELECT i.instance, string_agg(coalesce(a.job_type, 'pool') || ' ' || a.slots || ' ' || a.admission,
+							  ', ' ORDER BY a.job_type NULLS FIRST) AS many_tpm
+FROM rl_instances i CROSS JOIN LATERAL rl_allocation(i.instance) a
+WHERE a.model = 'many/tpm' GROUP BY i.instance ORDER BY i.instance;
+SELECT * FROM alloc_totals ORDER BY model;
+SELECT count(rl_unregister(instance)) FROM rl_instances;
+SELECT rl_drop_model(m) FROM unnest('{many/conc,many/tpm}'::text[]) m;
+DROP VIEW alloc_totals;
+
+-- The pool's mean estimate is exact, never wrapped: with two more job types
+-- of 2^63 - 1 tokens each, the mean is floor((1000 + 3000 + 2 x (2^63 - 1)) / 4)
+-- = 4611686018427388902 tokens, and a tpm of 1000 holds none of them
+SELECT rl_define_job_type('huge1', est_tokens => 9223372036854775807);
+SELECT rl_define_job_type('huge2', est_tokens => 9223372036854775807);
+SELECT rl_define_model('huge/tpm', tpm => 1000);
+SELECT rl_heartbeat('h1');
+SELECT model, instances, pool_slots, slots, limited_by FROM rl_allocation('h1')
+WHERE model = 'huge/tpm' AND job_type IS NULL;
+SELECT rl_unregister('h1');
+SELECT rl_drop_model('huge/tpm');
+SELECT rl_drop_job_type(j) FROM unnest('{huge1,huge2}'::text[]) j;
 
 -- A new installation of the extension forgets the instances of the old one,
 -- at commit: a DROP and CREATE EXTENSION that roll back keep them

@@ -191,6 +191,30 @@ SELECT job_type, slots, limited_by FROM rl_job_status WHERE model = 'slots/tie' 
 SELECT rl_drop_job_type('tie');
 SELECT rl_drop_model(m) FROM unnest('{slots/m,slots/day,slots/tie}'::text[]) m;
 
+-- Shares are floor(limit x ratio) exactly, for every bigint limit, with the
+-- ratio read as ratio::numeric reads it (rounded to 15 significant digits:
+-- 0.29 is 0.29, and embed's implicit 1 - (0.4 + 0.3) = 0.30000000000000004
+-- is 0.3):
+--   tpd 10^13:            batch (0.4) 4000000000000, chat and embed 3000000000000
+--   rpd, tpm 2^63 - 1:    batch 3689348814741910322, chat and embed 2767011611056432742
+--   concurrency 2^31 - 1: batch 858993458, chat and embed 644245094
+SELECT rl_define_model('share/huge', rpd => 9223372036854775807, tpd => 10000000000000,
+					   tpm => 9223372036854775807, max_concurrent => 2147483647);
+SELECT job_type, base_ratio, tpd_share, rpd_share, tpm_share, concurrency_share,
+	   tpd_share = floor(tpd * base_ratio::numeric) AND rpd_share = floor(rpd * base_ratio::numeric)
+	   AND concurrency_share = floor(max_concurrent * base_ratio::numeric) AS floor_of_numeric
+FROM rl_job_status JOIN rl_status USING (model)
+WHERE model = 'share/huge' ORDER BY job_type;
+-- admission holds chat to exactly its share of tpd: 3000000000000 tokens
+SELECT granted FROM rl_acquire('share/huge', 'chat', tokens => 2999999999999, max_wait => '0');
+SELECT granted, limited_by FROM rl_acquire('share/huge', 'chat', tokens => 2, max_wait => '0');
+SELECT granted FROM rl_acquire('share/huge', 'chat', tokens => 1, max_wait => '0');
+SELECT job_type, tokens_day, tpd_share FROM rl_job_status
+WHERE model = 'share/huge' AND job_type = 'chat';
+SELECT count(*) FROM (SELECT (rl_release(lease_id)).released FROM rl_leases
+					  WHERE model = 'share/huge') r;
+SELECT rl_drop_model('share/huge');
+
 -- Ratios must sum to at most 1; the error names the sum and nothing changes
 SELECT rl_define_job_type('greedy', ratio => 0.5);
 SELECT count(*) FROM rl_job_type WHERE job_type = 'greedy';

@@ -21,12 +21,17 @@ SELECT granted FROM rl_acquire('wait/conc');
 SELECT granted, limited_by, retry_after
 FROM rl_acquire('wait/conc', max_wait => '0.2 seconds');
 SELECT waiting FROM rl_status WHERE model IN ('wait/rpd', 'wait/conc');
+-- denied counts refused calls, once each: the waiter on wait/rpm that was
+-- granted adds none (the call before it was refused), each wait that ran
+-- out adds one, however often it tried while it waited
+SELECT model, granted, denied FROM rl_status WHERE model LIKE 'wait/%' ORDER BY model;
 
 -- rl_acquire_any waits on all its models at once: the waiter above took the
 -- only request of minute 00:01, the next reset frees wait/rpm again
 SELECT rl_debug_set_clock('2030-01-01 00:01:59+00');
 SELECT granted FROM rl_acquire('wait/rpm');
 SELECT granted, model FROM rl_acquire_any(ARRAY['wait/rpd', 'wait/conc', 'wait/rpm'], max_wait => '20 seconds');
+SELECT model, granted, denied FROM rl_status WHERE model LIKE 'wait/%' ORDER BY model;
 
 -- max_wait NULL: the job type's wait for that model, else its default
 SELECT rl_define_job_type('wait/patient', max_wait => '0.3 seconds');

@@ -156,14 +156,15 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 }
 
 /*
- * Count a refusal on the model (and the job type's share) and report it;
- * releases the model's lock.
+ * Note a refusal on the model (and the job type's share) and report it;
+ * releases the model's lock.  The denied totals count refused calls, not
+ * attempts: the caller counts them once the call returns refused
+ * (rl_count_refusal).
  */
 static void
 rl_deny(RlModel *model, RlShare *share, int limited_by, TimestampTz retry_at,
 		RlAdmission *result)
 {
-	model->denied++;
 	model->denied_since_notify = true;
 	if (share)
 		rl_share_denied(share);
@@ -327,23 +328,35 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 }
 
 /*
- * A request that fitted a model's limits was refused in the end because no
- * new high-water mark came in time: count it as a denial of the model.
+ * A call returns refused: count one denial on each model that refused it
+ * (names[i] where refused[i]), and on the job type's share of each.  Once
+ * per call, however often it was tried while it waited.
  */
 void
-rl_count_mark_refusal(const char *model_name)
+rl_count_refusal(char **names, const bool *refused, int num_models, int job_type_slot,
+				 uint32 job_type_generation)
 {
-	int			slot;
-
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	slot = rl_lookup_slot(rl_model_index, model_name);
-	if (slot >= 0)
+	for (int i = 0; i < num_models; i++)
 	{
-		RlModel    *model = &rl_models[slot];
+		int			slot;
+		RlModel    *model;
 
+		if (!refused[i] || (slot = rl_lookup_slot(rl_model_index, names[i])) < 0)
+			continue;
+		model = &rl_models[slot];
 		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 		model->denied++;
 		model->version++;
+		if (job_type_slot >= 0 && rl_job_types[job_type_slot].in_use &&
+			rl_job_types[job_type_slot].generation == job_type_generation)
+		{
+			RlShare    *share = rl_share(slot, job_type_slot);
+
+			if (share->model_generation == model->generation &&
+				share->job_type_generation == job_type_generation)
+				rl_share_count_denial(share);
+		}
 		LWLockRelease(&model->lock);
 	}
 	LWLockRelease(&rl_state->config_lock);

@@ -31,6 +31,7 @@ extern int64 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 extern void rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 						 const RlMemoryCap *memory, int64 ticket, TimestampTz now,
 						 TimestampTz expires_at, RlAdmission *result);
-extern void rl_count_mark_refusal(const char *model_name);
+extern void rl_count_refusal(char **names, const bool *refused, int num_models,
+							 int job_type_slot, uint32 job_type_generation);
 
 #endif							/* RL_ADMISSION_H */

@@ -182,6 +182,11 @@ rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 	if (isnull)
 		value = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 	num = DatumGetNumeric(value);
+	/* the table's checks refuse these; a row that bypassed them is refused too */
+	if (numeric_is_nan(num) || numeric_is_inf(num))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a price of model \"%s\" is not a finite number", model)));
 	if (!rl_numeric_store(dest, num))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),

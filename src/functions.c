@@ -250,6 +250,7 @@ typedef struct RlAttempt
 	int			never_fits_index;	/* first model the request can never fit */
 	RlAdmission never_fits;
 	bool		awaiting_mark;	/* a model that fits waits for new marks */
+	bool	   *refused;		/* [num_models]: refused this pass */
 	RlMemoryCap memory;			/* of the instance named, for its job type */
 } RlAttempt;
 
@@ -347,6 +348,9 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 			break;
 		}
 
+		/* counted as a denial only if the call ends refused */
+		attempt->refused[i] = true;
+
 		/*
 		 * A model that fits but waits for new marks (a moment) is taken
 		 * over the models after it, as if it had admitted: wait for it.
@@ -390,6 +394,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	attempt->never_fits_index = -1;
 	attempt->awaiting_mark = false;
 	attempt->max_wait_us = 0;
+	memset(attempt->refused, 0, sizeof(bool) * num_models);
 
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 	failure = rl_attempt_locked(fcinfo, names, num_models, ticket, args, now, attempt,
@@ -435,6 +440,36 @@ rl_check_client_connection(void)
 	ClientConnectionLost = true;
 	InterruptPending = true;
 	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * The longest configured wait of the job type (NULL: none) on the models,
+ * as an attempt resolves max_wait NULL; 0 when none is set.  Names that do
+ * not resolve are left to the attempt to report.
+ */
+static int64
+rl_configured_max_wait(char **names, int num_models, const char *job_type_name)
+{
+	int64		longest = 0;
+	int			job_type_slot;
+
+	if (job_type_name == NULL)
+		return 0;
+	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	job_type_slot = rl_lookup_slot(rl_job_type_index, job_type_name);
+	for (int i = 0; job_type_slot >= 0 && i < num_models; i++)
+	{
+		int			slot = rl_lookup_slot(rl_model_index, names[i]);
+		int64		max_wait_us = -1;
+
+		if (slot >= 0)
+			max_wait_us = rl_waits[(Size) job_type_slot * rl_max_models + slot];
+		if (max_wait_us < 0)
+			max_wait_us = rl_job_types[job_type_slot].max_wait_us;
+		longest = Max(longest, max_wait_us);
+	}
+	LWLockRelease(&rl_state->config_lock);
+	return longest;
 }
 
 /* Milliseconds from one time to a later one, rounded up, at least 1 */
@@ -627,10 +662,21 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 		rl_copy_name(args.instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
 	tupdesc = rl_result_desc(fcinfo, &grant_type);
 
+	/* a call that could wait on too many models fails before it tries any */
+	if (num_models > RL_MAX_WAIT_MODELS &&
+		(max_wait_us > 0 ||
+		 (max_wait_us < 0 && rl_configured_max_wait(names, num_models, args.job_type) > 0)))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("cannot wait on more than %d models at once", RL_MAX_WAIT_MODELS),
+				 errhint("Name at most %d models, or pass max_wait => 0.",
+						 RL_MAX_WAIT_MODELS)));
+
 	args.role_slot = rl_holders_start_acquire(args.session_bound);
 	if (args.role_slot == RL_ROLE_AT_CAP || args.role_slot == RL_ROLE_NO_ROOM)
 		rl_report_role_cap();
 
+	attempt.refused = palloc(sizeof(bool) * num_models);
 	now = rl_now();
 	/* for tests: another backend may roll the windows past now meanwhile */
 	rl_debug_pause(RL_PAUSE_BEFORE_ADMISSION);
@@ -658,10 +704,14 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 		}
 	}
 
+	/* a refused call counts once on each model that refused it */
+	if (attempt.granted_index < 0)
+		rl_count_refusal(names, attempt.refused, num_models, attempt.size.job_type_slot,
+						 attempt.size.job_type_generation);
+
 	/* the worker saved no new mark in time: say so where operators look */
 	if (attempt.granted_index < 0 && attempt.awaiting_mark)
 	{
-		rl_count_mark_refusal(names[attempt.reported_index]);
 		ereport(LOG,
 				(errmsg("pg_ratelimit refused a request that fits the limits of model \"%s\": no new high-water mark was saved in time",
 						names[attempt.reported_index]),
@@ -722,6 +772,58 @@ rl_acquire(PG_FUNCTION_ARGS)
 	return rl_acquire_models(fcinfo, &name, 1);
 }
 
+/* A name and where it is in a list */
+typedef struct RlNamePosition
+{
+	const char *name;
+	int			position;
+} RlNamePosition;
+
+static int
+rl_name_position_cmp(const void *a, const void *b)
+{
+	const RlNamePosition *pa = (const RlNamePosition *) a;
+	const RlNamePosition *pb = (const RlNamePosition *) b;
+	int			cmp = strcmp(pa->name, pb->name);
+
+	if (cmp != 0)
+		return cmp;
+	return pa->position < pb->position ? -1 : pa->position > pb->position ? 1 : 0;
+}
+
+/*
+ * Drop the later copies of repeated names, keeping the order of the first
+ * ones; returns how many are left.  A model named twice is tried (and
+ * counted) once.
+ */
+static int
+rl_unique_names(char **names, int count)
+{
+	RlNamePosition *sorted;
+	bool	   *repeated;
+	int			kept = 0;
+
+	if (count < 2)
+		return count;
+	sorted = palloc(sizeof(RlNamePosition) * count);
+	for (int i = 0; i < count; i++)
+	{
+		sorted[i].name = names[i];
+		sorted[i].position = i;
+	}
+	qsort(sorted, count, sizeof(RlNamePosition), rl_name_position_cmp);
+	repeated = palloc0(sizeof(bool) * count);
+	for (int i = 1; i < count; i++)
+		if (strcmp(sorted[i].name, sorted[i - 1].name) == 0)
+			repeated[sorted[i].position] = true;
+	for (int i = 0; i < count; i++)
+		if (!repeated[i])
+			names[kept++] = names[i];
+	pfree(sorted);
+	pfree(repeated);
+	return kept;
+}
+
 /*
  * rl_acquire_any(models[], job_type, tokens, requests, max_wait, instance,
  * ttl) RETURNS rl_grant: the first model in order that admits.
@@ -761,7 +863,7 @@ rl_acquire_any(PG_FUNCTION_ARGS)
 					 errmsg("models must not contain nulls")));
 		names[i] = rl_model_name(DatumGetTextPP(elements[i]));
 	}
-	return rl_acquire_models(fcinfo, names, count);
+	return rl_acquire_models(fcinfo, names, rl_unique_names(names, count));
 }
 
 static int64

@@ -9,7 +9,9 @@
  * (by the limiter's clock).  The background worker drops instances that
  * went stale and expires their leases; rl_unregister does the same at once.
  * rl_allocation gives each live instance its fair share of every model and
- * job type, for clients that admit locally.
+ * job type, for clients that admit locally: each instance a part of every
+ * limit, the parts of the live instances adding up to the limit exactly
+ * (see rl_allocation_internal).
  *
  * An instance that reported its memory caps its in-flight jobs of a job type
  * with a memory estimate at floor(memory_kb x ratio / est_memory_kb), where
@@ -31,6 +33,7 @@
 
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -59,6 +62,8 @@ typedef struct RlInstance
 	int64		memory_kb;		/* -1 when not reported */
 	TimestampTz registered_at;	/* limiter's clock */
 	TimestampTz last_heartbeat; /* limiter's clock */
+	Oid			role;			/* that registered it: counts against its
+								 * ratelimit.max_instances_per_role */
 } RlInstance;
 
 typedef struct RlInstanceTable
@@ -167,13 +172,31 @@ rl_instances_heartbeat_version(void)
 	return pg_atomic_read_u64(&table->heartbeat_version);
 }
 
+/* rl_register_instance could not: the table is full, or the role at its cap */
+#define RL_INSTANCES_FULL		(-1)
+#define RL_ROLE_INSTANCES_FULL	(-2)
+
+/* Registered instances of a role; caller holds instances_lock */
+static int
+rl_role_instances(Oid role)
+{
+	int			count = 0;
+
+	for (int i = 0; i < rl_max_instances; i++)
+		if (table->instances[i].in_use && table->instances[i].role == role)
+			count++;
+	return count;
+}
+
 /*
- * Register an instance (or refresh it).  Caller holds instances_lock
- * exclusively.  Returns its slot, or -1 when the table is full.
+ * Register an instance for a role (or refresh it, whoever registered it).
+ * A new instance is refused when the role has role_cap instances already
+ * (0: no cap).  Caller holds instances_lock exclusively.  Returns its slot,
+ * RL_INSTANCES_FULL or RL_ROLE_INSTANCES_FULL.
  */
 static int
 rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
-					 TimestampTz registered_at, bool *joined)
+					 TimestampTz registered_at, Oid role, int role_cap, bool *joined)
 {
 	int			slot = rl_lookup_slot(instance_index, name);
 	RlInstance *instance;
@@ -183,15 +206,18 @@ rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 	*joined = false;
 	if (slot < 0)
 	{
+		if (role_cap > 0 && rl_role_instances(role) >= role_cap)
+			return RL_ROLE_INSTANCES_FULL;
 		for (slot = 0; slot < rl_max_instances && table->instances[slot].in_use; slot++)
 			;
 		if (slot == rl_max_instances)
-			return -1;
+			return RL_INSTANCES_FULL;
 		instance = &table->instances[slot];
 		instance->in_use = true;
 		instance->generation++;
 		strlcpy(instance->name, name, sizeof(instance->name));
 		instance->registered_at = registered_at;
+		instance->role = role;
 		for (int j = 0; j < rl_max_job_types; j++)
 			pg_atomic_write_u32(rl_memory_counter(slot, j), 0);
 		memset(key, 0, sizeof(key));
@@ -231,6 +257,9 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	TimestampTz now;
 	bool		joined;
 	int			live;
+	int			slot;
+	Oid			role = GetUserId();
+	int			role_cap = rl_max_instances_per_role;
 
 	rl_require_primary("register instances");
 	rl_require_ready();
@@ -246,7 +275,19 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 
 	now = rl_now();
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-	if (rl_register_instance(name, memory_kb, now, now, &joined) < 0)
+	slot = rl_register_instance(name, memory_kb, now, now, role, role_cap, &joined);
+	if (slot == RL_ROLE_INSTANCES_FULL)
+	{
+		LWLockRelease(&table->instances_lock);
+		/* the role's name comes from the catalogs: never under an LWLock */
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" has too many pg_ratelimit instances",
+						GetUserNameFromId(role, false)),
+				 errdetail("ratelimit.max_instances_per_role is %d.", role_cap),
+				 errhint("Unregister instances that are gone with rl_unregister(), or raise ratelimit.max_instances_per_role and reload the configuration.")));
+	}
+	if (slot < 0)
 	{
 		LWLockRelease(&table->instances_lock);
 		ereport(ERROR,
@@ -469,6 +510,7 @@ rl_copy_instances(RlInstanceInfo **instances)
 		info->memory_kb = instance->memory_kb;
 		info->registered_at = instance->registered_at;
 		info->last_heartbeat = instance->last_heartbeat;
+		info->role = instance->role;
 		count++;
 	}
 	LWLockRelease(&table->instances_lock);
@@ -486,8 +528,9 @@ rl_restore_instance(const RlInstanceInfo *info)
 	int			slot;
 
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
+	/* what was registered stays registered: no cap on a restore */
 	slot = rl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
-								info->registered_at, &joined);
+								info->registered_at, info->role, 0, &joined);
 	LWLockRelease(&table->instances_lock);
 	return slot >= 0;
 }
@@ -555,9 +598,11 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < num_instances; i++)
 	{
-		Datum		values[6];
-		bool		nulls[6] = {false, false, false, false, false, false};
+		Datum		values[7];
+		bool		nulls[7] = {false, false, false, false, false, false, false};
 		RlLeaseCount *count = hash_search(held, instances[i].name, HASH_FIND, NULL);
+		char	   *role = OidIsValid(instances[i].role) ?
+			GetUserNameFromId(instances[i].role, true) : NULL;
 
 		values[0] = CStringGetTextDatum(instances[i].name);
 		values[1] = TimestampTzGetDatum(instances[i].registered_at);
@@ -567,6 +612,8 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 		values[4] = BoolGetDatum(now - instances[i].last_heartbeat <
 								 (int64) rl_instance_timeout_s * USECS_PER_SEC);
 		values[5] = Int64GetDatum(count ? count->leases : 0);
+		values[6] = role ? CStringGetTextDatum(role) : (Datum) 0;
+		nulls[6] = role == NULL;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	hash_destroy(held);
@@ -574,13 +621,30 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 }
 
 /*
- * pool_slots of a model for n instances: the minimum over its limits of
- * floor(floor(limit / n) / mean estimate), ties toward the longer window;
+ * An instance's part of each limit of a model: the limit split among the n
+ * live instances exactly, floor(limit / n) each and one more unit for each
+ * of the first limit mod n instances in rank order, so that the parts add
+ * up to the limit.  RL_UNLIMITED where the model has no limit.
+ */
+static void
+rl_instance_part(const RlModel *model, int n, int rank, int64 *part)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		limit = model->limit[d];
+
+		part[d] = limit == RL_UNLIMITED ? RL_UNLIMITED :
+			limit / n + (rank < limit % n ? 1 : 0);
+	}
+}
+
+/*
+ * pool_slots of one instance: the minimum over the limits of
+ * floor(part / mean estimate), ties toward the longer window;
  * RL_UNLIMITED_POOL_SLOTS when no limit applies.  Sets *limited_by (or -1).
  */
 static int64
-rl_pool_slots(const RlModel *model, int n, int64 avg_tokens, int32 avg_requests,
-			  int *limited_by)
+rl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *limited_by)
 {
 	int64		pool = -1;
 
@@ -590,9 +654,9 @@ rl_pool_slots(const RlModel *model, int n, int64 avg_tokens, int32 avg_requests,
 		int64		estimate = rl_dimension_amount(d, avg_tokens, avg_requests);
 		int64		fit;
 
-		if (model->limit[d] == RL_UNLIMITED || estimate <= 0)
+		if (part[d] == RL_UNLIMITED || estimate <= 0)
 			continue;
-		fit = model->limit[d] / n / estimate;
+		fit = part[d] / estimate;
 		/* dimensions come longest window first: a tie keeps the earlier */
 		if (pool < 0 || fit < pool)
 		{
@@ -604,16 +668,15 @@ rl_pool_slots(const RlModel *model, int n, int64 avg_tokens, int32 avg_requests,
 }
 
 /*
- * slots of a job type on a model for one of n instances:
- * min(floor(floor(limit / n) x ratio / estimate) over the limits,
- * floor(pool_slots x ratio)), at least min_job_type_slots, ties toward the
- * longer window; then capped by the instance's memory.
+ * The ratio part of a job type's slots on one instance:
+ * min(floor(floor(part x ratio) / estimate) over the limits,
+ * floor(pool_slots x ratio)), ties toward the longer window.
  */
 static int64
-rl_job_type_slots(const RlModel *model, const RlJobType *job_type, double ratio, int n,
-				  int64 pool, int pool_limited_by, int64 memory_kb, int *limited_by)
+rl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
+				  int64 pool, int pool_limited_by, int *limited_by)
 {
-	int64		slots = rl_job_type_fit(model, job_type, ratio, n, limited_by);
+	int64		slots = rl_job_type_fit(part, job_type, ratio, limited_by);
 	int64		from_pool = rl_share_of(pool, ratio);
 
 	/* the pool's part, ranked by the window that limits the pool */
@@ -623,19 +686,54 @@ rl_job_type_slots(const RlModel *model, const RlJobType *job_type, double ratio,
 		slots = from_pool;
 		*limited_by = pool_limited_by;
 	}
-	slots = Max(slots, (int64) rl_min_job_type_slots);
-	if (memory_kb >= 0 && job_type->est_memory_kb > 0)
-	{
-		int64		memory_slots = rl_share_of(memory_kb, job_type->base_ratio) /
-			job_type->est_memory_kb;
-
-		if (memory_slots < slots)
-		{
-			slots = memory_slots;
-			*limited_by = RL_LIMITED_BY_MEMORY;
-		}
-	}
 	return slots;
+}
+
+/*
+ * want, capped by the jobs of the type an instance's memory holds
+ * (floor(memory_kb x configured ratio / est_memory_kb)) when it reported
+ * memory; *limited_by says 'memory' when the cap decides.
+ */
+static int64
+rl_memory_slots(const RlJobType *job_type, int64 memory_kb, int64 want, int *limited_by)
+{
+	int64		memory_slots;
+
+	if (memory_kb < 0 || job_type->est_memory_kb <= 0)
+		return want;
+	memory_slots = rl_share_of(memory_kb, job_type->base_ratio) / job_type->est_memory_kb;
+	if (memory_slots >= want)
+		return want;
+	*limited_by = RL_LIMITED_BY_MEMORY;
+	return memory_slots;
+}
+
+/*
+ * Take up to want jobs of a job type from what is left of an instance's
+ * part of the limits (left, per dimension; RL_UNLIMITED where none);
+ * returns how many fit.  When fewer than want fit, *limited_by names the
+ * first limit that ran out.
+ */
+static int64
+rl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_by)
+{
+	int64		got = Max(want, 0);
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		estimate = rl_dimension_amount(d, job_type->est_tokens,
+												   job_type->est_requests);
+
+		if (left[d] == RL_UNLIMITED || estimate <= 0 || left[d] / estimate >= got)
+			continue;
+		got = left[d] / estimate;
+		*limited_by = d;
+	}
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (left[d] != RL_UNLIMITED)
+			left[d] -= got * rl_dimension_amount(d, job_type->est_tokens,
+												 job_type->est_requests);
+	return got;
 }
 
 static Datum
@@ -647,9 +745,31 @@ rl_limited_by_datum(int limited_by, bool *isnull)
 	return CStringGetTextDatum(rl_dimension_names[limited_by]);
 }
 
+/* Does instance a come before instance b in rank order? */
+static bool
+rl_ranks_before(const RlInstance *a, const RlInstance *b)
+{
+	if (a->registered_at != b->registered_at)
+		return a->registered_at < b->registered_at;
+	return strcmp(a->name, b->name) < 0;
+}
+
 /*
  * rl_allocation_internal(instance): per model, the pool (job_type NULL) and
  * each job type's slots for one of the live instances.
+ *
+ * The slots of all live instances together never exceed any limit of a
+ * model: each instance gets its part of every limit (rl_instance_part; the
+ * parts add up to the limit), and the jobs its slots stand for never take
+ * more than its part.  Within the part, each job type gets its ratio's
+ * share (floored), and then, from what those shares leave, the jobs that
+ * ratelimit.min_job_type_slots guarantees, as far as they fit: the job
+ * types are served in name order, starting at a different one on each
+ * instance (the instance of rank r starts at the (r mod J)-th of the J job
+ * types), so that over the instances every job type gets some.  A job type
+ * with no slot on an instance (or a pool of 0) is to be admitted centrally,
+ * with rl_acquire: the admission column says so.  Rank is the order of the
+ * live instances by registered_at, then name.
  */
 Datum
 rl_allocation_internal(PG_FUNCTION_ARGS)
@@ -658,13 +778,18 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	char		name[RL_NAME_MAX_LEN + 1];
 	TimestampTz now;
 	int			slot;
-	int			n;
+	int			n = 0;
+	int			rank = 0;
 	int64		memory_kb;
-	int64		sum_tokens = 0;
+	int128		sum_tokens = 0; /* of up to max_job_types bigints: no overflow */
 	int64		sum_requests = 0;
 	int			num_job_types = 0;
 	int64		avg_tokens;
 	int32		avg_requests;
+	int		   *job_type_slots;
+	double	   *ratios;
+	int64	   *slots;
+	int		   *limited_by;
 
 	rl_require_ready();
 	rl_copy_name_arg(fcinfo, 0, name, "instance");
@@ -683,8 +808,21 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 						 name, rl_instance_timeout_s)));
 	}
 	memory_kb = table->instances[slot].memory_kb;
-	n = rl_count_live(now);
+	/* the live instances, and our rank among them */
+	for (int i = 0; i < rl_max_instances; i++)
+	{
+		if (!rl_is_live(&table->instances[i], now))
+			continue;
+		n++;
+		if (rl_ranks_before(&table->instances[i], &table->instances[slot]))
+			rank++;
+	}
 	LWLockRelease(&table->instances_lock);
+
+	job_type_slots = palloc(sizeof(int) * rl_max_job_types);
+	ratios = palloc(sizeof(double) * rl_max_job_types);
+	slots = palloc(sizeof(int64) * rl_max_job_types);
+	limited_by = palloc(sizeof(int) * rl_max_job_types);
 
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 	for (int j = 0; j < rl_max_job_types; j++)
@@ -693,56 +831,92 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 			continue;
 		sum_tokens += rl_job_types[j].est_tokens;
 		sum_requests += rl_job_types[j].est_requests;
-		num_job_types++;
+		job_type_slots[num_job_types++] = j;
 	}
+	/* in name order: the order the minimum slots go round in */
+	for (int k = 1; k < num_job_types; k++)
+		for (int i = k; i > 0 && strcmp(rl_job_types[job_type_slots[i - 1]].name,
+										rl_job_types[job_type_slots[i]].name) > 0; i--)
+		{
+			int			swap = job_type_slots[i];
+
+			job_type_slots[i] = job_type_slots[i - 1];
+			job_type_slots[i - 1] = swap;
+		}
 	/* the floored mean estimate; without job types, an acquire's default */
-	avg_tokens = num_job_types > 0 ? sum_tokens / num_job_types : 0;
+	avg_tokens = num_job_types > 0 ? (int64) (sum_tokens / num_job_types) : 0;
 	avg_requests = num_job_types > 0 ? (int32) (sum_requests / num_job_types) : 1;
 
 	for (int m = 0; m < rl_max_models; m++)
 	{
 		RlModel    *model = &rl_models[m];
 		RlModel		copy;
-		double	   *ratios;
+		int64		part[RL_NUM_DIMS];
+		int64		left[RL_NUM_DIMS];
 		int64		pool;
 		int			pool_limited_by;
-		Datum		values[6];
-		bool		nulls[6] = {false, false, false, false, false, false};
+		Datum		values[7];
+		bool		nulls[7] = {false, false, false, false, false, false, false};
 
 		if (!model->in_use)
 			continue;
-		ratios = palloc(sizeof(double) * rl_max_job_types);
 		LWLockAcquire(&model->lock, LW_SHARED);
 		memcpy(&copy, model, sizeof(RlModel));
-		for (int j = 0; j < rl_max_job_types; j++)
-			ratios[j] = rl_share(m, j)->ratio;
+		for (int k = 0; k < num_job_types; k++)
+			ratios[k] = rl_share(m, job_type_slots[k])->ratio;
 		LWLockRelease(&model->lock);
 
-		pool = rl_pool_slots(&copy, n, avg_tokens, avg_requests, &pool_limited_by);
+		rl_instance_part(&copy, n, rank, part);
+		pool = rl_pool_slots(part, avg_tokens, avg_requests, &pool_limited_by);
 		values[0] = CStringGetTextDatum(copy.name);
 		nulls[1] = true;
 		values[2] = Int32GetDatum(n);
 		values[3] = Int64GetDatum(pool);
 		values[4] = Int64GetDatum(pool);
 		values[5] = rl_limited_by_datum(pool_limited_by, &nulls[5]);
+		values[6] = CStringGetTextDatum(pool > 0 ? "local" : "central");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
-		for (int j = 0; j < rl_max_job_types; j++)
+		/*
+		 * Each job type's ratio share of the part, then what the minimum
+		 * slots add from what is left; a job type never takes more than is
+		 * left (ratios in force can sum to a hair above 1).
+		 */
+		memcpy(left, part, sizeof(left));
+		for (int k = 0; k < num_job_types; k++)
 		{
-			RlJobType  *job_type = &rl_job_types[j];
-			int			limited_by;
+			RlJobType  *job_type = &rl_job_types[job_type_slots[k]];
+			int64		want = rl_job_type_slots(part, job_type, ratios[k], pool,
+												 pool_limited_by, &limited_by[k]);
 
-			if (!job_type->in_use)
+			slots[k] = rl_take_part(left, job_type, rl_memory_slots(job_type, memory_kb,
+																	want, &limited_by[k]),
+									&limited_by[k]);
+		}
+		for (int i = 0; i < num_job_types; i++)
+		{
+			/* a different job type first on each instance */
+			int			k = (rank + i) % num_job_types;
+			RlJobType  *job_type = &rl_job_types[job_type_slots[k]];
+			int			ignored;
+			int64		want;
+
+			if (slots[k] >= rl_min_job_type_slots)
 				continue;
+			want = rl_memory_slots(job_type, memory_kb, rl_min_job_type_slots,
+								   &ignored) - slots[k];
+			slots[k] += rl_take_part(left, job_type, want, &ignored);
+		}
+
+		for (int k = 0; k < num_job_types; k++)
+		{
 			nulls[1] = false;
-			values[1] = CStringGetTextDatum(job_type->name);
-			values[4] = Int64GetDatum(rl_job_type_slots(&copy, job_type, ratios[j], n, pool,
-														pool_limited_by, memory_kb,
-														&limited_by));
-			values[5] = rl_limited_by_datum(limited_by, &nulls[5]);
+			values[1] = CStringGetTextDatum(rl_job_types[job_type_slots[k]].name);
+			values[4] = Int64GetDatum(slots[k]);
+			values[5] = rl_limited_by_datum(limited_by[k], &nulls[5]);
+			values[6] = CStringGetTextDatum(slots[k] > 0 ? "local" : "central");
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
-		pfree(ratios);
 	}
 	LWLockRelease(&rl_state->config_lock);
 	return (Datum) 0;

@@ -17,6 +17,7 @@ typedef struct RlInstanceInfo
 	int64		memory_kb;		/* -1 when not reported */
 	TimestampTz registered_at;
 	TimestampTz last_heartbeat;
+	Oid			role;			/* that registered it, or InvalidOid */
 } RlInstanceInfo;
 
 /*

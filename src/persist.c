@@ -336,8 +336,8 @@ rl_read_state(MemoryContext context, const char *qschema)
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT instance, coalesce(memory_kb, -1), registered_at, last_heartbeat"
-					 " FROM %s.rl_instance_state", qschema);
+					 "SELECT instance, coalesce(memory_kb, -1), registered_at, last_heartbeat,"
+					 " role_oid FROM %s.rl_instance_state", qschema);
 	rl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_instances = SPI_processed;
@@ -347,11 +347,15 @@ rl_read_state(MemoryContext context, const char *qschema)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		RlInstanceInfo *info = &state->instances[i];
+		bool		isnull;
+		Datum		role;
 
 		strlcpy(info->name, SPI_getvalue(tup, desc, 1), sizeof(info->name));
 		info->memory_kb = rl_col_int64(tup, desc, 2);
 		info->registered_at = rl_col_int64(tup, desc, 3);
 		info->last_heartbeat = rl_col_int64(tup, desc, 4);
+		role = SPI_getbinval(tup, desc, 5, &isnull);
+		info->role = isnull ? InvalidOid : DatumGetObjectId(role);
 	}
 
 	resetStringInfo(&sql);
@@ -1225,14 +1229,14 @@ rl_persist_instances(const char *qschema)
 	uint64		version = rl_instances_heartbeat_version();
 	RlInstanceInfo *instances;
 	int			count;
-	Datum	   *cols[4];
-	Oid			types[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum	   *cols[5];
+	Oid			types[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, OIDOID};
 	StringInfoData sql;
 
 	if (persisted_anything && version == persisted_instances_version)
 		return;
 	count = rl_copy_instances(&instances);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		cols[i] = palloc(sizeof(Datum) * Max(count, 1));
 	for (int i = 0; i < count; i++)
 	{
@@ -1240,16 +1244,18 @@ rl_persist_instances(const char *qschema)
 		cols[1][i] = Int64GetDatum(instances[i].memory_kb);
 		cols[2][i] = TimestampTzGetDatum(instances[i].registered_at);
 		cols[3][i] = TimestampTzGetDatum(instances[i].last_heartbeat);
+		cols[4][i] = ObjectIdGetDatum(instances[i].role);
 	}
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_instance_state AS s (instance, memory_kb, registered_at,"
-					 " last_heartbeat) SELECT i, nullif(m, -1), r, h"
-					 " FROM unnest($1, $2, $3, $4) AS x(i, m, r, h)"
+					 " last_heartbeat, role_oid) SELECT i, nullif(m, -1), r, h, o"
+					 " FROM unnest($1, $2, $3, $4, $5) AS x(i, m, r, h, o)"
 					 " ON CONFLICT (instance) DO UPDATE SET memory_kb = excluded.memory_kb,"
 					 " registered_at = excluded.registered_at,"
-					 " last_heartbeat = excluded.last_heartbeat", qschema);
-	rl_save_row_set(qschema, "rl_instance_state", "instance", sql.data, 4, types, cols, count);
+					 " last_heartbeat = excluded.last_heartbeat,"
+					 " role_oid = excluded.role_oid", qschema);
+	rl_save_row_set(qschema, "rl_instance_state", "instance", sql.data, 5, types, cols, count);
 	persisted_instances_version = version;
 }
 

@@ -302,6 +302,7 @@ extern int	rl_max_lease_ttl_s;
 extern int	rl_max_leases_per_role;
 extern int	rl_persist_interval_ms;
 extern int	rl_max_instances;
+extern int	rl_max_instances_per_role;
 extern int	rl_instance_timeout_s;
 extern int	rl_ratio_interval_ms;
 extern int	rl_min_job_type_slots;

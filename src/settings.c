@@ -44,6 +44,8 @@
 #define RL_MAX_INSTANCES_DEFAULT	1000
 #define RL_MAX_INSTANCES_MAX		100000
 
+#define RL_MAX_INSTANCES_PER_ROLE_DEFAULT	100
+
 #define RL_INSTANCE_TIMEOUT_DEFAULT	15
 #define RL_INSTANCE_TIMEOUT_MAX		(24 * 3600)
 
@@ -63,6 +65,7 @@ int			rl_max_lease_ttl_s = RL_MAX_LEASE_TTL_DEFAULT;
 int			rl_max_leases_per_role = 0;
 int			rl_persist_interval_ms = RL_PERSIST_INTERVAL_DEFAULT;
 int			rl_max_instances = RL_MAX_INSTANCES_DEFAULT;
+int			rl_max_instances_per_role = RL_MAX_INSTANCES_PER_ROLE_DEFAULT;
 int			rl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
 int			rl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
 int			rl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
@@ -167,6 +170,17 @@ rl_define_settings(void)
 							1,
 							RL_MAX_INSTANCES_MAX,
 							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_instances_per_role",
+							"Maximum number of instances one role may register; 0 means no cap.",
+							"An instance counts for the role that registered it (its first heartbeat).",
+							&rl_max_instances_per_role,
+							RL_MAX_INSTANCES_PER_ROLE_DEFAULT,
+							0,
+							RL_MAX_INSTANCES_MAX,
+							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
 

@@ -80,20 +80,96 @@ rl_lease_share(const RlLease *lease)
 	return share;
 }
 
+#ifndef HAVE_INT128
+#error "pg_ratelimit needs a 128-bit integer type for exact shares"
+#endif
+/* Significant digits a ratio is read with: float8's DBL_DIG */
+#define RL_RATIO_DIGITS			15
+
+/* Ratios whose exact value a backend keeps */
+#define RL_RATIO_CACHE_SIZE		16
+
 /*
- * floor(limit x ratio).  Ratios are float8: 0.29 is stored a hair below
- * 0.29, and 100 x that must still be 29, so the product is nudged up by far
- * less than one unit before flooring.
+ * A ratio as the exact decimal it stands for: numerator / 10^exponent, the
+ * numerator at most 15 digits
+ */
+typedef struct RlExactRatio
+{
+	int64		numerator;
+	int			exponent;
+	uint128		divisor;		/* 10^exponent, when exponent <= 38 */
+} RlExactRatio;
+
+/*
+ * The decimal a positive, finite ratio stands for: its float8 rounded to 15
+ * significant digits, which is what PostgreSQL's float8-to-numeric cast
+ * gives.  Ratios are float8 and users write decimals: 0.29 is stored a hair
+ * below 0.29, yet 100 x 0.29 must give 29, and the float noise of a ratio
+ * the worker moved (0.25 - 0.2 = 0.04999999999999999) must not count.
+ */
+static void
+rl_exact_ratio(double ratio, RlExactRatio *exact)
+{
+	char		buf[64];
+	char	   *p = buf;
+	int64		numerator = 0;
+	int			exp10;
+
+	/* d.dddddddddddddde[+-]x: 15 significant digits, correctly rounded */
+	snprintf(buf, sizeof(buf), "%.*e", RL_RATIO_DIGITS - 1, ratio);
+	for (; *p != 'e' && *p != '\0'; p++)
+		if (*p >= '0' && *p <= '9')
+			numerator = numerator * 10 + (*p - '0');
+	exp10 = *p == 'e' ? atoi(p + 1) : 0;
+	/* value = numerator x 10^(exp10 - 14); drop trailing zeros first */
+	exact->exponent = RL_RATIO_DIGITS - 1 - exp10;
+	while (numerator != 0 && numerator % 10 == 0 && exact->exponent > 0)
+	{
+		numerator /= 10;
+		exact->exponent--;
+	}
+	exact->numerator = numerator;
+	exact->divisor = 1;
+	for (int i = 0; i < exact->exponent && i < 38; i++)
+		exact->divisor *= 10;
+}
+
+/*
+ * floor(limit x ratio), exact in integers for every bigint limit, with the
+ * ratio read as rl_exact_ratio says; 0 for a limit or a ratio that is not
+ * positive, PG_INT64_MAX when the product is larger.
  */
 int64
 rl_share_of(int64 limit, double ratio)
 {
-	double		product = (double) limit * ratio;
+	/*
+	 * Callers ask with the same few ratios again and again (one per job
+	 * type): keep the last ones, by the ratio's bits.
+	 */
+	static double cached_ratios[RL_RATIO_CACHE_SIZE];
+	static RlExactRatio cached[RL_RATIO_CACHE_SIZE];
+	uint64		bits;
+	int			entry;
+	uint128		product;
 
-	product += product * 1e-12 + 1e-9;
-	if (product >= (double) PG_INT64_MAX)
+	if (limit <= 0 || !(ratio > 0))
+		return 0;
+	if (ratio >= 1e6)
 		return PG_INT64_MAX;
-	return (int64) floor(product);
+	memcpy(&bits, &ratio, sizeof(bits));
+	entry = (int) ((bits ^ (bits >> 17) ^ (bits >> 41)) % RL_RATIO_CACHE_SIZE);
+	if (cached_ratios[entry] != ratio)
+	{
+		rl_exact_ratio(ratio, &cached[entry]);
+		cached_ratios[entry] = ratio;
+	}
+
+	/* below 10^-24: less than one of any limit */
+	if (cached[entry].exponent > 38)
+		return 0;
+	/* limit < 2^63 and the numerator < 10^15 < 2^50: it fits in 113 bits */
+	product = (uint128) limit * (uint64) cached[entry].numerator / cached[entry].divisor;
+	return product > (uint128) PG_INT64_MAX ? PG_INT64_MAX : (int64) product;
 }
 
 /* What the share still admits; caller holds the model's lock */
@@ -170,12 +246,21 @@ rl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 request
 	share->version++;
 }
 
-/* Count a refused request; caller holds the model's lock */
+/*
+ * An attempt of the job type was refused: load, for flexible ratios.  Caller
+ * holds the model's lock.
+ */
 void
 rl_share_denied(RlShare *share)
 {
-	share->denied++;
 	share->denied_recently = true;
+}
+
+/* Count a refused call in the share's total; caller holds the model's lock */
+void
+rl_share_count_denial(RlShare *share)
+{
+	share->denied++;
 	share->version++;
 }
 
@@ -423,15 +508,15 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 }
 
 /*
- * How many jobs of the job type's estimated size fit in ratio of each
- * limit of a model divided among instances: the minimum over the model's
- * limits of floor(floor(limit / instances) x ratio / estimate), ties toward
- * the longer window.  Sets *limited_by to the dimension that decides, or
- * -1 (and returns -1) when no limit applies to the estimate.
+ * How many jobs of the job type's estimated size fit in ratio of each of
+ * the given limits (a model's, or one instance's part of them): the minimum
+ * over the limits of floor(floor(limit x ratio) / estimate), ties toward
+ * the longer window.  Sets *limited_by to the dimension that decides, or -1
+ * (and returns -1) when no limit applies to the estimate.
  */
 int64
-rl_job_type_fit(const RlModel *model, const RlJobType *job_type, double ratio,
-				int instances, int *limited_by)
+rl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
+				int *limited_by)
 {
 	int64		slots = -1;
 
@@ -442,9 +527,9 @@ rl_job_type_fit(const RlModel *model, const RlJobType *job_type, double ratio,
 												   job_type->est_requests);
 		int64		fit;
 
-		if (model->limit[d] == RL_UNLIMITED || estimate <= 0)
+		if (limits[d] == RL_UNLIMITED || estimate <= 0)
 			continue;
-		fit = rl_share_of(model->limit[d] / instances, ratio) / estimate;
+		fit = rl_share_of(limits[d], ratio) / estimate;
 		/* dimensions come longest window first: a tie keeps the earlier */
 		if (slots < 0 || fit < slots)
 		{
@@ -463,7 +548,7 @@ static int64
 rl_share_slots(const RlModel *model, const RlShare *share, const RlJobType *job_type,
 			   int *limited_by)
 {
-	int64		slots = rl_job_type_fit(model, job_type, share->ratio, 1, limited_by);
+	int64		slots = rl_job_type_fit(model->limit, job_type, share->ratio, limited_by);
 
 	if (slots >= 0)
 		slots = Max(slots, (int64) rl_min_job_type_slots);

@@ -30,7 +30,8 @@ extern void rl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
 						   int32 requests);
 extern RlDayUsage *rl_share_usage(RlShare *share, const RlModel *model);
 extern void rl_share_denied(RlShare *share);
-extern int64 rl_job_type_fit(const RlModel *model, const RlJobType *job_type, double ratio,
-							 int instances, int *limited_by);
+extern void rl_share_count_denial(RlShare *share);
+extern int64 rl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
+							 int *limited_by);
 
 #endif							/* RL_SHARE_H */

@@ -157,7 +157,7 @@ CREATE TABLE evil.rl_usage_daily (
 	cost numeric NOT NULL, overage_events bigint NOT NULL, overage_tokens bigint NOT NULL);
 CREATE TABLE evil.rl_instance_state (
 	instance text, memory_kb bigint, registered_at timestamptz NOT NULL,
-	last_heartbeat timestamptz NOT NULL);
+	last_heartbeat timestamptz NOT NULL, role_oid oid);
 CREATE TABLE evil.rl_saved_clock (
 	id integer, clock_offset_us bigint NOT NULL, saved_at timestamptz NOT NULL);
 
