@@ -38,7 +38,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 REGRESS = setup config acquire release capacity clock wait usage shares instances holders errors
 REGRESS_OPTS = --use-existing
 
-ISOLATION = race_rpm race_tpm race_concurrency race_share race_window config_repeatable_read config_serializable wait_lost_wakeup
+ISOLATION = race_rpm race_tpm race_concurrency race_share race_window config_repeatable_read config_serializable wait_lost_wakeup role_cap
 ISOLATION_OPTS = --inputdir=tests/isolation --use-existing
 
 TAP_TESTS = 1

@@ -566,6 +566,8 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 				rl_register_waiter(registered, num_models, attempt->size.tokens,
 								   attempt->size.requests, attempt->size.job_type_slot,
 								   &attempt->memory, ticket);
+				/* a release on the new slot before we were there woke nobody */
+				continue;
 			}
 			rl_waiter_awaiting_mark(attempt->awaiting_mark);
 
@@ -594,18 +596,18 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 	MemoryContextDelete(pass_context);
 }
 
-/* The current role holds ratelimit.max_leases_per_role leases already */
+/* The login role holds ratelimit.max_leases_per_role leases already */
 static void
-rl_report_role_cap(void)
+rl_report_role_cap(int refusal)
 {
-	char	   *role = GetUserNameFromId(GetUserId(), true);
+	char	   *role = GetUserNameFromId(GetSessionUserId(), true);
 
-	if (rl_role_open_leases(GetUserId()) < rl_max_leases_per_role)
+	if (refusal == RL_ROLE_NO_ROOM)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many roles hold pg_ratelimit leases to count those of role \"%s\"",
 						role ? role : "?"),
-				 errhint("ratelimit.max_leases_per_role applies to this role; it needs a place among the roles counted.")));
+				 errhint("ratelimit.max_leases_per_role applies to this role; retry once other roles have released their leases.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("role \"%s\" holds too many pg_ratelimit leases", role ? role : "?"),
@@ -672,9 +674,10 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 				 errhint("Name at most %d models, or pass max_wait => 0.",
 						 RL_MAX_WAIT_MODELS)));
 
+	rl_check_instance_privilege(args.instance);
 	args.role_slot = rl_holders_start_acquire(args.session_bound);
 	if (args.role_slot == RL_ROLE_AT_CAP || args.role_slot == RL_ROLE_NO_ROOM)
-		rl_report_role_cap();
+		rl_report_role_cap(args.role_slot);
 
 	attempt.refused = palloc(sizeof(bool) * num_models);
 	now = rl_now();

@@ -6,15 +6,19 @@
  *		backend, released when it exits.
  *
  * Roles: a shared array of RL_MAX_ROLES records {role, open leases},
- * found by a shared name-less hash role -> record.  Records are added
- * under roles_lock held exclusively and never removed until the server
- * restarts, so a lease keeps the index of its role's record
- * (RlLease.role_slot) and giving its count back needs no lock and no
- * lookup: the counts are atomics.  A role the array has no room for is not
- * counted (role_slot -1), unless a cap applies to it: then the request is
- * refused.  roles_lock is taken after config_lock and the lease partition
- * locks, never before them, and nothing else is taken under it.
- *
+ * found through a shared hash role -> record; roles_lock protects the hash
+ * and which role a record is for.  A lease is counted against the login
+ * role (session user) of the session that takes it, the role whose
+ * ratelimit.max_leases_per_role is in force there.  Counting up happens
+ * under roles_lock held shared (the counts are atomics); a record changes
+ * hands only under it held exclusively, and only while it counts nothing.
+ * So a lease keeps the index of its record (RlLease.role_slot), and giving
+ * its count back needs no lock and no lookup.  When every record counts
+ * leases, a new role's leases are not counted (role_slot -1), unless a cap
+ * applies to it: then the request is refused.  roles_lock is taken after
+ * config_lock and the lease partition locks, never before them, and
+ * nothing else is taken under it.
+
  * Session-bound leases: a backend keeps the ids of the leases it took with
  * session_bound => true in a local array and releases those still open in
  * a before_shmem_exit callback, which runs however the session ends
@@ -25,6 +29,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -61,14 +66,10 @@ typedef struct RlRoles
 static RlRoles *roles = NULL;
 static HTAB *role_index = NULL;
 
-/* This backend's role record, found once */
-static Oid	cached_role = InvalidOid;
-static int	cached_slot = -1;
-
 /*
  * The count this backend's running acquire added for its role, given back
- * unless a lease is stored.  An error in between leaves it set: the next
- * acquire or the exit gives it back, so a role is never under-counted.
+ * unless a lease is stored: when the call ends without one, when its
+ * (sub)transaction aborts (an error, a cancel), or when the backend exits.
  */
 static bool role_reserved = false;
 static int	reserved_slot = -1;
@@ -77,7 +78,7 @@ static int	reserved_slot = -1;
 static int64 *session_leases = NULL;
 static int	num_session_leases = 0;
 static int	session_leases_room = 0;
-static bool exit_registered = false;
+static bool callbacks_registered = false;
 
 Size
 rl_holders_shmem_size(void)
@@ -107,64 +108,13 @@ rl_holders_shmem_init(int tranche_id)
 							   &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 }
 
-/* The record of a role, added when missing; -1 when there is no room */
+/* Count one more under a record unless cap (> 0) is reached; caller holds roles_lock */
 static int
-rl_role_slot(Oid role)
+rl_role_count(int slot, int cap)
 {
-	RlRoleIndexEntry *entry;
-	int			slot = -1;
-	bool		found;
-
-	if (role == cached_role)
-		return cached_slot;
-
-	LWLockAcquire(&roles->lock, LW_SHARED);
-	entry = hash_search(role_index, &role, HASH_FIND, NULL);
-	if (entry)
-		slot = entry->slot;
-	LWLockRelease(&roles->lock);
-
-	if (slot < 0)
-	{
-		LWLockAcquire(&roles->lock, LW_EXCLUSIVE);
-		if (roles->num_used < RL_MAX_ROLES)
-		{
-			entry = hash_search(role_index, &role, HASH_ENTER_NULL, &found);
-			if (entry && !found)
-			{
-				entry->slot = roles->num_used++;
-				roles->records[entry->slot].role = role;
-			}
-			if (entry)
-				slot = entry->slot;
-		}
-		LWLockRelease(&roles->lock);
-	}
-	if (slot >= 0 && role == GetUserId())
-	{
-		cached_role = role;
-		cached_slot = slot;
-	}
-	return slot;
-}
-
-/*
- * Count a new lease of a role against its cap (0: none).  Returns the
- * role's record for RlLease.role_slot, -1 when the lease is not counted,
- * or RL_ROLE_AT_CAP / RL_ROLE_NO_ROOM when a cap refuses it.  Takes
- * roles_lock only the first time a role is seen: callers may hold
- * config_lock, never a model lock.
- */
-int
-rl_role_lease_add(Oid role, int cap)
-{
-	int			slot = rl_role_slot(role);
-	pg_atomic_uint32 *open;
+	pg_atomic_uint32 *open = &roles->records[slot].open;
 	uint32		current;
 
-	if (slot < 0)
-		return cap > 0 ? RL_ROLE_NO_ROOM : -1;
-	open = &roles->records[slot].open;
 	if (cap <= 0)
 	{
 		pg_atomic_fetch_add_u32(open, 1);
@@ -179,27 +129,80 @@ rl_role_lease_add(Oid role, int cap)
 	return slot;
 }
 
+/*
+ * A record for a new role: an unused one, else one whose role counts no
+ * lease (nothing refers to it).  -1 when every record counts leases.
+ * Caller holds roles_lock exclusively.
+ */
+static int
+rl_role_free_record(void)
+{
+	if (roles->num_used < RL_MAX_ROLES)
+		return roles->num_used++;
+	for (int slot = 0; slot < RL_MAX_ROLES; slot++)
+		if (pg_atomic_read_u32(&roles->records[slot].open) == 0)
+		{
+			hash_search(role_index, &roles->records[slot].role, HASH_REMOVE, NULL);
+			return slot;
+		}
+	return -1;
+}
+
+/*
+ * Count a new lease of a role against its cap (0: none).  Returns the
+ * role's record for RlLease.role_slot, -1 when the lease is not counted
+ * (no record free, no cap), or RL_ROLE_AT_CAP / RL_ROLE_NO_ROOM when a cap
+ * refuses it.  Counts under roles_lock held shared, so that a record is
+ * given to another role only while nothing counts on it; giving a count
+ * back needs no lock (the record cannot change hands before).  Callers may
+ * hold config_lock, never a model lock.
+ */
+int
+rl_role_lease_add(Oid role, int cap)
+{
+	RlRoleIndexEntry *entry;
+	int			result = -1;
+	bool		found;
+
+	LWLockAcquire(&roles->lock, LW_SHARED);
+	entry = hash_search(role_index, &role, HASH_FIND, NULL);
+	if (entry)
+		result = rl_role_count(entry->slot, cap);
+	LWLockRelease(&roles->lock);
+	if (entry)
+		return result;
+
+	LWLockAcquire(&roles->lock, LW_EXCLUSIVE);
+	entry = hash_search(role_index, &role, HASH_FIND, NULL);
+	if (entry == NULL)
+	{
+		int			slot = rl_role_free_record();
+
+		if (slot >= 0)
+		{
+			/* a free record leaves room in the index: it is sized alike */
+			entry = hash_search(role_index, &role, HASH_ENTER_NULL, &found);
+			if (entry)
+			{
+				entry->slot = slot;
+				roles->records[slot].role = role;
+			}
+		}
+	}
+	if (entry)
+		result = rl_role_count(entry->slot, cap);
+	else
+		result = cap > 0 ? RL_ROLE_NO_ROOM : -1;
+	LWLockRelease(&roles->lock);
+	return result;
+}
+
 /* A lease counted against its role is gone (any lock may be held) */
 void
 rl_role_lease_gone(const RlLease *lease)
 {
 	if (lease->role_slot >= 0)
 		pg_atomic_fetch_sub_u32(&roles->records[lease->role_slot].open, 1);
-}
-
-/* Open leases of a role, as counted */
-int64
-rl_role_open_leases(Oid role)
-{
-	RlRoleIndexEntry *entry;
-	int64		open = 0;
-
-	LWLockAcquire(&roles->lock, LW_SHARED);
-	entry = hash_search(role_index, &role, HASH_FIND, NULL);
-	if (entry)
-		open = pg_atomic_read_u32(&roles->records[entry->slot].open);
-	LWLockRelease(&roles->lock);
-	return open;
 }
 
 /*
@@ -233,6 +236,22 @@ rl_holders_exit(int code, Datum arg)
 	if (released > 0)
 		elog(DEBUG1, "pg_ratelimit released %d session-bound leases at backend exit",
 			 released);
+}
+
+/* An acquire that errors gives its role count back with its (sub)transaction */
+static void
+rl_holders_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		rl_holders_end_acquire();
+}
+
+static void
+rl_holders_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		rl_holders_end_acquire();
 }
 
 /* Room for one more session-bound lease id; may error */
@@ -276,15 +295,18 @@ rl_holders_start_acquire(bool session_bound)
 {
 	int			slot;
 
-	if (!exit_registered)
+	if (!callbacks_registered)
 	{
 		before_shmem_exit(rl_holders_exit, (Datum) 0);
-		exit_registered = true;
+		RegisterXactCallback(rl_holders_xact_callback, NULL);
+		RegisterSubXactCallback(rl_holders_subxact_callback, NULL);
+		callbacks_registered = true;
 	}
 	rl_holders_end_acquire();
 	if (session_bound)
 		rl_session_lease_make_room();
-	slot = rl_role_lease_add(GetUserId(), rl_max_leases_per_role);
+	/* the login role's: its setting is the cap in force (ALTER ROLE ... SET) */
+	slot = rl_role_lease_add(GetSessionUserId(), rl_max_leases_per_role);
 	if (slot >= 0)
 	{
 		role_reserved = true;

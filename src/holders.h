@@ -18,7 +18,6 @@ extern Size rl_holders_shmem_size(void);
 extern void rl_holders_shmem_init(int tranche_id);
 extern int	rl_role_lease_add(Oid role, int cap);
 extern void rl_role_lease_gone(const RlLease *lease);
-extern int64 rl_role_open_leases(Oid role);
 extern int	rl_holders_start_acquire(bool session_bound);
 extern void rl_holders_granted(int64 lease_id, bool session_bound);
 extern void rl_holders_end_acquire(void);

@@ -35,6 +35,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -172,9 +173,18 @@ rl_instances_heartbeat_version(void)
 	return pg_atomic_read_u64(&table->heartbeat_version);
 }
 
+/* Registered by role, or by the role whose membership was checked (or by none known) */
+static bool
+rl_instance_owned(const RlInstance *instance, Oid role, Oid allowed_owner)
+{
+	return !OidIsValid(instance->role) || instance->role == role ||
+		instance->role == allowed_owner;
+}
+
 /* rl_register_instance could not: the table is full, or the role at its cap */
 #define RL_INSTANCES_FULL		(-1)
 #define RL_ROLE_INSTANCES_FULL	(-2)
+#define RL_INSTANCE_NOT_OWNED	(-3)
 
 /* Registered instances of a role; caller holds instances_lock */
 static int
@@ -189,14 +199,18 @@ rl_role_instances(Oid role)
 }
 
 /*
- * Register an instance for a role (or refresh it, whoever registered it).
- * A new instance is refused when the role has role_cap instances already
- * (0: no cap).  Caller holds instances_lock exclusively.  Returns its slot,
+ * Register an instance for a role, or refresh it.  Only the role that
+ * registered an instance may refresh it, or a role whose membership in
+ * that one the caller checked (allowed_owner); else returns
+ * RL_INSTANCE_NOT_OWNED with the owner in *owner.  A new instance is
+ * refused when the role has role_cap instances already (0: no cap).
+ * Caller holds instances_lock exclusively.  Returns its slot,
  * RL_INSTANCES_FULL or RL_ROLE_INSTANCES_FULL.
  */
 static int
 rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
-					 TimestampTz registered_at, Oid role, int role_cap, bool *joined)
+					 TimestampTz registered_at, Oid role, int role_cap,
+					 Oid allowed_owner, Oid *owner, bool *joined)
 {
 	int			slot = rl_lookup_slot(instance_index, name);
 	RlInstance *instance;
@@ -204,6 +218,11 @@ rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 	char		key[RL_NAME_MAX_LEN + 1];
 
 	*joined = false;
+	if (slot >= 0 && !rl_instance_owned(&table->instances[slot], role, allowed_owner))
+	{
+		*owner = table->instances[slot].role;
+		return RL_INSTANCE_NOT_OWNED;
+	}
 	if (slot < 0)
 	{
 		if (role_cap > 0 && rl_role_instances(role) >= role_cap)
@@ -235,6 +254,46 @@ rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 	return slot;
 }
 
+/*
+ * The current role may act on an instance registered by owner: it is that
+ * role or a member of it.  Reads catalogs: never under an LWLock.
+ */
+static void
+rl_require_instance_privilege(const char *name, Oid owner)
+{
+	char	   *owner_name;
+
+	if (has_privs_of_role(GetUserId(), owner))
+		return;
+	owner_name = GetUserNameFromId(owner, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for pg_ratelimit instance \"%s\"", name),
+			 errdetail("It was registered by role \"%s\".", owner_name ? owner_name : "?"),
+			 errhint("Use an instance name of your own, or connect as a member of that role.")));
+}
+
+/*
+ * An acquire may name an instance only when its role may act on it (its
+ * leases count against the instance's memory, and end with it).
+ */
+void
+rl_check_instance_privilege(const char *name)
+{
+	int			slot;
+	Oid			owner = InvalidOid;
+
+	if (name[0] == '\0')
+		return;
+	LWLockAcquire(&table->instances_lock, LW_SHARED);
+	slot = rl_lookup_slot(instance_index, name);
+	if (slot >= 0 && !rl_instance_owned(&table->instances[slot], GetUserId(), InvalidOid))
+		owner = table->instances[slot].role;
+	LWLockRelease(&table->instances_lock);
+	if (OidIsValid(owner))
+		rl_require_instance_privilege(name, owner);
+}
+
 /* Forget an instance; caller holds instances_lock exclusively */
 static void
 rl_forget_instance(int slot)
@@ -260,6 +319,7 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	int			slot;
 	Oid			role = GetUserId();
 	int			role_cap = rl_max_instances_per_role;
+	Oid			allowed_owner = InvalidOid;
 
 	rl_require_primary("register instances");
 	rl_require_ready();
@@ -274,8 +334,20 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	}
 
 	now = rl_now();
-	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-	slot = rl_register_instance(name, memory_kb, now, now, role, role_cap, &joined);
+	for (;;)
+	{
+		Oid			owner;
+
+		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
+		slot = rl_register_instance(name, memory_kb, now, now, role, role_cap,
+									allowed_owner, &owner, &joined);
+		if (slot != RL_INSTANCE_NOT_OWNED)
+			break;
+		/* membership is read from the catalogs: not under our lock */
+		LWLockRelease(&table->instances_lock);
+		rl_require_instance_privilege(name, owner);
+		allowed_owner = owner;
+	}
 	if (slot == RL_ROLE_INSTANCES_FULL)
 	{
 		LWLockRelease(&table->instances_lock);
@@ -316,12 +388,25 @@ static bool
 rl_drop_instance(const char *name)
 {
 	int			slot;
+	Oid			allowed_owner = InvalidOid;
 
-	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-	slot = rl_lookup_slot(instance_index, name);
-	if (slot >= 0)
-		rl_forget_instance(slot);
-	LWLockRelease(&table->instances_lock);
+	for (;;)
+	{
+		Oid			owner = InvalidOid;
+
+		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
+		slot = rl_lookup_slot(instance_index, name);
+		if (slot >= 0 &&
+			!rl_instance_owned(&table->instances[slot], GetUserId(), allowed_owner))
+			owner = table->instances[slot].role;
+		else if (slot >= 0)
+			rl_forget_instance(slot);
+		LWLockRelease(&table->instances_lock);
+		if (!OidIsValid(owner))
+			break;
+		rl_require_instance_privilege(name, owner);
+		allowed_owner = owner;
+	}
 	if (slot < 0)
 		return false;
 	rl_expire_instance_leases(name);
@@ -526,11 +611,13 @@ rl_restore_instance(const RlInstanceInfo *info)
 {
 	bool		joined;
 	int			slot;
+	Oid			owner;
 
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
 	/* what was registered stays registered: no cap on a restore */
 	slot = rl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
-								info->registered_at, info->role, 0, &joined);
+								info->registered_at, info->role, 0, info->role, &owner,
+								&joined);
 	LWLockRelease(&table->instances_lock);
 	return slot >= 0;
 }

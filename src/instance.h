@@ -37,6 +37,7 @@ extern void rl_instances_shmem_init(bool found);
 extern void rl_memory_cap(const char *instance, int job_type_slot, RlMemoryCap *cap);
 extern bool rl_memory_take(const RlMemoryCap *cap);
 extern void rl_instance_lease_gone(const RlLease *lease);
+extern void rl_check_instance_privilege(const char *name);
 extern int	rl_live_instances(TimestampTz now);
 extern TimestampTz rl_drop_stale_instances(TimestampTz now);
 extern uint64 rl_instances_membership_version(void);
