@@ -523,9 +523,9 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	RlInstanceInfo *instances;
-	RlLease    *leases;
+	RlLeaseWalk walk;
+	RlLeaseBatch batch;
 	int			num_instances;
-	int			num_leases;
 	TimestampTz now;
 	HASHCTL		info;
 	HTAB	   *held;
@@ -534,23 +534,30 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	now = rl_now();
 	num_instances = rl_copy_instances(&instances);
-	num_leases = rl_copy_open_leases(&leases);
 
-	/* open leases per instance name, counted in one pass */
+	/* open leases per instance name, counted in one walk (a batch at a time) */
 	info.keysize = RL_NAME_MAX_LEN + 1;
 	info.entrysize = sizeof(RlLeaseCount);
 	info.hcxt = CurrentMemoryContext;
 	held = hash_create("pg_ratelimit leases per instance", Max(num_instances, 16), &info,
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	for (int l = 0; l < num_leases; l++)
+	/* only registered instances are counted: the hash stays that small */
+	for (int i = 0; i < num_instances; i++)
+		((RlLeaseCount *) hash_search(held, instances[i].name, HASH_ENTER, NULL))->leases = 0;
+	memset(&batch, 0, sizeof(batch));
+	rl_lease_walk_begin(&walk);
+	while (rl_lease_walk_next(&walk, &batch))
 	{
-		RlLeaseCount *count;
-		bool		found;
+		for (int l = 0; l < batch.count; l++)
+		{
+			RlLeaseCount *count;
 
-		if (leases[l].instance[0] == '\0')
-			continue;
-		count = hash_search(held, leases[l].instance, HASH_ENTER, &found);
-		count->leases = found ? count->leases + 1 : 1;
+			if (batch.leases[l].instance[0] == '\0')
+				continue;
+			count = hash_search(held, batch.leases[l].instance, HASH_FIND, NULL);
+			if (count)
+				count->leases++;
+		}
 	}
 
 	for (int i = 0; i < num_instances; i++)

@@ -37,10 +37,43 @@ typedef struct RlSettlement
 	Numeric		cost;
 } RlSettlement;
 
+/* Leases looked at together: about this many per batch of a walk or a save */
+#define RL_LEASE_BATCH			1024
+
+/* A walk over the lease table in batches (see lease.c) */
+typedef struct RlLeaseWalk
+{
+	HASH_SEQ_STATUS status;
+	bool		done;
+} RlLeaseWalk;
+
+/* Copies of open leases, a batch of a walk at a time */
+typedef struct RlLeaseBatch
+{
+	RlLease    *leases;			/* NULL before the first batch */
+	int			count;
+	int			room;
+	int			bucket_first;	/* where the copies of the current bucket begin */
+} RlLeaseBatch;
+
+/* Where the worker is in saving the leases (persist.c) */
+typedef struct RlLeaseSave
+{
+	int			partition;		/* the next partition to copy from */
+	int			gone_left;		/* gone ids this save still takes; -1 before */
+} RlLeaseSave;
+
+extern Size rl_leases_shmem_size(void);
+extern void rl_leases_shmem_init(void);
 extern bool rl_put_lease(const RlLease *lease);
 extern bool rl_take_lease(int64 lease_id, RlLease *lease);
 extern void rl_settle_lease(const RlLease *lease, const RlUsage *usage,
 							TimestampTz now, RlSettlement *result);
-extern int	rl_copy_open_leases(RlLease **leases);
+extern void rl_lease_walk_begin(RlLeaseWalk *walk);
+extern bool rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch);
+extern bool rl_leases_resave_requested(void);
+extern void rl_leases_begin_save(RlLeaseSave *save, bool full);
+extern int	rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room);
+extern int	rl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room);
 
 #endif							/* RL_LEASE_H */
