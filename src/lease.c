@@ -37,13 +37,19 @@
  * kept in the gone array; the worker inserts the first and deletes the
  * second.  A save copies what was listed when it began (up to a marker
  * node it puts at the end of each list), one partition and one batch at a
- * time.  When the gone array is full, or shared memory was loaded anew, a
- * full save writes the table again from scratch.
+ * time.  A lease counts as saved once copied, which holds once the save's
+ * transaction commits; a save that never committed (its worker died) is
+ * followed by a full save, which writes the table again from scratch, and
+ * so is a full gone array.  A full load of shared memory restores the
+ * saved leases as saved when it read the table as the last committed save
+ * left it, and otherwise asks for a full save.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/transam.h"
+#include "access/xact.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
 #include "storage/shmem.h"
@@ -52,6 +58,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 
 #include "admission.h"
 #include "instance.h"
@@ -95,6 +102,10 @@ typedef struct RlLeaseBook
 
 	slock_t		gone_lock;		/* protects the rest */
 	bool		resave;			/* the saved table must be written anew */
+	bool		saving;			/* a save began and has not committed */
+	TransactionId save_xid;		/* the transaction of the last save */
+	uint64		saves;			/* saves committed */
+	Oid			saved_extension;	/* the extension whose table is saved */
 	int			num_gone;
 	int			max_gone;
 	int64		gone[FLEXIBLE_ARRAY_MEMBER];	/* ids of saved leases that left
@@ -172,6 +183,10 @@ rl_leases_shmem_init(void)
 		}
 		SpinLockInit(&book->gone_lock);
 		book->resave = false;
+		book->saving = false;
+		book->save_xid = InvalidTransactionId;
+		book->saves = 0;
+		book->saved_extension = InvalidOid;
 		book->num_gone = 0;
 		book->max_gone = rl_max_leases;
 	}
@@ -314,8 +329,7 @@ rl_note_lease_expiry(TimestampTz expires_at)
 
 /*
  * Note that a saved lease left the table: the worker deletes its row.  When
- * there is no room to note it, the table is saved anew instead.  Caller
- * holds the lease's partition lock.
+ * there is no room to note it, the table is saved anew instead.
  */
 static void
 rl_note_gone(int64 lease_id)
@@ -347,13 +361,11 @@ rl_remove_entry(RlLeaseEntry *entry, uint32 hashcode, bool note_gone)
 }
 
 /*
- * Put a lease in the table; false when its id is there already or the
- * table is full (it is preallocated for max_leases, and the caller has
- * counted the lease in open_leases).  Never errors: callers hold
- * config_lock.
+ * Put a lease in the table, listed for saving unless saved; false when its
+ * id is there already or the table is full.
  */
-bool
-rl_put_lease(const RlLease *lease)
+static bool
+rl_insert_lease(const RlLease *lease, bool saved)
 {
 	uint32		hashcode;
 	int			partition = rl_lease_partition(lease->lease_id, &hashcode);
@@ -369,7 +381,10 @@ rl_put_lease(const RlLease *lease)
 	if (stored)
 	{
 		entry->lease = *lease;
-		dlist_push_tail(&book->partitions[partition].partition.unsaved, &entry->unsaved);
+		if (saved)
+			entry->unsaved.prev = entry->unsaved.next = NULL;
+		else
+			dlist_push_tail(&book->partitions[partition].partition.unsaved, &entry->unsaved);
 	}
 	LWLockRelease(lock);
 	if (!stored)
@@ -377,6 +392,29 @@ rl_put_lease(const RlLease *lease)
 	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
 	rl_note_lease_expiry(lease->expires_at);
 	return true;
+}
+
+/*
+ * Put a new lease in the table; false when its id is there already or the
+ * table is full (it is preallocated for max_leases, and the caller has
+ * counted the lease in open_leases).  Never errors: callers hold
+ * config_lock.
+ */
+bool
+rl_put_lease(const RlLease *lease)
+{
+	return rl_insert_lease(lease, false);
+}
+
+/*
+ * Put a lease read back from the saved table in the table (see
+ * rl_leases_restore_begin for saved); false as rl_put_lease.  Caller holds
+ * config_lock exclusively.
+ */
+bool
+rl_put_restored_lease(const RlLease *lease, bool saved)
+{
+	return rl_insert_lease(lease, saved);
 }
 
 /*
@@ -630,18 +668,6 @@ rl_expire_instance_leases(const char *instance)
 	return expired;
 }
 
-/* Must the saved table be written anew (see rl_leases_begin_save)? */
-bool
-rl_leases_resave_requested(void)
-{
-	bool		resave;
-
-	SpinLockAcquire(&book->gone_lock);
-	resave = book->resave;
-	SpinLockRelease(&book->gone_lock);
-	return resave;
-}
-
 /* List a lease that was copied for saving again (a full save) */
 static bool
 rl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
@@ -656,25 +682,39 @@ rl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 }
 
 /*
- * The worker starts saving the leases: what is listed now is what this
- * save copies (rl_leases_next_unsaved), and the ids gone so far are what
- * it deletes (rl_leases_next_gone).  full: the caller emptied the saved
- * table, so every open lease is listed again and nothing is gone.  Worker
+ * The worker starts saving the leases, in its transaction, into the table
+ * of the given extension: what is listed now is what this save copies
+ * (rl_leases_next_unsaved), and the ids gone so far are what it deletes
+ * (rl_leases_next_gone).  Returns true when the saved table must be
+ * written anew (asked for, another extension's table, or a save that never
+ * committed: what was copied for it is not in the table): every open lease
+ * is listed again and nothing is gone, and the caller empties the table.
+ * rl_leases_save_committed() once the transaction has committed.  Worker
  * only.
  */
-void
-rl_leases_begin_save(RlLeaseSave *save, bool full)
+bool
+rl_leases_begin_save(RlLeaseSave *save, Oid extension)
 {
+	TransactionId xid = GetTopTransactionId();
+	bool		full;
+
 	save->partition = 0;
 	save->gone_left = -1;
+	SpinLockAcquire(&book->gone_lock);
+	full = book->resave || book->saving || book->saved_extension != extension;
+	book->saving = true;
+	book->save_xid = xid;
+	if (full)
+	{
+		book->num_gone = 0;
+		book->resave = false;
+		book->saved_extension = extension;
+	}
+	SpinLockRelease(&book->gone_lock);
 	if (full)
 	{
 		RlLeaseWalk walk;
 
-		SpinLockAcquire(&book->gone_lock);
-		book->num_gone = 0;
-		book->resave = false;
-		SpinLockRelease(&book->gone_lock);
 		rl_lease_walk_begin(&walk);
 		while (rl_walk_batch(&walk, LW_EXCLUSIVE, rl_unsave_visitor, NULL))
 			;
@@ -690,6 +730,70 @@ rl_leases_begin_save(RlLeaseSave *save, bool full)
 		dlist_push_tail(&partition->unsaved, &partition->save_end);
 		LWLockRelease(&rl_state->lease_locks[i]);
 	}
+	return full;
+}
+
+/* The transaction of the save in progress has committed.  Worker only. */
+void
+rl_leases_save_committed(void)
+{
+	SpinLockAcquire(&book->gone_lock);
+	book->saving = false;
+	book->saves++;
+	SpinLockRelease(&book->gone_lock);
+}
+
+/*
+ * A full load reads the saved leases with snapshot: note whether that
+ * snapshot shows the table exactly as the lease table's bookkeeping has it
+ * (no save in progress, the last one committed before the snapshot).
+ */
+void
+rl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension)
+{
+	TransactionId xid;
+	bool		saving;
+
+	SpinLockAcquire(&book->gone_lock);
+	saving = book->saving;
+	xid = book->save_xid;
+	seen->saves = book->saves;
+	SpinLockRelease(&book->gone_lock);
+	seen->extension = extension;
+	seen->exact = !saving &&
+		(!TransactionIdIsValid(xid) ||
+		 (!XidInMVCCSnapshot(xid, snapshot) && TransactionIdDidCommit(xid)));
+}
+
+/*
+ * The lease table was just emptied for a full load (the saved table is to
+ * be written anew): when no save committed or began since the saved leases
+ * were read and that read was exact, the saved table holds exactly the
+ * leases about to be restored (rl_put_restored_lease with saved true, and
+ * rl_leases_note_not_restored for the others), and need not be written
+ * anew.  Returns whether so.  Caller holds config_lock exclusively.
+ */
+bool
+rl_leases_restore_begin(const RlLeaseRestore *seen)
+{
+	bool		exact;
+
+	SpinLockAcquire(&book->gone_lock);
+	exact = seen->exact && !book->saving && book->saves == seen->saves;
+	if (exact)
+	{
+		book->resave = false;
+		book->saved_extension = seen->extension;
+	}
+	SpinLockRelease(&book->gone_lock);
+	return exact;
+}
+
+/* A saved lease was not restored: its row goes at the next save */
+void
+rl_leases_note_not_restored(int64 lease_id)
+{
+	rl_note_gone(lease_id);
 }
 
 /*

@@ -9,6 +9,7 @@
 #define RL_LEASE_H
 
 #include "pg_ratelimit.h"
+#include "utils/snapshot.h"
 
 /* Actual usage reported by a release */
 typedef struct RlUsage
@@ -63,6 +64,14 @@ typedef struct RlLeaseSave
 	int			gone_left;		/* gone ids this save still takes; -1 before */
 } RlLeaseSave;
 
+/* What a full load saw of the saved leases (rl_leases_restore_seen) */
+typedef struct RlLeaseRestore
+{
+	bool		exact;			/* the read showed the table as last saved */
+	uint64		saves;			/* saves committed by then */
+	Oid			extension;
+} RlLeaseRestore;
+
 extern Size rl_leases_shmem_size(void);
 extern void rl_leases_shmem_init(void);
 extern bool rl_put_lease(const RlLease *lease);
@@ -71,8 +80,12 @@ extern void rl_settle_lease(const RlLease *lease, const RlUsage *usage,
 							TimestampTz now, RlSettlement *result);
 extern void rl_lease_walk_begin(RlLeaseWalk *walk);
 extern bool rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch);
-extern bool rl_leases_resave_requested(void);
-extern void rl_leases_begin_save(RlLeaseSave *save, bool full);
+extern bool rl_put_restored_lease(const RlLease *lease, bool saved);
+extern bool rl_leases_begin_save(RlLeaseSave *save, Oid extension);
+extern void rl_leases_save_committed(void);
+extern void rl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension);
+extern bool rl_leases_restore_begin(const RlLeaseRestore *seen);
+extern void rl_leases_note_not_restored(int64 lease_id);
 extern int	rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room);
 extern int	rl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room);
 

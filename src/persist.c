@@ -39,6 +39,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "extsql.h"
@@ -135,6 +136,7 @@ struct RlStateSnapshot
 	RlSavedLease *leases;
 	int			num_lease_names;
 	char	  **lease_names;	/* the models, job types and instances they name */
+	RlLeaseRestore lease_read;	/* whether they are the table as last saved */
 	int			num_instances;
 	RlInstanceInfo *instances;
 	int64	   *lease_floor;	/* scratch: [model slot * 4 + dimension] */
@@ -166,6 +168,7 @@ static uint64 *persisted_share_versions = NULL;	/* [model * max_job_types + job 
 static TimestampTz *persisted_share_ended = NULL;	/* same: usage_ended written */
 static uint64 persisted_lease_version = 0;
 static uint32 persisted_lease_epoch = 0;	/* of the last copy of the leases */
+static bool lease_save_pending = false;	/* this round saved leases */
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
@@ -307,7 +310,12 @@ rl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschem
 	HASHCTL		info;
 	HTAB	   *names;
 	Size		room = 0;
+	Oid			extension;
+	Oid			schema;
+	Oid			owner;
 
+	rl_extension_lookup(&extension, &schema, &owner);
+	rl_leases_restore_seen(&state->lease_read, GetActiveSnapshot(), extension);
 	info.keysize = RL_NAME_MAX_LEN + 1;
 	info.entrysize = sizeof(RlLeaseName);
 	info.hcxt = CurrentMemoryContext;
@@ -606,6 +614,7 @@ rl_restore_state(RlStateSnapshot *state)
 	TimestampTz day_start;
 	uint32		restored_leases = 0;
 	uint64		max_lease_id = 0;
+	bool		exact = rl_leases_restore_begin(&state->lease_read);
 
 	if (state->has_clock)
 		pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) state->clock_offset_us);
@@ -633,8 +642,13 @@ rl_restore_state(RlStateSnapshot *state)
 		RlLease		lease;
 		int			slot;
 
+		/* a lease not restored loses its saved row (when the table is exact) */
 		if (model == NULL)
+		{
+			if (exact)
+				rl_leases_note_not_restored(l->lease_id);
 			continue;
+		}
 		memset(&lease, 0, sizeof(lease));
 		lease.lease_id = l->lease_id;
 		lease.tokens = l->tokens;
@@ -652,6 +666,8 @@ rl_restore_state(RlStateSnapshot *state)
 		{
 			state->leases_left_out = true;
 			rl_restore_lease_left_out(model, &lease);
+			if (exact)
+				rl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
 		lease.model_slot = slot;
@@ -662,9 +678,11 @@ rl_restore_state(RlStateSnapshot *state)
 			rl_job_types[lease.job_type_slot].generation : 0;
 		lease.restored = !model->marks.saved.clean;
 		rl_restore_instance_lease(&lease);
-		if (!rl_put_lease(&lease))
+		if (!rl_put_restored_lease(&lease, exact))
 		{
 			rl_restore_lease_left_out(model, &lease);
+			if (exact)
+				rl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
 		model->used[RL_DIM_CONCURRENCY]++;
@@ -1343,25 +1361,27 @@ rl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
 /*
  * Save what changed in the open leases: insert the new ones, delete the
  * rows of those that left, each a batch at a time and with no lease lock
- * held while writing.  The whole table is written anew the first time (and
- * when the lease table asks: it could not note every lease that left, or
- * shared memory was loaded anew).  Every lease granted before the epoch
- * started here is in the table once this round commits (mark.c).
+ * held while writing.  The table is written anew only when the lease
+ * table's bookkeeping cannot tell what it holds (see
+ * rl_leases_begin_save).  Every lease granted before the epoch started
+ * here is in the table once this round commits (mark.c).
  */
 static void
-rl_persist_leases(const char *qschema)
+rl_persist_leases(const char *qschema, Oid extension)
 {
 	uint64		version = pg_atomic_read_u64(&rl_state->lease_version);
-	bool		full = !persisted_anything || rl_leases_resave_requested();
 	RlLeaseSave save;
+	bool		full;
 	int			inserted;
 	int			deleted;
 
-	if (!full && version == persisted_lease_version)
+	if (persisted_anything && version == persisted_lease_version)
 		return;
 
 	/* from here on the marks need cover only leases granted after the copy */
 	persisted_lease_epoch = rl_mark_start_lease_save();
+	full = rl_leases_begin_save(&save, extension);
+	lease_save_pending = true;
 	if (full)
 	{
 		StringInfoData sql;
@@ -1370,7 +1390,6 @@ rl_persist_leases(const char *qschema)
 		appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state", qschema);
 		rl_execute(sql.data, 0, NULL, NULL);
 	}
-	rl_leases_begin_save(&save, full);
 	/* rows are inserted before any is deleted: a lease may have gone since */
 	inserted = rl_insert_unsaved_leases(qschema, &save);
 	deleted = rl_delete_gone_leases(qschema, &save);
@@ -1514,13 +1533,16 @@ rl_write_marks(const char *qschema)
 }
 
 /*
- * The marks saved in the round that just committed are durable: put them in
- * force.  Called by the worker after the commit (a round that failed
+ * The marks (and leases) saved in the round that just committed are
+ * durable: put the marks in force.  Called by the worker after the commit (a round that failed
  * publishes nothing: its proposals only ever held admission back).
  */
 void
 rl_publish_marks(void)
 {
+	if (lease_save_pending)
+		rl_leases_save_committed();
+	lease_save_pending = false;
 	for (int i = 0; i < proposals.count; i++)
 		rl_mark_publish(&rl_models[proposals.slots[i]], proposals.generations[i],
 						&proposals.sets[i]);
@@ -1639,7 +1661,7 @@ rl_persist_state(bool save_state, bool save_marks, bool final)
 	{
 		rl_persist_models(session.qschema, now);
 		rl_persist_instances(session.qschema);
-		rl_persist_leases(session.qschema);
+		rl_persist_leases(session.qschema, session.extension_oid);
 
 		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 		config_generation = rl_state->config_generation;

@@ -97,10 +97,21 @@ is(query(q{SELECT in_flight || ' ' || expired FROM rl_status WHERE model = 'many
 is(query('SELECT count(*) FROM rl_leases'), $without, 'the others are open');
 saved_equals_open('after the instance left');
 
-# a clean restart restores them all, and writes the saved table anew
+# a clean restart restores them all, and does not write them again: after
+# it, one more lease saved makes n + 4 rows inserted since the start
 $node->restart;
 is(query(q{SELECT count(*) || ' ' || count(DISTINCT lease_id) FROM rl_leases}),
 	"$without $without", 'the open leases are restored');
+my $id = query(q{SELECT lease_id FROM rl_acquire('many', ttl => '1 hour')});
+$node->poll_query_until('postgres', "SELECT EXISTS (SELECT FROM rl_lease_state WHERE lease_id = $id)")
+  or die 'the lease acquired after the restart was not saved';
+my $expected = $n + 4;
+$node->poll_query_until('postgres', qq{SELECT n_tup_ins >= $expected
+	FROM pg_stat_user_tables WHERE relname = 'rl_lease_state'})
+  or die 'the insert was not counted';
+is((split / /, lease_table_stats())[0], $expected,
+	'after the restart the worker saved the new lease, not the restored ones again');
+query("SELECT rl_release($id)");
 saved_equals_open('after the restart');
 
 # all due at once: one sweep expires them, a batch at a time
