@@ -682,24 +682,20 @@ rl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 }
 
 /*
- * The worker starts saving the leases, in its transaction, into the table
- * of the given extension: what is listed now is what this save copies
- * (rl_leases_next_unsaved), and the ids gone so far are what it deletes
- * (rl_leases_next_gone).  Returns true when the saved table must be
- * written anew (asked for, another extension's table, or a save that never
- * committed: what was copied for it is not in the table): every open lease
- * is listed again and nothing is gone, and the caller empties the table.
+ * A round of the worker saves leases, in its transaction, into the table of
+ * the given extension.  Returns true when the saved table must be written
+ * anew (asked for, another extension's table, or a round that never
+ * committed: what it copied is not in the table); the caller then empties
+ * the table and begins a save that lists every open lease again.
  * rl_leases_save_committed() once the transaction has committed.  Worker
  * only.
  */
 bool
-rl_leases_begin_save(RlLeaseSave *save, Oid extension)
+rl_leases_save_round(Oid extension)
 {
 	TransactionId xid = GetTopTransactionId();
 	bool		full;
 
-	save->partition = 0;
-	save->gone_left = -1;
 	SpinLockAcquire(&book->gone_lock);
 	full = book->resave || book->saving || book->saved_extension != extension;
 	book->saving = true;
@@ -711,7 +707,20 @@ rl_leases_begin_save(RlLeaseSave *save, Oid extension)
 		book->saved_extension = extension;
 	}
 	SpinLockRelease(&book->gone_lock);
-	if (full)
+	return full;
+}
+
+/*
+ * Begin a save: what is listed now is what it copies
+ * (rl_leases_next_unsaved, over one round or more).  relist: every open
+ * lease is listed again (the saved table was emptied).  Worker only.
+ */
+void
+rl_leases_begin_save(RlLeaseSave *save, bool relist)
+{
+	save->partition = 0;
+	save->gone_left = -1;
+	if (relist)
 	{
 		RlLeaseWalk walk;
 
@@ -724,13 +733,12 @@ rl_leases_begin_save(RlLeaseSave *save, Oid extension)
 		RlLeasePartition *partition = &book->partitions[i].partition;
 
 		LWLockAcquire(&rl_state->lease_locks[i], LW_EXCLUSIVE);
-		/* a save that failed half way left its marker behind */
+		/* a save a worker did not finish left its marker behind */
 		if (partition->save_end.next != NULL)
 			dlist_delete(&partition->save_end);
 		dlist_push_tail(&partition->unsaved, &partition->save_end);
 		LWLockRelease(&rl_state->lease_locks[i]);
 	}
-	return full;
 }
 
 /* The transaction of the save in progress has committed.  Worker only. */
@@ -836,8 +844,8 @@ rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
 
 /*
  * Take up to room ids of saved leases that left the table, of those gone
- * when the save started taking them.  Returns how many; 0 when done.
- * Worker only.
+ * when this round started taking them (gone_left -1).  Returns how many; 0
+ * when done.  Worker only.
  */
 int
 rl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room)

@@ -61,7 +61,7 @@ typedef struct RlLeaseBatch
 typedef struct RlLeaseSave
 {
 	int			partition;		/* the next partition to copy from */
-	int			gone_left;		/* gone ids this save still takes; -1 before */
+	int			gone_left;		/* gone ids this round still takes; -1 before */
 } RlLeaseSave;
 
 /* What a full load saw of the saved leases (rl_leases_restore_seen) */
@@ -81,7 +81,8 @@ extern void rl_settle_lease(const RlLease *lease, const RlUsage *usage,
 extern void rl_lease_walk_begin(RlLeaseWalk *walk);
 extern bool rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch);
 extern bool rl_put_restored_lease(const RlLease *lease, bool saved);
-extern bool rl_leases_begin_save(RlLeaseSave *save, Oid extension);
+extern bool rl_leases_save_round(Oid extension);
+extern void rl_leases_begin_save(RlLeaseSave *save, bool relist);
 extern void rl_leases_save_committed(void);
 extern void rl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension);
 extern bool rl_leases_restore_begin(const RlLeaseRestore *seen);

@@ -167,8 +167,17 @@ static RlPersisted *persisted = NULL;
 static uint64 *persisted_share_versions = NULL;	/* [model * max_job_types + job type] */
 static TimestampTz *persisted_share_ended = NULL;	/* same: usage_ended written */
 static uint64 persisted_lease_version = 0;
-static uint32 persisted_lease_epoch = 0;	/* of the last copy of the leases */
+static uint32 persisted_lease_epoch = 0;	/* of the last finished lease save */
 static bool lease_save_pending = false;	/* this round saved leases */
+
+/* A lease save, which may take several rounds (rl_persist_leases) */
+static RlLeaseSave lease_save;
+static bool lease_save_open = false;
+static uint32 lease_save_epoch = 0;
+static uint64 lease_save_version = 0;
+
+/* Batches of new leases a round inserts at most (but the last round) */
+#define RL_LEASE_BATCHES_PER_ROUND	32
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
@@ -1240,12 +1249,14 @@ rl_save_row_set(const char *qschema, const char *table, const char *key,
 #define RL_LEASE_COLUMNS	12
 
 /*
- * Insert the leases the save copied, a batch at a time: resolve the names
- * of their models and job types under config_lock (a lease whose model was
- * dropped meanwhile is not saved: it is gone), then write without any lock.
+ * Insert leases the save copies, a batch at a time, at most max_batches
+ * (-1: no limit): resolve the names of their models and job types under
+ * config_lock (a lease whose model was dropped meanwhile is not saved: it
+ * is gone), then write without any lock.  Sets *done when the save has
+ * copied all it must.  Returns how many were written.
  */
 static int
-rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save)
+rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches, bool *done)
 {
 	Oid			types[RL_LEASE_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
@@ -1272,14 +1283,18 @@ rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save)
 	for (int i = 0; i < RL_LEASE_COLUMNS; i++)
 		cols[i] = palloc(sizeof(Datum) * RL_LEASE_BATCH);
 
-	for (;;)
+	*done = false;
+	for (int batches = 0; max_batches < 0 || batches < max_batches; batches++)
 	{
 		int			count = rl_leases_next_unsaved(save, leases, RL_LEASE_BATCH);
 		int			n = 0;
 		MemoryContext old_context;
 
 		if (count == 0)
+		{
+			*done = true;
 			break;
+		}
 		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 		for (int i = 0; i < count; i++)
 		{
@@ -1361,41 +1376,57 @@ rl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
 /*
  * Save what changed in the open leases: insert the new ones, delete the
  * rows of those that left, each a batch at a time and with no lease lock
- * held while writing.  The table is written anew only when the lease
- * table's bookkeeping cannot tell what it holds (see
- * rl_leases_begin_save).  Every lease granted before the epoch started
- * here is in the table once this round commits (mark.c).
+ * held while writing.  A save inserts at most RL_LEASE_BATCHES_PER_ROUND
+ * batches a round (so that a burst of new leases does not hold up the
+ * marks saved in the same round) and goes on in the next rounds; it is
+ * done, and the epoch it started counts as saved, in the round that copies
+ * its last lease (mark.c).  The table is written anew, in one round, only
+ * when the lease table's bookkeeping cannot tell what it holds (see
+ * rl_leases_save_round).  final: the worker is stopping, save it all.
  */
 static void
-rl_persist_leases(const char *qschema, Oid extension)
+rl_persist_leases(const char *qschema, Oid extension, bool final)
 {
 	uint64		version = pg_atomic_read_u64(&rl_state->lease_version);
-	RlLeaseSave save;
 	bool		full;
+	bool		done;
 	int			inserted;
 	int			deleted;
 
-	if (persisted_anything && version == persisted_lease_version)
+	if (!lease_save_open && persisted_anything && version == persisted_lease_version)
 		return;
 
-	/* from here on the marks need cover only leases granted after the copy */
-	persisted_lease_epoch = rl_mark_start_lease_save();
-	full = rl_leases_begin_save(&save, extension);
+	full = rl_leases_save_round(extension);
 	lease_save_pending = true;
-	if (full)
+	if (full || !lease_save_open)
 	{
-		StringInfoData sql;
+		/* once it is done, the marks need cover only leases granted later */
+		lease_save_epoch = rl_mark_start_lease_save();
+		lease_save_version = version;
+		if (full)
+		{
+			StringInfoData sql;
 
-		initStringInfo(&sql);
-		appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state", qschema);
-		rl_execute(sql.data, 0, NULL, NULL);
+			initStringInfo(&sql);
+			appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state", qschema);
+			rl_execute(sql.data, 0, NULL, NULL);
+		}
+		rl_leases_begin_save(&lease_save, full);
+		lease_save_open = true;
 	}
 	/* rows are inserted before any is deleted: a lease may have gone since */
-	inserted = rl_insert_unsaved_leases(qschema, &save);
-	deleted = rl_delete_gone_leases(qschema, &save);
-	persisted_lease_version = version;
-	elog(DEBUG1, "pg_ratelimit saved %d new leases and deleted %d%s", inserted, deleted,
-		 full ? " (all written anew)" : "");
+	inserted = rl_insert_unsaved_leases(qschema, &lease_save,
+										full || final ? -1 : RL_LEASE_BATCHES_PER_ROUND, &done);
+	lease_save.gone_left = -1;
+	deleted = rl_delete_gone_leases(qschema, &lease_save);
+	if (done)
+	{
+		persisted_lease_epoch = lease_save_epoch;
+		persisted_lease_version = lease_save_version;
+		lease_save_open = false;
+	}
+	elog(DEBUG1, "pg_ratelimit saved %d new leases and deleted %d%s%s", inserted, deleted,
+		 full ? " (all written anew)" : "", done ? "" : " (more next round)");
 }
 
 /* Save the registered instances if any heartbeat or membership changed */
@@ -1661,7 +1692,7 @@ rl_persist_state(bool save_state, bool save_marks, bool final)
 	{
 		rl_persist_models(session.qschema, now);
 		rl_persist_instances(session.qschema);
-		rl_persist_leases(session.qschema, session.extension_oid);
+		rl_persist_leases(session.qschema, session.extension_oid, final);
 
 		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 		config_generation = rl_state->config_generation;
