@@ -177,7 +177,7 @@ static uint32 lease_save_epoch = 0;
 static uint64 lease_save_version = 0;
 
 /* Batches of new leases a round inserts at most (but the last round) */
-#define RL_LEASE_BATCHES_PER_ROUND	32
+#define RL_LEASE_BATCHES_PER_ROUND	64
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;

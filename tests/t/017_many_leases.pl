@@ -3,8 +3,8 @@
 # works in bounded batches, and saving writes only what changed: its reads
 # of rl_lease_state do not grow with the leases that stay open.
 #
-# By default 50,000 leases: about fifty batches, and more than one round
-# of the worker to save them (it inserts 32 batches a round).  With PG_TEST_EXTRA
+# By default 80,000 leases: about eighty batches, and more than one round
+# of the worker to save them (it inserts 64 batches a round).  With PG_TEST_EXTRA
 # containing rl_many_leases: 5,000,000 leases with ratelimit.max_leases at
 # its maximum of 10,000,000 (about 2.8 GB of shared memory, a few minutes):
 # past the 4.8 million at which one array of all open leases went over
@@ -16,8 +16,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $large = ($ENV{PG_TEST_EXTRA} // '') =~ /\brl_many_leases\b/;
-my $n = $large ? 5_000_000 : 50_000;
-my $max_leases = $large ? 10_000_000 : 60_000;
+my $n = $large ? 5_000_000 : 80_000;
+my $max_leases = $large ? 10_000_000 : 100_000;
 my $with_instance = $n * 3 / 5;
 my $without = $n - $with_instance;
 
