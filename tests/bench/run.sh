@@ -179,8 +179,8 @@ if wants leases; then
 		psql -XAtq -c "SELECT count(*) FROM rl_leases l WHERE (rl_release(l.lease_id)).released" >/dev/null
 		psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT count(*) FROM generate_series(1, $1) i
 			WHERE (rl_acquire('open/' || (i % 10000 + 1), ttl => '1 hour')).granted" >/dev/null
-		# the worker saves them before the run starts
-		sleep 2
+		# the worker has saved them before the run starts
+		until [ "$(psql -XAtq -c "SELECT count(*) FROM rl_lease_state")" = "$1" ]; do sleep 0.5; done
 	}
 	for w in select1 no_leases open_leases; do clients_of[$w]=$LEASE_CLIENTS; done
 	script_of[no_leases]=pg_ratelimit
