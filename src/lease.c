@@ -97,12 +97,14 @@ typedef union RlLeasePartitionPadded
 /* What the lease table keeps besides the leases */
 typedef struct RlLeaseBook
 {
-	pg_atomic_uint64 sweep_generation;	/* odd while a sweep runs */
+	pg_atomic_uint64 sweep_generation;	/* odd while a sweep runs; read on
+										 * every call, apart from the lists */
+	char		pad[PG_CACHE_LINE_SIZE - sizeof(pg_atomic_uint64)];
 	RlLeasePartitionPadded partitions[RL_LEASE_PARTITIONS];
 
 	slock_t		gone_lock;		/* protects the rest */
 	bool		resave;			/* the saved table must be written anew */
-	bool		saving;			/* a save began and has not committed */
+	bool		saving;			/* a round saving leases has not committed */
 	TransactionId save_xid;		/* the transaction of the last save */
 	uint64		saves;			/* saves committed */
 	Oid			saved_extension;	/* the extension whose table is saved */
