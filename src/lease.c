@@ -25,11 +25,13 @@
  * every acquire and release check for due expiries with a few atomic
  * reads.  A sweep resets it before scanning, so an acquire that lowers it
  * during a sweep is never lost; while a sweep runs (sweep_generation is
- * odd) the hint proves nothing, and a caller whose time has come waits for
- * the sweep and then sweeps itself unless the hint shows that the finished
- * sweep covered its time.  So when any call returns, no lease due at the
- * time it read counts anywhere.  Timestamps are stored with the sign bit
- * flipped, which makes unsigned order agree with signed order.
+ * odd) the hint proves nothing, so a caller waits for the sweep (the sweep
+ * runs because the hint has passed: so has the callers' time, as a rule)
+ * and then sweeps itself unless the hint shows that the finished sweep
+ * covered its time: the other sweeper may have read an older time.  So
+ * when any call returns, no lease due at the time it read counts anywhere.
+ * Timestamps are stored with the sign bit flipped, which makes unsigned
+ * order agree with signed order.
  *
  * Saving.  The worker saves the table incrementally (persist.c): each
  * partition keeps a list of the leases it has not copied for saving yet,
