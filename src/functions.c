@@ -1148,72 +1148,97 @@ typedef struct RlLeaseRow
 	char		job_type[RL_NAME_MAX_LEN + 1];	/* empty when none */
 } RlLeaseRow;
 
-/* rl_leases_internal(): one row per open lease, behind the rl_leases view */
+/*
+ * rl_leases_internal(): one row per open lease, behind the rl_leases view.
+ * The leases are read a batch at a time (lease.c), so the view is not one
+ * instant: a lease open for the whole call is shown once, one acquired or
+ * released meanwhile may or may not be.
+ */
 Datum
 rl_leases_internal(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TimestampTz now;
-	RlLease    *leases;
-	RlLeaseRow *rows;
-	int			count;
-	int			num_rows = 0;
+	RlLeaseWalk walk;
+	RlLeaseBatch batch;
+	RlLeaseRow *rows = NULL;
+	int			room = 0;
+	MemoryContext row_context;
+	MemoryContext old_context;
 
 	rl_require_ready();
 	InitMaterializedSRF(fcinfo, 0);
 	now = rl_now();
 	rl_expire_due_leases(now);
 
-	/* config_lock keeps slot names and generations still while we copy */
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	count = rl_copy_open_leases(&leases);
-	rows = palloc(sizeof(RlLeaseRow) * Max(count, 1));
-	for (int i = 0; i < count; i++)
+	/* what a batch's rows need is freed after each batch */
+	row_context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit lease rows",
+										ALLOCSET_DEFAULT_SIZES);
+	memset(&batch, 0, sizeof(batch));
+	rl_lease_walk_begin(&walk);
+	while (rl_lease_walk_next(&walk, &batch))
 	{
-		RlLease    *lease = &leases[i];
-		RlModel    *model = &rl_models[lease->model_slot];
-		RlJobType  *job_type = lease->job_type_slot >= 0 ?
-			&rl_job_types[lease->job_type_slot] : NULL;
-		RlLeaseRow *row = &rows[num_rows];
+		int			num_rows = 0;
 
-		if (lease->expires_at <= now || !model->in_use ||
-			model->generation != lease->model_generation)
-			continue;
-		row->lease = *lease;
-		strlcpy(row->model, model->name, sizeof(row->model));
-		row->job_type[0] = '\0';
-		if (job_type && job_type->in_use &&
-			job_type->generation == lease->job_type_generation)
-			strlcpy(row->job_type, job_type->name, sizeof(row->job_type));
-		num_rows++;
+		if (batch.room > room)
+		{
+			room = batch.room;
+			rows = rows ? repalloc(rows, sizeof(RlLeaseRow) * room) :
+				palloc(sizeof(RlLeaseRow) * room);
+		}
+		/* config_lock keeps slot names and generations still while we look */
+		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+		for (int i = 0; i < batch.count; i++)
+		{
+			RlLease    *lease = &batch.leases[i];
+			RlModel    *model = &rl_models[lease->model_slot];
+			RlJobType  *job_type = lease->job_type_slot >= 0 ?
+				&rl_job_types[lease->job_type_slot] : NULL;
+			RlLeaseRow *row = &rows[num_rows];
+
+			if (lease->expires_at <= now || !model->in_use ||
+				model->generation != lease->model_generation)
+				continue;
+			row->lease = *lease;
+			strlcpy(row->model, model->name, sizeof(row->model));
+			row->job_type[0] = '\0';
+			if (job_type && job_type->in_use &&
+				job_type->generation == lease->job_type_generation)
+				strlcpy(row->job_type, job_type->name, sizeof(row->job_type));
+			num_rows++;
+		}
+		LWLockRelease(&rl_state->config_lock);
+
+		/* role names come from the catalogs: never under an LWLock */
+		old_context = MemoryContextSwitchTo(row_context);
+		for (int i = 0; i < num_rows; i++)
+		{
+			RlLeaseRow *row = &rows[i];
+			Datum		values[11];
+			bool		nulls[11];
+			char	   *role = OidIsValid(row->lease.role) ?
+				GetUserNameFromId(row->lease.role, true) : NULL;
+
+			memset(nulls, false, sizeof(nulls));
+			values[0] = Int64GetDatum(row->lease.lease_id);
+			values[1] = CStringGetTextDatum(row->model);
+			values[2] = CStringGetTextDatum(row->job_type);
+			nulls[2] = row->job_type[0] == '\0';
+			values[3] = CStringGetTextDatum(row->lease.instance);
+			nulls[3] = row->lease.instance[0] == '\0';
+			values[4] = Int64GetDatum(row->lease.tokens);
+			values[5] = Int32GetDatum(row->lease.requests);
+			values[6] = TimestampTzGetDatum(row->lease.acquired_at);
+			values[7] = TimestampTzGetDatum(row->lease.expires_at);
+			values[8] = Int32GetDatum(row->lease.pid);
+			values[9] = role ? CStringGetTextDatum(role) : (Datum) 0;
+			nulls[9] = role == NULL;
+			values[10] = BoolGetDatum(row->lease.session_bound);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		MemoryContextSwitchTo(old_context);
+		MemoryContextReset(row_context);
 	}
-	LWLockRelease(&rl_state->config_lock);
-
-	/* role names come from the catalogs: never under an LWLock */
-	for (int i = 0; i < num_rows; i++)
-	{
-		RlLeaseRow *row = &rows[i];
-		Datum		values[11];
-		bool		nulls[11];
-		char	   *role = OidIsValid(row->lease.role) ?
-			GetUserNameFromId(row->lease.role, true) : NULL;
-
-		memset(nulls, false, sizeof(nulls));
-		values[0] = Int64GetDatum(row->lease.lease_id);
-		values[1] = CStringGetTextDatum(row->model);
-		values[2] = CStringGetTextDatum(row->job_type);
-		nulls[2] = row->job_type[0] == '\0';
-		values[3] = CStringGetTextDatum(row->lease.instance);
-		nulls[3] = row->lease.instance[0] == '\0';
-		values[4] = Int64GetDatum(row->lease.tokens);
-		values[5] = Int32GetDatum(row->lease.requests);
-		values[6] = TimestampTzGetDatum(row->lease.acquired_at);
-		values[7] = TimestampTzGetDatum(row->lease.expires_at);
-		values[8] = Int32GetDatum(row->lease.pid);
-		values[9] = role ? CStringGetTextDatum(role) : (Datum) 0;
-		nulls[9] = role == NULL;
-		values[10] = BoolGetDatum(row->lease.session_bound);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+	MemoryContextDelete(row_context);
 	return (Datum) 0;
 }

@@ -653,9 +653,9 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	RlInstanceInfo *instances;
-	RlLease    *leases;
+	RlLeaseWalk walk;
+	RlLeaseBatch batch;
 	int			num_instances;
-	int			num_leases;
 	TimestampTz now;
 	HASHCTL		info;
 	HTAB	   *held;
@@ -664,23 +664,30 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	now = rl_now();
 	num_instances = rl_copy_instances(&instances);
-	num_leases = rl_copy_open_leases(&leases);
 
-	/* open leases per instance name, counted in one pass */
+	/* open leases per instance name, counted in one walk (a batch at a time) */
 	info.keysize = RL_NAME_MAX_LEN + 1;
 	info.entrysize = sizeof(RlLeaseCount);
 	info.hcxt = CurrentMemoryContext;
 	held = hash_create("pg_ratelimit leases per instance", Max(num_instances, 16), &info,
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	for (int l = 0; l < num_leases; l++)
+	/* only registered instances are counted: the hash stays that small */
+	for (int i = 0; i < num_instances; i++)
+		((RlLeaseCount *) hash_search(held, instances[i].name, HASH_ENTER, NULL))->leases = 0;
+	memset(&batch, 0, sizeof(batch));
+	rl_lease_walk_begin(&walk);
+	while (rl_lease_walk_next(&walk, &batch))
 	{
-		RlLeaseCount *count;
-		bool		found;
+		for (int l = 0; l < batch.count; l++)
+		{
+			RlLeaseCount *count;
 
-		if (leases[l].instance[0] == '\0')
-			continue;
-		count = hash_search(held, leases[l].instance, HASH_ENTER, &found);
-		count->leases = found ? count->leases + 1 : 1;
+			if (batch.leases[l].instance[0] == '\0')
+				continue;
+			count = hash_search(held, batch.leases[l].instance, HASH_FIND, NULL);
+			if (count)
+				count->leases++;
+		}
 	}
 
 	for (int i = 0; i < num_instances; i++)
@@ -874,6 +881,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	int64		avg_tokens;
 	int32		avg_requests;
 	int		   *job_type_slots;
+	RlJobType  *job_types;
 	double	   *ratios;
 	int64	   *slots;
 	int		   *limited_by;
@@ -907,23 +915,31 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	LWLockRelease(&table->instances_lock);
 
 	job_type_slots = palloc(sizeof(int) * rl_max_job_types);
+	job_types = palloc(sizeof(RlJobType) * rl_max_job_types);
 	ratios = palloc(sizeof(double) * rl_max_job_types);
 	slots = palloc(sizeof(int64) * rl_max_job_types);
 	limited_by = palloc(sizeof(int) * rl_max_job_types);
 
+	/*
+	 * Copies of the job types, and of each model under its lock: the rows
+	 * go to the tuplestore, which may write a file (and fail), with no lock
+	 * held.
+	 */
 	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	memcpy(job_types, rl_job_types, sizeof(RlJobType) * rl_max_job_types);
+	LWLockRelease(&rl_state->config_lock);
 	for (int j = 0; j < rl_max_job_types; j++)
 	{
-		if (!rl_job_types[j].in_use)
+		if (!job_types[j].in_use)
 			continue;
-		sum_tokens += rl_job_types[j].est_tokens;
-		sum_requests += rl_job_types[j].est_requests;
+		sum_tokens += job_types[j].est_tokens;
+		sum_requests += job_types[j].est_requests;
 		job_type_slots[num_job_types++] = j;
 	}
 	/* in name order: the order the minimum slots go round in */
 	for (int k = 1; k < num_job_types; k++)
-		for (int i = k; i > 0 && strcmp(rl_job_types[job_type_slots[i - 1]].name,
-										rl_job_types[job_type_slots[i]].name) > 0; i--)
+		for (int i = k; i > 0 && strcmp(job_types[job_type_slots[i - 1]].name,
+										job_types[job_type_slots[i]].name) > 0; i--)
 		{
 			int			swap = job_type_slots[i];
 
@@ -945,13 +961,13 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		Datum		values[7];
 		bool		nulls[7] = {false, false, false, false, false, false, false};
 
-		if (!model->in_use)
-			continue;
 		LWLockAcquire(&model->lock, LW_SHARED);
 		memcpy(&copy, model, sizeof(RlModel));
-		for (int k = 0; k < num_job_types; k++)
+		for (int k = 0; k < num_job_types && copy.in_use; k++)
 			ratios[k] = rl_share(m, job_type_slots[k])->ratio;
 		LWLockRelease(&model->lock);
+		if (!copy.in_use)
+			continue;
 
 		rl_instance_part(&copy, n, rank, part);
 		pool = rl_pool_slots(part, avg_tokens, avg_requests, &pool_limited_by);
@@ -972,7 +988,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		memcpy(left, part, sizeof(left));
 		for (int k = 0; k < num_job_types; k++)
 		{
-			RlJobType  *job_type = &rl_job_types[job_type_slots[k]];
+			RlJobType  *job_type = &job_types[job_type_slots[k]];
 			int64		want = rl_job_type_slots(part, job_type, ratios[k], pool,
 												 pool_limited_by, &limited_by[k]);
 
@@ -984,7 +1000,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		{
 			/* a different job type first on each instance */
 			int			k = (rank + i) % num_job_types;
-			RlJobType  *job_type = &rl_job_types[job_type_slots[k]];
+			RlJobType  *job_type = &job_types[job_type_slots[k]];
 			int			ignored;
 			int64		want;
 
@@ -998,13 +1014,12 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		for (int k = 0; k < num_job_types; k++)
 		{
 			nulls[1] = false;
-			values[1] = CStringGetTextDatum(rl_job_types[job_type_slots[k]].name);
+			values[1] = CStringGetTextDatum(job_types[job_type_slots[k]].name);
 			values[4] = Int64GetDatum(slots[k]);
 			values[5] = rl_limited_by_datum(limited_by[k], &nulls[5]);
 			values[6] = CStringGetTextDatum(slots[k] > 0 ? "local" : "central");
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}
-	LWLockRelease(&rl_state->config_lock);
 	return (Datum) 0;
 }

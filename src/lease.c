@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * lease.c
- *		The lease table: inserting, taking, expiring and settling leases.
+ *		The lease table: inserting, taking, expiring and settling leases, and
+ *		what the worker needs to save them.
  *
  * A lease lives in the partitioned shared hash rl_lease_table, keyed by its
  * id.  Whoever removes a lease from the table settles it, so a lease is
@@ -9,21 +10,57 @@
  * sweep frees its concurrency slot and keeps its window reservation, and
  * dropping its model discards it.
  *
+ * Walks.  Everything that looks at every lease (the expiry sweep, an
+ * instance's leases, the rl_leases and rl_instances views, a full save)
+ * walks the table in batches of about RL_LEASE_BATCH leases, with every
+ * partition locked only during a batch, so that neither the memory it
+ * needs nor the time it holds the partitions grows with the table.  A walk
+ * is a dynahash sequential scan that stops only between two buckets: a
+ * partitioned shared table never splits its buckets, so the number of the
+ * next bucket is all it keeps while it holds no lock.  A lease that stays
+ * in the table for the whole walk is visited exactly once; one inserted or
+ * removed meanwhile may or may not be.
+ *
  * earliest_expiry is a hint: no open lease expires before it.  It lets
- * every acquire and release check for due expiries with one atomic read.
- * The sweep resets it before scanning, so an acquire that lowers it during
- * a sweep is never lost.  Timestamps are stored with the sign bit flipped,
- * which makes unsigned order agree with signed order.
+ * every acquire and release check for due expiries with a few atomic
+ * reads.  A sweep resets it before scanning, so an acquire that lowers it
+ * during a sweep is never lost; while a sweep runs (sweep_generation is
+ * odd) the hint proves nothing, so a caller waits for the sweep (the sweep
+ * runs because the hint has passed: so has the callers' time, as a rule)
+ * and then sweeps itself unless the hint shows that the finished sweep
+ * covered its time: the other sweeper may have read an older time.  So
+ * when any call returns, no lease due at the time it read counts anywhere.
+ * Timestamps are stored with the sign bit flipped, which makes unsigned
+ * order agree with signed order.
+ *
+ * Saving.  The worker saves the table incrementally (persist.c): each
+ * partition keeps a list of the leases it has not copied for saving yet,
+ * in insertion order, and the ids of saved leases that left the table are
+ * kept in the gone array; the worker inserts the first and deletes the
+ * second.  A save copies what was listed when it began (up to a marker
+ * node it puts at the end of each list), one partition and one batch at a
+ * time.  A lease counts as saved once copied, which holds once the save's
+ * transaction commits; a save that never committed (its worker died) is
+ * followed by a full save, which writes the table again from scratch, and
+ * so is a full gone array.  A full load of shared memory restores the
+ * saved leases as saved when it read the table as the last committed save
+ * left it, and otherwise asks for a full save.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/transam.h"
+#include "access/xact.h"
+#include "lib/ilist.h"
 #include "miscadmin.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 
 #include "admission.h"
 #include "holders.h"
@@ -37,6 +74,71 @@
 
 #define RL_SIGN_BIT		(UINT64CONST(1) << 63)
 
+/* A lease in the table, with its place in the list of leases to save */
+typedef struct RlLeaseEntry
+{
+	RlLease		lease;			/* lease.lease_id is the hash key: first */
+	dlist_node	unsaved;		/* in its partition's list until copied for
+								 * saving; both links NULL once copied */
+} RlLeaseEntry;
+
+/* Saving state of one partition, protected by the partition's lock */
+typedef struct RlLeasePartition
+{
+	dlist_head	unsaved;		/* leases not copied for saving, oldest first */
+	dlist_node	save_end;		/* marks where the save in progress stops;
+								 * both links NULL when not in the list */
+} RlLeasePartition;
+
+/* Partitions are written by different backends: one cache line each */
+typedef union RlLeasePartitionPadded
+{
+	RlLeasePartition partition;
+	char		pad[PG_CACHE_LINE_SIZE];
+} RlLeasePartitionPadded;
+
+/* What the lease table keeps besides the leases */
+typedef struct RlLeaseBook
+{
+	pg_atomic_uint64 sweep_generation;	/* odd while a sweep runs; read on
+										 * every call, apart from the lists */
+	char		pad[PG_CACHE_LINE_SIZE - sizeof(pg_atomic_uint64)];
+	RlLeasePartitionPadded partitions[RL_LEASE_PARTITIONS];
+
+	slock_t		gone_lock;		/* protects the rest */
+	bool		resave;			/* the saved table must be written anew */
+	bool		saving;			/* a round saving leases has not committed */
+	TransactionId save_xid;		/* the transaction of the last save */
+	uint64		saves;			/* saves committed */
+	Oid			saved_extension;	/* the extension whose table is saved */
+	int			num_gone;
+	int			max_gone;
+	int64		gone[FLEXIBLE_ARRAY_MEMBER];	/* ids of saved leases that left
+												 * the table since */
+} RlLeaseBook;
+
+static RlLeaseBook *book = NULL;
+
+static bool rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease);
+
+/* A removing walk's batch: the leases it took out of the table */
+typedef struct RlTaken
+{
+	TimestampTz now;			/* the sweep's time, or ... */
+	const char *instance;		/* ... the instance whose leases go */
+	TimestampTz next_expiry;	/* of the leases the sweep left */
+	int			count;
+	RlLease		leases[RL_LEASE_BATCH];
+} RlTaken;
+
+/*
+ * A walk's visitor: false when it has no room for this lease, which ends
+ * the batch; the next batch visits the lease's bucket again from its head,
+ * so a visitor that copies must give back what it took from that bucket
+ * (bucket_start tells where a bucket begins).
+ */
+typedef bool (*RlLeaseVisitor) (RlLeaseEntry *entry, bool bucket_start, void *arg);
+
 static inline uint64
 rl_encode_time(TimestampTz t)
 {
@@ -49,14 +151,60 @@ rl_decode_time(uint64 v)
 	return (TimestampTz) (v ^ RL_SIGN_BIT);
 }
 
-static bool rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease);
+/* Shared memory for the lease table and its book */
+Size
+rl_leases_shmem_size(void)
+{
+	Size		size = hash_estimate_size(rl_max_leases, sizeof(RlLeaseEntry));
 
-/* The partition lock of a lease id, and its hash code */
-static LWLock *
+	size = add_size(size, MAXALIGN(offsetof(RlLeaseBook, gone)));
+	return add_size(size, mul_size(rl_max_leases, sizeof(int64)));
+}
+
+/* Create or attach to the lease table; caller holds AddinShmemInitLock */
+void
+rl_leases_shmem_init(void)
+{
+	HASHCTL		info;
+	bool		found;
+
+	info.keysize = sizeof(int64);
+	info.entrysize = sizeof(RlLeaseEntry);
+	info.num_partitions = RL_LEASE_PARTITIONS;
+	rl_lease_table = ShmemInitHash("pg_ratelimit leases",
+								   rl_max_leases, rl_max_leases, &info,
+								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+	book = ShmemInitStruct("pg_ratelimit lease book",
+						   add_size(offsetof(RlLeaseBook, gone),
+									mul_size(rl_max_leases, sizeof(int64))),
+						   &found);
+	if (!found)
+	{
+		pg_atomic_init_u64(&book->sweep_generation, 0);
+		for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
+		{
+			RlLeasePartition *partition = &book->partitions[i].partition;
+
+			dlist_init(&partition->unsaved);
+			partition->save_end.prev = partition->save_end.next = NULL;
+		}
+		SpinLockInit(&book->gone_lock);
+		book->resave = false;
+		book->saving = false;
+		book->save_xid = InvalidTransactionId;
+		book->saves = 0;
+		book->saved_extension = InvalidOid;
+		book->num_gone = 0;
+		book->max_gone = rl_max_leases;
+	}
+}
+
+/* The partition of a lease id, and its hash code */
+static int
 rl_lease_partition(int64 lease_id, uint32 *hashcode)
 {
 	*hashcode = get_hash_value(rl_lease_table, &lease_id);
-	return &rl_state->lease_locks[*hashcode % RL_LEASE_PARTITIONS];
+	return *hashcode % RL_LEASE_PARTITIONS;
 }
 
 static void
@@ -73,7 +221,100 @@ rl_unlock_all_partitions(void)
 		LWLockRelease(&rl_state->lease_locks[i]);
 }
 
-/* No open lease expires before this time */
+/* Start a walk over the lease table (see the top of this file) */
+void
+rl_lease_walk_begin(RlLeaseWalk *walk)
+{
+	hash_seq_init(&walk->status, rl_lease_table);
+	walk->done = false;
+}
+
+/*
+ * One batch of a walk: with every partition locked in the given mode, pass
+ * leases to visit until about RL_LEASE_BATCH were visited, ending between
+ * two buckets, or until the visitor has no room.  A visitor may remove the
+ * lease it is given (only that one).  Returns false once the walk is over.
+ */
+static bool
+rl_walk_batch(RlLeaseWalk *walk, LWLockMode mode, RlLeaseVisitor visit, void *arg)
+{
+	int			visited = 0;
+
+	if (walk->done)
+		return false;
+	rl_lock_all_partitions(mode);
+	for (;;)
+	{
+		bool		bucket_start = walk->status.curEntry == NULL;
+		RlLeaseEntry *entry = hash_seq_search(&walk->status);
+
+		if (entry == NULL)
+		{
+			/* hash_seq_search has ended the scan */
+			walk->done = true;
+			break;
+		}
+		if (!visit(entry, bucket_start, arg))
+		{
+			/* start this lease's bucket again next time (it was its last?) */
+			if (walk->status.curEntry == NULL)
+				walk->status.curBucket--;
+			walk->status.curEntry = NULL;
+			break;
+		}
+		/* stop only between buckets: nothing of a bucket is kept unlocked */
+		if (++visited >= RL_LEASE_BATCH && walk->status.curEntry == NULL)
+			break;
+	}
+	rl_unlock_all_partitions();
+	return !walk->done;
+}
+
+/* Copy a lease into the batch, or give back its bucket when full */
+static bool
+rl_copy_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
+{
+	RlLeaseBatch *batch = (RlLeaseBatch *) arg;
+
+	if (bucket_start)
+		batch->bucket_first = batch->count;
+	if (batch->count == batch->room)
+	{
+		batch->count = batch->bucket_first;
+		return false;
+	}
+	batch->leases[batch->count++] = entry->lease;
+	return true;
+}
+
+/*
+ * Copy the next batch of open leases into batch (allocated on first use);
+ * false when the walk is over and nothing was copied.  No lock is held
+ * between calls; see the top of this file for what a walk sees.
+ */
+bool
+rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch)
+{
+	if (batch->leases == NULL)
+	{
+		batch->room = 2 * RL_LEASE_BATCH;
+		batch->leases = palloc(sizeof(RlLease) * batch->room);
+	}
+	for (;;)
+	{
+		bool		more;
+
+		batch->count = 0;
+		more = rl_walk_batch(walk, LW_SHARED, rl_copy_visitor, batch);
+		if (batch->count > 0 || !more)
+			return batch->count > 0;
+		/* a bucket longer than the batch (never seen): make room for it */
+		batch->room *= 2;
+		batch->leases = repalloc(batch->leases, sizeof(RlLease) * batch->room);
+	}
+}
+
+/* No open lease expires before this time (while no sweep runs) */
 TimestampTz
 rl_earliest_expiry(void)
 {
@@ -94,7 +335,75 @@ rl_note_lease_expiry(TimestampTz expires_at)
 }
 
 /*
- * Put a lease in the table; false when its id is there already or the
+ * Note that a saved lease left the table: the worker deletes its row.  When
+ * there is no room to note it, the table is saved anew instead.
+ */
+static void
+rl_note_gone(int64 lease_id)
+{
+	SpinLockAcquire(&book->gone_lock);
+	if (book->num_gone < book->max_gone)
+		book->gone[book->num_gone++] = lease_id;
+	else
+		book->resave = true;
+	SpinLockRelease(&book->gone_lock);
+}
+
+/*
+ * Remove an entry from the table, and from what the worker saves: from its
+ * list when it was not copied yet, else noted as gone (unless note_gone is
+ * false: the whole table is saved anew).  Caller holds the entry's
+ * partition lock exclusively (or all of them).
+ */
+static void
+rl_remove_entry(RlLeaseEntry *entry, uint32 hashcode, bool note_gone)
+{
+	int64		lease_id = entry->lease.lease_id;
+
+	if (entry->unsaved.next != NULL)
+		dlist_delete(&entry->unsaved);
+	else if (note_gone && !entry->lease.session_bound)
+		rl_note_gone(lease_id);
+	hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode, HASH_REMOVE, NULL);
+}
+
+/*
+ * Put a lease in the table, listed for saving unless saved; false when its
+ * id is there already or the table is full.
+ */
+static bool
+rl_insert_lease(const RlLease *lease, bool saved)
+{
+	uint32		hashcode;
+	int			partition = rl_lease_partition(lease->lease_id, &hashcode);
+	LWLock	   *lock = &rl_state->lease_locks[partition];
+	RlLeaseEntry *entry;
+	bool		found;
+	bool		stored;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
+										hashcode, HASH_ENTER_NULL, &found);
+	stored = entry != NULL && !found;
+	if (stored)
+	{
+		entry->lease = *lease;
+		/* a session-bound lease ends with its session: never saved */
+		if (saved || lease->session_bound)
+			entry->unsaved.prev = entry->unsaved.next = NULL;
+		else
+			dlist_push_tail(&book->partitions[partition].partition.unsaved, &entry->unsaved);
+	}
+	LWLockRelease(lock);
+	if (!stored)
+		return false;
+	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+	rl_note_lease_expiry(lease->expires_at);
+	return true;
+}
+
+/*
+ * Put a new lease in the table; false when its id is there already or the
  * table is full (it is preallocated for max_leases, and the caller has
  * counted the lease in open_leases).  Never errors: callers hold
  * config_lock.
@@ -102,24 +411,18 @@ rl_note_lease_expiry(TimestampTz expires_at)
 bool
 rl_put_lease(const RlLease *lease)
 {
-	uint32		hashcode;
-	LWLock	   *partition = rl_lease_partition(lease->lease_id, &hashcode);
-	RlLease    *entry;
-	bool		found;
-	bool		stored;
+	return rl_insert_lease(lease, false);
+}
 
-	LWLockAcquire(partition, LW_EXCLUSIVE);
-	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
-										hashcode, HASH_ENTER_NULL, &found);
-	stored = entry != NULL && !found;
-	if (stored)
-		memcpy(entry, lease, sizeof(RlLease));
-	LWLockRelease(partition);
-	if (!stored)
-		return false;
-	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
-	rl_note_lease_expiry(lease->expires_at);
-	return true;
+/*
+ * Put a lease read back from the saved table in the table (see
+ * rl_leases_restore_begin for saved); false as rl_put_lease.  Caller holds
+ * config_lock exclusively.
+ */
+bool
+rl_put_restored_lease(const RlLease *lease, bool saved)
+{
+	return rl_insert_lease(lease, saved);
 }
 
 /*
@@ -148,7 +451,7 @@ bool
 rl_lease_is_open(int64 lease_id)
 {
 	uint32		hashcode;
-	LWLock	   *partition = rl_lease_partition(lease_id, &hashcode);
+	LWLock	   *partition = &rl_state->lease_locks[rl_lease_partition(lease_id, &hashcode)];
 	bool		found;
 
 	LWLockAcquire(partition, LW_SHARED);
@@ -162,8 +465,8 @@ static bool
 rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
 {
 	uint32		hashcode;
-	LWLock	   *partition = rl_lease_partition(lease_id, &hashcode);
-	RlLease    *entry;
+	LWLock	   *partition = &rl_state->lease_locks[rl_lease_partition(lease_id, &hashcode)];
+	RlLeaseEntry *entry;
 	bool		checked_role = false;
 
 	LWLockAcquire(partition, LW_EXCLUSIVE);
@@ -172,17 +475,18 @@ rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
 		entry = hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
 											HASH_FIND, NULL);
 		if (entry == NULL ||
-			(session_pid != 0 && (!entry->session_bound || entry->pid != session_pid)))
+			(session_pid != 0 &&
+			 (!entry->lease.session_bound || entry->lease.pid != session_pid)))
 		{
 			LWLockRelease(partition);
 			return false;
 		}
-		if (session_pid != 0 || entry->role == GetUserId() || checked_role)
+		if (session_pid != 0 || entry->lease.role == GetUserId() || checked_role)
 			break;
 
 		/* Checking role membership reads catalogs: not under our lock */
 		{
-			Oid			owner = entry->role;
+			Oid			owner = entry->lease.role;
 
 			LWLockRelease(partition);
 			if (!has_privs_of_role(GetUserId(), owner))
@@ -196,9 +500,8 @@ rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
 			LWLockAcquire(partition, LW_EXCLUSIVE);
 		}
 	}
-	memcpy(lease, entry, sizeof(RlLease));
-	hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
-								HASH_REMOVE, NULL);
+	*lease = entry->lease;
+	rl_remove_entry(entry, hashcode, true);
 	LWLockRelease(partition);
 	rl_instance_lease_gone(lease);
 	rl_role_lease_gone(lease);
@@ -245,74 +548,147 @@ rl_expire_lease(const RlLease *lease)
 	return known;
 }
 
-/* Expire every lease whose time is up, unless another backend is at it */
+/*
+ * Take a lease that is due (or of the instance) out of the table into the
+ * batch; keep the earliest expiry of the others.
+ */
+static bool
+rl_take_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
+{
+	RlTaken    *taken = (RlTaken *) arg;
+
+	/* of an instance: only leases taken while it was registered (it has an owner) */
+	if (taken->instance != NULL ?
+		entry->lease.instance_slot < 0 || strcmp(entry->lease.instance, taken->instance) != 0 :
+		entry->lease.expires_at > taken->now)
+	{
+		taken->next_expiry = Min(taken->next_expiry, entry->lease.expires_at);
+		return true;
+	}
+	if (taken->count == lengthof(taken->leases))
+		return false;
+	taken->leases[taken->count++] = entry->lease;
+	rl_instance_lease_gone(&entry->lease);
+	rl_role_lease_gone(&entry->lease);
+	rl_remove_entry(entry, get_hash_value(rl_lease_table, &entry->lease.lease_id), true);
+	return true;
+}
+
+/*
+ * Walk the table and expire the leases that are due at taken->now, or those
+ * of taken->instance, a batch at a time.  Returns how many.
+ */
+static int
+rl_expire_taken(RlTaken *taken)
+{
+	RlLeaseWalk walk;
+	bool		more;
+	int			total = 0;
+
+	rl_lease_walk_begin(&walk);
+	do
+	{
+		taken->count = 0;
+		more = rl_walk_batch(&walk, LW_EXCLUSIVE, rl_take_visitor, taken);
+		if (taken->count == 0)
+			continue;
+		pg_atomic_fetch_sub_u32(&rl_state->open_leases, taken->count);
+		pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+		for (int i = 0; i < taken->count; i++)
+			rl_expire_lease(&taken->leases[i]);
+		total += taken->count;
+	} while (more);
+	return total;
+}
+
+/*
+ * Can nothing be due at now?  True only when the hint says so and no sweep
+ * ran while we read it (a sweep resets the hint first).
+ */
+static bool
+rl_nothing_due(TimestampTz now)
+{
+	uint64		generation = pg_atomic_read_u64(&book->sweep_generation);
+	bool		nothing;
+
+	pg_read_barrier();
+	nothing = now < rl_earliest_expiry();
+	pg_read_barrier();
+	return nothing && generation % 2 == 0 &&
+		pg_atomic_read_u64(&book->sweep_generation) == generation;
+}
+
+/*
+ * Expire every lease whose time is up at now.  When another backend is
+ * sweeping, wait for it: it may have read an older time, and the caller
+ * must not go on while a lease due at now still counts.
+ */
 void
 rl_expire_due_leases(TimestampTz now)
 {
-	HASH_SEQ_STATUS scan;
-	RlLease    *entry;
-	RlLease    *expired;
-	int			num_expired = 0;
-	TimestampTz next_expiry = DT_NOEND;
+	RlTaken    *taken;
+	int			expired;
 
+	if (rl_nothing_due(now))
+		return;
+	taken = palloc(sizeof(RlTaken));
+	LWLockAcquire(&rl_state->sweep_lock, LW_EXCLUSIVE);
+	/* no sweep runs now: the hint holds, and says whether the last covered now */
 	if (now < rl_earliest_expiry())
-		return;
-	if (!LWLockConditionalAcquire(&rl_state->sweep_lock, LW_EXCLUSIVE))
-		return;
-
-	rl_lock_all_partitions(LW_EXCLUSIVE);
-	expired = palloc(sizeof(RlLease) * Max(hash_get_num_entries(rl_lease_table), 1));
-	pg_atomic_write_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
-	hash_seq_init(&scan, rl_lease_table);
-	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (entry->expires_at > now)
-			next_expiry = Min(next_expiry, entry->expires_at);
-		else
-		{
-			expired[num_expired++] = *entry;
-			rl_instance_lease_gone(entry);
-			rl_role_lease_gone(entry);
-			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
-		}
+		LWLockRelease(&rl_state->sweep_lock);
+		pfree(taken);
+		return;
 	}
-	rl_unlock_all_partitions();
-	pg_atomic_fetch_sub_u32(&rl_state->open_leases, num_expired);
-	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
-	rl_note_lease_expiry(next_expiry);
 
-	for (int i = 0; i < num_expired; i++)
-		rl_expire_lease(&expired[i]);
+	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
+	pg_atomic_write_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
+	taken->now = now;
+	taken->instance = NULL;
+	taken->next_expiry = DT_NOEND;
+	expired = rl_expire_taken(taken);
+	rl_note_lease_expiry(taken->next_expiry);
+	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
 	LWLockRelease(&rl_state->sweep_lock);
 
-	if (num_expired > 0)
-		elog(DEBUG1, "pg_ratelimit expired %d leases", num_expired);
-	pfree(expired);
+	if (expired > 0)
+		elog(DEBUG1, "pg_ratelimit expired %d leases", expired);
+	pfree(taken);
 }
 
 /*
  * Discard the open leases of dropped models (dropped[slot]), or all of
- * them (dropped NULL).  Called while applying a configuration change, with
- * config_lock held exclusively; must not fail.
+ * them (dropped NULL: the saved table is then written anew).  Called while
+ * applying a configuration change, with config_lock held exclusively, which
+ * holds every acquire back anyway: one pass with every partition locked.
+ * Must not fail.
  */
 void
 rl_remove_model_leases(const bool *dropped)
 {
 	HASH_SEQ_STATUS scan;
-	RlLease    *entry;
+	RlLeaseEntry *entry;
 	uint32		removed = 0;
 
 	rl_lock_all_partitions(LW_EXCLUSIVE);
 	hash_seq_init(&scan, rl_lease_table);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
-		if (dropped == NULL || dropped[entry->model_slot])
+		if (dropped == NULL || dropped[entry->lease.model_slot])
 		{
-			rl_instance_lease_gone(entry);
-			rl_role_lease_gone(entry);
-			hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
+			rl_instance_lease_gone(&entry->lease);
+			rl_role_lease_gone(&entry->lease);
+			rl_remove_entry(entry, get_hash_value(rl_lease_table, &entry->lease.lease_id),
+							dropped != NULL);
 			removed++;
 		}
+	}
+	if (dropped == NULL)
+	{
+		SpinLockAcquire(&book->gone_lock);
+		book->num_gone = 0;
+		book->resave = true;
+		SpinLockRelease(&book->gone_lock);
 	}
 	rl_unlock_all_partitions();
 	pg_atomic_fetch_sub_u32(&rl_state->open_leases, removed);
@@ -327,54 +703,209 @@ rl_remove_model_leases(const bool *dropped)
 int
 rl_expire_instance_leases(const char *instance)
 {
-	HASH_SEQ_STATUS scan;
-	RlLease    *entry;
-	RlLease    *expired;
-	int			num_expired = 0;
+	RlTaken    *taken = palloc(sizeof(RlTaken));
+	int			expired;
 
-	rl_lock_all_partitions(LW_EXCLUSIVE);
-	expired = palloc(sizeof(RlLease) * Max(hash_get_num_entries(rl_lease_table), 1));
-	hash_seq_init(&scan, rl_lease_table);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-	{
-		if (strcmp(entry->instance, instance) != 0)
-			continue;
-		expired[num_expired++] = *entry;
-		rl_instance_lease_gone(entry);
-		rl_role_lease_gone(entry);
-		hash_search(rl_lease_table, &entry->lease_id, HASH_REMOVE, NULL);
-	}
-	rl_unlock_all_partitions();
-	if (num_expired > 0)
-	{
-		pg_atomic_fetch_sub_u32(&rl_state->open_leases, num_expired);
-		pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
-	}
-	for (int i = 0; i < num_expired; i++)
-		rl_expire_lease(&expired[i]);
-	pfree(expired);
-	return num_expired;
+	taken->now = 0;
+	taken->instance = instance;
+	taken->next_expiry = DT_NOEND;
+	expired = rl_expire_taken(taken);
+	pfree(taken);
+	return expired;
 }
 
-/* Copy every open lease into a palloc'd array; returns how many */
-int
-rl_copy_open_leases(RlLease **leases)
+/* List a lease that was copied for saving again (a full save) */
+static bool
+rl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 {
-	HASH_SEQ_STATUS scan;
-	RlLease    *entry;
-	int			count = 0;
-	long		room;
+	uint32		hashcode;
 
-	rl_lock_all_partitions(LW_SHARED);
-	room = Max(hash_get_num_entries(rl_lease_table), 1);
-	*leases = palloc(sizeof(RlLease) * room);
-	hash_seq_init(&scan, rl_lease_table);
-	while ((entry = hash_seq_search(&scan)) != NULL)
+	if (entry->unsaved.next == NULL && !entry->lease.session_bound)
+		dlist_push_tail(&book->partitions[rl_lease_partition(entry->lease.lease_id,
+															 &hashcode)].partition.unsaved,
+						&entry->unsaved);
+	return true;
+}
+
+/*
+ * A round of the worker saves leases, in its transaction, into the table of
+ * the given extension.  Returns true when the saved table must be written
+ * anew (asked for, another extension's table, or a round that never
+ * committed: what it copied is not in the table); the caller then empties
+ * the table and begins a save that lists every open lease again.
+ * rl_leases_save_committed() once the transaction has committed.  Worker
+ * only.
+ */
+bool
+rl_leases_save_round(Oid extension)
+{
+	TransactionId xid = GetTopTransactionId();
+	bool		full;
+
+	SpinLockAcquire(&book->gone_lock);
+	full = book->resave || book->saving || book->saved_extension != extension;
+	book->saving = true;
+	book->save_xid = xid;
+	if (full)
 	{
-		if (count < room)
-			(*leases)[count++] = *entry;
+		book->num_gone = 0;
+		book->resave = false;
+		book->saved_extension = extension;
 	}
-	rl_unlock_all_partitions();
+	SpinLockRelease(&book->gone_lock);
+	return full;
+}
+
+/*
+ * Begin a save: what is listed now is what it copies
+ * (rl_leases_next_unsaved, over one round or more).  relist: every open
+ * lease is listed again (the saved table was emptied).  Worker only.
+ */
+void
+rl_leases_begin_save(RlLeaseSave *save, bool relist)
+{
+	save->partition = 0;
+	save->gone_left = -1;
+	if (relist)
+	{
+		RlLeaseWalk walk;
+
+		rl_lease_walk_begin(&walk);
+		while (rl_walk_batch(&walk, LW_EXCLUSIVE, rl_unsave_visitor, NULL))
+			;
+	}
+	for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
+	{
+		RlLeasePartition *partition = &book->partitions[i].partition;
+
+		LWLockAcquire(&rl_state->lease_locks[i], LW_EXCLUSIVE);
+		/* a save a worker did not finish left its marker behind */
+		if (partition->save_end.next != NULL)
+			dlist_delete(&partition->save_end);
+		dlist_push_tail(&partition->unsaved, &partition->save_end);
+		LWLockRelease(&rl_state->lease_locks[i]);
+	}
+}
+
+/* The transaction of the save in progress has committed.  Worker only. */
+void
+rl_leases_save_committed(void)
+{
+	SpinLockAcquire(&book->gone_lock);
+	book->saving = false;
+	book->saves++;
+	SpinLockRelease(&book->gone_lock);
+}
+
+/*
+ * A full load reads the saved leases with snapshot: note whether that
+ * snapshot shows the table exactly as the lease table's bookkeeping has it
+ * (no save in progress, the last one committed before the snapshot).
+ */
+void
+rl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension)
+{
+	TransactionId xid;
+	bool		saving;
+
+	SpinLockAcquire(&book->gone_lock);
+	saving = book->saving;
+	xid = book->save_xid;
+	seen->saves = book->saves;
+	SpinLockRelease(&book->gone_lock);
+	seen->extension = extension;
+	seen->exact = !saving &&
+		(!TransactionIdIsValid(xid) ||
+		 (!XidInMVCCSnapshot(xid, snapshot) && TransactionIdDidCommit(xid)));
+}
+
+/*
+ * The lease table was just emptied for a full load (the saved table is to
+ * be written anew): when no save committed or began since the saved leases
+ * were read and that read was exact, the saved table holds exactly the
+ * leases about to be restored (rl_put_restored_lease with saved true, and
+ * rl_leases_note_not_restored for the others), and need not be written
+ * anew.  Returns whether so.  Caller holds config_lock exclusively.
+ */
+bool
+rl_leases_restore_begin(const RlLeaseRestore *seen)
+{
+	bool		exact;
+
+	SpinLockAcquire(&book->gone_lock);
+	exact = seen->exact && !book->saving && book->saves == seen->saves;
+	if (exact)
+	{
+		book->resave = false;
+		book->saved_extension = seen->extension;
+	}
+	SpinLockRelease(&book->gone_lock);
+	return exact;
+}
+
+/* A saved lease was not restored: its row goes at the next save */
+void
+rl_leases_note_not_restored(int64 lease_id)
+{
+	rl_note_gone(lease_id);
+}
+
+/*
+ * Copy up to room leases that the save in progress must write, one
+ * partition at a time; from now on they count as saved.  Returns how many;
+ * 0 when all are copied.  Worker only.
+ */
+int
+rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
+{
+	int			count = 0;
+
+	while (count < room && save->partition < RL_LEASE_PARTITIONS)
+	{
+		RlLeasePartition *partition = &book->partitions[save->partition].partition;
+		bool		partition_done = false;
+
+		LWLockAcquire(&rl_state->lease_locks[save->partition], LW_EXCLUSIVE);
+		while (count < room && !partition_done)
+		{
+			dlist_node *node;
+
+			if (dlist_is_empty(&partition->unsaved))
+				break;
+			node = dlist_pop_head_node(&partition->unsaved);
+			node->prev = node->next = NULL;
+			if (node == &partition->save_end)
+				partition_done = true;
+			else
+				leases[count++] = dlist_container(RlLeaseEntry, unsaved, node)->lease;
+		}
+		if (dlist_is_empty(&partition->unsaved))
+			partition_done = true;
+		LWLockRelease(&rl_state->lease_locks[save->partition]);
+		if (partition_done)
+			save->partition++;
+	}
+	return count;
+}
+
+/*
+ * Take up to room ids of saved leases that left the table, of those gone
+ * when this round started taking them (gone_left -1).  Returns how many; 0
+ * when done.  Worker only.
+ */
+int
+rl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room)
+{
+	int			count;
+
+	SpinLockAcquire(&book->gone_lock);
+	if (save->gone_left < 0)
+		save->gone_left = book->num_gone;
+	count = Min(Min(room, save->gone_left), book->num_gone);
+	for (int i = 0; i < count; i++)
+		ids[i] = book->gone[--book->num_gone];
+	save->gone_left -= count;
+	SpinLockRelease(&book->gone_lock);
 	return count;
 }
 

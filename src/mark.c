@@ -35,11 +35,15 @@
  * the table, usage never passed it.
  *
  * The lease horizon bounds the expiry of every lease a restore could not
- * know: those granted since the last durable copy of the leases.  Before
- * each copy the worker bumps lease_save_epoch under config_lock held
- * exclusively, which every acquire holds shared from its grant until its
- * lease is in the table: a lease of an earlier epoch is in the copy, and a
- * later one notes the epoch on its model (unsaved_epoch/_expiry).  A
+ * know: those granted since the last durable save of the leases.  Before
+ * each save (of the leases acquired since the last one, which may take the
+ * worker a few rounds, see persist.c) the worker bumps lease_save_epoch
+ * under config_lock held exclusively, which every acquire holds shared
+ * from its grant until its lease is in the table: a lease of an earlier
+ * epoch is in the saved table once that save is done, and a later one
+ * notes the epoch on its model (unsaved_epoch/_expiry, and the one before
+ * in prior_epoch/_expiry: while a save is under way, both the epoch it
+ * saves and the one it started may have leases missing from the table).  A
  * proposal covers those, the requests waiting for the horizon, and the
  * default ttl ahead, so a lease of a hundred years holds the horizon up
  * only until it is saved.  After a restore that was not clean a model
@@ -214,9 +218,9 @@ rl_mark_note_usage(RlModel *model)
 }
 
 /*
- * A lease was granted on the model: until the worker has copied the leases
- * for saving, the lease horizon of the next marks must cover its expiry (a
- * crash would not know it).  Caller holds config_lock (shared, since before
+ * A lease was granted on the model: until the worker has saved the leases,
+ * the lease horizon of the next marks must cover its expiry (a crash would
+ * not know it).  Caller holds config_lock (shared, since before
  * the grant and until the lease is in the table) and the model's lock.
  */
 void
@@ -227,6 +231,8 @@ rl_mark_note_lease(RlModel *model, TimestampTz expires_at)
 
 	if (marks->unsaved_epoch != epoch)
 	{
+		marks->prior_epoch = marks->unsaved_epoch;
+		marks->prior_expiry = marks->unsaved_expiry;
 		marks->unsaved_epoch = epoch;
 		marks->unsaved_expiry = expires_at;
 	}
@@ -269,12 +275,13 @@ rl_mark_release_held(RlModel *model, TimestampTz now)
 }
 
 /*
- * The worker is about to copy the leases for saving: start a new epoch.
+ * The worker is about to save the leases: start a new epoch.
  * Taking config_lock exclusively waits out every acquire in progress, so
  * a lease granted in an earlier epoch is in the table before the copy,
  * and one granted later notes the new epoch (rl_mark_note_lease).
- * Returns the new epoch: once the copy is durable, only leases of that
- * epoch or later can be unknown to a restore.  Worker only.
+ * Returns the new epoch: once the save that starts now is done and
+ * durable, only leases of that epoch or later can be unknown to a restore.
+ * Worker only.
  */
 uint32
 rl_mark_start_lease_save(void)
@@ -422,6 +429,8 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 
 		if (marks->unsaved_epoch >= saved_epoch)
 			needed = Max(needed, marks->unsaved_expiry);
+		if (marks->prior_epoch >= saved_epoch)
+			needed = Max(needed, marks->prior_expiry);
 		/* leases a restore could not know may still run until then */
 		needed = Max(needed, marks->held_until);
 		if ((granted_since > 0 || marks->demand_expiry > 0) &&

@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "extsql.h"
@@ -94,12 +95,35 @@ typedef struct RlSavedMarks
 	RlMarkSet	marks;
 } RlSavedMarks;
 
+/*
+ * A saved open lease, kept small (there may be millions): its names are
+ * indexes into the snapshot's lease_names, -1 for none.
+ */
 typedef struct RlSavedLease
 {
-	RlLease		lease;
-	char		model[RL_NAME_MAX_LEN + 1];
-	char		job_type[RL_NAME_MAX_LEN + 1];	/* empty when none */
+	int64		lease_id;
+	int64		tokens;
+	TimestampTz minute_start;
+	TimestampTz day_start;
+	TimestampTz acquired_at;
+	TimestampTz expires_at;
+	int32		requests;
+	int32		pid;
+	Oid			role;
+	int32		model;
+	int32		job_type;
+	int32		instance;
 } RlSavedLease;
+
+/* A name of the saved leases, and its index in lease_names */
+typedef struct RlLeaseName
+{
+	char		name[RL_NAME_MAX_LEN + 1];	/* hash key: must be first */
+	int32		index;
+} RlLeaseName;
+
+/* Saved leases read at a time while restoring */
+#define RL_RESTORE_BATCH	10000
 
 struct RlStateSnapshot
 {
@@ -113,6 +137,9 @@ struct RlStateSnapshot
 	RlSavedMarks *marks;
 	int			num_leases;
 	RlSavedLease *leases;
+	int			num_lease_names;
+	char	  **lease_names;	/* the models, job types and instances they name */
+	RlLeaseRestore lease_read;	/* whether they are the table as last saved */
 	int			num_instances;
 	RlInstanceInfo *instances;
 	int64	   *lease_floor;	/* scratch: [model slot * 4 + dimension] */
@@ -143,7 +170,17 @@ static RlPersisted *persisted = NULL;
 static uint64 *persisted_share_versions = NULL;	/* [model * max_job_types + job type] */
 static TimestampTz *persisted_share_ended = NULL;	/* same: usage_ended written */
 static uint64 persisted_lease_version = 0;
-static uint32 persisted_lease_epoch = 0;	/* of the last copy of the leases */
+static uint32 persisted_lease_epoch = 0;	/* of the last finished lease save */
+static bool lease_save_pending = false;	/* this round saved leases */
+
+/* A lease save, which may take several rounds (rl_persist_leases) */
+static RlLeaseSave lease_save;
+static bool lease_save_open = false;
+static uint32 lease_save_epoch = 0;
+static uint64 lease_save_version = 0;
+
+/* Batches of new leases a round inserts at most (but the last round) */
+#define RL_LEASE_BATCHES_PER_ROUND	64
 static uint64 persisted_config_generation = 0;
 static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
@@ -245,6 +282,103 @@ rl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema
 		saved->marks.clean = DatumGetBool(SPI_getbinval(tup, desc, MARK_COL_CLEAN, &isnull)) &&
 			!isnull;
 	}
+}
+
+/* The index of a name of the saved leases, added when new */
+static int32
+rl_lease_name(RlStateSnapshot *state, HTAB *names, MemoryContext context, Datum value)
+{
+	char		key[RL_NAME_MAX_LEN + 1];
+	RlLeaseName *entry;
+	bool		found;
+
+	memset(key, 0, sizeof(key));
+	text_to_cstring_buffer(DatumGetTextPP(value), key, sizeof(key));
+	if (key[0] == '\0')
+		return -1;
+	entry = hash_search(names, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		if (state->num_lease_names % 64 == 0)
+			state->lease_names = state->lease_names == NULL ?
+				MemoryContextAlloc(context, sizeof(char *) * 64) :
+				repalloc(state->lease_names, sizeof(char *) * (state->num_lease_names + 64));
+		entry->index = state->num_lease_names;
+		state->lease_names[state->num_lease_names++] = MemoryContextStrdup(context, key);
+	}
+	return entry->index;
+}
+
+/*
+ * Read the saved open leases through a cursor, a batch at a time, into a
+ * compact array: the memory it takes grows with the leases, but no more
+ * than that, whatever ratelimit.max_leases allows.
+ */
+static void
+rl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschema)
+{
+	StringInfoData sql;
+	Portal		portal;
+	HASHCTL		info;
+	HTAB	   *names;
+	Size		room = 0;
+	Oid			extension;
+	Oid			schema;
+	Oid			owner;
+
+	rl_extension_lookup(&extension, &schema, &owner);
+	rl_leases_restore_seen(&state->lease_read, GetActiveSnapshot(), extension);
+	info.keysize = RL_NAME_MAX_LEN + 1;
+	info.entrysize = sizeof(RlLeaseName);
+	info.hcxt = CurrentMemoryContext;
+	names = hash_create("pg_ratelimit saved lease names", 64, &info,
+						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT lease_id, model, coalesce(job_type, ''), coalesce(instance, ''),"
+					 " tokens, requests, minute_start, day_start, acquired_at, expires_at, pid,"
+					 " role_oid FROM %s.rl_lease_state ORDER BY lease_id", qschema);
+	portal = SPI_cursor_open_with_args(NULL, sql.data, 0, NULL, NULL, NULL, true, 0);
+	for (;;)
+	{
+		TupleDesc	desc;
+
+		SPI_cursor_fetch(portal, true, RL_RESTORE_BATCH);
+		if (SPI_processed == 0)
+			break;
+		desc = SPI_tuptable->tupdesc;
+		if (state->num_leases + SPI_processed > room)
+		{
+			room = Max(room * 2, state->num_leases + SPI_processed);
+			state->leases = state->leases == NULL ?
+				MemoryContextAllocHuge(context, sizeof(RlSavedLease) * room) :
+				repalloc_huge(state->leases, sizeof(RlSavedLease) * room);
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			RlSavedLease *l = &state->leases[state->num_leases++];
+			bool		isnull;
+
+			l->lease_id = rl_col_int64(tup, desc, 1);
+			l->model = rl_lease_name(state, names, context, SPI_getbinval(tup, desc, 2, &isnull));
+			l->job_type = rl_lease_name(state, names, context,
+										SPI_getbinval(tup, desc, 3, &isnull));
+			l->instance = rl_lease_name(state, names, context,
+										SPI_getbinval(tup, desc, 4, &isnull));
+			l->tokens = rl_col_int64(tup, desc, 5);
+			l->requests = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+			l->minute_start = rl_col_int64(tup, desc, 7);
+			l->day_start = rl_col_int64(tup, desc, 8);
+			l->acquired_at = rl_col_int64(tup, desc, 9);
+			l->expires_at = rl_col_int64(tup, desc, 10);
+			l->pid = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+			l->role = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	hash_destroy(names);
 }
 
 /*
@@ -358,35 +492,7 @@ rl_read_state(MemoryContext context, const char *qschema)
 		info->role = isnull ? InvalidOid : DatumGetObjectId(role);
 	}
 
-	resetStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "SELECT lease_id, model, coalesce(job_type, ''), coalesce(instance, ''),"
-					 " tokens, requests, minute_start, day_start, acquired_at, expires_at, pid,"
-					 " role_oid FROM %s.rl_lease_state ORDER BY lease_id", qschema);
-	rl_state_query(sql.data);
-	desc = SPI_tuptable->tupdesc;
-	state->num_leases = SPI_processed;
-	state->leases = MemoryContextAllocZero(context, sizeof(RlSavedLease) * (SPI_processed + 1));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		RlSavedLease *l = &state->leases[i];
-		bool		isnull;
-
-		l->lease.lease_id = rl_col_int64(tup, desc, 1);
-		strlcpy(l->model, SPI_getvalue(tup, desc, 2), sizeof(l->model));
-		strlcpy(l->job_type, SPI_getvalue(tup, desc, 3), sizeof(l->job_type));
-		strlcpy(l->lease.instance, SPI_getvalue(tup, desc, 4), sizeof(l->lease.instance));
-		l->lease.tokens = rl_col_int64(tup, desc, 5);
-		l->lease.requests = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-		l->lease.minute_start = rl_col_int64(tup, desc, 7);
-		l->lease.day_start = rl_col_int64(tup, desc, 8);
-		l->lease.acquired_at = rl_col_int64(tup, desc, 9);
-		l->lease.expires_at = rl_col_int64(tup, desc, 10);
-		l->lease.pid = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-		l->lease.role = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
-	}
-
+	rl_read_leases(state, context, qschema);
 	return state;
 }
 
@@ -554,6 +660,7 @@ rl_restore_state(RlStateSnapshot *state)
 	TimestampTz day_start;
 	uint32		restored_leases = 0;
 	uint64		max_lease_id = 0;
+	bool		exact = rl_leases_restore_begin(&state->lease_read);
 
 	/* a test clock saved by an earlier run counts only where it is enabled */
 	if (state->has_clock && rl_enable_test_clock)
@@ -578,32 +685,57 @@ rl_restore_state(RlStateSnapshot *state)
 	for (int i = 0; i < state->num_leases; i++)
 	{
 		const RlSavedLease *l = &state->leases[i];
-		RlModel    *model = rl_restored_model(l->model, minute_start, day_start);
-		RlLease		lease = l->lease;
+		RlModel    *model = l->model < 0 ? NULL :
+			rl_restored_model(state->lease_names[l->model], minute_start, day_start);
+		RlLease		lease;
 		int			slot;
 
+		/* a lease not restored loses its saved row (when the table is exact) */
 		if (model == NULL)
+		{
+			if (exact)
+				rl_leases_note_not_restored(l->lease_id);
 			continue;
+		}
+		memset(&lease, 0, sizeof(lease));
+		lease.lease_id = l->lease_id;
+		lease.tokens = l->tokens;
+		lease.requests = l->requests;
+		lease.minute_start = l->minute_start;
+		lease.day_start = l->day_start;
+		lease.acquired_at = l->acquired_at;
+		/* no lease outlives ratelimit.max_lease_ttl past a restart */
+		lease.expires_at = Min(l->expires_at,
+							   rl_add_saturating(now, (int64) rl_max_lease_ttl_s * USECS_PER_SEC));
+		lease.pid = l->pid;
+		lease.role = l->role;
+		if (l->instance >= 0)
+			strlcpy(lease.instance, state->lease_names[l->instance], sizeof(lease.instance));
 		slot = model - rl_models;
 		if (restored_leases >= (uint32) rl_max_leases)
 		{
 			state->leases_left_out = true;
 			rl_restore_lease_left_out(model, &lease);
+			if (exact)
+				rl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
 		lease.model_slot = slot;
 		lease.model_generation = model->generation;
-		lease.job_type_slot = l->job_type[0] ? rl_lookup_slot(rl_job_type_index, l->job_type) : -1;
+		lease.job_type_slot = l->job_type >= 0 ?
+			rl_lookup_slot(rl_job_type_index, state->lease_names[l->job_type]) : -1;
 		lease.job_type_generation = lease.job_type_slot >= 0 ?
 			rl_job_types[lease.job_type_slot].generation : 0;
 		lease.restored = !model->marks.saved.clean;
 		lease.session_bound = false;
 		lease.role_slot = rl_role_lease_add(lease.role, 0);
 		rl_restore_instance_lease(&lease);
-		if (!rl_put_lease(&lease))
+		if (!rl_put_restored_lease(&lease, exact))
 		{
 			rl_role_lease_gone(&lease);
 			rl_restore_lease_left_out(model, &lease);
+			if (exact)
+				rl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
 		model->used[RL_DIM_CONCURRENCY]++;
@@ -1158,57 +1290,32 @@ rl_save_row_set(const char *qschema, const char *table, const char *key,
 	rl_execute_arrays(insert_sql, num_columns, types, args);
 }
 
-/* Save the set of open leases if it changed */
-static void
-rl_persist_leases(const char *qschema)
+/* Columns of rl_lease_state passed as arrays */
+#define RL_LEASE_COLUMNS	12
+
+/*
+ * Insert leases the save copies, a batch at a time, at most max_batches
+ * (-1: no limit): resolve the names of their models and job types under
+ * config_lock (a lease whose model was dropped meanwhile is not saved: it
+ * is gone), then write without any lock.  Sets *done when the save has
+ * copied all it must.  Returns how many were written.
+ */
+static int
+rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches, bool *done)
 {
-	uint64		version = pg_atomic_read_u64(&rl_state->lease_version);
-	RlLease    *leases;
-	int			count;
-	Datum	   *cols[12];
-	Oid			types[12] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
+	Oid			types[RL_LEASE_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
-	int			n = 0;
+	RlLease    *leases = palloc(sizeof(RlLease) * RL_LEASE_BATCH);
+	char	   *models = palloc((Size) RL_LEASE_BATCH * (RL_NAME_MAX_LEN + 1));
+	char	   *job_types = palloc((Size) RL_LEASE_BATCH * (RL_NAME_MAX_LEN + 1));
+	int		   *rows = palloc(sizeof(int) * RL_LEASE_BATCH);
+	Datum	   *cols[RL_LEASE_COLUMNS];
+	Datum		args[RL_LEASE_COLUMNS];
+	MemoryContext batch_context = AllocSetContextCreate(CurrentMemoryContext,
+														"pg_ratelimit lease save",
+														ALLOCSET_DEFAULT_SIZES);
 	StringInfoData sql;
-
-	if (persisted_anything && version == persisted_lease_version)
-		return;
-
-	/* from here on the marks need cover only leases granted after the copy */
-	persisted_lease_epoch = rl_mark_start_lease_save();
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	count = rl_copy_open_leases(&leases);
-	for (int i = 0; i < 12; i++)
-		cols[i] = palloc(sizeof(Datum) * Max(count, 1));
-	for (int i = 0; i < count; i++)
-	{
-		RlLease    *lease = &leases[i];
-		RlModel    *model = &rl_models[lease->model_slot];
-		RlJobType  *job_type = lease->job_type_slot >= 0 ?
-			&rl_job_types[lease->job_type_slot] : NULL;
-
-		/* a session-bound lease ends with its session: a restart ends them all */
-		if (!model->in_use || model->generation != lease->model_generation ||
-			lease->session_bound)
-			continue;
-		cols[0][n] = Int64GetDatum(lease->lease_id);
-		cols[1][n] = CStringGetTextDatum(model->name);
-		if (job_type && job_type->in_use && job_type->generation == lease->job_type_generation)
-			cols[2][n] = CStringGetTextDatum(job_type->name);
-		else
-			cols[2][n] = CStringGetTextDatum("");
-		cols[3][n] = CStringGetTextDatum(lease->instance);
-		cols[4][n] = Int64GetDatum(lease->tokens);
-		cols[5][n] = Int32GetDatum(lease->requests);
-		cols[6][n] = TimestampTzGetDatum(lease->minute_start);
-		cols[7][n] = TimestampTzGetDatum(lease->day_start);
-		cols[8][n] = TimestampTzGetDatum(lease->acquired_at);
-		cols[9][n] = TimestampTzGetDatum(lease->expires_at);
-		cols[10][n] = Int32GetDatum(lease->pid);
-		cols[11][n] = ObjectIdGetDatum(lease->role);
-		n++;
-	}
-	LWLockRelease(&rl_state->config_lock);
+	int			saved = 0;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
@@ -1218,8 +1325,154 @@ rl_persist_leases(const char *qschema)
 					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 					 " AS x(l, m, j, i, t, r, ms, ds, aa, ea, p, ro)"
 					 " ON CONFLICT (lease_id) DO NOTHING", qschema);
-	rl_save_row_set(qschema, "rl_lease_state", "lease_id", sql.data, 12, types, cols, n);
-	persisted_lease_version = version;
+	for (int i = 0; i < RL_LEASE_COLUMNS; i++)
+		cols[i] = palloc(sizeof(Datum) * RL_LEASE_BATCH);
+
+	*done = false;
+	for (int batches = 0; max_batches < 0 || batches < max_batches; batches++)
+	{
+		int			count = rl_leases_next_unsaved(save, leases, RL_LEASE_BATCH);
+		int			n = 0;
+		MemoryContext old_context;
+
+		if (count == 0)
+		{
+			*done = true;
+			break;
+		}
+		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+		for (int i = 0; i < count; i++)
+		{
+			RlLease    *lease = &leases[i];
+			RlModel    *model = &rl_models[lease->model_slot];
+			RlJobType  *job_type = lease->job_type_slot >= 0 ?
+				&rl_job_types[lease->job_type_slot] : NULL;
+
+			if (!model->in_use || model->generation != lease->model_generation ||
+				lease->session_bound)
+				continue;
+			strlcpy(models + (Size) n * (RL_NAME_MAX_LEN + 1), model->name, RL_NAME_MAX_LEN + 1);
+			if (job_type && job_type->in_use && job_type->generation == lease->job_type_generation)
+				strlcpy(job_types + (Size) n * (RL_NAME_MAX_LEN + 1), job_type->name,
+						RL_NAME_MAX_LEN + 1);
+			else
+				job_types[(Size) n * (RL_NAME_MAX_LEN + 1)] = '\0';
+			rows[n++] = i;
+		}
+		LWLockRelease(&rl_state->config_lock);
+		if (n == 0)
+			continue;
+
+		old_context = MemoryContextSwitchTo(batch_context);
+		for (int k = 0; k < n; k++)
+		{
+			RlLease    *lease = &leases[rows[k]];
+
+			cols[0][k] = Int64GetDatum(lease->lease_id);
+			cols[1][k] = CStringGetTextDatum(models + (Size) k * (RL_NAME_MAX_LEN + 1));
+			cols[2][k] = CStringGetTextDatum(job_types + (Size) k * (RL_NAME_MAX_LEN + 1));
+			cols[3][k] = CStringGetTextDatum(lease->instance);
+			cols[4][k] = Int64GetDatum(lease->tokens);
+			cols[5][k] = Int32GetDatum(lease->requests);
+			cols[6][k] = TimestampTzGetDatum(lease->minute_start);
+			cols[7][k] = TimestampTzGetDatum(lease->day_start);
+			cols[8][k] = TimestampTzGetDatum(lease->acquired_at);
+			cols[9][k] = TimestampTzGetDatum(lease->expires_at);
+			cols[10][k] = Int32GetDatum(lease->pid);
+			cols[11][k] = ObjectIdGetDatum(lease->role);
+		}
+		for (int i = 0; i < RL_LEASE_COLUMNS; i++)
+			args[i] = rl_array(cols[i], n, types[i]);
+		rl_execute_arrays(sql.data, RL_LEASE_COLUMNS, types, args);
+		MemoryContextSwitchTo(old_context);
+		MemoryContextReset(batch_context);
+		saved += n;
+	}
+	MemoryContextDelete(batch_context);
+	return saved;
+}
+
+/* Delete the rows of saved leases that left the table, a batch at a time */
+static int
+rl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * RL_LEASE_BATCH);
+	int64	   *gone = palloc(sizeof(int64) * RL_LEASE_BATCH);
+	Oid			type = INT8OID;
+	StringInfoData sql;
+	int			deleted = 0;
+	int			count;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state WHERE lease_id = ANY ($1)", qschema);
+	while ((count = rl_leases_next_gone(save, gone, RL_LEASE_BATCH)) > 0)
+	{
+		Datum		arg;
+
+		for (int i = 0; i < count; i++)
+			ids[i] = Int64GetDatum(gone[i]);
+		arg = rl_array(ids, count, INT8OID);
+		rl_execute_arrays(sql.data, 1, &type, &arg);
+		pfree(DatumGetPointer(arg));
+		deleted += count;
+	}
+	return deleted;
+}
+
+/*
+ * Save what changed in the open leases: insert the new ones, delete the
+ * rows of those that left, each a batch at a time and with no lease lock
+ * held while writing.  A save inserts at most RL_LEASE_BATCHES_PER_ROUND
+ * batches a round (so that a burst of new leases does not hold up the
+ * marks saved in the same round) and goes on in the next rounds; it is
+ * done, and the epoch it started counts as saved, in the round that copies
+ * its last lease (mark.c).  The table is written anew, in one round, only
+ * when the lease table's bookkeeping cannot tell what it holds (see
+ * rl_leases_save_round).  final: the worker is stopping, save it all.
+ */
+static void
+rl_persist_leases(const char *qschema, Oid extension, bool final)
+{
+	uint64		version = pg_atomic_read_u64(&rl_state->lease_version);
+	bool		full;
+	bool		done;
+	int			inserted;
+	int			deleted;
+
+	if (!lease_save_open && persisted_anything && version == persisted_lease_version)
+		return;
+
+	full = rl_leases_save_round(extension);
+	lease_save_pending = true;
+	if (full || !lease_save_open)
+	{
+		/* once it is done, the marks need cover only leases granted later */
+		lease_save_epoch = rl_mark_start_lease_save();
+		lease_save_version = version;
+		if (full)
+		{
+			StringInfoData sql;
+
+			initStringInfo(&sql);
+			appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state", qschema);
+			rl_execute(sql.data, 0, NULL, NULL);
+		}
+		rl_leases_begin_save(&lease_save, full);
+		lease_save_open = true;
+	}
+	/* rows are inserted before any is deleted: a lease may have gone since */
+	inserted = rl_insert_unsaved_leases(qschema, &lease_save,
+										full || final ? -1 : RL_LEASE_BATCHES_PER_ROUND, &done);
+	lease_save.gone_left = -1;
+	deleted = rl_delete_gone_leases(qschema, &lease_save);
+	if (done)
+	{
+		persisted_lease_epoch = lease_save_epoch;
+		persisted_lease_version = lease_save_version;
+		lease_save_open = false;
+	}
+	elog(DEBUG1, "pg_ratelimit saved %d new leases and deleted %d%s%s", inserted, deleted,
+		 full ? " (all written anew)" : "", done ? "" : " (more next round)");
 }
 
 /* Save the registered instances if any heartbeat or membership changed */
@@ -1359,13 +1612,16 @@ rl_write_marks(const char *qschema)
 }
 
 /*
- * The marks saved in the round that just committed are durable: put them in
- * force.  Called by the worker after the commit (a round that failed
+ * The marks (and leases) saved in the round that just committed are
+ * durable: put the marks in force.  Called by the worker after the commit (a round that failed
  * publishes nothing: its proposals only ever held admission back).
  */
 void
 rl_publish_marks(void)
 {
+	if (lease_save_pending)
+		rl_leases_save_committed();
+	lease_save_pending = false;
 	for (int i = 0; i < proposals.count; i++)
 		rl_mark_publish(&rl_models[proposals.slots[i]], proposals.generations[i],
 						&proposals.sets[i]);
@@ -1485,7 +1741,7 @@ rl_persist_state(bool save_state, bool save_marks, bool final)
 	{
 		rl_persist_models(session.qschema, now);
 		rl_persist_instances(session.qschema);
-		rl_persist_leases(session.qschema);
+		rl_persist_leases(session.qschema, session.extension_oid, final);
 
 		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
 		config_generation = rl_state->config_generation;

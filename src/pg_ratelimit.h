@@ -122,9 +122,14 @@ typedef struct RlMarks
 	int64		granted_at_proposal;
 	TimestampTz proposed_at;	/* real time */
 
-	/* leases granted since the worker last copied the leases for saving */
+	/*
+	 * Leases granted in the last two lease_save_epochs the model granted in:
+	 * while a save of the leases is under way, two epochs may be unsaved
+	 */
 	uint32		unsaved_epoch;	/* lease_save_epoch they were granted in */
 	TimestampTz unsaved_expiry; /* the latest of their expiries */
+	uint32		prior_epoch;	/* the epoch before it */
+	TimestampTz prior_expiry;
 
 	/* after a restore that was not clean: slots held for unknown leases */
 	int64		held;			/* concurrency slots held, counted in used */

@@ -33,9 +33,12 @@
  * - The lease table is a shared hash split into RL_LEASE_PARTITIONS
  *   partitions, each with its own LWLock, chosen by the hash of the lease
  *   id.  A lease is settled by whoever removes it from the table (release,
- *   or the expiry sweep), so it is settled exactly once.
+ *   or the expiry sweep), so it is settled exactly once.  A partition's lock
+ *   also protects its list of leases the worker has not saved yet; the ids
+ *   of saved leases that left have a spinlock of their own (lease.c).
  *
- * - sweep_lock lets one backend at a time expire leases; the others skip.
+ * - sweep_lock lets one backend at a time expire leases; the others wait
+ *   for it (lease.c).
  *
  * - The wait queue's records need no lock; see wait.c.
  *
@@ -45,7 +48,8 @@
  * - The open leases of each role are counted in atomics; the index of the
  *   roles has its own lock, taken under no model lock; see holders.c.
  *
- * Lock order: config_lock, then a model lock, then a lease partition lock.
+ * Lock order: sweep_lock, config_lock, then a model lock, then a lease
+ * partition lock (nothing waits for sweep_lock holding any of the others).
  * A model lock is never held while another model lock is taken.  Nothing
  * is reported (ereport, elog) and no catalog is read while any of these is
  * held: a message goes to the client first, and a client that stops
@@ -69,6 +73,7 @@
 
 #include "holders.h"
 #include "instance.h"
+#include "lease.h"
 #include "pg_ratelimit.h"
 #include "wait.h"
 
@@ -111,7 +116,7 @@ rl_shmem_size(void)
 	size = add_size(size, MAXALIGN(rl_share_matrix_size()));
 	size = add_size(size, hash_estimate_size(rl_max_models, sizeof(RlNameEntry)));
 	size = add_size(size, hash_estimate_size(rl_max_job_types, sizeof(RlNameEntry)));
-	size = add_size(size, hash_estimate_size(rl_max_leases, sizeof(RlLease)));
+	size = add_size(size, rl_leases_shmem_size());
 	size = add_size(size, MAXALIGN(rl_waiters_shmem_size()));
 	size = add_size(size, MAXALIGN(rl_instances_shmem_size()));
 	size = add_size(size, MAXALIGN(rl_holders_shmem_size()));
@@ -147,7 +152,6 @@ rl_shmem_startup(void)
 	bool		found_job_types;
 	bool		found_waits;
 	bool		found_shares;
-	HASHCTL		info;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -211,12 +215,7 @@ rl_shmem_startup(void)
 	rl_job_type_index = rl_init_name_index("pg_ratelimit job type index",
 										   rl_max_job_types);
 
-	info.keysize = sizeof(int64);
-	info.entrysize = sizeof(RlLease);
-	info.num_partitions = RL_LEASE_PARTITIONS;
-	rl_lease_table = ShmemInitHash("pg_ratelimit leases",
-								   rl_max_leases, rl_max_leases, &info,
-								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+	rl_leases_shmem_init();
 	rl_waiters_shmem_init(found);
 	rl_instances_shmem_init(found);
 	rl_holders_shmem_init(rl_state->tranche_id);

@@ -3,7 +3,7 @@
 # run.  A benchmark, not a test: it asserts nothing, and the machines are
 # shared and noisy, so run it more than once.
 #
-#   bash tests/bench/run.sh [throughput] [wake] [persist]     (default: all)
+#   bash tests/bench/run.sh [throughput] [wake] [persist] [leases]   (default: all)
 #
 # throughput: acquire + release on one hot model with all five limits set,
 #   against two SELECT 1 round trips and a table-based PL/pgSQL fixed-window
@@ -13,6 +13,11 @@
 # persist: acquire + release throughput while the worker saves 10,000
 #   changed models every second, against the same with saving off.
 #
+# leases: acquire + release throughput (64 clients) with 100,000 open leases
+#   spread over 10,000 models, against the same with none, each as a ratio
+#   of two SELECT 1 round trips; and the worker's CPU over 30 s with the
+#   100,000 leases open and no traffic, and during the runs.
+#
 #   DURATION=5 ROUNDS=1 bash tests/bench/run.sh throughput
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
@@ -21,7 +26,7 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-8}
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(throughput wake persist)
+[ ${#sections[@]} -gt 0 ] || sections=(throughput wake persist leases)
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 install_deps
@@ -30,7 +35,7 @@ dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 # the wake-latency benchmark moves the test clock across window resets
 start_server "$dir" ratelimit_bench "max_connections = 200" "ratelimit.max_models = 12000" \
-	"ratelimit.max_leases = 100000" "ratelimit.enable_test_clock = on"
+	"ratelimit.max_leases = 200000" "ratelimit.enable_test_clock = on"
 export PGOPTIONS="-c client_min_messages=warning"
 psql -Xq -c "CREATE DATABASE ratelimit_bench"
 export PGDATABASE=ratelimit_bench
@@ -75,10 +80,10 @@ SELECT pl_release(:lease_id, 80);
 SQL
 chmod -R a+r "$scripts"
 
-# tps NAME: one pgbench run, prints transactions per second
-tps() {
-	pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" -f "$scripts/$1.sql" 2>&1 |
-		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
+# tps_of WORKLOAD: its script, with its number of clients
+tps_of() {
+	pgbench -n -M prepared -c "${clients_of[$1]:-$CLIENTS}" -j 2 -T "$DURATION" \
+		-f "$scripts/${script_of[$1]:-$1}.sql" 2>&1 | sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
 }
 
 # round_robin WORKLOAD...: ROUNDS rounds over the workloads (so that a noisy
@@ -89,13 +94,15 @@ round_robin() {
 	for round in $(seq "$ROUNDS"); do
 		for w in "$@"; do
 			[ "$(type -t "before_$w")" = function ] && "before_$w"
-			t=$(tps "${script_of[$w]:-$w}")
+			t=$(tps_of "$w")
+			[ "$(type -t "after_$w")" = function ] && "after_$w"
 			printf 'round %d  %-20s %10.0f pairs/s\n' "$round" "$w" "$t"
 			total[$w]=$(awk -v a="${total[$w]}" -v b="$t" 'BEGIN { print a + b }')
 		done
 	done
 }
 declare -A script_of
+declare -A clients_of
 
 if wants throughput; then
 	echo "== throughput"
@@ -151,5 +158,58 @@ if wants persist; then
 		printf "acquire+release, saving 10,000 models every second: %10.0f pairs/s\n", a / n
 		printf "acquire+release, saving off                       : %10.0f pairs/s\n", b / n
 		printf "ratio saving / not saving: %.3f (target >= 0.9)\n", a / b
+	}'
+fi
+
+# cpu_ticks PID: user + system CPU time of a process so far, in clock ticks
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+if wants leases; then
+	echo "== open leases"
+	LEASE_CLIENTS=${LEASE_CLIENTS:-64}
+	IDLE_SECONDS=${IDLE_SECONDS:-30}
+	# no limits on these: no high-water marks to wait for while opening them
+	psql -Xq -c "INSERT INTO rl_model (model) SELECT 'open/' || i FROM generate_series(1, 10000) i
+				 ON CONFLICT DO NOTHING"
+	worker=$(psql -XAtq -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'")
+	hz=$(getconf CLK_TCK)
+	# open_leases N: release every open lease, then open N (10 per model, an hour long)
+	open_leases() {
+		psql -XAtq -c "SELECT count(*) FROM rl_leases l WHERE (rl_release(l.lease_id)).released" >/dev/null
+		psql -XAtq -v ON_ERROR_STOP=1 -c "SELECT count(*) FROM generate_series(1, $1) i
+			WHERE (rl_acquire('open/' || (i % 10000 + 1), ttl => '1 hour')).granted" >/dev/null
+		# the worker has saved them before the run starts
+		until [ "$(psql -XAtq -c "SELECT count(*) FROM rl_lease_state")" = "$1" ]; do sleep 0.5; done
+	}
+	for w in select1 no_leases open_leases; do clients_of[$w]=$LEASE_CLIENTS; done
+	script_of[no_leases]=pg_ratelimit
+	script_of[open_leases]=pg_ratelimit
+	before_no_leases() { open_leases 0; t0=$(cpu_ticks "$worker"); }
+	before_open_leases() { open_leases 100000; t0=$(cpu_ticks "$worker"); }
+	declare -A worker_ticks=([no_leases]=0 [open_leases]=0)
+	after_no_leases() { worker_ticks[no_leases]=$((worker_ticks[no_leases] + $(cpu_ticks "$worker") - t0)); }
+	after_open_leases() { worker_ticks[open_leases]=$((worker_ticks[open_leases] + $(cpu_ticks "$worker") - t0)); }
+	round_robin select1 no_leases open_leases
+	psql -XAtq -c "SELECT 'open leases now: ' || count(*) FROM rl_leases"
+	# let the worker save what the last run changed, then measure it idle
+	sleep 3
+	t0=$(cpu_ticks "$worker")
+	sleep "$IDLE_SECONDS"
+	idle=$(($(cpu_ticks "$worker") - t0))
+	awk -v s="${total[select1]}" -v z="${total[no_leases]}" -v o="${total[open_leases]}" -v n="$ROUNDS" \
+		-v wz="${worker_ticks[no_leases]}" -v wo="${worker_ticks[open_leases]}" -v idle="$idle" \
+		-v hz="$hz" -v d="$DURATION" -v secs="$IDLE_SECONDS" -v c="$LEASE_CLIENTS" 'BEGIN {
+		printf "pgbench -M prepared, %d clients, %d x %ds per workload\n", c, n, d
+		printf "two SELECT 1 round trips                   : %10.0f pairs/s\n", s / n
+		printf "acquire+release, no open leases            : %10.0f pairs/s\n", z / n
+		printf "acquire+release, 100,000 open leases       : %10.0f pairs/s\n", o / n
+		printf "ratio / SELECT 1 pairs: %.2f (no open leases), %.2f (100,000 open leases)\n", z / s, o / s
+		printf "ratio 100,000 open leases / none: %.3f (target >= 0.9)\n", o / z
+		printf "worker CPU during the runs: %.1f %% of a core (no open leases), %.1f %% (100,000 open leases)\n",
+			100 * wz / hz / (n * d), 100 * wo / hz / (n * d)
+		printf "worker CPU with 100,000 open leases and no traffic, over %d s: %.2f %% of a core\n",
+			secs, 100 * idle / hz / secs
 	}'
 fi

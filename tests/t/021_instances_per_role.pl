@@ -57,9 +57,10 @@ is($err, '', 'a role at its cap still refreshes its instances');
 is($err, '', 'another role is not affected');
 is(query(q{SELECT rl_heartbeat('s1')}), '5', 'nor is a superuser');
 
-# any role may refresh any instance; it stays the registering role's
+# an instance is its registering role's: another role may not refresh it
 ($out, $err) = as_role('app2', q{SELECT rl_heartbeat('a2')});
-is($err, '', 'app2 refreshes an instance of app1');
+like($err, qr/permission denied for pg_ratelimit instance "a2"/,
+	'app2 may not refresh an instance of app1');
 is(query(q{SELECT string_agg(instance || ':' || role, ' ' ORDER BY instance) FROM rl_instances}),
 	"a1:app1 a2:app1 b1:app2 b2:app2 s1:$superuser",
 	'rl_instances shows the role that registered each instance');
