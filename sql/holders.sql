@@ -127,9 +127,13 @@ SET ROLE regress_rl_other;
 SELECT rl_heartbeat('hold/app-1', memory_kb => 0);
 SELECT rl_unregister('hold/app-1');
 SELECT * FROM rl_acquire('hold/m', instance => 'hold/app-1');
--- an instance name nobody registered is anyone's to use
+-- an instance name nobody registered is anyone's to use; registering it
+-- later and leaving ends none of the leases taken before
 SELECT granted FROM rl_acquire('hold/m', instance => 'hold/unregistered');
 RESET ROLE;
+SELECT rl_heartbeat('hold/unregistered') > 0 AS registered;
+SELECT rl_unregister('hold/unregistered');
+SELECT count(*) AS leases_kept FROM rl_leases WHERE instance = 'hold/unregistered';
 SELECT instance, memory_kb, role FROM rl_instances WHERE instance LIKE 'hold/%';
 SELECT count(*) AS app_leases FROM rl_leases WHERE instance = 'hold/app-1';
 -- a member of the registering role may act on it

@@ -143,12 +143,16 @@ query("SELECT rl_release($other)");
 # a clean restart ends every session: session-bound leases do not come back,
 # plain ones do
 my ($restarted, $restarted_lease) = holder("rl_acquire('s', session_bound => true)");
-my $kept = query("SELECT lease_id FROM rl_acquire('s')");
+my $kept = query("SELECT lease_id FROM rl_acquire('s', ttl => '1 hour')");
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM rl_lease_state WHERE model = 's'")
   or die 'the plain lease was not saved';
+# restarted with a lower ceiling, which the restored lease is cut to
+$node->append_conf('postgresql.conf', "ratelimit.max_lease_ttl = '5min'");
 $node->restart;
 eval { $restarted->quit };
+is(query("SELECT expires_at <= now() + interval '5 min' FROM rl_leases WHERE lease_id = $kept"), 't',
+	'a restored lease is cut to ratelimit.max_lease_ttl');
 is(query("SELECT string_agg(lease_id::text, ',') FROM rl_leases WHERE model = 's'"), $kept,
 	'after a restart only the plain lease is open');
 is(open_leases('s'), '1/1', 'and only it counts');
