@@ -34,7 +34,7 @@ build_and_install
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 # the wake-latency benchmark moves the test clock across window resets
-start_server "$dir" ratelimit_bench "max_connections = 200" "ratelimit.max_models = 12000" \
+start_server "$dir" ratelimit_bench "max_connections = 200" "ratelimit.max_models = 22000" \
 	"ratelimit.max_leases = 200000" "ratelimit.enable_test_clock = on"
 export PGOPTIONS="-c client_min_messages=warning"
 psql -Xq -c "CREATE DATABASE ratelimit_bench"
