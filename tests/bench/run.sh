@@ -170,6 +170,9 @@ if wants leases; then
 	echo "== open leases"
 	LEASE_CLIENTS=${LEASE_CLIENTS:-64}
 	IDLE_SECONDS=${IDLE_SECONDS:-30}
+	# saving as configured (the persistence benchmark may have turned it down)
+	psql -XAtq -c "ALTER SYSTEM RESET ratelimit.persist_interval" -c "SELECT pg_reload_conf()" >/dev/null
+	sleep 1
 	# no limits on these: no high-water marks to wait for while opening them
 	psql -Xq -c "INSERT INTO rl_model (model) SELECT 'open/' || i FROM generate_series(1, 10000) i
 				 ON CONFLICT DO NOTHING"
