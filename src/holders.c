@@ -18,7 +18,7 @@
  * applies to it: then the request is refused.  roles_lock is taken after
  * config_lock and the lease partition locks, never before them, and
  * nothing else is taken under it.
-
+ *
  * Session-bound leases: a backend keeps the ids of the leases it took with
  * session_bound => true in a local array and releases those still open in
  * a before_shmem_exit callback, which runs however the session ends
