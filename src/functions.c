@@ -72,7 +72,6 @@ typedef struct RlRequestSize
 	uint32		job_type_generation;
 	int64		tokens;
 	int32		requests;
-	int64		job_type_max_wait_us;	/* -1 when not set */
 } RlRequestSize;
 
 /* A per-backend cache of a composite result type's descriptor */
@@ -185,7 +184,6 @@ rl_resolve_size(FunctionCallInfo fcinfo, const char *job_type_name, int tokens_a
 
 	size->job_type_slot = -1;
 	size->job_type_generation = 0;
-	size->job_type_max_wait_us = -1;
 	if (job_type_name != NULL)
 	{
 		size->job_type_slot = rl_lookup_slot(rl_job_type_index, job_type_name);
@@ -193,7 +191,6 @@ rl_resolve_size(FunctionCallInfo fcinfo, const char *job_type_name, int tokens_a
 			return false;
 		job_type = &rl_job_types[size->job_type_slot];
 		size->job_type_generation = job_type->generation;
-		size->job_type_max_wait_us = job_type->max_wait_us;
 	}
 	size->tokens = !PG_ARGISNULL(tokens_arg) ? PG_GETARG_INT64(tokens_arg) :
 		job_type ? job_type->est_tokens : 0;
@@ -265,6 +262,24 @@ typedef enum RlAttemptFailure
 	RL_ATTEMPT_LEASE_NOT_STORED
 } RlAttemptFailure;
 
+/*
+ * How long a request of a job type (slot, -1 for none) may wait on a model:
+ * its wait for that model (rl_set_max_wait), else the job type's default;
+ * -1 when neither is set.  Caller holds config_lock.
+ */
+static int64
+rl_job_type_wait_us(int job_type_slot, int model_slot)
+{
+	int64		max_wait_us = -1;
+
+	if (job_type_slot < 0)
+		return -1;
+	max_wait_us = rl_waits[(Size) job_type_slot * rl_max_models + model_slot];
+	if (max_wait_us < 0)
+		max_wait_us = rl_job_types[job_type_slot].max_wait_us;
+	return max_wait_us;
+}
+
 /* Try the models in order under config_lock; see rl_attempt() */
 static RlAttemptFailure
 rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
@@ -281,8 +296,6 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 	rl_memory_cap(args->instance, attempt->size.job_type_slot, memory);
 	for (int i = 0; i < num_models; i++)
 	{
-		int64		max_wait_us = -1;
-
 		slots[i] = rl_lookup_slot(rl_model_index, names[i]);
 		if (slots[i] < 0)
 		{
@@ -291,11 +304,8 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 		}
 		if (i < RL_MAX_WAIT_MODELS)
 			attempt->slots[i] = slots[i];
-		if (attempt->size.job_type_slot >= 0)
-			max_wait_us = rl_waits[(Size) attempt->size.job_type_slot * rl_max_models + slots[i]];
-		if (max_wait_us < 0)
-			max_wait_us = attempt->size.job_type_max_wait_us;
-		attempt->max_wait_us = Max(attempt->max_wait_us, max_wait_us);
+		attempt->max_wait_us = Max(attempt->max_wait_us,
+								   rl_job_type_wait_us(attempt->size.job_type_slot, slots[i]));
 	}
 
 	for (int i = 0; i < num_models; i++)
@@ -460,13 +470,9 @@ rl_configured_max_wait(char **names, int num_models, const char *job_type_name)
 	for (int i = 0; job_type_slot >= 0 && i < num_models; i++)
 	{
 		int			slot = rl_lookup_slot(rl_model_index, names[i]);
-		int64		max_wait_us = -1;
 
 		if (slot >= 0)
-			max_wait_us = rl_waits[(Size) job_type_slot * rl_max_models + slot];
-		if (max_wait_us < 0)
-			max_wait_us = rl_job_types[job_type_slot].max_wait_us;
-		longest = Max(longest, max_wait_us);
+			longest = Max(longest, rl_job_type_wait_us(job_type_slot, slot));
 	}
 	LWLockRelease(&rl_state->config_lock);
 	return longest;

@@ -136,6 +136,16 @@ $primary->stop;
 $standby1->promote;
 wait_for_worker($standby1);
 
+# every call on the standby rebuilt shared memory: the role's lease count is
+# still the one lease restored, no more
+($out, $err) = run_sql($standby1,
+	"SET ratelimit.max_leases_per_role = 1; SELECT granted FROM rl_acquire('m2', tokens => 1)");
+like($err, qr/holds too many pg_ratelimit leases/, 'the restored lease counts against its role');
+($out, $err) = run_sql($standby1,
+	"SET ratelimit.max_leases_per_role = 2;"
+	  . " SELECT (rl_release((rl_acquire('m2', tokens => 1)).lease_id)).released");
+is($out, 't', 'once, however often the standby rebuilt its state');
+
 ($out, $err) = run_sql($standby1, "SELECT granted FROM rl_acquire('m2', tokens => 1)");
 is($out, 't', 'the promoted server admits on the model defined after the standby first read');
 unlike($err, qr/standby/, 'and says nothing about a standby');
