@@ -29,20 +29,20 @@
 #include "worker.h"
 
 /* Indexed by RlDimension, then RL_LIMITED_BY_JOB_TYPE and _MEMORY */
-const char *const rl_dimension_names[RL_NUM_DIMS + 2] = {
+const char *const pgrl_dimension_names[RL_NUM_DIMS + 2] = {
 	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type", "memory"
 };
 
 /* Does this dimension count in the day window (else minute, or none)? */
 bool
-rl_dimension_is_daily(RlDimension dim)
+pgrl_dimension_is_daily(RlDimension dim)
 {
 	return dim == RL_DIM_RPD || dim == RL_DIM_TPD;
 }
 
 /* How much of a dimension a request of this size consumes */
 int64
-rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
+pgrl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
 {
 	switch (dim)
 	{
@@ -65,22 +65,22 @@ rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
  * is never reset twice and a day never starts over on its saved usage.
  */
 void
-rl_roll_windows(RlModel *model, TimestampTz now)
+pgrl_roll_windows(RlModel *model, TimestampTz now)
 {
-	TimestampTz minute_start = rl_window_start(now, USECS_PER_MINUTE);
-	TimestampTz day_start = rl_window_start(now, USECS_PER_DAY);
+	TimestampTz minute_start = pgrl_window_start(now, USECS_PER_MINUTE);
+	TimestampTz day_start = pgrl_window_start(now, USECS_PER_DAY);
 	bool		new_minute = minute_start > model->minute_start;
 	bool		new_day = day_start > model->day_start;
 
-	rl_mark_release_held(model, now);
+	pgrl_mark_release_held(model, now);
 	if (new_minute || new_day)
-		rl_roll_share_windows(model - rl_models, new_minute,
+		pgrl_roll_share_windows(model - pgrl_models, new_minute,
 							  new_day ? day_start : RL_NO_WINDOW);
 	if (new_minute)
 	{
 		/* a window that denied ends: listeners may retry */
 		if (model->denied_in_minute || (model->denied_in_day && new_day))
-			rl_note_capacity_freed(model, RL_NOTIFY_WINDOW_RESET, minute_start);
+			pgrl_note_capacity_freed(model, RL_NOTIFY_WINDOW_RESET, minute_start);
 		model->denied_in_minute = false;
 		model->minute_start = minute_start;
 		model->used[RL_DIM_RPM] = 0;
@@ -93,7 +93,7 @@ rl_roll_windows(RlModel *model, TimestampTz now)
 		model->used[RL_DIM_RPD] = 0;
 		model->used[RL_DIM_TPD] = 0;
 		/* keep the ended day's usage until the worker has persisted it */
-		if (rl_day_used(&model->usage))
+		if (pgrl_day_used(&model->usage))
 			model->usage_ended = model->usage;
 		memset(&model->usage, 0, sizeof(model->usage));
 		model->usage.day_start = day_start;
@@ -109,7 +109,7 @@ rl_roll_windows(RlModel *model, TimestampTz now)
  * the worker needs waking.  Caller holds the model's lock.
  */
 bool
-rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at)
+pgrl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at)
 {
 	if (!model->denied_since_notify)
 		return false;
@@ -129,9 +129,9 @@ rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at)
 
 /* When the window of a dimension ends, or 0 when only releases free it */
 TimestampTz
-rl_dimension_resets_at(const RlModel *model, RlDimension dim)
+pgrl_dimension_resets_at(const RlModel *model, RlDimension dim)
 {
-	if (rl_dimension_is_daily(dim))
+	if (pgrl_dimension_is_daily(dim))
 		return model->day_start + USECS_PER_DAY;
 	if (dim == RL_DIM_CONCURRENCY)
 		return 0;
@@ -144,14 +144,14 @@ rl_dimension_resets_at(const RlModel *model, RlDimension dim)
  * after now's is current (windows only move forward).
  */
 int64
-rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
+pgrl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 {
 	if (dim == RL_DIM_CONCURRENCY)
 		return model->used[dim];
-	if (rl_dimension_is_daily(dim))
-		return model->day_start >= rl_window_start(now, USECS_PER_DAY) ?
+	if (pgrl_dimension_is_daily(dim))
+		return model->day_start >= pgrl_window_start(now, USECS_PER_DAY) ?
 			model->used[dim] : 0;
-	return model->minute_start >= rl_window_start(now, USECS_PER_MINUTE) ?
+	return model->minute_start >= pgrl_window_start(now, USECS_PER_MINUTE) ?
 		model->used[dim] : 0;
 }
 
@@ -159,15 +159,15 @@ rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
  * Note a refusal on the model (and the job type's share) and report it;
  * releases the model's lock.  The denied totals count refused calls, not
  * attempts: the caller counts them once the call returns refused
- * (rl_count_refusal).
+ * (pgrl_count_refusal).
  */
 static void
-rl_deny(RlModel *model, RlShare *share, int limited_by, TimestampTz retry_at,
+pgrl_deny(RlModel *model, RlShare *share, int limited_by, TimestampTz retry_at,
 		RlAdmission *result)
 {
 	model->denied_since_notify = true;
 	if (share)
-		rl_share_denied(share);
+		pgrl_share_denied(share);
 	result->limited_by = limited_by;
 	result->retry_at = retry_at;
 	LWLockRelease(&model->lock);
@@ -189,12 +189,12 @@ rl_deny(RlModel *model, RlShare *share, int limited_by, TimestampTz retry_at,
  * the shares match the configuration.
  */
 void
-rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
+pgrl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 			 const RlMemoryCap *memory, int64 ticket, TimestampTz now,
 			 TimestampTz expires_at, RlAdmission *result)
 {
-	RlModel    *model = &rl_models[slot];
-	RlShare    *share = job_type_slot >= 0 ? rl_share(slot, job_type_slot) : NULL;
+	RlModel    *model = &pgrl_models[slot];
+	RlShare    *share = job_type_slot >= 0 ? pgrl_share(slot, job_type_slot) : NULL;
 	RlShareRoom share_room;
 	int			blocking = -1;
 	int			share_blocking = -1;
@@ -208,13 +208,13 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	result->never_fits = -1;
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-	rl_roll_windows(model, now);
+	pgrl_roll_windows(model, now);
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		int64		limit = model->limit[d];
 
-		if (limit != RL_UNLIMITED && rl_dimension_amount(d, tokens, requests) > limit)
+		if (limit != RL_UNLIMITED && pgrl_dimension_amount(d, tokens, requests) > limit)
 		{
 			result->never_fits = d;
 			result->never_fits_limit = limit;
@@ -223,10 +223,10 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		}
 		/* used can exceed limit after an overage: room may be < 0 */
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
-		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : rl_mark_room(model, d);
+		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : pgrl_mark_room(model, d);
 	}
 	if (share)
-		rl_share_room(model, share, &share_room);
+		pgrl_share_room(model, share, &share_room);
 
 	/*
 	 * Older waiters that fit the limits claim their room first, also when
@@ -237,7 +237,7 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 		int64		before[RL_NUM_DIMS];
 
 		memcpy(before, room, sizeof(before));
-		rl_claim_for_older_waiters(slot, ticket, tokens, requests, job_type_slot,
+		pgrl_claim_for_older_waiters(slot, ticket, tokens, requests, job_type_slot,
 								   room, share ? &share_room : NULL);
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			if (avail[d] != PG_INT64_MAX)
@@ -246,47 +246,47 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		avail[d] = Min(avail[d], room[d]);
 	for (int d = 0; d < RL_NUM_DIMS && blocking < 0; d++)
-		if (rl_dimension_amount(d, tokens, requests) > room[d])
+		if (pgrl_dimension_amount(d, tokens, requests) > room[d])
 			blocking = d;
 	if (blocking < 0 && share)
-		share_blocking = rl_share_blocking(&share_room, tokens, requests);
+		share_blocking = pgrl_share_blocking(&share_room, tokens, requests);
 
 	if (blocking >= 0 || share_blocking >= 0)
 	{
 		int			window = blocking >= 0 ? blocking : share_blocking;
 
 		model->version++;
-		if (rl_dimension_is_daily(window))
+		if (pgrl_dimension_is_daily(window))
 			model->denied_in_day = true;
 		else if (window != RL_DIM_CONCURRENCY)
 			model->denied_in_minute = true;
-		rl_deny(model, share, blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE,
-				rl_dimension_resets_at(model, window), result);
+		pgrl_deny(model, share, blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE,
+				pgrl_dimension_resets_at(model, window), result);
 		return;
 	}
 
 	/* It fits the limits: may it be granted before new marks are saved? */
 	for (int d = 0; d < RL_NUM_DIMS && mark_blocking < 0; d++)
-		if (rl_dimension_amount(d, tokens, requests) > avail[d])
+		if (pgrl_dimension_amount(d, tokens, requests) > avail[d])
 			mark_blocking = d;
-	if (mark_blocking < 0 && !rl_mark_covers_expiry(model, expires_at))
+	if (mark_blocking < 0 && !pgrl_mark_covers_expiry(model, expires_at))
 		mark_blocking = RL_DIM_CONCURRENCY;
 	if (mark_blocking >= 0)
 	{
-		wake_worker = rl_mark_refused(model, tokens, requests, expires_at);
+		wake_worker = pgrl_mark_refused(model, tokens, requests, expires_at);
 		result->awaiting_mark = true;
 		result->limited_by = mark_blocking;
-		result->retry_at = rl_add_saturating(now, RL_MARK_RETRY_US);
+		result->retry_at = pgrl_add_saturating(now, RL_MARK_RETRY_US);
 		LWLockRelease(&model->lock);
 		if (wake_worker)
-			rl_wake_worker();
+			pgrl_wake_worker();
 		return;
 	}
 
 	/* Claim room in the lease table before reserving anything */
-	if (pg_atomic_fetch_add_u32(&rl_state->open_leases, 1) >= (uint32) rl_max_leases)
+	if (pg_atomic_fetch_add_u32(&pgrl_state->open_leases, 1) >= (uint32) pgrl_max_leases)
 	{
-		pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+		pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, 1);
 		result->leases_full = true;
 		LWLockRelease(&model->lock);
 		return;
@@ -295,11 +295,11 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 	/* last, the instance's memory: the cap holds across models */
 	if (memory && memory->in_flight)
 	{
-		if (!rl_memory_take(memory))
+		if (!pgrl_memory_take(memory))
 		{
-			pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
+			pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, 1);
 			model->version++;
-			rl_deny(model, share, RL_LIMITED_BY_MEMORY, 0, result);
+			pgrl_deny(model, share, RL_LIMITED_BY_MEMORY, 0, result);
 			return;
 		}
 		result->memory_counted = true;
@@ -307,24 +307,24 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 
 	model->version++;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		model->used[d] = rl_add_saturating(model->used[d],
-										   rl_dimension_amount(d, tokens, requests));
+		model->used[d] = pgrl_add_saturating(model->used[d],
+										   pgrl_dimension_amount(d, tokens, requests));
 	model->granted++;
-	model->usage.requests = rl_add_saturating(model->usage.requests, requests);
+	model->usage.requests = pgrl_add_saturating(model->usage.requests, requests);
 	if (share)
-		rl_share_grant(share, model, tokens, requests);
+		pgrl_share_grant(share, model, tokens, requests);
 	if (ticket != RL_NEWCOMER_TICKET)
-		rl_waiter_granted();
+		pgrl_waiter_granted();
 	/* also without a concurrency limit: one may be set before it is saved */
-	rl_mark_note_lease(model, expires_at);
-	wake_worker = rl_mark_note_usage(model);
+	pgrl_mark_note_lease(model, expires_at);
+	wake_worker = pgrl_mark_note_usage(model);
 	result->granted = true;
 	result->model_generation = model->generation;
 	result->minute_start = model->minute_start;
 	result->day_start = model->day_start;
 	LWLockRelease(&model->lock);
 	if (wake_worker)
-		rl_wake_worker();
+		pgrl_wake_worker();
 }
 
 /*
@@ -333,31 +333,31 @@ rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
  * per call, however often it was tried while it waited.
  */
 void
-rl_count_refusal(char **names, const bool *refused, int num_models, int job_type_slot,
+pgrl_count_refusal(char **names, const bool *refused, int num_models, int job_type_slot,
 				 uint32 job_type_generation)
 {
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
 	for (int i = 0; i < num_models; i++)
 	{
 		int			slot;
 		RlModel    *model;
 
-		if (!refused[i] || (slot = rl_lookup_slot(rl_model_index, names[i])) < 0)
+		if (!refused[i] || (slot = pgrl_lookup_slot(pgrl_model_index, names[i])) < 0)
 			continue;
-		model = &rl_models[slot];
+		model = &pgrl_models[slot];
 		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 		model->denied++;
 		model->version++;
-		if (job_type_slot >= 0 && rl_job_types[job_type_slot].in_use &&
-			rl_job_types[job_type_slot].generation == job_type_generation)
+		if (job_type_slot >= 0 && pgrl_job_types[job_type_slot].in_use &&
+			pgrl_job_types[job_type_slot].generation == job_type_generation)
 		{
-			RlShare    *share = rl_share(slot, job_type_slot);
+			RlShare    *share = pgrl_share(slot, job_type_slot);
 
 			if (share->model_generation == model->generation &&
 				share->job_type_generation == job_type_generation)
-				rl_share_count_denial(share);
+				pgrl_share_count_denial(share);
 		}
 		LWLockRelease(&model->lock);
 	}
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 }

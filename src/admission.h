@@ -27,11 +27,11 @@ typedef struct RlAdmission
 	TimestampTz day_start;
 } RlAdmission;
 
-extern int64 rl_used_now(const RlModel *model, RlDimension dim, TimestampTz now);
-extern void rl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
+extern int64 pgrl_used_now(const RlModel *model, RlDimension dim, TimestampTz now);
+extern void pgrl_try_admit(int slot, int64 tokens, int32 requests, int job_type_slot,
 						 const RlMemoryCap *memory, int64 ticket, TimestampTz now,
 						 TimestampTz expires_at, RlAdmission *result);
-extern void rl_count_refusal(char **names, const bool *refused, int num_models,
+extern void pgrl_count_refusal(char **names, const bool *refused, int num_models,
 							 int job_type_slot, uint32 job_type_generation);
 
 #endif							/* RL_ADMISSION_H */

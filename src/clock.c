@@ -3,11 +3,11 @@
  * clock.c
  *		The limiter's clock, window arithmetic and the test clock.
  *
- * Everything pg_ratelimit times follows rl_now(): real time plus a shared
+ * Everything pg_ratelimit times follows pgrl_now(): real time plus a shared
  * offset that rl_debug_set_clock() sets.  Real time keeps running from the
  * value set, so a test can jump to just before a boundary and watch it pass.
  * The test clock works only on a server started with
- * ratelimit.enable_test_clock; otherwise rl_now() is real time, whatever
+ * ratelimit.enable_test_clock; otherwise pgrl_now() is real time, whatever
  * offset shared memory holds.
  *
  * The clock may step back (the test clock set to an earlier time, the
@@ -33,16 +33,16 @@ PG_FUNCTION_INFO_V1(rl_clock);
 
 /* The limiter's current time */
 TimestampTz
-rl_now(void)
+pgrl_now(void)
 {
-	if (!rl_enable_test_clock)
+	if (!pgrl_enable_test_clock)
 		return GetCurrentTimestamp();
-	return GetCurrentTimestamp() + (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
+	return GetCurrentTimestamp() + (int64) pg_atomic_read_u64(&pgrl_state->clock_offset_us);
 }
 
 /* Start of the epoch-aligned window of the given length that contains t */
 TimestampTz
-rl_window_start(TimestampTz t, int64 length_us)
+pgrl_window_start(TimestampTz t, int64 length_us)
 {
 	int64		start = t - t % length_us;
 
@@ -58,14 +58,14 @@ rl_window_start(TimestampTz t, int64 length_us)
  * before the window reached counts in it.
  */
 TimestampTz
-rl_window_at(TimestampTz reached, TimestampTz t, int64 length_us)
+pgrl_window_at(TimestampTz reached, TimestampTz t, int64 length_us)
 {
-	return Max(reached, rl_window_start(t, length_us));
+	return Max(reached, pgrl_window_start(t, length_us));
 }
 
 /* An interval argument in microseconds (a month counts as 30 days) */
 int64
-rl_interval_to_us(Interval *interval, const char *what)
+pgrl_interval_to_us(Interval *interval, const char *what)
 {
 	int64		days;
 	int64		result;
@@ -90,13 +90,13 @@ rl_debug_set_clock(PG_FUNCTION_ARGS)
 {
 	int64		offset = 0;
 
-	rl_require_primary("set the clock");
-	rl_require_ready();
+	pgrl_require_primary("set the clock");
+	pgrl_require_ready();
 	if (!superuser())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be superuser to set the pg_ratelimit clock")));
-	if (!rl_enable_test_clock)
+	if (!pgrl_enable_test_clock)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the pg_ratelimit test clock is not enabled"),
@@ -112,10 +112,10 @@ rl_debug_set_clock(PG_FUNCTION_ARGS)
 					 errmsg("the pg_ratelimit clock cannot be set to an infinite time")));
 		offset = target - GetCurrentTimestamp();
 	}
-	pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) offset);
+	pg_atomic_write_u64(&pgrl_state->clock_offset_us, (uint64) offset);
 	/* boundaries and expiries moved: let the worker recompute its sleep */
-	rl_wake_worker();
-	rl_wake_all_waiters();
+	pgrl_wake_worker();
+	pgrl_wake_all_waiters();
 	elog(DEBUG1, "pg_ratelimit clock offset set to " INT64_FORMAT " us", offset);
 	PG_RETURN_VOID();
 }
@@ -124,6 +124,6 @@ rl_debug_set_clock(PG_FUNCTION_ARGS)
 Datum
 rl_clock(PG_FUNCTION_ARGS)
 {
-	rl_require_ready();
-	PG_RETURN_TIMESTAMPTZ(rl_now());
+	pgrl_require_ready();
+	PG_RETURN_TIMESTAMPTZ(pgrl_now());
 }

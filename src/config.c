@@ -162,7 +162,7 @@ static bool callbacks_registered = false;
 
 /* Column value as int64, or if_null when NULL */
 static int64
-rl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
+pgrl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
 {
 	bool		isnull;
 	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
@@ -172,7 +172,7 @@ rl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
 
 /* Copy a numeric column into an inline buffer; true when above zero */
 static bool
-rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
+pgrl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 			   const char *model)
 {
 	bool		isnull;
@@ -187,7 +187,7 @@ rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a price of model \"%s\" is not a finite number", model)));
-	if (!rl_numeric_store(dest, num))
+	if (!pgrl_numeric_store(dest, num))
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("a price of model \"%s\" has too many digits", model)));
@@ -197,9 +197,9 @@ rl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 
 /* Run a query, erroring when it returns more rows than there is room for */
 static uint64
-rl_spi_select(const char *sql, int room, const char *what, const char *setting)
+pgrl_spi_select(const char *sql, int room, const char *what, const char *setting)
 {
-	rl_extsql_query(sql, "read its configuration");
+	pgrl_extsql_query(sql, "read its configuration");
 	if (SPI_processed > (uint64) room)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -212,7 +212,7 @@ rl_spi_select(const char *sql, int room, const char *what, const char *setting)
 
 /* Read rl_model */
 static void
-rl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
+pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
 {
 	StringInfoData sql;
 	uint64		n;
@@ -222,7 +222,7 @@ rl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qschem
 					 "SELECT model, rpd, tpd, rpm, tpm, max_concurrent, count_cached,"
 					 " price_input, price_output, price_cached FROM %s.rl_model",
 					 qschema);
-	n = rl_spi_select(sql.data, rl_max_models, "models", "ratelimit.max_models");
+	n = pgrl_spi_select(sql.data, pgrl_max_models, "models", "ratelimit.max_models");
 	snap->num_models = n;
 	snap->models = MemoryContextAllocZero(context, sizeof(RlModelConfig) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
@@ -234,20 +234,20 @@ rl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qschem
 
 		strlcpy(m->name, SPI_getvalue(tup, desc, MODEL_COL_NAME), sizeof(m->name));
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			m->limit[d] = rl_spi_int64(tup, desc, MODEL_COL_RPD + d, RL_UNLIMITED);
+			m->limit[d] = pgrl_spi_int64(tup, desc, MODEL_COL_RPD + d, RL_UNLIMITED);
 		m->count_cached = DatumGetBool(SPI_getbinval(tup, desc, MODEL_COL_COUNT_CACHED,
 													 &isnull)) || isnull;
-		m->priced = rl_spi_numeric(tup, desc, MODEL_COL_PRICE_INPUT, &m->price_input, m->name);
-		m->priced |= rl_spi_numeric(tup, desc, MODEL_COL_PRICE_OUTPUT, &m->price_output,
+		m->priced = pgrl_spi_numeric(tup, desc, MODEL_COL_PRICE_INPUT, &m->price_input, m->name);
+		m->priced |= pgrl_spi_numeric(tup, desc, MODEL_COL_PRICE_OUTPUT, &m->price_output,
 									m->name);
-		m->priced |= rl_spi_numeric(tup, desc, MODEL_COL_PRICE_CACHED, &m->price_cached,
+		m->priced |= pgrl_spi_numeric(tup, desc, MODEL_COL_PRICE_CACHED, &m->price_cached,
 									m->name);
 	}
 }
 
 /* Read rl_job_type and rl_job_type_wait */
 static void
-rl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
+pgrl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
 {
 	StringInfoData sql;
 	uint64		n;
@@ -258,7 +258,7 @@ rl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qsc
 					 " flexible,"
 					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint"
 					 " FROM %s.rl_job_type", qschema);
-	n = rl_spi_select(sql.data, rl_max_job_types, "job types", "ratelimit.max_job_types");
+	n = pgrl_spi_select(sql.data, pgrl_max_job_types, "job types", "ratelimit.max_job_types");
 	snap->num_job_types = n;
 	snap->job_types = MemoryContextAllocZero(context, sizeof(RlJobTypeConfig) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
@@ -270,17 +270,17 @@ rl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qsc
 		Datum		ratio;
 
 		strlcpy(j->name, SPI_getvalue(tup, desc, 1), sizeof(j->name));
-		j->est_tokens = rl_spi_int64(tup, desc, 2, 0);
+		j->est_tokens = pgrl_spi_int64(tup, desc, 2, 0);
 		j->est_requests = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 		if (isnull)
 			j->est_requests = 1;
-		j->est_memory_kb = rl_spi_int64(tup, desc, 4, 0);
+		j->est_memory_kb = pgrl_spi_int64(tup, desc, 4, 0);
 		ratio = SPI_getbinval(tup, desc, 5, &isnull);
 		j->ratio = isnull ? -1.0 : DatumGetFloat8(ratio);
 		if (j->ratio >= 0)
 			snap->ratio_sum += j->ratio;
 		j->flexible = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)) || isnull;
-		j->max_wait_us = rl_spi_int64(tup, desc, 7, -1);
+		j->max_wait_us = pgrl_spi_int64(tup, desc, 7, -1);
 	}
 
 	resetStringInfo(&sql);
@@ -288,7 +288,7 @@ rl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qsc
 					 "SELECT job_type, model,"
 					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint"
 					 " FROM %s.rl_job_type_wait", qschema);
-	n = rl_spi_select(sql.data, rl_max_job_types * rl_max_models,
+	n = pgrl_spi_select(sql.data, pgrl_max_job_types * pgrl_max_models,
 					  "per-model waits", "ratelimit.max_models");
 	snap->num_waits = n;
 	snap->waits = MemoryContextAllocZero(context, sizeof(RlWaitConfig) * (n + 1));
@@ -300,7 +300,7 @@ rl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qsc
 
 		strlcpy(w->job_type, SPI_getvalue(tup, desc, 1), sizeof(w->job_type));
 		strlcpy(w->model, SPI_getvalue(tup, desc, 2), sizeof(w->model));
-		w->max_wait_us = rl_spi_int64(tup, desc, 3, -1);
+		w->max_wait_us = pgrl_spi_int64(tup, desc, 3, -1);
 	}
 }
 
@@ -311,27 +311,27 @@ rl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qsc
  * Missing extension (dropped in this transaction): empty.
  */
 static RlConfigSnapshot *
-rl_read_config(MemoryContext context, bool with_state)
+pgrl_read_config(MemoryContext context, bool with_state)
 {
 	RlConfigSnapshot *snap;
 	RlExtSql	session;
 
 	snap = MemoryContextAllocZero(context, sizeof(RlConfigSnapshot));
-	snap->model_kept = MemoryContextAllocZero(context, sizeof(bool) * rl_max_models);
-	snap->model_dropped = MemoryContextAllocZero(context, sizeof(bool) * rl_max_models);
-	snap->job_type_kept = MemoryContextAllocZero(context, sizeof(bool) * rl_max_job_types);
+	snap->model_kept = MemoryContextAllocZero(context, sizeof(bool) * pgrl_max_models);
+	snap->model_dropped = MemoryContextAllocZero(context, sizeof(bool) * pgrl_max_models);
+	snap->job_type_kept = MemoryContextAllocZero(context, sizeof(bool) * pgrl_max_job_types);
 
 	/* requests made before this read are answered by it */
-	snap->resync_seen = pg_atomic_read_u64(&rl_state->resync_requested);
+	snap->resync_seen = pg_atomic_read_u64(&pgrl_state->resync_requested);
 
-	if (!rl_extsql_begin(&session, true))
+	if (!pgrl_extsql_begin(&session, true))
 		return snap;
-	rl_read_models(snap, context, session.qschema);
-	rl_read_job_types(snap, context, session.qschema);
+	pgrl_read_models(snap, context, session.qschema);
+	pgrl_read_job_types(snap, context, session.qschema);
 	if (with_state)
-		snap->state = rl_read_state(context, session.qschema);
+		snap->state = pgrl_read_state(context, session.qschema);
 	/* back in the caller's memory context: the SPI one is gone */
-	rl_extsql_end(&session);
+	pgrl_extsql_end(&session);
 	return snap;
 }
 
@@ -340,31 +340,31 @@ rl_read_config(MemoryContext context, bool with_state)
  * counters) by the next caller or the worker.
  */
 void
-rl_request_config_resync(void)
+pgrl_request_config_resync(void)
 {
-	pg_atomic_fetch_add_u64(&rl_state->resync_requested, 1);
+	pg_atomic_fetch_add_u64(&pgrl_state->resync_requested, 1);
 }
 
-/* What cannot happen but happened while applying (see rl_apply_failed) */
+/* What cannot happen but happened while applying (see pgrl_apply_failed) */
 static const char *apply_failure = NULL;
 
 /*
  * Something that cannot happen happened while applying: rather than carry
  * on out of step, have the next caller (or the worker) rebuild shared
  * memory from the tables and the saved state, as after a crash.  Said by
- * rl_report_apply() once config_lock is released: nothing is reported with
+ * pgrl_report_apply() once config_lock is released: nothing is reported with
  * an LWLock held (a client that does not read its messages would keep it).
  * Caller holds config_lock exclusively.
  */
 static void
-rl_apply_failed(const char *what)
+pgrl_apply_failed(const char *what)
 {
 	apply_failure = what;
 }
 
 /* Add a name -> slot entry; false when the index is full */
 static bool
-rl_index_insert(HTAB *index, const char *name, int slot)
+pgrl_index_insert(HTAB *index, const char *name, int slot)
 {
 	RlNameEntry *entry;
 	char		key[RL_NAME_MAX_LEN + 1];
@@ -379,7 +379,7 @@ rl_index_insert(HTAB *index, const char *name, int slot)
 }
 
 static void
-rl_index_remove(HTAB *index, const char *name)
+pgrl_index_remove(HTAB *index, const char *name)
 {
 	char		key[RL_NAME_MAX_LEN + 1];
 
@@ -390,7 +390,7 @@ rl_index_remove(HTAB *index, const char *name)
 
 /* Copy configured limits and prices into a model; caller holds its lock */
 static void
-rl_set_model_config(RlModel *model, const RlModelConfig *config)
+pgrl_set_model_config(RlModel *model, const RlModelConfig *config)
 {
 	memcpy(model->limit, config->limit, sizeof(model->limit));
 	model->count_cached = config->count_cached;
@@ -402,7 +402,7 @@ rl_set_model_config(RlModel *model, const RlModelConfig *config)
 
 /* Did the configuration of a model change?  Caller holds its lock. */
 static bool
-rl_model_config_differs(const RlModel *model, const RlModelConfig *config)
+pgrl_model_config_differs(const RlModel *model, const RlModelConfig *config)
 {
 	return memcmp(model->limit, config->limit, sizeof(model->limit)) != 0 ||
 		model->count_cached != config->count_cached ||
@@ -414,7 +414,7 @@ rl_model_config_differs(const RlModel *model, const RlModelConfig *config)
 
 /* Start a model in a free slot; caller holds its lock */
 static void
-rl_init_model(RlModel *model, const RlModelConfig *config)
+pgrl_init_model(RlModel *model, const RlModelConfig *config)
 {
 	model->in_use = true;
 	model->generation++;
@@ -428,14 +428,14 @@ rl_init_model(RlModel *model, const RlModelConfig *config)
 	model->usage.day_start = RL_NO_WINDOW;
 	memset(&model->usage_ended, 0, sizeof(model->usage_ended));
 	model->usage_ended.day_start = RL_NO_WINDOW;
-	rl_reset_marks(model);
+	pgrl_reset_marks(model);
 	model->version++;
-	rl_set_model_config(model, config);
+	pgrl_set_model_config(model, config);
 }
 
 /* Apply the models of a snapshot.  Caller holds config_lock exclusively. */
 static void
-rl_apply_models(RlConfigSnapshot *snap)
+pgrl_apply_models(RlConfigSnapshot *snap)
 {
 	bool		any_dropped = false;
 
@@ -443,20 +443,20 @@ rl_apply_models(RlConfigSnapshot *snap)
 	{
 		RlModelConfig *config = &snap->models[i];
 
-		config->slot = rl_lookup_slot(rl_model_index, config->name);
+		config->slot = pgrl_lookup_slot(pgrl_model_index, config->name);
 		if (config->slot >= 0)
 			snap->model_kept[config->slot] = true;
 	}
 
 	/* Drop what is gone, with its open leases */
-	for (int slot = 0; slot < rl_max_models; slot++)
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 
 		if (model->in_use && !snap->model_kept[slot])
 		{
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			rl_index_remove(rl_model_index, model->name);
+			pgrl_index_remove(pgrl_model_index, model->name);
 			model->in_use = false;
 			LWLockRelease(&model->lock);
 			snap->model_dropped[slot] = true;
@@ -464,7 +464,7 @@ rl_apply_models(RlConfigSnapshot *snap)
 		}
 	}
 	if (any_dropped)
-		rl_remove_model_leases(snap->model_dropped);
+		pgrl_remove_model_leases(snap->model_dropped);
 
 	/* Slots below free_slot are in use: nothing is freed from here on */
 	for (int i = 0, free_slot = 0; i < snap->num_models; i++)
@@ -474,32 +474,32 @@ rl_apply_models(RlConfigSnapshot *snap)
 
 		if (config->slot < 0)
 		{
-			while (free_slot < rl_max_models && rl_models[free_slot].in_use)
+			while (free_slot < pgrl_max_models && pgrl_models[free_slot].in_use)
 				free_slot++;
-			if (free_slot == rl_max_models)
+			if (free_slot == pgrl_max_models)
 			{
-				rl_apply_failed("has no free model slot");
+				pgrl_apply_failed("has no free model slot");
 				continue;
 			}
-			if (!rl_index_insert(rl_model_index, config->name, free_slot))
+			if (!pgrl_index_insert(pgrl_model_index, config->name, free_slot))
 			{
-				rl_apply_failed("model index is full");
+				pgrl_apply_failed("model index is full");
 				continue;
 			}
-			model = &rl_models[free_slot];
+			model = &pgrl_models[free_slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			rl_init_model(model, config);
+			pgrl_init_model(model, config);
 			LWLockRelease(&model->lock);
 			config->slot = free_slot;
 		}
 		else
 		{
-			model = &rl_models[config->slot];
+			model = &pgrl_models[config->slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			if (rl_model_config_differs(model, config))
+			if (pgrl_model_config_differs(model, config))
 			{
-				rl_set_model_config(model, config);
-				(void) rl_note_capacity_freed(model, RL_NOTIFY_CONFIG, rl_now());
+				pgrl_set_model_config(model, config);
+				(void) pgrl_note_capacity_freed(model, RL_NOTIFY_CONFIG, pgrl_now());
 			}
 			LWLockRelease(&model->lock);
 		}
@@ -508,22 +508,22 @@ rl_apply_models(RlConfigSnapshot *snap)
 
 /* Apply job types and waits.  Caller holds config_lock exclusively. */
 static void
-rl_apply_job_types(RlConfigSnapshot *snap)
+pgrl_apply_job_types(RlConfigSnapshot *snap)
 {
 	for (int i = 0; i < snap->num_job_types; i++)
 	{
 		RlJobTypeConfig *config = &snap->job_types[i];
 
-		config->slot = rl_lookup_slot(rl_job_type_index, config->name);
+		config->slot = pgrl_lookup_slot(pgrl_job_type_index, config->name);
 		if (config->slot >= 0)
 			snap->job_type_kept[config->slot] = true;
 	}
-	for (int slot = 0; slot < rl_max_job_types; slot++)
+	for (int slot = 0; slot < pgrl_max_job_types; slot++)
 	{
-		if (rl_job_types[slot].in_use && !snap->job_type_kept[slot])
+		if (pgrl_job_types[slot].in_use && !snap->job_type_kept[slot])
 		{
-			rl_index_remove(rl_job_type_index, rl_job_types[slot].name);
-			rl_job_types[slot].in_use = false;
+			pgrl_index_remove(pgrl_job_type_index, pgrl_job_types[slot].name);
+			pgrl_job_types[slot].in_use = false;
 		}
 	}
 	for (int i = 0, free_slot = 0; i < snap->num_job_types; i++)
@@ -533,25 +533,25 @@ rl_apply_job_types(RlConfigSnapshot *snap)
 
 		if (config->slot < 0)
 		{
-			while (free_slot < rl_max_job_types && rl_job_types[free_slot].in_use)
+			while (free_slot < pgrl_max_job_types && pgrl_job_types[free_slot].in_use)
 				free_slot++;
-			if (free_slot == rl_max_job_types)
+			if (free_slot == pgrl_max_job_types)
 			{
-				rl_apply_failed("has no free job type slot");
+				pgrl_apply_failed("has no free job type slot");
 				continue;
 			}
-			if (!rl_index_insert(rl_job_type_index, config->name, free_slot))
+			if (!pgrl_index_insert(pgrl_job_type_index, config->name, free_slot))
 			{
-				rl_apply_failed("job type index is full");
+				pgrl_apply_failed("job type index is full");
 				continue;
 			}
-			job_type = &rl_job_types[free_slot];
+			job_type = &pgrl_job_types[free_slot];
 			job_type->in_use = true;
 			job_type->generation++;
 			strlcpy(job_type->name, config->name, sizeof(job_type->name));
 			config->slot = free_slot;
 		}
-		job_type = &rl_job_types[config->slot];
+		job_type = &pgrl_job_types[config->slot];
 		job_type->est_tokens = config->est_tokens;
 		job_type->est_requests = config->est_requests;
 		job_type->est_memory_kb = config->est_memory_kb;
@@ -560,15 +560,15 @@ rl_apply_job_types(RlConfigSnapshot *snap)
 		job_type->max_wait_us = config->max_wait_us;
 	}
 
-	for (Size i = 0; i < (Size) rl_max_job_types * rl_max_models; i++)
-		rl_waits[i] = -1;
+	for (Size i = 0; i < (Size) pgrl_max_job_types * pgrl_max_models; i++)
+		pgrl_waits[i] = -1;
 	for (int i = 0; i < snap->num_waits; i++)
 	{
-		int			job_type_slot = rl_lookup_slot(rl_job_type_index, snap->waits[i].job_type);
-		int			model_slot = rl_lookup_slot(rl_model_index, snap->waits[i].model);
+		int			job_type_slot = pgrl_lookup_slot(pgrl_job_type_index, snap->waits[i].job_type);
+		int			model_slot = pgrl_lookup_slot(pgrl_model_index, snap->waits[i].model);
 
 		if (job_type_slot >= 0 && model_slot >= 0)
-			rl_waits[(Size) job_type_slot * rl_max_models + model_slot] =
+			pgrl_waits[(Size) job_type_slot * pgrl_max_models + model_slot] =
 				snap->waits[i].max_wait_us;
 	}
 }
@@ -579,28 +579,28 @@ rl_apply_job_types(RlConfigSnapshot *snap)
  * installation's state).  Caller holds config_lock exclusively.
  */
 static void
-rl_clear_shared_state(void)
+pgrl_clear_shared_state(void)
 {
-	for (int slot = 0; slot < rl_max_models; slot++)
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 
 		if (!model->in_use)
 			continue;
 		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-		rl_index_remove(rl_model_index, model->name);
+		pgrl_index_remove(pgrl_model_index, model->name);
 		model->in_use = false;
 		LWLockRelease(&model->lock);
 	}
-	for (int slot = 0; slot < rl_max_job_types; slot++)
+	for (int slot = 0; slot < pgrl_max_job_types; slot++)
 	{
-		if (!rl_job_types[slot].in_use)
+		if (!pgrl_job_types[slot].in_use)
 			continue;
-		rl_index_remove(rl_job_type_index, rl_job_types[slot].name);
-		rl_job_types[slot].in_use = false;
+		pgrl_index_remove(pgrl_job_type_index, pgrl_job_types[slot].name);
+		pgrl_job_types[slot].in_use = false;
 	}
-	rl_remove_model_leases(NULL);
-	rl_forget_all_instances();
+	pgrl_remove_model_leases(NULL);
+	pgrl_forget_all_instances();
 }
 
 /*
@@ -611,35 +611,35 @@ rl_clear_shared_state(void)
  * Caller holds config_lock exclusively.
  */
 static bool
-rl_apply_config(RlConfigSnapshot *snap, bool full)
+pgrl_apply_config(RlConfigSnapshot *snap, bool full)
 {
 	apply_failure = NULL;
 	if (full)
-		rl_clear_shared_state();
-	rl_apply_models(snap);
-	rl_apply_job_types(snap);
-	rl_apply_share_config();
+		pgrl_clear_shared_state();
+	pgrl_apply_models(snap);
+	pgrl_apply_job_types(snap);
+	pgrl_apply_share_config();
 	if (full && snap->state != NULL)
-		rl_restore_state(snap->state);
-	if (snap->resync_seen > rl_state->resync_applied)
-		rl_state->resync_applied = snap->resync_seen;
-	rl_state->config_generation++;
+		pgrl_restore_state(snap->state);
+	if (snap->resync_seen > pgrl_state->resync_applied)
+		pgrl_state->resync_applied = snap->resync_seen;
+	pgrl_state->config_generation++;
 	/* limits may have grown, models may be gone: waiters look again */
-	rl_wake_all_waiters();
-	rl_wake_worker();
+	pgrl_wake_all_waiters();
+	pgrl_wake_worker();
 	return apply_failure == NULL;
 }
 
 /* Say what applying a snapshot did, after config_lock is released */
 static void
-rl_report_apply(const RlConfigSnapshot *snap, bool full)
+pgrl_report_apply(const RlConfigSnapshot *snap, bool full)
 {
 	if (apply_failure != NULL)
 		elog(WARNING, "pg_ratelimit %s; it will load its configuration and state again",
 			 apply_failure);
 	apply_failure = NULL;
 	if (full && snap->state != NULL)
-		rl_report_restore(snap->state);
+		pgrl_report_restore(snap->state);
 	elog(DEBUG1, "pg_ratelimit %s %d models and %d job types",
 		 full ? "loaded" : "applied", snap->num_models, snap->num_job_types);
 }
@@ -652,7 +652,7 @@ rl_report_apply(const RlConfigSnapshot *snap, bool full)
  * live counters.
  */
 static void
-rl_load(bool full)
+pgrl_load(bool full)
 {
 	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit config load",
 												  ALLOCSET_DEFAULT_SIZES);
@@ -664,25 +664,25 @@ rl_load(bool full)
 		bool		applied;
 		bool		done;
 
-		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-		generation = rl_state->config_generation;
+		LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+		generation = pgrl_state->config_generation;
 		/* someone else loaded it, or answered the resync */
-		done = full ? rl_state->config_loaded :
-			rl_state->resync_applied >= pg_atomic_read_u64(&rl_state->resync_requested);
-		LWLockRelease(&rl_state->config_lock);
+		done = full ? pgrl_state->config_loaded :
+			pgrl_state->resync_applied >= pg_atomic_read_u64(&pgrl_state->resync_requested);
+		LWLockRelease(&pgrl_state->config_lock);
 		if (done)
 			break;
 
-		snap = rl_read_config(context, full);
+		snap = pgrl_read_config(context, full);
 
-		LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-		applied = rl_state->config_generation == generation;
+		LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
+		applied = pgrl_state->config_generation == generation;
 		if (applied)
-			rl_state->config_loaded = rl_apply_config(snap, full);
-		LWLockRelease(&rl_state->config_lock);
+			pgrl_state->config_loaded = pgrl_apply_config(snap, full);
+		LWLockRelease(&pgrl_state->config_lock);
 		if (applied)
 		{
-			rl_report_apply(snap, full);
+			pgrl_report_apply(snap, full);
 			/* one try: a failed apply is the next call's to retry */
 			break;
 		}
@@ -698,19 +698,19 @@ rl_load(bool full)
  * when one is open it tries again next round rather than wait.
  */
 void
-rl_resync_config(void)
+pgrl_resync_config(void)
 {
 	Oid			extension_oid;
 	Oid			schema;
 	Oid			owner;
 
-	if (!rl_state->config_loaded ||
-		rl_state->resync_applied >= pg_atomic_read_u64(&rl_state->resync_requested))
+	if (!pgrl_state->config_loaded ||
+		pgrl_state->resync_applied >= pg_atomic_read_u64(&pgrl_state->resync_requested))
 		return;
-	if (!rl_extension_lookup(&extension_oid, &schema, &owner) ||
+	if (!pgrl_extension_lookup(&extension_oid, &schema, &owner) ||
 		!ConditionalLockDatabaseObject(ExtensionRelationId, extension_oid, 0, ExclusiveLock))
 		return;
-	rl_load(false);
+	pgrl_load(false);
 }
 
 /*
@@ -719,7 +719,7 @@ rl_resync_config(void)
  * false, so that a promotion starts from the then-committed state.
  */
 static void
-rl_load_on_standby(void)
+pgrl_load_on_standby(void)
 {
 	MemoryContext context;
 	RlConfigSnapshot *snap;
@@ -727,15 +727,15 @@ rl_load_on_standby(void)
 
 	context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit standby load",
 									ALLOCSET_DEFAULT_SIZES);
-	snap = rl_read_config(context, true);
-	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
+	snap = pgrl_read_config(context, true);
+	LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
 	/* promoted meanwhile, and loaded as a primary: that state is live */
-	applied = !rl_state->config_loaded;
+	applied = !pgrl_state->config_loaded;
 	if (applied)
-		(void) rl_apply_config(snap, true);
-	LWLockRelease(&rl_state->config_lock);
+		(void) pgrl_apply_config(snap, true);
+	LWLockRelease(&pgrl_state->config_lock);
 	if (applied)
-		rl_report_apply(snap, true);
+		pgrl_report_apply(snap, true);
 	MemoryContextDelete(context);
 
 	ereport(NOTICE,
@@ -748,15 +748,15 @@ rl_load_on_standby(void)
  * uses it: see the top of this file.
  */
 void
-rl_ensure_config_loaded(void)
+pgrl_ensure_config_loaded(void)
 {
 	if (RecoveryInProgress())
 	{
-		rl_load_on_standby();
+		pgrl_load_on_standby();
 		return;
 	}
 	/* an unlocked peek: it only ever becomes true, but by a full load */
-	if (rl_state->config_loaded)
+	if (pgrl_state->config_loaded)
 		return;
 
 	/* Loading now would read this transaction's uncommitted changes */
@@ -765,11 +765,11 @@ rl_ensure_config_loaded(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_ratelimit has not loaded its configuration since the server started"),
 				 errhint("Commit the configuration change first.")));
-	rl_load(true);
+	pgrl_load(true);
 }
 
 static void
-rl_forget_config_change(void)
+pgrl_forget_config_change(void)
 {
 	config_changed = false;
 	forget_instances_at_commit = false;
@@ -781,7 +781,7 @@ rl_forget_config_change(void)
 
 /* The ratio-sum rule, on the configuration about to be committed */
 static void
-rl_check_ratio_sum(const RlConfigSnapshot *snap)
+pgrl_check_ratio_sum(const RlConfigSnapshot *snap)
 {
 	if (snap->ratio_sum > 1 + RL_RATIO_SUM_SLACK)
 		ereport(ERROR,
@@ -795,7 +795,7 @@ rl_check_ratio_sum(const RlConfigSnapshot *snap)
  * of this transaction.
  */
 static void
-rl_lock_configuration_for_commit(void)
+pgrl_lock_configuration_for_commit(void)
 {
 	Oid			schema;
 	Oid			owner;
@@ -805,7 +805,7 @@ rl_lock_configuration_for_commit(void)
 	{
 		if (creating_extension)
 			config_extension_oid = CurrentExtensionObject;
-		else if (!rl_extension_lookup(&config_extension_oid, &schema, &owner))
+		else if (!pgrl_extension_lookup(&config_extension_oid, &schema, &owner))
 			return;
 	}
 	LockDatabaseObject(ExtensionRelationId, config_extension_oid, 0, ExclusiveLock);
@@ -813,7 +813,7 @@ rl_lock_configuration_for_commit(void)
 
 /* Read the new configuration at pre-commit, apply it at commit */
 static void
-rl_config_xact_callback(XactEvent event, void *arg)
+pgrl_config_xact_callback(XactEvent event, void *arg)
 {
 	if (!config_changed)
 		return;
@@ -823,26 +823,26 @@ rl_config_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_COMMIT:
 			/* the extension may have been re-created since: look again */
 			config_extension_oid = InvalidOid;
-			rl_lock_configuration_for_commit();
+			pgrl_lock_configuration_for_commit();
 			/* make the last statement's changes visible to the read */
 			CommandCounterIncrement();
-			pending_config = rl_read_config(config_context, !rl_state->config_loaded);
-			rl_check_ratio_sum(pending_config);
+			pending_config = pgrl_read_config(config_context, !pgrl_state->config_loaded);
+			pgrl_check_ratio_sum(pending_config);
 			break;
 		case XACT_EVENT_COMMIT:
 			if (pending_config != NULL)
 			{
 				bool		full;
 
-				LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-				full = !rl_state->config_loaded && pending_config->state != NULL;
-				rl_state->config_loaded = rl_apply_config(pending_config, full);
-				LWLockRelease(&rl_state->config_lock);
-				rl_report_apply(pending_config, full);
+				LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
+				full = !pgrl_state->config_loaded && pending_config->state != NULL;
+				pgrl_state->config_loaded = pgrl_apply_config(pending_config, full);
+				LWLockRelease(&pgrl_state->config_lock);
+				pgrl_report_apply(pending_config, full);
 			}
 			if (forget_instances_at_commit)
-				rl_forget_all_instances();
-			rl_forget_config_change();
+				pgrl_forget_all_instances();
+			pgrl_forget_config_change();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			ereport(ERROR,
@@ -851,7 +851,7 @@ rl_config_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
-			rl_forget_config_change();
+			pgrl_forget_config_change();
 			break;
 		default:
 			break;
@@ -859,13 +859,13 @@ rl_config_xact_callback(XactEvent event, void *arg)
 }
 
 void
-rl_install_config_callbacks(void)
+pgrl_install_config_callbacks(void)
 {
 	if (callbacks_registered)
 		return;
 	config_context = AllocSetContextCreate(TopMemoryContext, "pg_ratelimit config",
 										   ALLOCSET_DEFAULT_SIZES);
-	RegisterXactCallback(rl_config_xact_callback, NULL);
+	RegisterXactCallback(pgrl_config_xact_callback, NULL);
 	callbacks_registered = true;
 }
 
@@ -874,11 +874,11 @@ rl_install_config_callbacks(void)
  * other transaction doing so to finish.
  */
 static void
-rl_mark_config_changed(void)
+pgrl_mark_config_changed(void)
 {
-	rl_require_library();
-	rl_lock_configuration_for_commit();
-	rl_install_config_callbacks();
+	pgrl_require_library();
+	pgrl_lock_configuration_for_commit();
+	pgrl_install_config_callbacks();
 	config_changed = true;
 }
 
@@ -896,7 +896,7 @@ rl_config_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("rl_config_trigger must be called as a trigger")));
-	rl_mark_config_changed();
+	pgrl_mark_config_changed();
 	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		PG_RETURN_POINTER(NULL);
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
@@ -912,10 +912,10 @@ rl_config_trigger(PG_FUNCTION_ARGS)
 Datum
 rl_internal_resync(PG_FUNCTION_ARGS)
 {
-	if (rl_state != NULL)
+	if (pgrl_state != NULL)
 	{
 		config_extension_oid = InvalidOid;
-		rl_mark_config_changed();
+		pgrl_mark_config_changed();
 		forget_instances_at_commit = true;
 	}
 	PG_RETURN_VOID();
@@ -934,7 +934,7 @@ static bool config_relation_changed = false;
  * the tables again.  No catalog access here.
  */
 void
-rl_config_relcache_callback(Datum arg, Oid relid)
+pgrl_config_relcache_callback(Datum arg, Oid relid)
 {
 	if (!OidIsValid(relid))
 	{
@@ -948,7 +948,7 @@ rl_config_relcache_callback(Datum arg, Oid relid)
 
 /* Are the extension's triggers on this table all there and firing always? */
 static bool
-rl_config_triggers_enabled(Oid relid)
+pgrl_config_triggers_enabled(Oid relid)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	TriggerDesc *triggers = rel->trigdesc;
@@ -978,7 +978,7 @@ rl_config_triggers_enabled(Oid relid)
  * every round while any of the triggers is not ENABLE ALWAYS.
  */
 void
-rl_check_config_triggers(void)
+pgrl_check_config_triggers(void)
 {
 	static TimestampTz warned_at = 0;
 	Oid			extension_oid;
@@ -986,12 +986,12 @@ rl_check_config_triggers(void)
 	Oid			owner;
 	bool		all_enabled = true;
 
-	if (!rl_extension_lookup(&extension_oid, &schema, &owner))
+	if (!pgrl_extension_lookup(&extension_oid, &schema, &owner))
 		return;
 	for (int i = 0; i < (int) lengthof(config_tables); i++)
 	{
 		config_relids[i] = get_relname_relid(config_tables[i], schema);
-		if (!OidIsValid(config_relids[i]) || !rl_config_triggers_enabled(config_relids[i]))
+		if (!OidIsValid(config_relids[i]) || !pgrl_config_triggers_enabled(config_relids[i]))
 			all_enabled = false;
 	}
 	if (all_enabled)
@@ -1007,7 +1007,7 @@ rl_check_config_triggers(void)
 	if (config_relation_changed || !all_enabled)
 	{
 		config_relation_changed = false;
-		rl_request_config_resync();
+		pgrl_request_config_resync();
 	}
 }
 
@@ -1016,6 +1016,6 @@ PG_FUNCTION_INFO_V1(rl_internal_check);
 Datum
 rl_internal_check(PG_FUNCTION_ARGS)
 {
-	rl_require_library();
+	pgrl_require_library();
 	PG_RETURN_VOID();
 }

@@ -38,11 +38,11 @@ static const char *const pause_point_names[] = {
 	[RL_PAUSE_BEFORE_SLEEP] = "before_sleep",
 };
 
-uint32		rl_debug_pause_points = 0;
+uint32		pgrl_debug_pause_points = 0;
 
 /* Hold here while a test session holds the point's advisory lock */
 void
-rl_debug_pause_wait(RlPausePoint point)
+pgrl_debug_pause_wait(RlPausePoint point)
 {
 	LOCKTAG		tag;
 
@@ -57,7 +57,7 @@ rl_debug_pause_wait(RlPausePoint point)
  * bit mask.
  */
 bool
-rl_debug_pause_check(char **newval, void **extra, GucSource source)
+pgrl_debug_pause_check(char **newval, void **extra, GucSource source)
 {
 	char	   *copy;
 	List	   *names;
@@ -94,7 +94,7 @@ rl_debug_pause_check(char **newval, void **extra, GucSource source)
 	pfree(copy);
 	list_free(names);
 
-	if (points != 0 && !rl_enable_test_clock)
+	if (points != 0 && !pgrl_enable_test_clock)
 	{
 		GUC_check_errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
 		GUC_check_errmsg("pause points need ratelimit.enable_test_clock");
@@ -112,7 +112,7 @@ rl_debug_pause_check(char **newval, void **extra, GucSource source)
 
 /* Assign hook of ratelimit.debug_pause */
 void
-rl_debug_pause_assign(const char *newval, void *extra)
+pgrl_debug_pause_assign(const char *newval, void *extra)
 {
-	rl_debug_pause_points = *(uint32 *) extra;
+	pgrl_debug_pause_points = *(uint32 *) extra;
 }

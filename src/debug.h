@@ -25,11 +25,11 @@ typedef enum RlPausePoint
 #define RL_PAUSE_LOCK_KEY		7411
 
 /* Bit (1 << point) for each point named in ratelimit.debug_pause */
-extern uint32 rl_debug_pause_points;
+extern uint32 pgrl_debug_pause_points;
 
-extern void rl_debug_pause_wait(RlPausePoint point);
-extern bool rl_debug_pause_check(char **newval, void **extra, GucSource source);
-extern void rl_debug_pause_assign(const char *newval, void *extra);
+extern void pgrl_debug_pause_wait(RlPausePoint point);
+extern bool pgrl_debug_pause_check(char **newval, void **extra, GucSource source);
+extern void pgrl_debug_pause_assign(const char *newval, void *extra);
 
 /*
  * Stop at a pause point while a test holds its lock.  Costs one test of a
@@ -37,10 +37,10 @@ extern void rl_debug_pause_assign(const char *newval, void *extra);
  * with an LWLock held: it may wait on a heavyweight lock.
  */
 static inline void
-rl_debug_pause(RlPausePoint point)
+pgrl_debug_pause(RlPausePoint point)
 {
-	if (unlikely((rl_debug_pause_points & ((uint32) 1 << point)) != 0))
-		rl_debug_pause_wait(point);
+	if (unlikely((pgrl_debug_pause_points & ((uint32) 1 << point)) != 0))
+		pgrl_debug_pause_wait(point);
 }
 
 #endif							/* RL_DEBUG_H */

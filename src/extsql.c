@@ -12,7 +12,7 @@
  * look-alike rl_model table) could run code with another role's rights or
  * feed the limiter its own limits.
  *
- * So every such session (rl_extsql_begin .. rl_extsql_end):
+ * So every such session (pgrl_extsql_begin .. pgrl_extsql_end):
  * - finds the extension, its schema and its owner from the catalogs, not
  *   through SQL, and names every table with that schema;
  * - runs as the extension's owner in a security-restricted operation, as
@@ -50,7 +50,7 @@
  * is not installed (as seen by the catalog snapshot).
  */
 bool
-rl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner)
+pgrl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner)
 {
 	Relation	rel;
 	SysScanDesc scan;
@@ -85,13 +85,13 @@ rl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner)
  * opened, when the extension is not installed.
  */
 bool
-rl_extsql_begin(RlExtSql *session, bool latest_snapshot)
+pgrl_extsql_begin(RlExtSql *session, bool latest_snapshot)
 {
 	Oid			schema;
 	char	   *schema_name;
 
 	memset(session, 0, sizeof(*session));
-	if (!rl_extension_lookup(&session->extension_oid, &schema, &session->owner))
+	if (!pgrl_extension_lookup(&session->extension_oid, &schema, &session->owner))
 		return false;
 	schema_name = get_namespace_name(schema);
 	if (schema_name == NULL)
@@ -117,12 +117,12 @@ rl_extsql_begin(RlExtSql *session, bool latest_snapshot)
 }
 
 /*
- * Close a session opened by rl_extsql_begin().  An error in between needs
+ * Close a session opened by pgrl_extsql_begin().  An error in between needs
  * no call: aborting the (sub)transaction restores the role, the setting and
  * the snapshot.
  */
 void
-rl_extsql_end(RlExtSql *session)
+pgrl_extsql_end(RlExtSql *session)
 {
 	SPI_finish();
 	if (session->pushed_snapshot)
@@ -133,7 +133,7 @@ rl_extsql_end(RlExtSql *session)
 
 /* Run a read-only query with the session's snapshot; purpose names it in errors */
 void
-rl_extsql_query(const char *sql, const char *purpose)
+pgrl_extsql_query(const char *sql, const char *purpose)
 {
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pg_ratelimit could not %s: %s", purpose, sql);

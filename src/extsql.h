@@ -21,16 +21,16 @@ typedef struct RlExtSql
 	Oid			owner;
 	const char *qschema;		/* the extension's schema, quoted */
 
-	/* what rl_extsql_end() restores */
+	/* what pgrl_extsql_end() restores */
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
 	bool		pushed_snapshot;
 } RlExtSql;
 
-extern bool rl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner);
-extern bool rl_extsql_begin(RlExtSql *session, bool latest_snapshot);
-extern void rl_extsql_end(RlExtSql *session);
-extern void rl_extsql_query(const char *sql, const char *purpose);
+extern bool pgrl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner);
+extern bool pgrl_extsql_begin(RlExtSql *session, bool latest_snapshot);
+extern void pgrl_extsql_end(RlExtSql *session);
+extern void pgrl_extsql_query(const char *sql, const char *purpose);
 
 #endif							/* RL_EXTSQL_H */

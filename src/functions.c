@@ -89,7 +89,7 @@ static RlResultType settlement_type;
  * on every call: rl_acquire and rl_release are the hot path.
  */
 static TupleDesc
-rl_result_desc(FunctionCallInfo fcinfo, RlResultType *cache)
+pgrl_result_desc(FunctionCallInfo fcinfo, RlResultType *cache)
 {
 	Oid			type = get_fn_expr_rettype(fcinfo->flinfo);
 	TupleDesc	desc;
@@ -115,7 +115,7 @@ rl_result_desc(FunctionCallInfo fcinfo, RlResultType *cache)
 }
 
 static text *
-rl_require_text(FunctionCallInfo fcinfo, int argno, const char *what)
+pgrl_require_text(FunctionCallInfo fcinfo, int argno, const char *what)
 {
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
@@ -125,7 +125,7 @@ rl_require_text(FunctionCallInfo fcinfo, int argno, const char *what)
 }
 
 static void
-rl_require_non_negative(FunctionCallInfo fcinfo, int argno, const char *what,
+pgrl_require_non_negative(FunctionCallInfo fcinfo, int argno, const char *what,
 						bool is_int4)
 {
 	if (PG_ARGISNULL(argno))
@@ -143,19 +143,19 @@ rl_require_non_negative(FunctionCallInfo fcinfo, int argno, const char *what,
  * keep the lock held).
  */
 static char *
-rl_job_type_arg(FunctionCallInfo fcinfo, int argno)
+pgrl_job_type_arg(FunctionCallInfo fcinfo, int argno)
 {
 	char	   *name;
 
 	if (PG_ARGISNULL(argno))
 		return NULL;
 	name = palloc(RL_NAME_MAX_LEN + 1);
-	rl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(argno)), "job type");
+	pgrl_copy_name(name, text_to_cstring(PG_GETARG_TEXT_PP(argno)), "job type");
 	return name;
 }
 
 static void
-rl_report_no_job_type(const char *name)
+pgrl_report_no_job_type(const char *name)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -163,7 +163,7 @@ rl_report_no_job_type(const char *name)
 }
 
 static void
-rl_report_no_model(const char *name)
+pgrl_report_no_model(const char *name)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -177,7 +177,7 @@ rl_report_no_model(const char *name)
  * holds config_lock.
  */
 static bool
-rl_resolve_size(FunctionCallInfo fcinfo, const char *job_type_name, int tokens_arg,
+pgrl_resolve_size(FunctionCallInfo fcinfo, const char *job_type_name, int tokens_arg,
 				int requests_arg, RlRequestSize *size)
 {
 	RlJobType  *job_type = NULL;
@@ -186,10 +186,10 @@ rl_resolve_size(FunctionCallInfo fcinfo, const char *job_type_name, int tokens_a
 	size->job_type_generation = 0;
 	if (job_type_name != NULL)
 	{
-		size->job_type_slot = rl_lookup_slot(rl_job_type_index, job_type_name);
+		size->job_type_slot = pgrl_lookup_slot(pgrl_job_type_index, job_type_name);
 		if (size->job_type_slot < 0)
 			return false;
-		job_type = &rl_job_types[size->job_type_slot];
+		job_type = &pgrl_job_types[size->job_type_slot];
 		size->job_type_generation = job_type->generation;
 	}
 	size->tokens = !PG_ARGISNULL(tokens_arg) ? PG_GETARG_INT64(tokens_arg) :
@@ -200,7 +200,7 @@ rl_resolve_size(FunctionCallInfo fcinfo, const char *job_type_name, int tokens_a
 }
 
 static Datum
-rl_interval_datum(int64 us)
+pgrl_interval_datum(int64 us)
 {
 	Interval   *interval = palloc0(sizeof(Interval));
 
@@ -210,7 +210,7 @@ rl_interval_datum(int64 us)
 
 /* The error for a request larger than one of a model's limits */
 static void
-rl_report_never_fits(const char *model, const RlAdmission *admission,
+pgrl_report_never_fits(const char *model, const RlAdmission *admission,
 					 const RlRequestSize *size)
 {
 	RlDimension dim = admission->never_fits;
@@ -219,9 +219,9 @@ rl_report_never_fits(const char *model, const RlAdmission *admission,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("request can never fit model \"%s\"", model),
 			 errdetail("It needs " INT64_FORMAT " %s, and the model's %s limit is " INT64_FORMAT ".",
-					   rl_dimension_amount(dim, size->tokens, size->requests),
+					   pgrl_dimension_amount(dim, size->tokens, size->requests),
 					   dim == RL_DIM_TPM || dim == RL_DIM_TPD ? "tokens" : "requests",
-					   rl_dimension_names[dim], admission->never_fits_limit)));
+					   pgrl_dimension_names[dim], admission->never_fits_limit)));
 }
 
 /* What a lease records besides its size: the same on every attempt */
@@ -268,35 +268,35 @@ typedef enum RlAttemptFailure
  * -1 when neither is set.  Caller holds config_lock.
  */
 static int64
-rl_job_type_wait_us(int job_type_slot, int model_slot)
+pgrl_job_type_wait_us(int job_type_slot, int model_slot)
 {
 	int64		max_wait_us = -1;
 
 	if (job_type_slot < 0)
 		return -1;
-	max_wait_us = rl_waits[(Size) job_type_slot * rl_max_models + model_slot];
+	max_wait_us = pgrl_waits[(Size) job_type_slot * pgrl_max_models + model_slot];
 	if (max_wait_us < 0)
-		max_wait_us = rl_job_types[job_type_slot].max_wait_us;
+		max_wait_us = pgrl_job_types[job_type_slot].max_wait_us;
 	return max_wait_us;
 }
 
-/* Try the models in order under config_lock; see rl_attempt() */
+/* Try the models in order under config_lock; see pgrl_attempt() */
 static RlAttemptFailure
-rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
+pgrl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 				  const RlLeaseArgs *args, TimestampTz now, RlAttempt *attempt,
 				  int *failed_index)
 {
 	int		   *slots = palloc(sizeof(int) * num_models);
 	RlAdmission admission;
 	RlMemoryCap *memory = &attempt->memory;
-	TimestampTz expires_at = rl_add_saturating(now, args->ttl_us);
+	TimestampTz expires_at = pgrl_add_saturating(now, args->ttl_us);
 
-	if (!rl_resolve_size(fcinfo, args->job_type, ARG_TOKENS, ARG_REQUESTS, &attempt->size))
+	if (!pgrl_resolve_size(fcinfo, args->job_type, ARG_TOKENS, ARG_REQUESTS, &attempt->size))
 		return RL_ATTEMPT_NO_JOB_TYPE;
-	rl_memory_cap(args->instance, attempt->size.job_type_slot, memory);
+	pgrl_memory_cap(args->instance, attempt->size.job_type_slot, memory);
 	for (int i = 0; i < num_models; i++)
 	{
-		slots[i] = rl_lookup_slot(rl_model_index, names[i]);
+		slots[i] = pgrl_lookup_slot(pgrl_model_index, names[i]);
 		if (slots[i] < 0)
 		{
 			*failed_index = i;
@@ -305,12 +305,12 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 		if (i < RL_MAX_WAIT_MODELS)
 			attempt->slots[i] = slots[i];
 		attempt->max_wait_us = Max(attempt->max_wait_us,
-								   rl_job_type_wait_us(attempt->size.job_type_slot, slots[i]));
+								   pgrl_job_type_wait_us(attempt->size.job_type_slot, slots[i]));
 	}
 
 	for (int i = 0; i < num_models; i++)
 	{
-		rl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests,
+		pgrl_try_admit(slots[i], attempt->size.tokens, attempt->size.requests,
 					 attempt->size.job_type_slot, memory, ticket, now, expires_at,
 					 &admission);
 		if (admission.leases_full)
@@ -331,7 +331,7 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 			RlLease		lease;
 
 			memset(&lease, 0, sizeof(lease));
-			lease.lease_id = (int64) pg_atomic_fetch_add_u64(&rl_state->next_lease_id, 1);
+			lease.lease_id = (int64) pg_atomic_fetch_add_u64(&pgrl_state->next_lease_id, 1);
 			lease.model_slot = slots[i];
 			lease.model_generation = admission.model_generation;
 			lease.job_type_slot = attempt->size.job_type_slot;
@@ -350,9 +350,9 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
 			lease.instance_slot = memory->instance_slot;
 			lease.instance_generation = memory->instance_generation;
 			lease.memory_counted = admission.memory_counted;
-			if (!rl_put_lease(&lease))
+			if (!pgrl_put_lease(&lease))
 				return RL_ATTEMPT_LEASE_NOT_STORED;
-			rl_holders_granted(lease.lease_id, args->session_bound);
+			pgrl_holders_granted(lease.lease_id, args->session_bound);
 			attempt->granted_index = i;
 			attempt->lease_id = lease.lease_id;
 			break;
@@ -393,7 +393,7 @@ rl_attempt_locked(FunctionCallInfo fcinfo, char **names, int num_models, int64 t
  * raised only after it is released.
  */
 static void
-rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
+pgrl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 		   const RlLeaseArgs *args, TimestampTz now, RlAttempt *attempt)
 {
 	RlAttemptFailure failure;
@@ -406,29 +406,29 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
 	attempt->max_wait_us = 0;
 	memset(attempt->refused, 0, sizeof(bool) * num_models);
 
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	failure = rl_attempt_locked(fcinfo, names, num_models, ticket, args, now, attempt,
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	failure = pgrl_attempt_locked(fcinfo, names, num_models, ticket, args, now, attempt,
 								&failed_index);
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 
 	switch (failure)
 	{
 		case RL_ATTEMPT_OK:
 			break;
 		case RL_ATTEMPT_NO_JOB_TYPE:
-			rl_report_no_job_type(args->job_type);
+			pgrl_report_no_job_type(args->job_type);
 			break;
 		case RL_ATTEMPT_NO_MODEL:
-			rl_report_no_model(names[failed_index]);
+			pgrl_report_no_model(names[failed_index]);
 			break;
 		case RL_ATTEMPT_NEVER_FITS:
-			rl_report_never_fits(names[0], &attempt->never_fits, &attempt->size);
+			pgrl_report_never_fits(names[0], &attempt->never_fits, &attempt->size);
 			break;
 		case RL_ATTEMPT_LEASES_FULL:
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("too many open pg_ratelimit leases"),
-					 errdetail("ratelimit.max_leases is %d.", rl_max_leases),
+					 errdetail("ratelimit.max_leases is %d.", pgrl_max_leases),
 					 errhint("Release leases, shorten their ttl, or raise ratelimit.max_leases and restart the server.")));
 			break;
 		case RL_ATTEMPT_LEASE_NOT_STORED:
@@ -443,7 +443,7 @@ rl_attempt(FunctionCallInfo fcinfo, char **names, int num_models, int64 ticket,
  * client lost", which leaves the wait queue and takes nothing.
  */
 static void
-rl_check_client_connection(void)
+pgrl_check_client_connection(void)
 {
 	if (MyProcPort == NULL || pq_check_connection())
 		return;
@@ -458,29 +458,29 @@ rl_check_client_connection(void)
  * not resolve are left to the attempt to report.
  */
 static int64
-rl_configured_max_wait(char **names, int num_models, const char *job_type_name)
+pgrl_configured_max_wait(char **names, int num_models, const char *job_type_name)
 {
 	int64		longest = 0;
 	int			job_type_slot;
 
 	if (job_type_name == NULL)
 		return 0;
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	job_type_slot = rl_lookup_slot(rl_job_type_index, job_type_name);
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	job_type_slot = pgrl_lookup_slot(pgrl_job_type_index, job_type_name);
 	for (int i = 0; job_type_slot >= 0 && i < num_models; i++)
 	{
-		int			slot = rl_lookup_slot(rl_model_index, names[i]);
+		int			slot = pgrl_lookup_slot(pgrl_model_index, names[i]);
 
 		if (slot >= 0)
-			longest = Max(longest, rl_job_type_wait_us(job_type_slot, slot));
+			longest = Max(longest, pgrl_job_type_wait_us(job_type_slot, slot));
 	}
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 	return longest;
 }
 
 /* Milliseconds from one time to a later one, rounded up, at least 1 */
 static long
-rl_sleep_ms(TimestampTz from, TimestampTz to)
+pgrl_sleep_ms(TimestampTz from, TimestampTz to)
 {
 	return to <= from ? 1 : (long) Min((to - from + 999) / 1000, (int64) INT_MAX);
 }
@@ -493,7 +493,7 @@ rl_sleep_ms(TimestampTz from, TimestampTz to)
  * behind them.
  */
 static void
-rl_sleep_unless_woken(uint32 wakeups, long sleep_ms)
+pgrl_sleep_unless_woken(uint32 wakeups, long sleep_ms)
 {
 	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
 
@@ -501,16 +501,16 @@ rl_sleep_unless_woken(uint32 wakeups, long sleep_ms)
 	{
 		TimestampTz now;
 
-		if (rl_waiter_woken_since(wakeups))
+		if (pgrl_waiter_woken_since(wakeups))
 			return;
 		now = GetCurrentTimestamp();
 		if (now >= end)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(rl_sleep_ms(now, end), RL_CLIENT_CHECK_MS), PG_WAIT_EXTENSION);
+						 Min(pgrl_sleep_ms(now, end), RL_CLIENT_CHECK_MS), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		rl_check_client_connection();
+		pgrl_check_client_connection();
 	}
 }
 
@@ -524,12 +524,12 @@ rl_sleep_unless_woken(uint32 wakeups, long sleep_ms)
  * and the sleep is lost.
  */
 static void
-rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
+pgrl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 					 const RlLeaseArgs *args, int64 max_wait_us, RlAttempt *attempt)
 {
 	TimestampTz start = GetCurrentTimestamp();
-	TimestampTz deadline = rl_add_saturating(start, max_wait_us);
-	TimestampTz mark_deadline = rl_add_saturating(start, RL_MARK_WAIT_US);
+	TimestampTz deadline = pgrl_add_saturating(start, max_wait_us);
+	TimestampTz mark_deadline = pgrl_add_saturating(start, RL_MARK_WAIT_US);
 	int64		ticket;
 	int			registered[RL_MAX_WAIT_MODELS];
 	MemoryContext pass_context;
@@ -540,27 +540,27 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 										 ALLOCSET_SMALL_SIZES);
 
 	memcpy(registered, attempt->slots, sizeof(int) * num_models);
-	ticket = rl_register_waiter(registered, num_models, attempt->size.tokens,
+	ticket = pgrl_register_waiter(registered, num_models, attempt->size.tokens,
 								attempt->size.requests, attempt->size.job_type_slot,
 								&attempt->memory, 0);
-	rl_waiter_awaiting_mark(attempt->awaiting_mark);
+	pgrl_waiter_awaiting_mark(attempt->awaiting_mark);
 	PG_TRY();
 	{
 		for (;;)
 		{
-			TimestampTz now = rl_now();
+			TimestampTz now = pgrl_now();
 			TimestampTz real_now;
 			TimestampTz until;
 			long		sleep_ms;
 			uint32		wakeups;
 
 			/* a client that went away must not be granted what it waited for */
-			rl_check_client_connection();
-			wakeups = rl_waiter_wakeups();
+			pgrl_check_client_connection();
+			wakeups = pgrl_waiter_wakeups();
 			MemoryContextReset(pass_context);
 			MemoryContextSwitchTo(pass_context);
-			rl_expire_due_leases(now);
-			rl_attempt(fcinfo, names, num_models, ticket, args, now, attempt);
+			pgrl_expire_due_leases(now);
+			pgrl_attempt(fcinfo, names, num_models, ticket, args, now, attempt);
 			MemoryContextSwitchTo(caller_context);
 			if (attempt->granted_index >= 0 || attempt->reported_index < 0)
 				break;
@@ -569,24 +569,24 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 			if (memcmp(registered, attempt->slots, sizeof(int) * num_models) != 0)
 			{
 				memcpy(registered, attempt->slots, sizeof(int) * num_models);
-				rl_register_waiter(registered, num_models, attempt->size.tokens,
+				pgrl_register_waiter(registered, num_models, attempt->size.tokens,
 								   attempt->size.requests, attempt->size.job_type_slot,
 								   &attempt->memory, ticket);
 				/* a release on the new slot before we were there woke nobody */
 				continue;
 			}
-			rl_waiter_awaiting_mark(attempt->awaiting_mark);
+			pgrl_waiter_awaiting_mark(attempt->awaiting_mark);
 
 			real_now = GetCurrentTimestamp();
 			until = attempt->awaiting_mark ? Max(deadline, mark_deadline) : deadline;
 			if (real_now >= until)
 				break;
-			sleep_ms = rl_sleep_ms(real_now, until);
+			sleep_ms = pgrl_sleep_ms(real_now, until);
 			if (!attempt->awaiting_mark && attempt->reported.retry_at != 0)
-				sleep_ms = Min(sleep_ms, rl_sleep_ms(now, attempt->reported.retry_at));
+				sleep_ms = Min(sleep_ms, pgrl_sleep_ms(now, attempt->reported.retry_at));
 			/* for tests: a release may come between the attempt and the sleep */
-			rl_debug_pause(RL_PAUSE_BEFORE_SLEEP);
-			rl_sleep_unless_woken(wakeups, sleep_ms);
+			pgrl_debug_pause(RL_PAUSE_BEFORE_SLEEP);
+			pgrl_sleep_unless_woken(wakeups, sleep_ms);
 		}
 	}
 	PG_CATCH();
@@ -594,17 +594,17 @@ rl_wait_for_capacity(FunctionCallInfo fcinfo, char **names, int num_models,
 		/* cancel, statement_timeout, a dropped model: leave the queue */
 		LWLockReleaseAll();
 		MemoryContextSwitchTo(caller_context);
-		rl_unregister_waiter();
+		pgrl_unregister_waiter();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	rl_unregister_waiter();
+	pgrl_unregister_waiter();
 	MemoryContextDelete(pass_context);
 }
 
 /* The login role holds ratelimit.max_leases_per_role leases already */
 static void
-rl_report_role_cap(int refusal)
+pgrl_report_role_cap(int refusal)
 {
 	char	   *role = GetUserNameFromId(GetSessionUserId(), true);
 
@@ -618,7 +618,7 @@ rl_report_role_cap(int refusal)
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("role \"%s\" holds too many pg_ratelimit leases", role ? role : "?"),
 			 errdetail("ratelimit.max_leases_per_role is %d for this role.",
-					   rl_max_leases_per_role),
+					   pgrl_max_leases_per_role),
 			 errhint("Release leases first, or have an administrator raise the cap, for example ALTER ROLE ... SET ratelimit.max_leases_per_role.")));
 }
 
@@ -627,7 +627,7 @@ rl_report_role_cap(int refusal)
  * grant the first that admits, waiting up to max_wait when none does.
  */
 static Datum
-rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
+pgrl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 {
 	RlLeaseArgs args;
 	RlAttempt	attempt;
@@ -637,60 +637,60 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 
-	rl_require_non_negative(fcinfo, ARG_TOKENS, "tokens", false);
-	rl_require_non_negative(fcinfo, ARG_REQUESTS, "requests", true);
+	pgrl_require_non_negative(fcinfo, ARG_TOKENS, "tokens", false);
+	pgrl_require_non_negative(fcinfo, ARG_REQUESTS, "requests", true);
 	if (!PG_ARGISNULL(ARG_MAX_WAIT))
 	{
-		max_wait_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_MAX_WAIT), "max_wait");
+		max_wait_us = pgrl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_MAX_WAIT), "max_wait");
 		if (max_wait_us < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("max_wait must not be negative")));
 	}
-	args.ttl_us = (int64) Min(rl_lease_ttl_s, rl_max_lease_ttl_s) * USECS_PER_SEC;
+	args.ttl_us = (int64) Min(pgrl_lease_ttl_s, pgrl_max_lease_ttl_s) * USECS_PER_SEC;
 	if (!PG_ARGISNULL(ARG_TTL))
 	{
-		args.ttl_us = rl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_TTL), "ttl");
+		args.ttl_us = pgrl_interval_to_us(PG_GETARG_INTERVAL_P(ARG_TTL), "ttl");
 		if (args.ttl_us <= 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("ttl must be positive")));
-		if (args.ttl_us > (int64) rl_max_lease_ttl_s * USECS_PER_SEC)
+		if (args.ttl_us > (int64) pgrl_max_lease_ttl_s * USECS_PER_SEC)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("ttl must not be longer than ratelimit.max_lease_ttl (%d s)",
-							rl_max_lease_ttl_s),
+							pgrl_max_lease_ttl_s),
 					 errhint("Renew long work with shorter leases, or have an administrator raise ratelimit.max_lease_ttl.")));
 	}
 	args.session_bound = PG_NARGS() > ARG_SESSION_BOUND && !PG_ARGISNULL(ARG_SESSION_BOUND) &&
 		PG_GETARG_BOOL(ARG_SESSION_BOUND);
-	args.job_type = rl_job_type_arg(fcinfo, ARG_JOB_TYPE);
+	args.job_type = pgrl_job_type_arg(fcinfo, ARG_JOB_TYPE);
 	memset(args.instance, 0, sizeof(args.instance));
 	if (!PG_ARGISNULL(ARG_INSTANCE))
-		rl_copy_name(args.instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
-	tupdesc = rl_result_desc(fcinfo, &grant_type);
+		pgrl_copy_name(args.instance, text_to_cstring(PG_GETARG_TEXT_PP(ARG_INSTANCE)), "instance");
+	tupdesc = pgrl_result_desc(fcinfo, &grant_type);
 
 	/* a call that could wait on too many models fails before it tries any */
 	if (num_models > RL_MAX_WAIT_MODELS &&
 		(max_wait_us > 0 ||
-		 (max_wait_us < 0 && rl_configured_max_wait(names, num_models, args.job_type) > 0)))
+		 (max_wait_us < 0 && pgrl_configured_max_wait(names, num_models, args.job_type) > 0)))
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("cannot wait on more than %d models at once", RL_MAX_WAIT_MODELS),
 				 errhint("Name at most %d models, or pass max_wait => 0.",
 						 RL_MAX_WAIT_MODELS)));
 
-	rl_check_instance_privilege(args.instance);
-	args.role_slot = rl_holders_start_acquire(args.session_bound);
+	pgrl_check_instance_privilege(args.instance);
+	args.role_slot = pgrl_holders_start_acquire(args.session_bound);
 	if (args.role_slot == RL_ROLE_AT_CAP || args.role_slot == RL_ROLE_NO_ROOM)
-		rl_report_role_cap(args.role_slot);
+		pgrl_report_role_cap(args.role_slot);
 
 	attempt.refused = palloc(sizeof(bool) * num_models);
-	now = rl_now();
+	now = pgrl_now();
 	/* for tests: another backend may roll the windows past now meanwhile */
-	rl_debug_pause(RL_PAUSE_BEFORE_ADMISSION);
-	rl_expire_due_leases(now);
-	rl_attempt(fcinfo, names, num_models, RL_NEWCOMER_TICKET, &args, now, &attempt);
+	pgrl_debug_pause(RL_PAUSE_BEFORE_ADMISSION);
+	pgrl_expire_due_leases(now);
+	pgrl_attempt(fcinfo, names, num_models, RL_NEWCOMER_TICKET, &args, now, &attempt);
 
 	/* max_wait: the argument, else the job type's wait for the models */
 	if (max_wait_us < 0)
@@ -708,14 +708,14 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 		}
 		else
 		{
-			rl_wait_for_capacity(fcinfo, names, num_models, &args, max_wait_us, &attempt);
-			now = rl_now();
+			pgrl_wait_for_capacity(fcinfo, names, num_models, &args, max_wait_us, &attempt);
+			now = pgrl_now();
 		}
 	}
 
 	/* a refused call counts once on each model that refused it */
 	if (attempt.granted_index < 0)
-		rl_count_refusal(names, attempt.refused, num_models, attempt.size.job_type_slot,
+		pgrl_count_refusal(names, attempt.refused, num_models, attempt.size.job_type_slot,
 						 attempt.size.job_type_generation);
 
 	/* the worker saved no new mark in time: say so where operators look */
@@ -728,11 +728,11 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 	}
 
 	/* no lease: the role's count reserved for it goes back */
-	rl_holders_end_acquire();
+	pgrl_holders_end_acquire();
 
 	/* every model refused the request as too large */
 	if (attempt.granted_index < 0 && attempt.reported_index < 0)
-		rl_report_never_fits(names[attempt.never_fits_index], &attempt.never_fits,
+		pgrl_report_never_fits(names[attempt.never_fits_index], &attempt.never_fits,
 							 &attempt.size);
 
 	values[0] = BoolGetDatum(attempt.granted_index >= 0);
@@ -748,21 +748,21 @@ rl_acquire_models(FunctionCallInfo fcinfo, char **names, int num_models)
 		nulls[1] = true;
 		values[2] = CStringGetTextDatum(names[attempt.reported_index]);
 		if (attempt.reported.retry_at != 0)
-			values[3] = rl_interval_datum(Max(attempt.reported.retry_at - now, 0));
+			values[3] = pgrl_interval_datum(Max(attempt.reported.retry_at - now, 0));
 		else
 			nulls[3] = true;
-		values[4] = CStringGetTextDatum(rl_dimension_names[attempt.reported.limited_by]);
+		values[4] = CStringGetTextDatum(pgrl_dimension_names[attempt.reported.limited_by]);
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
 /* Copy and validate a model name argument */
 static char *
-rl_model_name(text *arg)
+pgrl_model_name(text *arg)
 {
 	char	   *name = palloc(RL_NAME_MAX_LEN + 1);
 
-	rl_copy_name(name, text_to_cstring(arg), "model");
+	pgrl_copy_name(name, text_to_cstring(arg), "model");
 	return name;
 }
 
@@ -775,10 +775,10 @@ rl_acquire(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 
-	rl_require_primary("admit requests");
-	rl_require_ready();
-	name = rl_model_name(rl_require_text(fcinfo, ARG_MODELS, "model"));
-	return rl_acquire_models(fcinfo, &name, 1);
+	pgrl_require_primary("admit requests");
+	pgrl_require_ready();
+	name = pgrl_model_name(pgrl_require_text(fcinfo, ARG_MODELS, "model"));
+	return pgrl_acquire_models(fcinfo, &name, 1);
 }
 
 /* A name and where it is in a list */
@@ -789,7 +789,7 @@ typedef struct RlNamePosition
 } RlNamePosition;
 
 static int
-rl_name_position_cmp(const void *a, const void *b)
+pgrl_name_position_cmp(const void *a, const void *b)
 {
 	const RlNamePosition *pa = (const RlNamePosition *) a;
 	const RlNamePosition *pb = (const RlNamePosition *) b;
@@ -806,7 +806,7 @@ rl_name_position_cmp(const void *a, const void *b)
  * counted) once.
  */
 static int
-rl_unique_names(char **names, int count)
+pgrl_unique_names(char **names, int count)
 {
 	RlNamePosition *sorted;
 	bool	   *repeated;
@@ -820,7 +820,7 @@ rl_unique_names(char **names, int count)
 		sorted[i].name = names[i];
 		sorted[i].position = i;
 	}
-	qsort(sorted, count, sizeof(RlNamePosition), rl_name_position_cmp);
+	qsort(sorted, count, sizeof(RlNamePosition), pgrl_name_position_cmp);
 	repeated = palloc0(sizeof(bool) * count);
 	for (int i = 1; i < count; i++)
 		if (strcmp(sorted[i].name, sorted[i - 1].name) == 0)
@@ -846,8 +846,8 @@ rl_acquire_any(PG_FUNCTION_ARGS)
 	int			count;
 	char	  **names;
 
-	rl_require_primary("admit requests");
-	rl_require_ready();
+	pgrl_require_primary("admit requests");
+	pgrl_require_ready();
 	if (PG_ARGISNULL(ARG_MODELS))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -870,13 +870,13 @@ rl_acquire_any(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("models must not contain nulls")));
-		names[i] = rl_model_name(DatumGetTextPP(elements[i]));
+		names[i] = pgrl_model_name(DatumGetTextPP(elements[i]));
 	}
-	return rl_acquire_models(fcinfo, names, rl_unique_names(names, count));
+	return pgrl_acquire_models(fcinfo, names, pgrl_unique_names(names, count));
 }
 
 static int64
-rl_checked_sum(int64 a, int64 b)
+pgrl_checked_sum(int64 a, int64 b)
 {
 	int64		sum;
 
@@ -903,38 +903,38 @@ rl_release(PG_FUNCTION_ARGS)
 	Datum		values[7];
 	bool		nulls[7];
 
-	rl_require_primary("release leases");
-	rl_require_ready();
+	pgrl_require_primary("release leases");
+	pgrl_require_ready();
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("lease_id must not be null")));
 	lease_id = PG_GETARG_INT64(0);
-	rl_require_non_negative(fcinfo, 1, "input_tokens", false);
-	rl_require_non_negative(fcinfo, 2, "output_tokens", false);
-	rl_require_non_negative(fcinfo, 3, "cached_tokens", false);
-	rl_require_non_negative(fcinfo, 4, "requests", true);
+	pgrl_require_non_negative(fcinfo, 1, "input_tokens", false);
+	pgrl_require_non_negative(fcinfo, 2, "output_tokens", false);
+	pgrl_require_non_negative(fcinfo, 3, "cached_tokens", false);
+	pgrl_require_non_negative(fcinfo, 4, "requests", true);
 
 	memset(&usage, 0, sizeof(usage));
 	usage.has_tokens = !PG_ARGISNULL(1) || !PG_ARGISNULL(2) || !PG_ARGISNULL(3);
 	usage.input = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
 	usage.output = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
 	usage.cached = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT64(3);
-	usage.tokens_without_cached = rl_checked_sum(usage.input, usage.output);
-	usage.tokens_with_cached = rl_checked_sum(usage.tokens_without_cached, usage.cached);
+	usage.tokens_without_cached = pgrl_checked_sum(usage.input, usage.output);
+	usage.tokens_with_cached = pgrl_checked_sum(usage.tokens_without_cached, usage.cached);
 	usage.has_requests = !PG_ARGISNULL(4);
 	usage.requests = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
-	tupdesc = rl_result_desc(fcinfo, &settlement_type);
+	tupdesc = pgrl_result_desc(fcinfo, &settlement_type);
 
-	now = rl_now();
-	rl_expire_due_leases(now);
+	now = pgrl_now();
+	pgrl_expire_due_leases(now);
 
 	memset(&settlement, 0, sizeof(settlement));
-	if (rl_take_lease(lease_id, &lease))
+	if (pgrl_take_lease(lease_id, &lease))
 	{
 		if (lease.session_bound && lease.pid == MyProcPid)
-			rl_session_lease_forget(lease_id);
-		rl_settle_lease(&lease, &usage, now, &settlement);
+			pgrl_session_lease_forget(lease_id);
+		pgrl_settle_lease(&lease, &usage, now, &settlement);
 	}
 
 	memset(nulls, true, sizeof(nulls));
@@ -983,46 +983,46 @@ rl_capacity(PG_FUNCTION_ARGS)
 	int			model_slot;
 	char	   *job_type;
 
-	rl_require_ready();
-	name = rl_model_name(rl_require_text(fcinfo, 0, "model"));
-	job_type = rl_job_type_arg(fcinfo, 1);
-	rl_require_non_negative(fcinfo, 2, "tokens", false);
-	rl_require_non_negative(fcinfo, 3, "requests", true);
+	pgrl_require_ready();
+	name = pgrl_model_name(pgrl_require_text(fcinfo, 0, "model"));
+	job_type = pgrl_job_type_arg(fcinfo, 1);
+	pgrl_require_non_negative(fcinfo, 2, "tokens", false);
+	pgrl_require_non_negative(fcinfo, 3, "requests", true);
 	InitMaterializedSRF(fcinfo, 0);
 
-	now = rl_now();
-	rl_expire_due_leases(now);
+	now = pgrl_now();
+	pgrl_expire_due_leases(now);
 
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	if (!rl_resolve_size(fcinfo, job_type, 2, 3, &size))
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	if (!pgrl_resolve_size(fcinfo, job_type, 2, 3, &size))
 	{
-		LWLockRelease(&rl_state->config_lock);
-		rl_report_no_job_type(job_type);
+		LWLockRelease(&pgrl_state->config_lock);
+		pgrl_report_no_job_type(job_type);
 	}
-	model_slot = rl_lookup_slot(rl_model_index, name);
+	model_slot = pgrl_lookup_slot(pgrl_model_index, name);
 	if (model_slot < 0)
 	{
-		LWLockRelease(&rl_state->config_lock);
-		rl_report_no_model(name);
+		LWLockRelease(&pgrl_state->config_lock);
+		pgrl_report_no_model(name);
 	}
-	model = &rl_models[model_slot];
+	model = &pgrl_models[model_slot];
 	/* exclusive: the windows of the model and its shares may need rolling */
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-	rl_roll_windows(model, now);
+	pgrl_roll_windows(model, now);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		limit[d] = model->limit[d];
 		used[d] = model->used[d];
-		resets_at[d] = rl_dimension_resets_at(model, d);
+		resets_at[d] = pgrl_dimension_resets_at(model, d);
 	}
 	if (size.job_type_slot >= 0)
-		rl_share_room(model, rl_share(model_slot, size.job_type_slot), &share_room);
+		pgrl_share_room(model, pgrl_share(model_slot, size.job_type_slot), &share_room);
 	LWLockRelease(&model->lock);
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		amount = rl_dimension_amount(d, size.tokens, size.requests);
+		int64		amount = pgrl_dimension_amount(d, size.tokens, size.requests);
 
 		slots[d] = -1;
 		if (limit[d] == RL_UNLIMITED || amount == 0)
@@ -1048,7 +1048,7 @@ rl_capacity(PG_FUNCTION_ARGS)
 		{
 			if (limit[d] == RL_UNLIMITED)
 				continue;
-			values[0] = CStringGetTextDatum(rl_dimension_names[d]);
+			values[0] = CStringGetTextDatum(pgrl_dimension_names[d]);
 			values[1] = Int64GetDatum(limit[d]);
 			values[2] = Int64GetDatum(used[d]);
 			values[3] = Int64GetDatum(Max(0, limit[d] - used[d]));
@@ -1073,7 +1073,7 @@ rl_capacity(PG_FUNCTION_ARGS)
 
 /* Nullable limit column */
 static void
-rl_limit_column(int64 limit, Datum *value, bool *isnull)
+pgrl_limit_column(int64 limit, Datum *value, bool *isnull)
 {
 	*isnull = limit == RL_UNLIMITED;
 	*value = Int64GetDatum(limit);
@@ -1086,15 +1086,15 @@ rl_status_internal(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TimestampTz now;
 
-	rl_require_ready();
+	pgrl_require_ready();
 	InitMaterializedSRF(fcinfo, 0);
-	now = rl_now();
-	rl_expire_due_leases(now);
+	now = pgrl_now();
+	pgrl_expire_due_leases(now);
 
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	for (int slot = 0; slot < rl_max_models; slot++)
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 		RlModel		copy;
 		Datum		values[20];
 		bool		nulls[20];
@@ -1109,40 +1109,40 @@ rl_status_internal(PG_FUNCTION_ARGS)
 
 		memset(nulls, false, sizeof(nulls));
 		values[col++] = CStringGetTextDatum(copy.name);
-		rl_limit_column(copy.limit[RL_DIM_RPM], &values[col], &nulls[col]);
+		pgrl_limit_column(copy.limit[RL_DIM_RPM], &values[col], &nulls[col]);
 		col++;
-		rl_limit_column(copy.limit[RL_DIM_TPM], &values[col], &nulls[col]);
+		pgrl_limit_column(copy.limit[RL_DIM_TPM], &values[col], &nulls[col]);
 		col++;
-		rl_limit_column(copy.limit[RL_DIM_RPD], &values[col], &nulls[col]);
+		pgrl_limit_column(copy.limit[RL_DIM_RPD], &values[col], &nulls[col]);
 		col++;
-		rl_limit_column(copy.limit[RL_DIM_TPD], &values[col], &nulls[col]);
+		pgrl_limit_column(copy.limit[RL_DIM_TPD], &values[col], &nulls[col]);
 		col++;
-		rl_limit_column(copy.limit[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
+		pgrl_limit_column(copy.limit[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
 		col++;
-		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_RPM, now));
-		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_TPM, now));
-		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_RPD, now));
-		values[col++] = Int64GetDatum(rl_used_now(&copy, RL_DIM_TPD, now));
+		values[col++] = Int64GetDatum(pgrl_used_now(&copy, RL_DIM_RPM, now));
+		values[col++] = Int64GetDatum(pgrl_used_now(&copy, RL_DIM_TPM, now));
+		values[col++] = Int64GetDatum(pgrl_used_now(&copy, RL_DIM_RPD, now));
+		values[col++] = Int64GetDatum(pgrl_used_now(&copy, RL_DIM_TPD, now));
 		values[col++] = Int64GetDatum(copy.used[RL_DIM_CONCURRENCY]);
 		values[col++] = Int32GetDatum((int32) pg_atomic_read_u32(&model->num_waiters));
 		/* the windows do not move back when the clock does */
-		values[col++] = TimestampTzGetDatum(rl_window_at(copy.minute_start, now, USECS_PER_MINUTE) +
+		values[col++] = TimestampTzGetDatum(pgrl_window_at(copy.minute_start, now, USECS_PER_MINUTE) +
 											USECS_PER_MINUTE);
-		values[col++] = TimestampTzGetDatum(rl_window_at(copy.day_start, now, USECS_PER_DAY) +
+		values[col++] = TimestampTzGetDatum(pgrl_window_at(copy.day_start, now, USECS_PER_DAY) +
 											USECS_PER_DAY);
 		values[col++] = Int64GetDatum(copy.granted);
 		values[col++] = Int64GetDatum(copy.denied);
 		values[col++] = Int64GetDatum(copy.expired);
 		values[col++] = Int64GetDatum(copy.overage_events);
 		values[col++] = Int64GetDatum(copy.overage_tokens);
-		same_day = copy.usage.day_start == rl_window_at(copy.day_start, now, USECS_PER_DAY);
-		values[col] = NumericGetDatum(same_day ? rl_numeric_load(&copy.usage.cost) :
+		same_day = copy.usage.day_start == pgrl_window_at(copy.day_start, now, USECS_PER_DAY);
+		values[col] = NumericGetDatum(same_day ? pgrl_numeric_load(&copy.usage.cost) :
 									  int64_to_numeric(0));
 		col++;
 		Assert(col == lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 	return (Datum) 0;
 }
 
@@ -1172,17 +1172,17 @@ rl_leases_internal(PG_FUNCTION_ARGS)
 	MemoryContext row_context;
 	MemoryContext old_context;
 
-	rl_require_ready();
+	pgrl_require_ready();
 	InitMaterializedSRF(fcinfo, 0);
-	now = rl_now();
-	rl_expire_due_leases(now);
+	now = pgrl_now();
+	pgrl_expire_due_leases(now);
 
 	/* what a batch's rows need is freed after each batch */
 	row_context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit lease rows",
 										ALLOCSET_DEFAULT_SIZES);
 	memset(&batch, 0, sizeof(batch));
-	rl_lease_walk_begin(&walk);
-	while (rl_lease_walk_next(&walk, &batch))
+	pgrl_lease_walk_begin(&walk);
+	while (pgrl_lease_walk_next(&walk, &batch))
 	{
 		int			num_rows = 0;
 
@@ -1193,13 +1193,13 @@ rl_leases_internal(PG_FUNCTION_ARGS)
 				palloc(sizeof(RlLeaseRow) * room);
 		}
 		/* config_lock keeps slot names and generations still while we look */
-		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+		LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
 		for (int i = 0; i < batch.count; i++)
 		{
 			RlLease    *lease = &batch.leases[i];
-			RlModel    *model = &rl_models[lease->model_slot];
+			RlModel    *model = &pgrl_models[lease->model_slot];
 			RlJobType  *job_type = lease->job_type_slot >= 0 ?
-				&rl_job_types[lease->job_type_slot] : NULL;
+				&pgrl_job_types[lease->job_type_slot] : NULL;
 			RlLeaseRow *row = &rows[num_rows];
 
 			if (lease->expires_at <= now || !model->in_use ||
@@ -1213,7 +1213,7 @@ rl_leases_internal(PG_FUNCTION_ARGS)
 				strlcpy(row->job_type, job_type->name, sizeof(row->job_type));
 			num_rows++;
 		}
-		LWLockRelease(&rl_state->config_lock);
+		LWLockRelease(&pgrl_state->config_lock);
 
 		/* role names come from the catalogs: never under an LWLock */
 		old_context = MemoryContextSwitchTo(row_context);

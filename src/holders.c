@@ -81,7 +81,7 @@ static int	session_leases_room = 0;
 static bool callbacks_registered = false;
 
 Size
-rl_holders_shmem_size(void)
+pgrl_holders_shmem_size(void)
 {
 	return add_size(MAXALIGN(sizeof(RlRoles)),
 					hash_estimate_size(RL_MAX_ROLES, sizeof(RlRoleIndexEntry)));
@@ -89,7 +89,7 @@ rl_holders_shmem_size(void)
 
 /* Called at shared memory startup, with AddinShmemInitLock held */
 void
-rl_holders_shmem_init(int tranche_id)
+pgrl_holders_shmem_init(int tranche_id)
 {
 	HASHCTL		info;
 	bool		found_roles;
@@ -110,7 +110,7 @@ rl_holders_shmem_init(int tranche_id)
 
 /* Count one more under a record unless cap (> 0) is reached; caller holds roles_lock */
 static int
-rl_role_count(int slot, int cap)
+pgrl_role_count(int slot, int cap)
 {
 	pg_atomic_uint32 *open = &roles->records[slot].open;
 	uint32		current;
@@ -135,7 +135,7 @@ rl_role_count(int slot, int cap)
  * Caller holds roles_lock exclusively.
  */
 static int
-rl_role_free_record(void)
+pgrl_role_free_record(void)
 {
 	if (roles->num_used < RL_MAX_ROLES)
 		return roles->num_used++;
@@ -158,7 +158,7 @@ rl_role_free_record(void)
  * hold config_lock, never a model lock.
  */
 int
-rl_role_lease_add(Oid role, int cap)
+pgrl_role_lease_add(Oid role, int cap)
 {
 	RlRoleIndexEntry *entry;
 	int			result = -1;
@@ -167,7 +167,7 @@ rl_role_lease_add(Oid role, int cap)
 	LWLockAcquire(&roles->lock, LW_SHARED);
 	entry = hash_search(role_index, &role, HASH_FIND, NULL);
 	if (entry)
-		result = rl_role_count(entry->slot, cap);
+		result = pgrl_role_count(entry->slot, cap);
 	LWLockRelease(&roles->lock);
 	if (entry)
 		return result;
@@ -176,7 +176,7 @@ rl_role_lease_add(Oid role, int cap)
 	entry = hash_search(role_index, &role, HASH_FIND, NULL);
 	if (entry == NULL)
 	{
-		int			slot = rl_role_free_record();
+		int			slot = pgrl_role_free_record();
 
 		if (slot >= 0)
 		{
@@ -190,7 +190,7 @@ rl_role_lease_add(Oid role, int cap)
 		}
 	}
 	if (entry)
-		result = rl_role_count(entry->slot, cap);
+		result = pgrl_role_count(entry->slot, cap);
 	else
 		result = cap > 0 ? RL_ROLE_NO_ROOM : -1;
 	LWLockRelease(&roles->lock);
@@ -199,7 +199,7 @@ rl_role_lease_add(Oid role, int cap)
 
 /* A lease counted against its role is gone (any lock may be held) */
 void
-rl_role_lease_gone(const RlLease *lease)
+pgrl_role_lease_gone(const RlLease *lease)
 {
 	if (lease->role_slot >= 0)
 		pg_atomic_fetch_sub_u32(&roles->records[lease->role_slot].open, 1);
@@ -211,24 +211,24 @@ rl_role_lease_gone(const RlLease *lease)
  * still open, each settled as a release without actual usage.
  */
 static void
-rl_holders_exit(int code, Datum arg)
+pgrl_holders_exit(int code, Datum arg)
 {
 	int			released = 0;
 
 	/* a FATAL error may have left a lock held: ProcKill would free it */
 	LWLockReleaseAll();
-	rl_holders_end_acquire();
+	pgrl_holders_end_acquire();
 	for (int i = 0; i < num_session_leases; i++)
 	{
 		RlLease		lease;
 
-		if (rl_take_session_lease(session_leases[i], MyProcPid, &lease))
+		if (pgrl_take_session_lease(session_leases[i], MyProcPid, &lease))
 		{
 			RlUsage		no_usage;
 			RlSettlement result;
 
 			memset(&no_usage, 0, sizeof(no_usage));
-			rl_settle_lease(&lease, &no_usage, rl_now(), &result);
+			pgrl_settle_lease(&lease, &no_usage, pgrl_now(), &result);
 			released++;
 		}
 	}
@@ -240,23 +240,23 @@ rl_holders_exit(int code, Datum arg)
 
 /* An acquire that errors gives its role count back with its (sub)transaction */
 static void
-rl_holders_xact_callback(XactEvent event, void *arg)
+pgrl_holders_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		rl_holders_end_acquire();
+		pgrl_holders_end_acquire();
 }
 
 static void
-rl_holders_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+pgrl_holders_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-		rl_holders_end_acquire();
+		pgrl_holders_end_acquire();
 }
 
 /* Room for one more session-bound lease id; may error */
 static void
-rl_session_lease_make_room(void)
+pgrl_session_lease_make_room(void)
 {
 	int			kept = 0;
 
@@ -264,7 +264,7 @@ rl_session_lease_make_room(void)
 		return;
 	/* forget leases released elsewhere or expired before growing */
 	for (int i = 0; i < num_session_leases; i++)
-		if (rl_lease_is_open(session_leases[i]))
+		if (pgrl_lease_is_open(session_leases[i]))
 			session_leases[kept++] = session_leases[i];
 	num_session_leases = kept;
 	/* grow unless that freed half the room: adding stays cheap on average */
@@ -291,22 +291,22 @@ rl_session_lease_make_room(void)
  * RL_ROLE_NO_ROOM when the cap refuses the request; may error.
  */
 int
-rl_holders_start_acquire(bool session_bound)
+pgrl_holders_start_acquire(bool session_bound)
 {
 	int			slot;
 
 	if (!callbacks_registered)
 	{
-		before_shmem_exit(rl_holders_exit, (Datum) 0);
-		RegisterXactCallback(rl_holders_xact_callback, NULL);
-		RegisterSubXactCallback(rl_holders_subxact_callback, NULL);
+		before_shmem_exit(pgrl_holders_exit, (Datum) 0);
+		RegisterXactCallback(pgrl_holders_xact_callback, NULL);
+		RegisterSubXactCallback(pgrl_holders_subxact_callback, NULL);
 		callbacks_registered = true;
 	}
-	rl_holders_end_acquire();
+	pgrl_holders_end_acquire();
 	if (session_bound)
-		rl_session_lease_make_room();
+		pgrl_session_lease_make_room();
 	/* the login role's: its setting is the cap in force (ALTER ROLE ... SET) */
-	slot = rl_role_lease_add(GetSessionUserId(), rl_max_leases_per_role);
+	slot = pgrl_role_lease_add(GetSessionUserId(), pgrl_max_leases_per_role);
 	if (slot >= 0)
 	{
 		role_reserved = true;
@@ -317,7 +317,7 @@ rl_holders_start_acquire(bool session_bound)
 
 /* The acquire stored lease_id: its role count is the lease's now.  Never errors. */
 void
-rl_holders_granted(int64 lease_id, bool session_bound)
+pgrl_holders_granted(int64 lease_id, bool session_bound)
 {
 	role_reserved = false;
 	if (session_bound)
@@ -329,7 +329,7 @@ rl_holders_granted(int64 lease_id, bool session_bound)
 
 /* The acquire ends without a lease: give its role count back */
 void
-rl_holders_end_acquire(void)
+pgrl_holders_end_acquire(void)
 {
 	if (role_reserved)
 		pg_atomic_fetch_sub_u32(&roles->records[reserved_slot].open, 1);
@@ -338,7 +338,7 @@ rl_holders_end_acquire(void)
 
 /* A session-bound lease of this backend was released */
 void
-rl_session_lease_forget(int64 lease_id)
+pgrl_session_lease_forget(int64 lease_id)
 {
 	for (int i = 0; i < num_session_leases; i++)
 		if (session_leases[i] == lease_id)

@@ -10,17 +10,17 @@
 
 #include "pg_ratelimit.h"
 
-/* rl_role_lease_add() refusals */
+/* pgrl_role_lease_add() refusals */
 #define RL_ROLE_AT_CAP			(-2)
 #define RL_ROLE_NO_ROOM			(-3)
 
-extern Size rl_holders_shmem_size(void);
-extern void rl_holders_shmem_init(int tranche_id);
-extern int	rl_role_lease_add(Oid role, int cap);
-extern void rl_role_lease_gone(const RlLease *lease);
-extern int	rl_holders_start_acquire(bool session_bound);
-extern void rl_holders_granted(int64 lease_id, bool session_bound);
-extern void rl_holders_end_acquire(void);
-extern void rl_session_lease_forget(int64 lease_id);
+extern Size pgrl_holders_shmem_size(void);
+extern void pgrl_holders_shmem_init(int tranche_id);
+extern int	pgrl_role_lease_add(Oid role, int cap);
+extern void pgrl_role_lease_gone(const RlLease *lease);
+extern int	pgrl_holders_start_acquire(bool session_bound);
+extern void pgrl_holders_granted(int64 lease_id, bool session_bound);
+extern void pgrl_holders_end_acquire(void);
+extern void pgrl_session_lease_forget(int64 lease_id);
 
 #endif							/* RL_HOLDERS_H */

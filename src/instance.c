@@ -81,24 +81,24 @@ static pg_atomic_uint32 *memory_in_flight = NULL;	/* [instance * max_job_types
 													 * + job type] */
 
 static Size
-rl_memory_matrix_size(void)
+pgrl_memory_matrix_size(void)
 {
-	return mul_size(mul_size(rl_max_instances, rl_max_job_types), sizeof(pg_atomic_uint32));
+	return mul_size(mul_size(pgrl_max_instances, pgrl_max_job_types), sizeof(pg_atomic_uint32));
 }
 
 Size
-rl_instances_shmem_size(void)
+pgrl_instances_shmem_size(void)
 {
 	Size		size = add_size(offsetof(RlInstanceTable, instances),
-								mul_size(rl_max_instances, sizeof(RlInstance)));
+								mul_size(pgrl_max_instances, sizeof(RlInstance)));
 
-	size = add_size(MAXALIGN(size), MAXALIGN(rl_memory_matrix_size()));
-	return add_size(size, hash_estimate_size(rl_max_instances, sizeof(RlNameEntry)));
+	size = add_size(MAXALIGN(size), MAXALIGN(pgrl_memory_matrix_size()));
+	return add_size(size, hash_estimate_size(pgrl_max_instances, sizeof(RlNameEntry)));
 }
 
 /* Create or attach; caller holds AddinShmemInitLock */
 void
-rl_instances_shmem_init(bool unused)
+pgrl_instances_shmem_init(bool unused)
 {
 	bool		found;
 	bool		found_memory;
@@ -106,93 +106,93 @@ rl_instances_shmem_init(bool unused)
 
 	table = ShmemInitStruct("pg_ratelimit instances",
 							add_size(offsetof(RlInstanceTable, instances),
-									 mul_size(rl_max_instances, sizeof(RlInstance))),
+									 mul_size(pgrl_max_instances, sizeof(RlInstance))),
 							&found);
 	memory_in_flight = ShmemInitStruct("pg_ratelimit instance memory",
-									   rl_memory_matrix_size(), &found_memory);
+									   pgrl_memory_matrix_size(), &found_memory);
 	if (!found)
 	{
-		LWLockInitialize(&table->instances_lock, rl_state->tranche_id);
+		LWLockInitialize(&table->instances_lock, pgrl_state->tranche_id);
 		pg_atomic_init_u64(&table->membership_version, 0);
 		pg_atomic_init_u64(&table->heartbeat_version, 0);
-		memset(table->instances, 0, mul_size(rl_max_instances, sizeof(RlInstance)));
-		for (Size i = 0; i < (Size) rl_max_instances * rl_max_job_types; i++)
+		memset(table->instances, 0, mul_size(pgrl_max_instances, sizeof(RlInstance)));
+		for (Size i = 0; i < (Size) pgrl_max_instances * pgrl_max_job_types; i++)
 			pg_atomic_init_u32(&memory_in_flight[i], 0);
 	}
 	info.keysize = RL_NAME_MAX_LEN + 1;
 	info.entrysize = sizeof(RlNameEntry);
-	instance_index = ShmemInitHash("pg_ratelimit instance index", rl_max_instances,
-								   rl_max_instances, &info, HASH_ELEM | HASH_STRINGS);
+	instance_index = ShmemInitHash("pg_ratelimit instance index", pgrl_max_instances,
+								   pgrl_max_instances, &info, HASH_ELEM | HASH_STRINGS);
 }
 
 static pg_atomic_uint32 *
-rl_memory_counter(int instance_slot, int job_type_slot)
+pgrl_memory_counter(int instance_slot, int job_type_slot)
 {
-	return &memory_in_flight[(Size) instance_slot * rl_max_job_types + job_type_slot];
+	return &memory_in_flight[(Size) instance_slot * pgrl_max_job_types + job_type_slot];
 }
 
 static bool
-rl_is_live(const RlInstance *instance, TimestampTz now)
+pgrl_is_live(const RlInstance *instance, TimestampTz now)
 {
 	return instance->in_use &&
-		now - instance->last_heartbeat < (int64) rl_instance_timeout_s * USECS_PER_SEC;
+		now - instance->last_heartbeat < (int64) pgrl_instance_timeout_s * USECS_PER_SEC;
 }
 
 /* Live instances by the limiter's clock; caller holds instances_lock */
 static int
-rl_count_live(TimestampTz now)
+pgrl_count_live(TimestampTz now)
 {
 	int			live = 0;
 
-	for (int i = 0; i < rl_max_instances; i++)
-		if (rl_is_live(&table->instances[i], now))
+	for (int i = 0; i < pgrl_max_instances; i++)
+		if (pgrl_is_live(&table->instances[i], now))
 			live++;
 	return live;
 }
 
 int
-rl_live_instances(TimestampTz now)
+pgrl_live_instances(TimestampTz now)
 {
 	int			live;
 
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	live = rl_count_live(now);
+	live = pgrl_count_live(now);
 	LWLockRelease(&table->instances_lock);
 	return live;
 }
 
 uint64
-rl_instances_membership_version(void)
+pgrl_instances_membership_version(void)
 {
 	return pg_atomic_read_u64(&table->membership_version);
 }
 
 uint64
-rl_instances_heartbeat_version(void)
+pgrl_instances_heartbeat_version(void)
 {
 	return pg_atomic_read_u64(&table->heartbeat_version);
 }
 
 /* Registered by role, or by the role whose membership was checked (or by none known) */
 static bool
-rl_instance_owned(const RlInstance *instance, Oid role, Oid allowed_owner)
+pgrl_instance_owned(const RlInstance *instance, Oid role, Oid allowed_owner)
 {
 	return !OidIsValid(instance->role) || instance->role == role ||
 		instance->role == allowed_owner;
 }
 
-/* rl_register_instance could not: the table is full, or the role at its cap */
+/* pgrl_register_instance could not: the table is full, or the role at its cap */
 #define RL_INSTANCES_FULL		(-1)
 #define RL_ROLE_INSTANCES_FULL	(-2)
 #define RL_INSTANCE_NOT_OWNED	(-3)
 
 /* Registered instances of a role; caller holds instances_lock */
 static int
-rl_role_instances(Oid role)
+pgrl_role_instances(Oid role)
 {
 	int			count = 0;
 
-	for (int i = 0; i < rl_max_instances; i++)
+	for (int i = 0; i < pgrl_max_instances; i++)
 		if (table->instances[i].in_use && table->instances[i].role == role)
 			count++;
 	return count;
@@ -208,28 +208,28 @@ rl_role_instances(Oid role)
  * RL_INSTANCES_FULL or RL_ROLE_INSTANCES_FULL.
  */
 static int
-rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
+pgrl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 					 TimestampTz registered_at, Oid role, int role_cap,
 					 Oid allowed_owner, Oid *owner, bool *joined)
 {
-	int			slot = rl_lookup_slot(instance_index, name);
+	int			slot = pgrl_lookup_slot(instance_index, name);
 	RlInstance *instance;
 	RlNameEntry *entry;
 	char		key[RL_NAME_MAX_LEN + 1];
 
 	*joined = false;
-	if (slot >= 0 && !rl_instance_owned(&table->instances[slot], role, allowed_owner))
+	if (slot >= 0 && !pgrl_instance_owned(&table->instances[slot], role, allowed_owner))
 	{
 		*owner = table->instances[slot].role;
 		return RL_INSTANCE_NOT_OWNED;
 	}
 	if (slot < 0)
 	{
-		if (role_cap > 0 && rl_role_instances(role) >= role_cap)
+		if (role_cap > 0 && pgrl_role_instances(role) >= role_cap)
 			return RL_ROLE_INSTANCES_FULL;
-		for (slot = 0; slot < rl_max_instances && table->instances[slot].in_use; slot++)
+		for (slot = 0; slot < pgrl_max_instances && table->instances[slot].in_use; slot++)
 			;
-		if (slot == rl_max_instances)
+		if (slot == pgrl_max_instances)
 			return RL_INSTANCES_FULL;
 		instance = &table->instances[slot];
 		instance->in_use = true;
@@ -237,8 +237,8 @@ rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 		strlcpy(instance->name, name, sizeof(instance->name));
 		instance->registered_at = registered_at;
 		instance->role = role;
-		for (int j = 0; j < rl_max_job_types; j++)
-			pg_atomic_write_u32(rl_memory_counter(slot, j), 0);
+		for (int j = 0; j < pgrl_max_job_types; j++)
+			pg_atomic_write_u32(pgrl_memory_counter(slot, j), 0);
 		memset(key, 0, sizeof(key));
 		strlcpy(key, name, sizeof(key));
 		entry = hash_search(instance_index, key, HASH_ENTER, NULL);
@@ -247,7 +247,7 @@ rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 	}
 	instance = &table->instances[slot];
 	/* a heartbeat after the timeout, before the worker noticed, rejoins */
-	if (!rl_is_live(instance, now))
+	if (!pgrl_is_live(instance, now))
 		*joined = true;
 	instance->memory_kb = memory_kb;
 	instance->last_heartbeat = now;
@@ -259,7 +259,7 @@ rl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
  * role or a member of it.  Reads catalogs: never under an LWLock.
  */
 static void
-rl_require_instance_privilege(const char *name, Oid owner)
+pgrl_require_instance_privilege(const char *name, Oid owner)
 {
 	char	   *owner_name;
 
@@ -278,7 +278,7 @@ rl_require_instance_privilege(const char *name, Oid owner)
  * leases count against the instance's memory, and end with it).
  */
 void
-rl_check_instance_privilege(const char *name)
+pgrl_check_instance_privilege(const char *name)
 {
 	int			slot;
 	Oid			owner = InvalidOid;
@@ -286,17 +286,17 @@ rl_check_instance_privilege(const char *name)
 	if (name[0] == '\0')
 		return;
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	slot = rl_lookup_slot(instance_index, name);
-	if (slot >= 0 && !rl_instance_owned(&table->instances[slot], GetUserId(), InvalidOid))
+	slot = pgrl_lookup_slot(instance_index, name);
+	if (slot >= 0 && !pgrl_instance_owned(&table->instances[slot], GetUserId(), InvalidOid))
 		owner = table->instances[slot].role;
 	LWLockRelease(&table->instances_lock);
 	if (OidIsValid(owner))
-		rl_require_instance_privilege(name, owner);
+		pgrl_require_instance_privilege(name, owner);
 }
 
 /* Forget an instance; caller holds instances_lock exclusively */
 static void
-rl_forget_instance(int slot)
+pgrl_forget_instance(int slot)
 {
 	RlInstance *instance = &table->instances[slot];
 
@@ -318,12 +318,12 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	int			live;
 	int			slot;
 	Oid			role = GetUserId();
-	int			role_cap = rl_max_instances_per_role;
+	int			role_cap = pgrl_max_instances_per_role;
 	Oid			allowed_owner = InvalidOid;
 
-	rl_require_primary("register instances");
-	rl_require_ready();
-	rl_copy_name_arg(fcinfo, 0, name, "instance");
+	pgrl_require_primary("register instances");
+	pgrl_require_ready();
+	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
 	if (!PG_ARGISNULL(1))
 	{
 		memory_kb = PG_GETARG_INT64(1);
@@ -333,19 +333,19 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 					 errmsg("memory_kb must not be negative")));
 	}
 
-	now = rl_now();
+	now = pgrl_now();
 	for (;;)
 	{
 		Oid			owner;
 
 		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-		slot = rl_register_instance(name, memory_kb, now, now, role, role_cap,
+		slot = pgrl_register_instance(name, memory_kb, now, now, role, role_cap,
 									allowed_owner, &owner, &joined);
 		if (slot != RL_INSTANCE_NOT_OWNED)
 			break;
 		/* membership is read from the catalogs: not under our lock */
 		LWLockRelease(&table->instances_lock);
-		rl_require_instance_privilege(name, owner);
+		pgrl_require_instance_privilege(name, owner);
 		allowed_owner = owner;
 	}
 	if (slot == RL_ROLE_INSTANCES_FULL)
@@ -365,17 +365,17 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many pg_ratelimit instances"),
-				 errdetail("ratelimit.max_instances is %d.", rl_max_instances),
+				 errdetail("ratelimit.max_instances is %d.", pgrl_max_instances),
 				 errhint("Unregister instances that are gone, or raise ratelimit.max_instances and restart the server.")));
 	}
-	live = rl_count_live(now);
+	live = pgrl_count_live(now);
 	LWLockRelease(&table->instances_lock);
 
 	pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
 	if (joined)
 	{
 		pg_atomic_fetch_add_u64(&table->membership_version, 1);
-		rl_wake_worker();
+		pgrl_wake_worker();
 	}
 	PG_RETURN_INT32(live);
 }
@@ -385,7 +385,7 @@ rl_heartbeat(PG_FUNCTION_ARGS)
  * instance is registered.
  */
 static bool
-rl_drop_instance(const char *name)
+pgrl_drop_instance(const char *name)
 {
 	int			slot;
 	Oid			allowed_owner = InvalidOid;
@@ -395,21 +395,21 @@ rl_drop_instance(const char *name)
 		Oid			owner = InvalidOid;
 
 		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-		slot = rl_lookup_slot(instance_index, name);
+		slot = pgrl_lookup_slot(instance_index, name);
 		if (slot >= 0 &&
-			!rl_instance_owned(&table->instances[slot], GetUserId(), allowed_owner))
+			!pgrl_instance_owned(&table->instances[slot], GetUserId(), allowed_owner))
 			owner = table->instances[slot].role;
 		else if (slot >= 0)
-			rl_forget_instance(slot);
+			pgrl_forget_instance(slot);
 		LWLockRelease(&table->instances_lock);
 		if (!OidIsValid(owner))
 			break;
-		rl_require_instance_privilege(name, owner);
+		pgrl_require_instance_privilege(name, owner);
 		allowed_owner = owner;
 	}
 	if (slot < 0)
 		return false;
-	rl_expire_instance_leases(name);
+	pgrl_expire_instance_leases(name);
 	pg_atomic_fetch_add_u64(&table->membership_version, 1);
 	pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
 	return true;
@@ -420,12 +420,12 @@ rl_drop_instance(const char *name)
  * none (the old one's models, and with them their leases, go at commit).
  */
 void
-rl_forget_all_instances(void)
+pgrl_forget_all_instances(void)
 {
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-	for (int slot = 0; slot < rl_max_instances; slot++)
+	for (int slot = 0; slot < pgrl_max_instances; slot++)
 		if (table->instances[slot].in_use)
-			rl_forget_instance(slot);
+			pgrl_forget_instance(slot);
 	LWLockRelease(&table->instances_lock);
 	pg_atomic_fetch_add_u64(&table->membership_version, 1);
 	pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
@@ -441,11 +441,11 @@ rl_unregister(PG_FUNCTION_ARGS)
 {
 	char		name[RL_NAME_MAX_LEN + 1];
 
-	rl_require_primary("unregister instances");
-	rl_require_ready();
-	rl_copy_name_arg(fcinfo, 0, name, "instance");
-	if (rl_drop_instance(name))
-		rl_wake_worker();
+	pgrl_require_primary("unregister instances");
+	pgrl_require_ready();
+	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
+	if (pgrl_drop_instance(name))
+		pgrl_wake_worker();
 	PG_RETURN_VOID();
 }
 
@@ -455,26 +455,26 @@ rl_unregister(PG_FUNCTION_ARGS)
  * clock), or DT_NOEND.  Worker only.
  */
 TimestampTz
-rl_drop_stale_instances(TimestampTz now)
+pgrl_drop_stale_instances(TimestampTz now)
 {
 	char	   *stale = NULL;
 	int			num_stale = 0;
 	TimestampTz next = DT_NOEND;
-	int64		timeout = (int64) rl_instance_timeout_s * USECS_PER_SEC;
+	int64		timeout = (int64) pgrl_instance_timeout_s * USECS_PER_SEC;
 
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	for (int i = 0; i < rl_max_instances; i++)
+	for (int i = 0; i < pgrl_max_instances; i++)
 	{
 		RlInstance *instance = &table->instances[i];
 
 		if (!instance->in_use)
 			continue;
-		if (rl_is_live(instance, now))
+		if (pgrl_is_live(instance, now))
 			next = Min(next, instance->last_heartbeat + timeout);
 		else
 		{
 			if (stale == NULL)
-				stale = palloc(sizeof(char) * (RL_NAME_MAX_LEN + 1) * rl_max_instances);
+				stale = palloc(sizeof(char) * (RL_NAME_MAX_LEN + 1) * pgrl_max_instances);
 			strlcpy(stale + num_stale * (RL_NAME_MAX_LEN + 1), instance->name,
 					RL_NAME_MAX_LEN + 1);
 			num_stale++;
@@ -490,20 +490,20 @@ rl_drop_stale_instances(TimestampTz now)
 		/* it may have sent a heartbeat since: look again under the lock */
 		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
 		{
-			int			slot = rl_lookup_slot(instance_index, name);
+			int			slot = pgrl_lookup_slot(instance_index, name);
 
-			dropped = slot >= 0 && !rl_is_live(&table->instances[slot], now);
+			dropped = slot >= 0 && !pgrl_is_live(&table->instances[slot], now);
 			if (dropped)
-				rl_forget_instance(slot);
+				pgrl_forget_instance(slot);
 		}
 		LWLockRelease(&table->instances_lock);
 		if (!dropped)
 			continue;
-		rl_expire_instance_leases(name);
+		pgrl_expire_instance_leases(name);
 		pg_atomic_fetch_add_u64(&table->membership_version, 1);
 		pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
 		elog(LOG, "pg_ratelimit dropped instance \"%s\": no heartbeat for %d s",
-			 name, rl_instance_timeout_s);
+			 name, pgrl_instance_timeout_s);
 	}
 	return next;
 }
@@ -514,17 +514,17 @@ rl_drop_stale_instances(TimestampTz now)
  * job type has no memory estimate).  Caller holds config_lock (shared).
  */
 void
-rl_memory_cap(const char *name, int job_type_slot, RlMemoryCap *cap)
+pgrl_memory_cap(const char *name, int job_type_slot, RlMemoryCap *cap)
 {
 	int			slot;
-	RlJobType  *job_type = job_type_slot >= 0 ? &rl_job_types[job_type_slot] : NULL;
+	RlJobType  *job_type = job_type_slot >= 0 ? &pgrl_job_types[job_type_slot] : NULL;
 
 	memset(cap, 0, sizeof(*cap));
 	cap->instance_slot = -1;
 	if (name[0] == '\0')
 		return;
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	slot = rl_lookup_slot(instance_index, name);
+	slot = pgrl_lookup_slot(instance_index, name);
 	if (slot >= 0)
 	{
 		RlInstance *instance = &table->instances[slot];
@@ -533,8 +533,8 @@ rl_memory_cap(const char *name, int job_type_slot, RlMemoryCap *cap)
 		cap->instance_generation = instance->generation;
 		if (job_type && instance->memory_kb >= 0 && job_type->est_memory_kb > 0)
 		{
-			cap->in_flight = rl_memory_counter(slot, job_type_slot);
-			cap->cap = rl_share_of(instance->memory_kb, job_type->base_ratio) /
+			cap->in_flight = pgrl_memory_counter(slot, job_type_slot);
+			cap->cap = pgrl_share_of(instance->memory_kb, job_type->base_ratio) /
 				job_type->est_memory_kb;
 		}
 	}
@@ -543,7 +543,7 @@ rl_memory_cap(const char *name, int job_type_slot, RlMemoryCap *cap)
 
 /* Count one more job against the cap; false when the cap is reached */
 bool
-rl_memory_take(const RlMemoryCap *cap)
+pgrl_memory_take(const RlMemoryCap *cap)
 {
 	uint32		current = pg_atomic_read_u32(cap->in_flight);
 
@@ -558,7 +558,7 @@ rl_memory_take(const RlMemoryCap *cap)
 
 /* A lease left the lease table: give back its memory slot */
 void
-rl_instance_lease_gone(const RlLease *lease)
+pgrl_instance_lease_gone(const RlLease *lease)
 {
 	pg_atomic_uint32 *counter;
 	uint32		current;
@@ -568,23 +568,23 @@ rl_instance_lease_gone(const RlLease *lease)
 	/* a re-assigned slot started again from zero: not ours to decrement */
 	if (table->instances[lease->instance_slot].generation != lease->instance_generation)
 		return;
-	counter = rl_memory_counter(lease->instance_slot, lease->job_type_slot);
+	counter = pgrl_memory_counter(lease->instance_slot, lease->job_type_slot);
 	current = pg_atomic_read_u32(counter);
 	while (current > 0 &&
 		   !pg_atomic_compare_exchange_u32(counter, &current, current - 1))
 		;
-	rl_wake_memory_waiters();
+	pgrl_wake_memory_waiters();
 }
 
 /* Copy every registered instance into a palloc'd array; returns how many */
 int
-rl_copy_instances(RlInstanceInfo **instances)
+pgrl_copy_instances(RlInstanceInfo **instances)
 {
 	int			count = 0;
 
-	*instances = palloc(sizeof(RlInstanceInfo) * rl_max_instances);
+	*instances = palloc(sizeof(RlInstanceInfo) * pgrl_max_instances);
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	for (int i = 0; i < rl_max_instances; i++)
+	for (int i = 0; i < pgrl_max_instances; i++)
 	{
 		RlInstance *instance = &table->instances[i];
 		RlInstanceInfo *info = &(*instances)[count];
@@ -607,7 +607,7 @@ rl_copy_instances(RlInstanceInfo **instances)
  * held exclusively, nothing admitted yet); false when there is no room.
  */
 bool
-rl_restore_instance(const RlInstanceInfo *info)
+pgrl_restore_instance(const RlInstanceInfo *info)
 {
 	bool		joined;
 	int			slot;
@@ -615,7 +615,7 @@ rl_restore_instance(const RlInstanceInfo *info)
 
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
 	/* what was registered stays registered: no cap on a restore */
-	slot = rl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
+	slot = pgrl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
 								info->registered_at, info->role, 0, info->role, &owner,
 								&joined);
 	LWLockRelease(&table->instances_lock);
@@ -624,13 +624,13 @@ rl_restore_instance(const RlInstanceInfo *info)
 
 /* A restored lease naming a registered instance counts against its memory */
 void
-rl_restore_instance_lease(RlLease *lease)
+pgrl_restore_instance_lease(RlLease *lease)
 {
 	RlMemoryCap cap;
 
 	lease->instance_slot = -1;
 	lease->memory_counted = false;
-	rl_memory_cap(lease->instance, lease->job_type_slot, &cap);
+	pgrl_memory_cap(lease->instance, lease->job_type_slot, &cap);
 	lease->instance_slot = cap.instance_slot;
 	lease->instance_generation = cap.instance_generation;
 	if (cap.in_flight)
@@ -660,10 +660,10 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 	HASHCTL		info;
 	HTAB	   *held;
 
-	rl_require_ready();
+	pgrl_require_ready();
 	InitMaterializedSRF(fcinfo, 0);
-	now = rl_now();
-	num_instances = rl_copy_instances(&instances);
+	now = pgrl_now();
+	num_instances = pgrl_copy_instances(&instances);
 
 	/* open leases per instance name, counted in one walk (a batch at a time) */
 	info.keysize = RL_NAME_MAX_LEN + 1;
@@ -675,8 +675,8 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 	for (int i = 0; i < num_instances; i++)
 		((RlLeaseCount *) hash_search(held, instances[i].name, HASH_ENTER, NULL))->leases = 0;
 	memset(&batch, 0, sizeof(batch));
-	rl_lease_walk_begin(&walk);
-	while (rl_lease_walk_next(&walk, &batch))
+	pgrl_lease_walk_begin(&walk);
+	while (pgrl_lease_walk_next(&walk, &batch))
 	{
 		for (int l = 0; l < batch.count; l++)
 		{
@@ -704,7 +704,7 @@ rl_instances_internal(PG_FUNCTION_ARGS)
 		values[3] = Int64GetDatum(instances[i].memory_kb);
 		nulls[3] = instances[i].memory_kb < 0;
 		values[4] = BoolGetDatum(now - instances[i].last_heartbeat <
-								 (int64) rl_instance_timeout_s * USECS_PER_SEC);
+								 (int64) pgrl_instance_timeout_s * USECS_PER_SEC);
 		values[5] = Int64GetDatum(count ? count->leases : 0);
 		values[6] = role ? CStringGetTextDatum(role) : (Datum) 0;
 		nulls[6] = role == NULL;
@@ -721,7 +721,7 @@ rl_instances_internal(PG_FUNCTION_ARGS)
  * up to the limit.  RL_UNLIMITED where the model has no limit.
  */
 static void
-rl_instance_part(const RlModel *model, int n, int rank, int64 *part)
+pgrl_instance_part(const RlModel *model, int n, int rank, int64 *part)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -738,14 +738,14 @@ rl_instance_part(const RlModel *model, int n, int rank, int64 *part)
  * RL_UNLIMITED_POOL_SLOTS when no limit applies.  Sets *limited_by (or -1).
  */
 static int64
-rl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *limited_by)
+pgrl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *limited_by)
 {
 	int64		pool = -1;
 
 	*limited_by = -1;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		estimate = rl_dimension_amount(d, avg_tokens, avg_requests);
+		int64		estimate = pgrl_dimension_amount(d, avg_tokens, avg_requests);
 		int64		fit;
 
 		if (part[d] == RL_UNLIMITED || estimate <= 0)
@@ -767,11 +767,11 @@ rl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *limi
  * floor(pool_slots x ratio)), ties toward the longer window.
  */
 static int64
-rl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
+pgrl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
 				  int64 pool, int pool_limited_by, int *limited_by)
 {
-	int64		slots = rl_job_type_fit(part, job_type, ratio, limited_by);
-	int64		from_pool = rl_share_of(pool, ratio);
+	int64		slots = pgrl_job_type_fit(part, job_type, ratio, limited_by);
+	int64		from_pool = pgrl_share_of(pool, ratio);
 
 	/* the pool's part, ranked by the window that limits the pool */
 	if (slots < 0 || from_pool < slots ||
@@ -789,13 +789,13 @@ rl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
  * memory; *limited_by says 'memory' when the cap decides.
  */
 static int64
-rl_memory_slots(const RlJobType *job_type, int64 memory_kb, int64 want, int *limited_by)
+pgrl_memory_slots(const RlJobType *job_type, int64 memory_kb, int64 want, int *limited_by)
 {
 	int64		memory_slots;
 
 	if (memory_kb < 0 || job_type->est_memory_kb <= 0)
 		return want;
-	memory_slots = rl_share_of(memory_kb, job_type->base_ratio) / job_type->est_memory_kb;
+	memory_slots = pgrl_share_of(memory_kb, job_type->base_ratio) / job_type->est_memory_kb;
 	if (memory_slots >= want)
 		return want;
 	*limited_by = RL_LIMITED_BY_MEMORY;
@@ -809,13 +809,13 @@ rl_memory_slots(const RlJobType *job_type, int64 memory_kb, int64 want, int *lim
  * first limit that ran out.
  */
 static int64
-rl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_by)
+pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_by)
 {
 	int64		got = Max(want, 0);
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		estimate = rl_dimension_amount(d, job_type->est_tokens,
+		int64		estimate = pgrl_dimension_amount(d, job_type->est_tokens,
 												   job_type->est_requests);
 
 		if (left[d] == RL_UNLIMITED || estimate <= 0 || left[d] / estimate >= got)
@@ -825,23 +825,23 @@ rl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_by
 	}
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		if (left[d] != RL_UNLIMITED)
-			left[d] -= got * rl_dimension_amount(d, job_type->est_tokens,
+			left[d] -= got * pgrl_dimension_amount(d, job_type->est_tokens,
 												 job_type->est_requests);
 	return got;
 }
 
 static Datum
-rl_limited_by_datum(int limited_by, bool *isnull)
+pgrl_limited_by_datum(int limited_by, bool *isnull)
 {
 	*isnull = limited_by < 0;
 	if (limited_by < 0)
 		return (Datum) 0;
-	return CStringGetTextDatum(rl_dimension_names[limited_by]);
+	return CStringGetTextDatum(pgrl_dimension_names[limited_by]);
 }
 
 /* Does instance a come before instance b in rank order? */
 static bool
-rl_ranks_before(const RlInstance *a, const RlInstance *b)
+pgrl_ranks_before(const RlInstance *a, const RlInstance *b)
 {
 	if (a->registered_at != b->registered_at)
 		return a->registered_at < b->registered_at;
@@ -853,7 +853,7 @@ rl_ranks_before(const RlInstance *a, const RlInstance *b)
  * each job type's slots for one of the live instances.
  *
  * The slots of all live instances together never exceed any limit of a
- * model: each instance gets its part of every limit (rl_instance_part; the
+ * model: each instance gets its part of every limit (pgrl_instance_part; the
  * parts add up to the limit), and the jobs its slots stand for never take
  * more than its part.  Within the part, each job type gets its ratio's
  * share (floored), and then, from what those shares leave, the jobs that
@@ -886,49 +886,49 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	int64	   *slots;
 	int		   *limited_by;
 
-	rl_require_ready();
-	rl_copy_name_arg(fcinfo, 0, name, "instance");
+	pgrl_require_ready();
+	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
 	InitMaterializedSRF(fcinfo, 0);
-	now = rl_now();
+	now = pgrl_now();
 
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	slot = rl_lookup_slot(instance_index, name);
-	if (slot < 0 || !rl_is_live(&table->instances[slot], now))
+	slot = pgrl_lookup_slot(instance_index, name);
+	if (slot < 0 || !pgrl_is_live(&table->instances[slot], now))
 	{
 		LWLockRelease(&table->instances_lock);
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("instance \"%s\" is not registered", name),
 				 errhint("Call rl_heartbeat('%s') first, and again more often than ratelimit.instance_timeout (%d s).",
-						 name, rl_instance_timeout_s)));
+						 name, pgrl_instance_timeout_s)));
 	}
 	memory_kb = table->instances[slot].memory_kb;
 	/* the live instances, and our rank among them */
-	for (int i = 0; i < rl_max_instances; i++)
+	for (int i = 0; i < pgrl_max_instances; i++)
 	{
-		if (!rl_is_live(&table->instances[i], now))
+		if (!pgrl_is_live(&table->instances[i], now))
 			continue;
 		n++;
-		if (rl_ranks_before(&table->instances[i], &table->instances[slot]))
+		if (pgrl_ranks_before(&table->instances[i], &table->instances[slot]))
 			rank++;
 	}
 	LWLockRelease(&table->instances_lock);
 
-	job_type_slots = palloc(sizeof(int) * rl_max_job_types);
-	job_types = palloc(sizeof(RlJobType) * rl_max_job_types);
-	ratios = palloc(sizeof(double) * rl_max_job_types);
-	slots = palloc(sizeof(int64) * rl_max_job_types);
-	limited_by = palloc(sizeof(int) * rl_max_job_types);
+	job_type_slots = palloc(sizeof(int) * pgrl_max_job_types);
+	job_types = palloc(sizeof(RlJobType) * pgrl_max_job_types);
+	ratios = palloc(sizeof(double) * pgrl_max_job_types);
+	slots = palloc(sizeof(int64) * pgrl_max_job_types);
+	limited_by = palloc(sizeof(int) * pgrl_max_job_types);
 
 	/*
 	 * Copies of the job types, and of each model under its lock: the rows
 	 * go to the tuplestore, which may write a file (and fail), with no lock
 	 * held.
 	 */
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	memcpy(job_types, rl_job_types, sizeof(RlJobType) * rl_max_job_types);
-	LWLockRelease(&rl_state->config_lock);
-	for (int j = 0; j < rl_max_job_types; j++)
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	memcpy(job_types, pgrl_job_types, sizeof(RlJobType) * pgrl_max_job_types);
+	LWLockRelease(&pgrl_state->config_lock);
+	for (int j = 0; j < pgrl_max_job_types; j++)
 	{
 		if (!job_types[j].in_use)
 			continue;
@@ -950,9 +950,9 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	avg_tokens = num_job_types > 0 ? (int64) (sum_tokens / num_job_types) : 0;
 	avg_requests = num_job_types > 0 ? (int32) (sum_requests / num_job_types) : 1;
 
-	for (int m = 0; m < rl_max_models; m++)
+	for (int m = 0; m < pgrl_max_models; m++)
 	{
-		RlModel    *model = &rl_models[m];
+		RlModel    *model = &pgrl_models[m];
 		RlModel		copy;
 		int64		part[RL_NUM_DIMS];
 		int64		left[RL_NUM_DIMS];
@@ -964,19 +964,19 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		LWLockAcquire(&model->lock, LW_SHARED);
 		memcpy(&copy, model, sizeof(RlModel));
 		for (int k = 0; k < num_job_types && copy.in_use; k++)
-			ratios[k] = rl_share(m, job_type_slots[k])->ratio;
+			ratios[k] = pgrl_share(m, job_type_slots[k])->ratio;
 		LWLockRelease(&model->lock);
 		if (!copy.in_use)
 			continue;
 
-		rl_instance_part(&copy, n, rank, part);
-		pool = rl_pool_slots(part, avg_tokens, avg_requests, &pool_limited_by);
+		pgrl_instance_part(&copy, n, rank, part);
+		pool = pgrl_pool_slots(part, avg_tokens, avg_requests, &pool_limited_by);
 		values[0] = CStringGetTextDatum(copy.name);
 		nulls[1] = true;
 		values[2] = Int32GetDatum(n);
 		values[3] = Int64GetDatum(pool);
 		values[4] = Int64GetDatum(pool);
-		values[5] = rl_limited_by_datum(pool_limited_by, &nulls[5]);
+		values[5] = pgrl_limited_by_datum(pool_limited_by, &nulls[5]);
 		values[6] = CStringGetTextDatum(pool > 0 ? "local" : "central");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
@@ -989,10 +989,10 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		for (int k = 0; k < num_job_types; k++)
 		{
 			RlJobType  *job_type = &job_types[job_type_slots[k]];
-			int64		want = rl_job_type_slots(part, job_type, ratios[k], pool,
+			int64		want = pgrl_job_type_slots(part, job_type, ratios[k], pool,
 												 pool_limited_by, &limited_by[k]);
 
-			slots[k] = rl_take_part(left, job_type, rl_memory_slots(job_type, memory_kb,
+			slots[k] = pgrl_take_part(left, job_type, pgrl_memory_slots(job_type, memory_kb,
 																	want, &limited_by[k]),
 									&limited_by[k]);
 		}
@@ -1004,11 +1004,11 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 			int			ignored;
 			int64		want;
 
-			if (slots[k] >= rl_min_job_type_slots)
+			if (slots[k] >= pgrl_min_job_type_slots)
 				continue;
-			want = rl_memory_slots(job_type, memory_kb, rl_min_job_type_slots,
+			want = pgrl_memory_slots(job_type, memory_kb, pgrl_min_job_type_slots,
 								   &ignored) - slots[k];
-			slots[k] += rl_take_part(left, job_type, want, &ignored);
+			slots[k] += pgrl_take_part(left, job_type, want, &ignored);
 		}
 
 		for (int k = 0; k < num_job_types; k++)
@@ -1016,7 +1016,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 			nulls[1] = false;
 			values[1] = CStringGetTextDatum(job_types[job_type_slots[k]].name);
 			values[4] = Int64GetDatum(slots[k]);
-			values[5] = rl_limited_by_datum(limited_by[k], &nulls[5]);
+			values[5] = pgrl_limited_by_datum(limited_by[k], &nulls[5]);
 			values[6] = CStringGetTextDatum(slots[k] > 0 ? "local" : "central");
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}

@@ -32,19 +32,19 @@ typedef struct RlMemoryCap
 	int64		cap;
 } RlMemoryCap;
 
-extern Size rl_instances_shmem_size(void);
-extern void rl_instances_shmem_init(bool found);
-extern void rl_memory_cap(const char *instance, int job_type_slot, RlMemoryCap *cap);
-extern bool rl_memory_take(const RlMemoryCap *cap);
-extern void rl_instance_lease_gone(const RlLease *lease);
-extern void rl_check_instance_privilege(const char *name);
-extern int	rl_live_instances(TimestampTz now);
-extern TimestampTz rl_drop_stale_instances(TimestampTz now);
-extern uint64 rl_instances_membership_version(void);
-extern uint64 rl_instances_heartbeat_version(void);
-extern int	rl_copy_instances(RlInstanceInfo **instances);
-extern void rl_forget_all_instances(void);
-extern bool rl_restore_instance(const RlInstanceInfo *info);
-extern void rl_restore_instance_lease(RlLease *lease);
+extern Size pgrl_instances_shmem_size(void);
+extern void pgrl_instances_shmem_init(bool found);
+extern void pgrl_memory_cap(const char *instance, int job_type_slot, RlMemoryCap *cap);
+extern bool pgrl_memory_take(const RlMemoryCap *cap);
+extern void pgrl_instance_lease_gone(const RlLease *lease);
+extern void pgrl_check_instance_privilege(const char *name);
+extern int	pgrl_live_instances(TimestampTz now);
+extern TimestampTz pgrl_drop_stale_instances(TimestampTz now);
+extern uint64 pgrl_instances_membership_version(void);
+extern uint64 pgrl_instances_heartbeat_version(void);
+extern int	pgrl_copy_instances(RlInstanceInfo **instances);
+extern void pgrl_forget_all_instances(void);
+extern bool pgrl_restore_instance(const RlInstanceInfo *info);
+extern void pgrl_restore_instance_lease(RlLease *lease);
 
 #endif							/* RL_INSTANCE_H */

@@ -4,7 +4,7 @@
  *		The lease table: inserting, taking, expiring and settling leases, and
  *		what the worker needs to save them.
  *
- * A lease lives in the partitioned shared hash rl_lease_table, keyed by its
+ * A lease lives in the partitioned shared hash pgrl_lease_table, keyed by its
  * id.  Whoever removes a lease from the table settles it, so a lease is
  * settled exactly once: release settles it with actual usage, the expiry
  * sweep frees its concurrency slot and keeps its window reservation, and
@@ -119,7 +119,7 @@ typedef struct RlLeaseBook
 
 static RlLeaseBook *book = NULL;
 
-static bool rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease);
+static bool pgrl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease);
 
 /* A removing walk's batch: the leases it took out of the table */
 typedef struct RlTaken
@@ -140,30 +140,30 @@ typedef struct RlTaken
 typedef bool (*RlLeaseVisitor) (RlLeaseEntry *entry, bool bucket_start, void *arg);
 
 static inline uint64
-rl_encode_time(TimestampTz t)
+pgrl_encode_time(TimestampTz t)
 {
 	return ((uint64) t) ^ RL_SIGN_BIT;
 }
 
 static inline TimestampTz
-rl_decode_time(uint64 v)
+pgrl_decode_time(uint64 v)
 {
 	return (TimestampTz) (v ^ RL_SIGN_BIT);
 }
 
 /* Shared memory for the lease table and its book */
 Size
-rl_leases_shmem_size(void)
+pgrl_leases_shmem_size(void)
 {
-	Size		size = hash_estimate_size(rl_max_leases, sizeof(RlLeaseEntry));
+	Size		size = hash_estimate_size(pgrl_max_leases, sizeof(RlLeaseEntry));
 
 	size = add_size(size, MAXALIGN(offsetof(RlLeaseBook, gone)));
-	return add_size(size, mul_size(rl_max_leases, sizeof(int64)));
+	return add_size(size, mul_size(pgrl_max_leases, sizeof(int64)));
 }
 
 /* Create or attach to the lease table; caller holds AddinShmemInitLock */
 void
-rl_leases_shmem_init(void)
+pgrl_leases_shmem_init(void)
 {
 	HASHCTL		info;
 	bool		found;
@@ -171,12 +171,12 @@ rl_leases_shmem_init(void)
 	info.keysize = sizeof(int64);
 	info.entrysize = sizeof(RlLeaseEntry);
 	info.num_partitions = RL_LEASE_PARTITIONS;
-	rl_lease_table = ShmemInitHash("pg_ratelimit leases",
-								   rl_max_leases, rl_max_leases, &info,
+	pgrl_lease_table = ShmemInitHash("pg_ratelimit leases",
+								   pgrl_max_leases, pgrl_max_leases, &info,
 								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	book = ShmemInitStruct("pg_ratelimit lease book",
 						   add_size(offsetof(RlLeaseBook, gone),
-									mul_size(rl_max_leases, sizeof(int64))),
+									mul_size(pgrl_max_leases, sizeof(int64))),
 						   &found);
 	if (!found)
 	{
@@ -195,37 +195,37 @@ rl_leases_shmem_init(void)
 		book->saves = 0;
 		book->saved_extension = InvalidOid;
 		book->num_gone = 0;
-		book->max_gone = rl_max_leases;
+		book->max_gone = pgrl_max_leases;
 	}
 }
 
 /* The partition of a lease id, and its hash code */
 static int
-rl_lease_partition(int64 lease_id, uint32 *hashcode)
+pgrl_lease_partition(int64 lease_id, uint32 *hashcode)
 {
-	*hashcode = get_hash_value(rl_lease_table, &lease_id);
+	*hashcode = get_hash_value(pgrl_lease_table, &lease_id);
 	return *hashcode % RL_LEASE_PARTITIONS;
 }
 
 static void
-rl_lock_all_partitions(LWLockMode mode)
+pgrl_lock_all_partitions(LWLockMode mode)
 {
 	for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
-		LWLockAcquire(&rl_state->lease_locks[i], mode);
+		LWLockAcquire(&pgrl_state->lease_locks[i], mode);
 }
 
 static void
-rl_unlock_all_partitions(void)
+pgrl_unlock_all_partitions(void)
 {
 	for (int i = RL_LEASE_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&rl_state->lease_locks[i]);
+		LWLockRelease(&pgrl_state->lease_locks[i]);
 }
 
 /* Start a walk over the lease table (see the top of this file) */
 void
-rl_lease_walk_begin(RlLeaseWalk *walk)
+pgrl_lease_walk_begin(RlLeaseWalk *walk)
 {
-	hash_seq_init(&walk->status, rl_lease_table);
+	hash_seq_init(&walk->status, pgrl_lease_table);
 	walk->done = false;
 }
 
@@ -236,13 +236,13 @@ rl_lease_walk_begin(RlLeaseWalk *walk)
  * lease it is given (only that one).  Returns false once the walk is over.
  */
 static bool
-rl_walk_batch(RlLeaseWalk *walk, LWLockMode mode, RlLeaseVisitor visit, void *arg)
+pgrl_walk_batch(RlLeaseWalk *walk, LWLockMode mode, RlLeaseVisitor visit, void *arg)
 {
 	int			visited = 0;
 
 	if (walk->done)
 		return false;
-	rl_lock_all_partitions(mode);
+	pgrl_lock_all_partitions(mode);
 	for (;;)
 	{
 		bool		bucket_start = walk->status.curEntry == NULL;
@@ -266,13 +266,13 @@ rl_walk_batch(RlLeaseWalk *walk, LWLockMode mode, RlLeaseVisitor visit, void *ar
 		if (++visited >= RL_LEASE_BATCH && walk->status.curEntry == NULL)
 			break;
 	}
-	rl_unlock_all_partitions();
+	pgrl_unlock_all_partitions();
 	return !walk->done;
 }
 
 /* Copy a lease into the batch, or give back its bucket when full */
 static bool
-rl_copy_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
+pgrl_copy_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 {
 	RlLeaseBatch *batch = (RlLeaseBatch *) arg;
 
@@ -293,7 +293,7 @@ rl_copy_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
  * between calls; see the top of this file for what a walk sees.
  */
 bool
-rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch)
+pgrl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch)
 {
 	if (batch->leases == NULL)
 	{
@@ -305,7 +305,7 @@ rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch)
 		bool		more;
 
 		batch->count = 0;
-		more = rl_walk_batch(walk, LW_SHARED, rl_copy_visitor, batch);
+		more = pgrl_walk_batch(walk, LW_SHARED, pgrl_copy_visitor, batch);
 		if (batch->count > 0 || !more)
 			return batch->count > 0;
 		/* a bucket longer than the batch (never seen): make room for it */
@@ -316,20 +316,20 @@ rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch)
 
 /* No open lease expires before this time (while no sweep runs) */
 TimestampTz
-rl_earliest_expiry(void)
+pgrl_earliest_expiry(void)
 {
-	return rl_decode_time(pg_atomic_read_u64(&rl_state->earliest_expiry));
+	return pgrl_decode_time(pg_atomic_read_u64(&pgrl_state->earliest_expiry));
 }
 
 /* Lower the earliest-expiry hint to cover a new lease */
 void
-rl_note_lease_expiry(TimestampTz expires_at)
+pgrl_note_lease_expiry(TimestampTz expires_at)
 {
-	uint64		encoded = rl_encode_time(expires_at);
-	uint64		current = pg_atomic_read_u64(&rl_state->earliest_expiry);
+	uint64		encoded = pgrl_encode_time(expires_at);
+	uint64		current = pg_atomic_read_u64(&pgrl_state->earliest_expiry);
 
 	while (encoded < current &&
-		   !pg_atomic_compare_exchange_u64(&rl_state->earliest_expiry,
+		   !pg_atomic_compare_exchange_u64(&pgrl_state->earliest_expiry,
 										   &current, encoded))
 		;
 }
@@ -339,7 +339,7 @@ rl_note_lease_expiry(TimestampTz expires_at)
  * there is no room to note it, the table is saved anew instead.
  */
 static void
-rl_note_gone(int64 lease_id)
+pgrl_note_gone(int64 lease_id)
 {
 	SpinLockAcquire(&book->gone_lock);
 	if (book->num_gone < book->max_gone)
@@ -356,15 +356,15 @@ rl_note_gone(int64 lease_id)
  * partition lock exclusively (or all of them).
  */
 static void
-rl_remove_entry(RlLeaseEntry *entry, uint32 hashcode, bool note_gone)
+pgrl_remove_entry(RlLeaseEntry *entry, uint32 hashcode, bool note_gone)
 {
 	int64		lease_id = entry->lease.lease_id;
 
 	if (entry->unsaved.next != NULL)
 		dlist_delete(&entry->unsaved);
 	else if (note_gone && !entry->lease.session_bound)
-		rl_note_gone(lease_id);
-	hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode, HASH_REMOVE, NULL);
+		pgrl_note_gone(lease_id);
+	hash_search_with_hash_value(pgrl_lease_table, &lease_id, hashcode, HASH_REMOVE, NULL);
 }
 
 /*
@@ -372,17 +372,17 @@ rl_remove_entry(RlLeaseEntry *entry, uint32 hashcode, bool note_gone)
  * id is there already or the table is full.
  */
 static bool
-rl_insert_lease(const RlLease *lease, bool saved)
+pgrl_insert_lease(const RlLease *lease, bool saved)
 {
 	uint32		hashcode;
-	int			partition = rl_lease_partition(lease->lease_id, &hashcode);
-	LWLock	   *lock = &rl_state->lease_locks[partition];
+	int			partition = pgrl_lease_partition(lease->lease_id, &hashcode);
+	LWLock	   *lock = &pgrl_state->lease_locks[partition];
 	RlLeaseEntry *entry;
 	bool		found;
 	bool		stored;
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
-	entry = hash_search_with_hash_value(rl_lease_table, &lease->lease_id,
+	entry = hash_search_with_hash_value(pgrl_lease_table, &lease->lease_id,
 										hashcode, HASH_ENTER_NULL, &found);
 	stored = entry != NULL && !found;
 	if (stored)
@@ -397,8 +397,8 @@ rl_insert_lease(const RlLease *lease, bool saved)
 	LWLockRelease(lock);
 	if (!stored)
 		return false;
-	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
-	rl_note_lease_expiry(lease->expires_at);
+	pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
+	pgrl_note_lease_expiry(lease->expires_at);
 	return true;
 }
 
@@ -409,20 +409,20 @@ rl_insert_lease(const RlLease *lease, bool saved)
  * config_lock.
  */
 bool
-rl_put_lease(const RlLease *lease)
+pgrl_put_lease(const RlLease *lease)
 {
-	return rl_insert_lease(lease, false);
+	return pgrl_insert_lease(lease, false);
 }
 
 /*
  * Put a lease read back from the saved table in the table (see
- * rl_leases_restore_begin for saved); false as rl_put_lease.  Caller holds
+ * pgrl_leases_restore_begin for saved); false as pgrl_put_lease.  Caller holds
  * config_lock exclusively.
  */
 bool
-rl_put_restored_lease(const RlLease *lease, bool saved)
+pgrl_put_restored_lease(const RlLease *lease, bool saved)
 {
-	return rl_insert_lease(lease, saved);
+	return pgrl_insert_lease(lease, saved);
 }
 
 /*
@@ -431,9 +431,9 @@ rl_put_restored_lease(const RlLease *lease, bool saved)
  * role) may take it.
  */
 bool
-rl_take_lease(int64 lease_id, RlLease *lease)
+pgrl_take_lease(int64 lease_id, RlLease *lease)
 {
-	return rl_take_lease_checked(lease_id, 0, lease);
+	return pgrl_take_lease_checked(lease_id, 0, lease);
 }
 
 /*
@@ -441,38 +441,38 @@ rl_take_lease(int64 lease_id, RlLease *lease)
  * backend only, whatever the current role.  Never errors.
  */
 bool
-rl_take_session_lease(int64 lease_id, int session_pid, RlLease *lease)
+pgrl_take_session_lease(int64 lease_id, int session_pid, RlLease *lease)
 {
-	return rl_take_lease_checked(lease_id, session_pid, lease);
+	return pgrl_take_lease_checked(lease_id, session_pid, lease);
 }
 
 /* Is this lease open? */
 bool
-rl_lease_is_open(int64 lease_id)
+pgrl_lease_is_open(int64 lease_id)
 {
 	uint32		hashcode;
-	LWLock	   *partition = &rl_state->lease_locks[rl_lease_partition(lease_id, &hashcode)];
+	LWLock	   *partition = &pgrl_state->lease_locks[pgrl_lease_partition(lease_id, &hashcode)];
 	bool		found;
 
 	LWLockAcquire(partition, LW_SHARED);
-	(void) hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
+	(void) hash_search_with_hash_value(pgrl_lease_table, &lease_id, hashcode,
 									   HASH_FIND, &found);
 	LWLockRelease(partition);
 	return found;
 }
 
 static bool
-rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
+pgrl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
 {
 	uint32		hashcode;
-	LWLock	   *partition = &rl_state->lease_locks[rl_lease_partition(lease_id, &hashcode)];
+	LWLock	   *partition = &pgrl_state->lease_locks[pgrl_lease_partition(lease_id, &hashcode)];
 	RlLeaseEntry *entry;
 	bool		checked_role = false;
 
 	LWLockAcquire(partition, LW_EXCLUSIVE);
 	for (;;)
 	{
-		entry = hash_search_with_hash_value(rl_lease_table, &lease_id, hashcode,
+		entry = hash_search_with_hash_value(pgrl_lease_table, &lease_id, hashcode,
 											HASH_FIND, NULL);
 		if (entry == NULL ||
 			(session_pid != 0 &&
@@ -501,12 +501,12 @@ rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
 		}
 	}
 	*lease = entry->lease;
-	rl_remove_entry(entry, hashcode, true);
+	pgrl_remove_entry(entry, hashcode, true);
 	LWLockRelease(partition);
-	rl_instance_lease_gone(lease);
-	rl_role_lease_gone(lease);
-	pg_atomic_fetch_sub_u32(&rl_state->open_leases, 1);
-	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+	pgrl_instance_lease_gone(lease);
+	pgrl_role_lease_gone(lease);
+	pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, 1);
+	pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
 	return true;
 }
 
@@ -516,9 +516,9 @@ rl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
  * model was dropped meanwhile).
  */
 static bool
-rl_expire_lease(const RlLease *lease)
+pgrl_expire_lease(const RlLease *lease)
 {
-	RlModel    *model = &rl_models[lease->model_slot];
+	RlModel    *model = &pgrl_models[lease->model_slot];
 	bool		known;
 	bool		waiters = false;
 	bool		notify = false;
@@ -527,9 +527,9 @@ rl_expire_lease(const RlLease *lease)
 	known = model->in_use && model->generation == lease->model_generation;
 	if (known)
 	{
-		RlShare    *share = rl_lease_share(lease);
+		RlShare    *share = pgrl_lease_share(lease);
 
-		rl_mark_free_slot(model, lease, rl_now());
+		pgrl_mark_free_slot(model, lease, pgrl_now());
 		if (share && share->used[RL_DIM_CONCURRENCY] > 0)
 		{
 			share->used[RL_DIM_CONCURRENCY]--;
@@ -538,13 +538,13 @@ rl_expire_lease(const RlLease *lease)
 		model->expired++;
 		model->version++;
 		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
-		notify = rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, rl_now());
+		notify = pgrl_note_capacity_freed(model, RL_NOTIFY_RELEASE, pgrl_now());
 	}
 	LWLockRelease(&model->lock);
 	if (waiters)
-		rl_wake_waiters(lease->model_slot);
+		pgrl_wake_waiters(lease->model_slot);
 	if (notify)
-		rl_wake_worker();
+		pgrl_wake_worker();
 	return known;
 }
 
@@ -553,7 +553,7 @@ rl_expire_lease(const RlLease *lease)
  * batch; keep the earliest expiry of the others.
  */
 static bool
-rl_take_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
+pgrl_take_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 {
 	RlTaken    *taken = (RlTaken *) arg;
 
@@ -568,9 +568,9 @@ rl_take_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 	if (taken->count == lengthof(taken->leases))
 		return false;
 	taken->leases[taken->count++] = entry->lease;
-	rl_instance_lease_gone(&entry->lease);
-	rl_role_lease_gone(&entry->lease);
-	rl_remove_entry(entry, get_hash_value(rl_lease_table, &entry->lease.lease_id), true);
+	pgrl_instance_lease_gone(&entry->lease);
+	pgrl_role_lease_gone(&entry->lease);
+	pgrl_remove_entry(entry, get_hash_value(pgrl_lease_table, &entry->lease.lease_id), true);
 	return true;
 }
 
@@ -579,23 +579,23 @@ rl_take_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
  * of taken->instance, a batch at a time.  Returns how many.
  */
 static int
-rl_expire_taken(RlTaken *taken)
+pgrl_expire_taken(RlTaken *taken)
 {
 	RlLeaseWalk walk;
 	bool		more;
 	int			total = 0;
 
-	rl_lease_walk_begin(&walk);
+	pgrl_lease_walk_begin(&walk);
 	do
 	{
 		taken->count = 0;
-		more = rl_walk_batch(&walk, LW_EXCLUSIVE, rl_take_visitor, taken);
+		more = pgrl_walk_batch(&walk, LW_EXCLUSIVE, pgrl_take_visitor, taken);
 		if (taken->count == 0)
 			continue;
-		pg_atomic_fetch_sub_u32(&rl_state->open_leases, taken->count);
-		pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+		pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, taken->count);
+		pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
 		for (int i = 0; i < taken->count; i++)
-			rl_expire_lease(&taken->leases[i]);
+			pgrl_expire_lease(&taken->leases[i]);
 		total += taken->count;
 	} while (more);
 	return total;
@@ -606,13 +606,13 @@ rl_expire_taken(RlTaken *taken)
  * ran while we read it (a sweep resets the hint first).
  */
 static bool
-rl_nothing_due(TimestampTz now)
+pgrl_nothing_due(TimestampTz now)
 {
 	uint64		generation = pg_atomic_read_u64(&book->sweep_generation);
 	bool		nothing;
 
 	pg_read_barrier();
-	nothing = now < rl_earliest_expiry();
+	nothing = now < pgrl_earliest_expiry();
 	pg_read_barrier();
 	return nothing && generation % 2 == 0 &&
 		pg_atomic_read_u64(&book->sweep_generation) == generation;
@@ -624,32 +624,32 @@ rl_nothing_due(TimestampTz now)
  * must not go on while a lease due at now still counts.
  */
 void
-rl_expire_due_leases(TimestampTz now)
+pgrl_expire_due_leases(TimestampTz now)
 {
 	RlTaken    *taken;
 	int			expired;
 
-	if (rl_nothing_due(now))
+	if (pgrl_nothing_due(now))
 		return;
 	taken = palloc(sizeof(RlTaken));
-	LWLockAcquire(&rl_state->sweep_lock, LW_EXCLUSIVE);
+	LWLockAcquire(&pgrl_state->sweep_lock, LW_EXCLUSIVE);
 	/* no sweep runs now: the hint holds, and says whether the last covered now */
-	if (now < rl_earliest_expiry())
+	if (now < pgrl_earliest_expiry())
 	{
-		LWLockRelease(&rl_state->sweep_lock);
+		LWLockRelease(&pgrl_state->sweep_lock);
 		pfree(taken);
 		return;
 	}
 
 	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
-	pg_atomic_write_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
+	pg_atomic_write_u64(&pgrl_state->earliest_expiry, PG_UINT64_MAX);
 	taken->now = now;
 	taken->instance = NULL;
 	taken->next_expiry = DT_NOEND;
-	expired = rl_expire_taken(taken);
-	rl_note_lease_expiry(taken->next_expiry);
+	expired = pgrl_expire_taken(taken);
+	pgrl_note_lease_expiry(taken->next_expiry);
 	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
-	LWLockRelease(&rl_state->sweep_lock);
+	LWLockRelease(&pgrl_state->sweep_lock);
 
 	if (expired > 0)
 		elog(DEBUG1, "pg_ratelimit expired %d leases", expired);
@@ -664,21 +664,21 @@ rl_expire_due_leases(TimestampTz now)
  * Must not fail.
  */
 void
-rl_remove_model_leases(const bool *dropped)
+pgrl_remove_model_leases(const bool *dropped)
 {
 	HASH_SEQ_STATUS scan;
 	RlLeaseEntry *entry;
 	uint32		removed = 0;
 
-	rl_lock_all_partitions(LW_EXCLUSIVE);
-	hash_seq_init(&scan, rl_lease_table);
+	pgrl_lock_all_partitions(LW_EXCLUSIVE);
+	hash_seq_init(&scan, pgrl_lease_table);
 	while ((entry = hash_seq_search(&scan)) != NULL)
 	{
 		if (dropped == NULL || dropped[entry->lease.model_slot])
 		{
-			rl_instance_lease_gone(&entry->lease);
-			rl_role_lease_gone(&entry->lease);
-			rl_remove_entry(entry, get_hash_value(rl_lease_table, &entry->lease.lease_id),
+			pgrl_instance_lease_gone(&entry->lease);
+			pgrl_role_lease_gone(&entry->lease);
+			pgrl_remove_entry(entry, get_hash_value(pgrl_lease_table, &entry->lease.lease_id),
 							dropped != NULL);
 			removed++;
 		}
@@ -690,9 +690,9 @@ rl_remove_model_leases(const bool *dropped)
 		book->resave = true;
 		SpinLockRelease(&book->gone_lock);
 	}
-	rl_unlock_all_partitions();
-	pg_atomic_fetch_sub_u32(&rl_state->open_leases, removed);
-	pg_atomic_fetch_add_u64(&rl_state->lease_version, 1);
+	pgrl_unlock_all_partitions();
+	pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, removed);
+	pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
 }
 
 /*
@@ -701,7 +701,7 @@ rl_remove_model_leases(const bool *dropped)
  * Returns how many.
  */
 int
-rl_expire_instance_leases(const char *instance)
+pgrl_expire_instance_leases(const char *instance)
 {
 	RlTaken    *taken = palloc(sizeof(RlTaken));
 	int			expired;
@@ -709,19 +709,19 @@ rl_expire_instance_leases(const char *instance)
 	taken->now = 0;
 	taken->instance = instance;
 	taken->next_expiry = DT_NOEND;
-	expired = rl_expire_taken(taken);
+	expired = pgrl_expire_taken(taken);
 	pfree(taken);
 	return expired;
 }
 
 /* List a lease that was copied for saving again (a full save) */
 static bool
-rl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
+pgrl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 {
 	uint32		hashcode;
 
 	if (entry->unsaved.next == NULL && !entry->lease.session_bound)
-		dlist_push_tail(&book->partitions[rl_lease_partition(entry->lease.lease_id,
+		dlist_push_tail(&book->partitions[pgrl_lease_partition(entry->lease.lease_id,
 															 &hashcode)].partition.unsaved,
 						&entry->unsaved);
 	return true;
@@ -733,11 +733,11 @@ rl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
  * anew (asked for, another extension's table, or a round that never
  * committed: what it copied is not in the table); the caller then empties
  * the table and begins a save that lists every open lease again.
- * rl_leases_save_committed() once the transaction has committed.  Worker
+ * pgrl_leases_save_committed() once the transaction has committed.  Worker
  * only.
  */
 bool
-rl_leases_save_round(Oid extension)
+pgrl_leases_save_round(Oid extension)
 {
 	TransactionId xid = GetTopTransactionId();
 	bool		full;
@@ -758,11 +758,11 @@ rl_leases_save_round(Oid extension)
 
 /*
  * Begin a save: what is listed now is what it copies
- * (rl_leases_next_unsaved, over one round or more).  relist: every open
+ * (pgrl_leases_next_unsaved, over one round or more).  relist: every open
  * lease is listed again (the saved table was emptied).  Worker only.
  */
 void
-rl_leases_begin_save(RlLeaseSave *save, bool relist)
+pgrl_leases_begin_save(RlLeaseSave *save, bool relist)
 {
 	save->partition = 0;
 	save->gone_left = -1;
@@ -770,26 +770,26 @@ rl_leases_begin_save(RlLeaseSave *save, bool relist)
 	{
 		RlLeaseWalk walk;
 
-		rl_lease_walk_begin(&walk);
-		while (rl_walk_batch(&walk, LW_EXCLUSIVE, rl_unsave_visitor, NULL))
+		pgrl_lease_walk_begin(&walk);
+		while (pgrl_walk_batch(&walk, LW_EXCLUSIVE, pgrl_unsave_visitor, NULL))
 			;
 	}
 	for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
 	{
 		RlLeasePartition *partition = &book->partitions[i].partition;
 
-		LWLockAcquire(&rl_state->lease_locks[i], LW_EXCLUSIVE);
+		LWLockAcquire(&pgrl_state->lease_locks[i], LW_EXCLUSIVE);
 		/* a save a worker did not finish left its marker behind */
 		if (partition->save_end.next != NULL)
 			dlist_delete(&partition->save_end);
 		dlist_push_tail(&partition->unsaved, &partition->save_end);
-		LWLockRelease(&rl_state->lease_locks[i]);
+		LWLockRelease(&pgrl_state->lease_locks[i]);
 	}
 }
 
 /* The transaction of the save in progress has committed.  Worker only. */
 void
-rl_leases_save_committed(void)
+pgrl_leases_save_committed(void)
 {
 	SpinLockAcquire(&book->gone_lock);
 	book->saving = false;
@@ -803,7 +803,7 @@ rl_leases_save_committed(void)
  * (no save in progress, the last one committed before the snapshot).
  */
 void
-rl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension)
+pgrl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension)
 {
 	TransactionId xid;
 	bool		saving;
@@ -823,12 +823,12 @@ rl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension)
  * The lease table was just emptied for a full load (the saved table is to
  * be written anew): when no save committed or began since the saved leases
  * were read and that read was exact, the saved table holds exactly the
- * leases about to be restored (rl_put_restored_lease with saved true, and
- * rl_leases_note_not_restored for the others), and need not be written
+ * leases about to be restored (pgrl_put_restored_lease with saved true, and
+ * pgrl_leases_note_not_restored for the others), and need not be written
  * anew.  Returns whether so.  Caller holds config_lock exclusively.
  */
 bool
-rl_leases_restore_begin(const RlLeaseRestore *seen)
+pgrl_leases_restore_begin(const RlLeaseRestore *seen)
 {
 	bool		exact;
 
@@ -845,9 +845,9 @@ rl_leases_restore_begin(const RlLeaseRestore *seen)
 
 /* A saved lease was not restored: its row goes at the next save */
 void
-rl_leases_note_not_restored(int64 lease_id)
+pgrl_leases_note_not_restored(int64 lease_id)
 {
-	rl_note_gone(lease_id);
+	pgrl_note_gone(lease_id);
 }
 
 /*
@@ -856,7 +856,7 @@ rl_leases_note_not_restored(int64 lease_id)
  * 0 when all are copied.  Worker only.
  */
 int
-rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
+pgrl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
 {
 	int			count = 0;
 
@@ -865,7 +865,7 @@ rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
 		RlLeasePartition *partition = &book->partitions[save->partition].partition;
 		bool		partition_done = false;
 
-		LWLockAcquire(&rl_state->lease_locks[save->partition], LW_EXCLUSIVE);
+		LWLockAcquire(&pgrl_state->lease_locks[save->partition], LW_EXCLUSIVE);
 		while (count < room && !partition_done)
 		{
 			dlist_node *node;
@@ -881,7 +881,7 @@ rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
 		}
 		if (dlist_is_empty(&partition->unsaved))
 			partition_done = true;
-		LWLockRelease(&rl_state->lease_locks[save->partition]);
+		LWLockRelease(&pgrl_state->lease_locks[save->partition]);
 		if (partition_done)
 			save->partition++;
 	}
@@ -894,7 +894,7 @@ rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
  * when done.  Worker only.
  */
 int
-rl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room)
+pgrl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room)
 {
 	int			count;
 
@@ -911,7 +911,7 @@ rl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room)
 
 /* price (per million tokens) x tokens, added to sum */
 static Numeric
-rl_add_cost(Numeric sum, const RlNumeric *price, int64 tokens)
+pgrl_add_cost(Numeric sum, const RlNumeric *price, int64 tokens)
 {
 	Datum		part;
 
@@ -925,14 +925,14 @@ rl_add_cost(Numeric sum, const RlNumeric *price, int64 tokens)
 
 /* Cost of a release: input, output and cached tokens at per-million prices */
 static Numeric
-rl_cost(const RlUsage *usage, const RlNumeric *price_input,
+pgrl_cost(const RlUsage *usage, const RlNumeric *price_input,
 		const RlNumeric *price_output, const RlNumeric *price_cached)
 {
 	Numeric		sum = int64_to_numeric(0);
 
-	sum = rl_add_cost(sum, price_input, usage->input);
-	sum = rl_add_cost(sum, price_output, usage->output);
-	sum = rl_add_cost(sum, price_cached, usage->cached);
+	sum = pgrl_add_cost(sum, price_input, usage->input);
+	sum = pgrl_add_cost(sum, price_output, usage->output);
+	sum = pgrl_add_cost(sum, price_cached, usage->cached);
 	/* multiplying by 10^-6 is exact, where dividing could round */
 	sum = DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(sum),
 											  NumericGetDatum(int64_div_fast_to_numeric(1, 6))));
@@ -942,52 +942,52 @@ rl_cost(const RlUsage *usage, const RlNumeric *price_input,
 /* Add a settled cost to the model's usage of the day */
 /* A release's usage (and its overage, when positive) added to a day */
 static void
-rl_add_day_usage(RlDayUsage *day, const RlUsage *usage, int64 overage)
+pgrl_add_day_usage(RlDayUsage *day, const RlUsage *usage, int64 overage)
 {
 	if (usage->has_tokens)
 	{
-		day->input = rl_add_saturating(day->input, usage->input);
-		day->output = rl_add_saturating(day->output, usage->output);
-		day->cached = rl_add_saturating(day->cached, usage->cached);
+		day->input = pgrl_add_saturating(day->input, usage->input);
+		day->output = pgrl_add_saturating(day->output, usage->output);
+		day->cached = pgrl_add_saturating(day->cached, usage->cached);
 	}
 	if (overage > 0)
 	{
 		day->overage_events++;
-		day->overage_tokens = rl_add_saturating(day->overage_tokens, overage);
+		day->overage_tokens = pgrl_add_saturating(day->overage_tokens, overage);
 	}
 }
 
 /* Add cost to a day's cost; false when the sum has too many digits to keep */
 static bool
-rl_add_day_cost(RlDayUsage *day, Numeric cost)
+pgrl_add_day_cost(RlDayUsage *day, Numeric cost)
 {
 	Datum		total = DirectFunctionCall2(numeric_add,
-											NumericGetDatum(rl_numeric_load(&day->cost)),
+											NumericGetDatum(pgrl_numeric_load(&day->cost)),
 											NumericGetDatum(cost));
 
 	total = DirectFunctionCall1(numeric_trim_scale, total);
-	return rl_numeric_store(&day->cost, DatumGetNumeric(total));
+	return pgrl_numeric_store(&day->cost, DatumGetNumeric(total));
 }
 
 /* A lease's cost, added to today's cost of its model and job type */
 static void
-rl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
+pgrl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 {
-	RlModel    *model = &rl_models[lease->model_slot];
+	RlModel    *model = &pgrl_models[lease->model_slot];
 	bool		kept = true;
 	char		name[RL_NAME_MAX_LEN + 1];
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	if (model->in_use && model->generation == lease->model_generation)
 	{
-		RlShare    *share = rl_lease_share(lease);
+		RlShare    *share = pgrl_lease_share(lease);
 
-		rl_roll_windows(model, now);
-		kept = rl_add_day_cost(&model->usage, cost);
+		pgrl_roll_windows(model, now);
+		kept = pgrl_add_day_cost(&model->usage, cost);
 		strlcpy(name, model->name, sizeof(name));
 		if (share)
 		{
-			(void) rl_add_day_cost(rl_share_usage(share, model), cost);
+			(void) pgrl_add_day_cost(pgrl_share_usage(share, model), cost);
 			share->version++;
 		}
 		model->version++;
@@ -1006,10 +1006,10 @@ rl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
  * window.  Minute and day windows are judged separately.
  */
 void
-rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
+pgrl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 				RlSettlement *result)
 {
-	RlModel    *model = &rl_models[lease->model_slot];
+	RlModel    *model = &pgrl_models[lease->model_slot];
 	RlNumeric	price_input;
 	RlNumeric	price_output;
 	RlNumeric	price_cached;
@@ -1037,21 +1037,21 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 	if (lease->expires_at <= now)
 	{
 		LWLockRelease(&model->lock);
-		rl_expire_lease(lease);
+		pgrl_expire_lease(lease);
 		return;
 	}
 
-	rl_roll_windows(model, now);
+	pgrl_roll_windows(model, now);
 	actual_tokens = !usage->has_tokens ? lease->tokens :
 		model->count_cached ? usage->tokens_with_cached : usage->tokens_without_cached;
 	actual_requests = usage->has_requests ? usage->requests : lease->requests;
-	share = rl_lease_share(lease);
+	share = pgrl_lease_share(lease);
 
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 	{
-		int64		delta = rl_dimension_amount(d, actual_tokens, actual_requests) -
-			rl_dimension_amount(d, lease->tokens, lease->requests);
-		bool		same_window = rl_dimension_is_daily(d) ?
+		int64		delta = pgrl_dimension_amount(d, actual_tokens, actual_requests) -
+			pgrl_dimension_amount(d, lease->tokens, lease->requests);
+		bool		same_window = pgrl_dimension_is_daily(d) ?
 			lease->day_start == model->day_start :
 			lease->minute_start == model->minute_start;
 
@@ -1059,47 +1059,47 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 		/* the job type's share moves with the model */
 		if (same_window)
 		{
-			model->used[d] = Max(0, rl_add_saturating(model->used[d], delta));
+			model->used[d] = Max(0, pgrl_add_saturating(model->used[d], delta));
 			if (share)
-				share->used[d] = Max(0, rl_add_saturating(share->used[d], delta));
+				share->used[d] = Max(0, pgrl_add_saturating(share->used[d], delta));
 		}
 		else if (delta > 0)
 		{
-			model->used[d] = rl_add_saturating(model->used[d], delta);
+			model->used[d] = pgrl_add_saturating(model->used[d], delta);
 			if (share)
-				share->used[d] = rl_add_saturating(share->used[d], delta);
+				share->used[d] = pgrl_add_saturating(share->used[d], delta);
 		}
 	}
-	rl_mark_free_slot(model, lease, now);
+	pgrl_mark_free_slot(model, lease, now);
 	if (share && share->used[RL_DIM_CONCURRENCY] > 0)
 		share->used[RL_DIM_CONCURRENCY]--;
 	if (share)
 		share->version++;
-	adjust_ratios = share && rl_note_share_release(model);
+	adjust_ratios = share && pgrl_note_share_release(model);
 
 	if (actual_tokens > lease->tokens)
 	{
 		model->overage_events++;
-		model->overage_tokens = rl_add_saturating(model->overage_tokens,
+		model->overage_tokens = pgrl_add_saturating(model->overage_tokens,
 												  actual_tokens - lease->tokens);
 	}
-	rl_add_day_usage(&model->usage, usage, actual_tokens - lease->tokens);
+	pgrl_add_day_usage(&model->usage, usage, actual_tokens - lease->tokens);
 	if (share)
-		rl_add_day_usage(rl_share_usage(share, model), usage, actual_tokens - lease->tokens);
+		pgrl_add_day_usage(pgrl_share_usage(share, model), usage, actual_tokens - lease->tokens);
 	model->version++;
 	price_input = model->price_input;
 	price_output = model->price_output;
 	price_cached = model->price_cached;
 	priced = model->priced;
 	waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
-	notify = rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
+	notify = pgrl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
 	/* an overage past the mark: have a mark cover it soon */
-	notify |= rl_mark_note_usage(model);
+	notify |= pgrl_mark_note_usage(model);
 	LWLockRelease(&model->lock);
 	if (waiters)
-		rl_wake_waiters(lease->model_slot);
+		pgrl_wake_waiters(lease->model_slot);
 	if (notify || adjust_ratios)
-		rl_wake_worker();
+		pgrl_wake_worker();
 
 	result->released = true;
 	if (!usage->has_tokens)
@@ -1115,8 +1115,8 @@ rl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 		result->cost = int64_to_numeric(0);
 		return;
 	}
-	result->cost = rl_cost(usage, &price_input, &price_output, &price_cached);
+	result->cost = pgrl_cost(usage, &price_input, &price_output, &price_cached);
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(result->cost),
 										  NumericGetDatum(int64_to_numeric(0)))) != 0)
-		rl_add_cost_today(lease, result->cost, now);
+		pgrl_add_cost_today(lease, result->cost, now);
 }

@@ -64,7 +64,7 @@ typedef struct RlLeaseSave
 	int			gone_left;		/* gone ids this round still takes; -1 before */
 } RlLeaseSave;
 
-/* What a full load saw of the saved leases (rl_leases_restore_seen) */
+/* What a full load saw of the saved leases (pgrl_leases_restore_seen) */
 typedef struct RlLeaseRestore
 {
 	bool		exact;			/* the read showed the table as last saved */
@@ -72,24 +72,24 @@ typedef struct RlLeaseRestore
 	Oid			extension;
 } RlLeaseRestore;
 
-extern Size rl_leases_shmem_size(void);
-extern void rl_leases_shmem_init(void);
-extern bool rl_put_lease(const RlLease *lease);
-extern bool rl_take_lease(int64 lease_id, RlLease *lease);
-extern bool rl_take_session_lease(int64 lease_id, int session_pid, RlLease *lease);
-extern bool rl_lease_is_open(int64 lease_id);
-extern void rl_settle_lease(const RlLease *lease, const RlUsage *usage,
+extern Size pgrl_leases_shmem_size(void);
+extern void pgrl_leases_shmem_init(void);
+extern bool pgrl_put_lease(const RlLease *lease);
+extern bool pgrl_take_lease(int64 lease_id, RlLease *lease);
+extern bool pgrl_take_session_lease(int64 lease_id, int session_pid, RlLease *lease);
+extern bool pgrl_lease_is_open(int64 lease_id);
+extern void pgrl_settle_lease(const RlLease *lease, const RlUsage *usage,
 							TimestampTz now, RlSettlement *result);
-extern void rl_lease_walk_begin(RlLeaseWalk *walk);
-extern bool rl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch);
-extern bool rl_put_restored_lease(const RlLease *lease, bool saved);
-extern bool rl_leases_save_round(Oid extension);
-extern void rl_leases_begin_save(RlLeaseSave *save, bool relist);
-extern void rl_leases_save_committed(void);
-extern void rl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension);
-extern bool rl_leases_restore_begin(const RlLeaseRestore *seen);
-extern void rl_leases_note_not_restored(int64 lease_id);
-extern int	rl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room);
-extern int	rl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room);
+extern void pgrl_lease_walk_begin(RlLeaseWalk *walk);
+extern bool pgrl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch);
+extern bool pgrl_put_restored_lease(const RlLease *lease, bool saved);
+extern bool pgrl_leases_save_round(Oid extension);
+extern void pgrl_leases_begin_save(RlLeaseSave *save, bool relist);
+extern void pgrl_leases_save_committed(void);
+extern void pgrl_leases_restore_seen(RlLeaseRestore *seen, Snapshot snapshot, Oid extension);
+extern bool pgrl_leases_restore_begin(const RlLeaseRestore *seen);
+extern void pgrl_leases_note_not_restored(int64 lease_id);
+extern int	pgrl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room);
+extern int	pgrl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room);
 
 #endif							/* RL_LEASE_H */

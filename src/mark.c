@@ -85,7 +85,7 @@
 
 /* Forget every mark of a model: nothing can be granted until the worker saves some */
 void
-rl_reset_marks(RlModel *model)
+pgrl_reset_marks(RlModel *model)
 {
 	memset(&model->marks, 0, sizeof(model->marks));
 }
@@ -97,7 +97,7 @@ rl_reset_marks(RlModel *model)
  * (2000-01-01) included.
  */
 int64
-rl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
+pgrl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
 			  TimestampTz day_start)
 {
 	TimestampTz window;
@@ -106,7 +106,7 @@ rl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
 
 	if (dim == RL_DIM_CONCURRENCY)
 		return set->mark[dim];
-	if (rl_dimension_is_daily(dim))
+	if (pgrl_dimension_is_daily(dim))
 	{
 		window = day_start;
 		saved_window = set->day_start;
@@ -128,13 +128,13 @@ rl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
 
 /* The bound in force: the saved marks, and the proposed ones while saving */
 static int64
-rl_mark_in_force(const RlModel *model, RlDimension dim)
+pgrl_mark_in_force(const RlModel *model, RlDimension dim)
 {
-	int64		bound = rl_mark_bound(&model->marks.saved, dim, model->minute_start,
+	int64		bound = pgrl_mark_bound(&model->marks.saved, dim, model->minute_start,
 									  model->day_start);
 
 	if (model->marks.proposing)
-		bound = Min(bound, rl_mark_bound(&model->marks.proposed, dim, model->minute_start,
+		bound = Min(bound, pgrl_mark_bound(&model->marks.proposed, dim, model->minute_start,
 										 model->day_start));
 	return bound;
 }
@@ -144,9 +144,9 @@ rl_mark_in_force(const RlModel *model, RlDimension dim)
  * needed.  Caller holds the model's lock and has rolled its windows.
  */
 int64
-rl_mark_room(const RlModel *model, RlDimension dim)
+pgrl_mark_room(const RlModel *model, RlDimension dim)
 {
-	int64		room = rl_mark_in_force(model, dim) - model->used[dim];
+	int64		room = pgrl_mark_in_force(model, dim) - model->used[dim];
 
 	/* after a stop's exact marks, not even a refund makes room */
 	return model->marks.closed ? Min(room, 0) : room;
@@ -157,7 +157,7 @@ rl_mark_room(const RlModel *model, RlDimension dim)
  * limit: a restore holds slots until the horizon.  Caller holds the lock.
  */
 bool
-rl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at)
+pgrl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at)
 {
 	if (model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED)
 		return true;
@@ -168,12 +168,12 @@ rl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at)
 
 /* Ask the worker for new marks; true when the request is new (wake it) */
 static bool
-rl_mark_request(RlModel *model)
+pgrl_mark_request(RlModel *model)
 {
 	if (model->marks.requested)
 		return false;
 	model->marks.requested = true;
-	pg_atomic_write_u32(&rl_state->marks_requested, 1);
+	pg_atomic_write_u32(&pgrl_state->marks_requested, 1);
 	return true;
 }
 
@@ -183,19 +183,19 @@ rl_mark_request(RlModel *model)
  * Caller holds the model's lock.
  */
 bool
-rl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expires_at)
+pgrl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expires_at)
 {
 	RlMarks    *marks = &model->marks;
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		amount = rl_dimension_amount(d, tokens, requests);
+		int64		amount = pgrl_dimension_amount(d, tokens, requests);
 
-		marks->demand[d] = rl_add_saturating(marks->demand[d], amount);
+		marks->demand[d] = pgrl_add_saturating(marks->demand[d], amount);
 		marks->largest_demand[d] = Max(marks->largest_demand[d], amount);
 	}
 	marks->demand_expiry = Max(marks->demand_expiry, expires_at);
-	return rl_mark_request(model);
+	return pgrl_mark_request(model);
 }
 
 /*
@@ -205,14 +205,14 @@ rl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expire
  * Returns whether the worker needs waking.  Caller holds the model's lock.
  */
 bool
-rl_mark_note_usage(RlModel *model)
+pgrl_mark_note_usage(RlModel *model)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		if (model->limit[d] == RL_UNLIMITED)
 			continue;
-		if (rl_mark_room(model, d) < model->marks.headroom[d] / 2)
-			return rl_mark_request(model);
+		if (pgrl_mark_room(model, d) < model->marks.headroom[d] / 2)
+			return pgrl_mark_request(model);
 	}
 	return false;
 }
@@ -224,10 +224,10 @@ rl_mark_note_usage(RlModel *model)
  * the grant and until the lease is in the table) and the model's lock.
  */
 void
-rl_mark_note_lease(RlModel *model, TimestampTz expires_at)
+pgrl_mark_note_lease(RlModel *model, TimestampTz expires_at)
 {
 	RlMarks    *marks = &model->marks;
-	uint32		epoch = pg_atomic_read_u32(&rl_state->lease_save_epoch);
+	uint32		epoch = pg_atomic_read_u32(&pgrl_state->lease_save_epoch);
 
 	if (marks->unsaved_epoch != epoch)
 	{
@@ -247,7 +247,7 @@ rl_mark_note_lease(RlModel *model, TimestampTz expires_at)
  * Caller holds the model's lock.
  */
 void
-rl_mark_free_slot(RlModel *model, const RlLease *lease, TimestampTz now)
+pgrl_mark_free_slot(RlModel *model, const RlLease *lease, TimestampTz now)
 {
 	if (lease->restored && now < model->marks.held_until)
 		model->marks.held++;
@@ -261,7 +261,7 @@ rl_mark_free_slot(RlModel *model, const RlLease *lease, TimestampTz now)
  * waiters (held_released).
  */
 void
-rl_mark_release_held(RlModel *model, TimestampTz now)
+pgrl_mark_release_held(RlModel *model, TimestampTz now)
 {
 	RlMarks    *marks = &model->marks;
 
@@ -271,26 +271,26 @@ rl_mark_release_held(RlModel *model, TimestampTz now)
 	marks->held = 0;
 	marks->held_released = true;
 	model->version++;
-	(void) rl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
+	(void) pgrl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
 }
 
 /*
  * The worker is about to save the leases: start a new epoch.
  * Taking config_lock exclusively waits out every acquire in progress, so
  * a lease granted in an earlier epoch is in the table before the copy,
- * and one granted later notes the new epoch (rl_mark_note_lease).
+ * and one granted later notes the new epoch (pgrl_mark_note_lease).
  * Returns the new epoch: once the save that starts now is done and
  * durable, only leases of that epoch or later can be unknown to a restore.
  * Worker only.
  */
 uint32
-rl_mark_start_lease_save(void)
+pgrl_mark_start_lease_save(void)
 {
 	uint32		epoch;
 
-	LWLockAcquire(&rl_state->config_lock, LW_EXCLUSIVE);
-	epoch = pg_atomic_add_fetch_u32(&rl_state->lease_save_epoch, 1);
-	LWLockRelease(&rl_state->config_lock);
+	LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
+	epoch = pg_atomic_add_fetch_u32(&pgrl_state->lease_save_epoch, 1);
+	LWLockRelease(&pgrl_state->config_lock);
 	return epoch;
 }
 
@@ -299,13 +299,13 @@ rl_mark_start_lease_save(void)
  * clock), or DT_NOEND.  Unlocked peeks: the worker only sleeps on it.
  */
 TimestampTz
-rl_marks_next_release(void)
+pgrl_marks_next_release(void)
 {
 	TimestampTz next = DT_NOEND;
 
-	for (int slot = 0; slot < rl_max_models; slot++)
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 
 		if (model->in_use && model->marks.held > 0)
 			next = Min(next, model->marks.held_until);
@@ -315,9 +315,9 @@ rl_marks_next_release(void)
 
 /* Did some model ask for new marks since the worker last looked?  Clears it. */
 bool
-rl_marks_requested(void)
+pgrl_marks_requested(void)
 {
-	return pg_atomic_exchange_u32(&rl_state->marks_requested, 0) != 0;
+	return pg_atomic_exchange_u32(&pgrl_state->marks_requested, 0) != 0;
 }
 
 /*
@@ -327,7 +327,7 @@ rl_marks_requested(void)
  * asked for altogether (within that cap), nor than the largest of them.
  */
 static int64
-rl_headroom(int64 limit, int64 grown, int64 elapsed_us, int64 demand, int64 largest_demand)
+pgrl_headroom(int64 limit, int64 grown, int64 elapsed_us, int64 demand, int64 largest_demand)
 {
 	int64		cap = limit / RL_HEADROOM_DIVISOR + (limit % RL_HEADROOM_DIVISOR != 0);
 	double		ahead = (double) grown * RL_MARK_AHEAD_US / Max(elapsed_us, RL_MIN_ELAPSED_US);
@@ -343,11 +343,11 @@ rl_headroom(int64 limit, int64 grown, int64 elapsed_us, int64 demand, int64 larg
  * window, a higher bound, or, with lower, a bound with more slack than
  * its headroom) they take effect as proposed marks at once and are
  * returned in proposal: the caller saves them, commits, and publishes them
- * with rl_mark_publish().  Worker only; caller holds the model's lock
+ * with pgrl_mark_publish().  Worker only; caller holds the model's lock
  * (exclusively) and has checked it is in use.
  */
 bool
-rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
+pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 				uint32 saved_epoch, RlMarkSet *proposal)
 {
 	RlMarks    *marks = &model->marks;
@@ -358,7 +358,7 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	TimestampTz real_now = GetCurrentTimestamp();
 	int64		elapsed_us;
 
-	rl_roll_windows(model, now);
+	pgrl_roll_windows(model, now);
 
 	memset(proposal, 0, sizeof(*proposal));
 	proposal->minute_start = model->minute_start;
@@ -384,20 +384,20 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 			continue;
 		if (d == RL_DIM_CONCURRENCY)
 			grown = granted_since;
-		else if (rl_dimension_is_daily(d) ? same_day : same_minute)
+		else if (pgrl_dimension_is_daily(d) ? same_day : same_minute)
 			grown = used - marks->used_at_proposal[d];
 		else
 			grown = used;
-		headroom = exact ? 0 : rl_headroom(limit, Max(grown, 0), elapsed_us, marks->demand[d],
+		headroom = exact ? 0 : pgrl_headroom(limit, Max(grown, 0), elapsed_us, marks->demand[d],
 										   marks->largest_demand[d]);
-		proposal->mark[d] = Max(used, Min(limit, rl_add_saturating(used, headroom)));
-		in_force = rl_mark_in_force(model, d);
+		proposal->mark[d] = Max(used, Min(limit, pgrl_add_saturating(used, headroom)));
+		in_force = pgrl_mark_in_force(model, d);
 		if (proposal->mark[d] > in_force ||
 			(lower && in_force - proposal->mark[d] > headroom))
 			changed = true;
 		if (d != RL_DIM_CONCURRENCY)
 		{
-			int64		next_saved = rl_mark_bound(&marks->saved, d,
+			int64		next_saved = pgrl_mark_bound(&marks->saved, d,
 												   model->minute_start + USECS_PER_MINUTE,
 												   model->day_start + USECS_PER_DAY);
 
@@ -424,7 +424,7 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	}
 	else
 	{
-		TimestampTz needed = Max(rl_add_saturating(now, (int64) rl_lease_ttl_s * USECS_PER_SEC),
+		TimestampTz needed = Max(pgrl_add_saturating(now, (int64) pgrl_lease_ttl_s * USECS_PER_SEC),
 								 marks->demand_expiry);
 
 		if (marks->unsaved_epoch >= saved_epoch)
@@ -434,14 +434,14 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 		/* leases a restore could not know may still run until then */
 		needed = Max(needed, marks->held_until);
 		if ((granted_since > 0 || marks->demand_expiry > 0) &&
-			proposal->horizon < rl_add_saturating(needed, RL_HORIZON_SLACK_US / 2))
+			proposal->horizon < pgrl_add_saturating(needed, RL_HORIZON_SLACK_US / 2))
 		{
-			proposal->horizon = rl_add_saturating(needed, RL_HORIZON_SLACK_US);
+			proposal->horizon = pgrl_add_saturating(needed, RL_HORIZON_SLACK_US);
 			changed = true;
 		}
-		else if (lower && proposal->horizon > rl_add_saturating(needed, 2 * RL_HORIZON_SLACK_US))
+		else if (lower && proposal->horizon > pgrl_add_saturating(needed, 2 * RL_HORIZON_SLACK_US))
 		{
-			proposal->horizon = rl_add_saturating(needed, RL_HORIZON_SLACK_US);
+			proposal->horizon = pgrl_add_saturating(needed, RL_HORIZON_SLACK_US);
 			changed = true;
 		}
 	}
@@ -475,7 +475,7 @@ rl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
  * and the waiters they let in look again.  Worker only.
  */
 void
-rl_mark_publish(RlModel *model, uint32 generation, const RlMarkSet *saved)
+pgrl_mark_publish(RlModel *model, uint32 generation, const RlMarkSet *saved)
 {
 	bool		waiters = false;
 
@@ -488,5 +488,5 @@ rl_mark_publish(RlModel *model, uint32 generation, const RlMarkSet *saved)
 	}
 	LWLockRelease(&model->lock);
 	if (waiters)
-		rl_wake_waiters(model - rl_models);
+		pgrl_wake_waiters(model - pgrl_models);
 }

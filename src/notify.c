@@ -47,7 +47,7 @@ static const char *const reason_names[] = {
 
 /* The JSON payload: {"model": ..., "reason": ..., "at": ...} */
 static char *
-rl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
+pgrl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
 {
 	StringInfoData payload;
 	char		at_text[MAXDATELEN + 1];
@@ -72,7 +72,7 @@ rl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
  * due (real time), or DT_NOEND.  Worker only.
  */
 TimestampTz
-rl_queue_notifications(TimestampTz now)
+pgrl_queue_notifications(TimestampTz now)
 {
 	static TimestampTz *last_sent = NULL;	/* real time, per model slot */
 	TimestampTz real_now = GetCurrentTimestamp();
@@ -80,11 +80,11 @@ rl_queue_notifications(TimestampTz now)
 
 	if (last_sent == NULL)
 		last_sent = MemoryContextAllocZero(TopMemoryContext,
-										   sizeof(TimestampTz) * rl_max_models);
+										   sizeof(TimestampTz) * pgrl_max_models);
 
-	for (int slot = 0; slot < rl_max_models; slot++)
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 		char		name[RL_NAME_MAX_LEN + 1];
 		RlNotifyReason reason;
 		TimestampTz at;
@@ -99,7 +99,7 @@ rl_queue_notifications(TimestampTz now)
 			LWLockRelease(&model->lock);
 			continue;
 		}
-		rl_roll_windows(model, now);
+		pgrl_roll_windows(model, now);
 		/* slots held after a restore just came free: waiters look again */
 		wake = model->marks.held_released;
 		model->marks.held_released = false;
@@ -119,11 +119,11 @@ rl_queue_notifications(TimestampTz now)
 		}
 		LWLockRelease(&model->lock);
 		if (wake)
-			rl_wake_waiters(slot);
+			pgrl_wake_waiters(slot);
 
 		if (reason != RL_NOTIFY_NONE)
 		{
-			Async_Notify(RL_NOTIFY_CHANNEL, rl_notify_payload(name, reason, at));
+			Async_Notify(RL_NOTIFY_CHANNEL, pgrl_notify_payload(name, reason, at));
 			last_sent[slot] = real_now;
 		}
 	}
@@ -142,22 +142,22 @@ rl_queue_notifications(TimestampTz now)
  * Worker only.
  */
 TimestampTz
-rl_queue_allocation_notice(TimestampTz now)
+pgrl_queue_allocation_notice(TimestampTz now)
 {
 	static TimestampTz last_sent = 0;	/* real time */
 	static bool initialized = false;
 	static uint64 sent_membership = 0;
 	static uint64 sent_config = 0;
 	static uint64 sent_ratios = 0;
-	uint64		membership = rl_instances_membership_version();
+	uint64		membership = pgrl_instances_membership_version();
 	uint64		config;
-	uint64		ratios = pg_atomic_read_u64(&rl_state->ratio_version);
+	uint64		ratios = pg_atomic_read_u64(&pgrl_state->ratio_version);
 	const char *reason = NULL;
 	int			live;
 
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	config = rl_state->config_generation;
-	LWLockRelease(&rl_state->config_lock);
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	config = pgrl_state->config_generation;
+	LWLockRelease(&pgrl_state->config_lock);
 
 	if (!initialized)
 	{
@@ -183,7 +183,7 @@ rl_queue_allocation_notice(TimestampTz now)
 	if (reason == NULL)
 		return DT_NOEND;
 
-	live = rl_live_instances(now);
+	live = pgrl_live_instances(now);
 	if (live > 0 || membership != sent_membership)
 	{
 		StringInfoData payload;

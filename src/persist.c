@@ -173,7 +173,7 @@ static uint64 persisted_lease_version = 0;
 static uint32 persisted_lease_epoch = 0;	/* of the last finished lease save */
 static bool lease_save_pending = false;	/* this round saved leases */
 
-/* A lease save, which may take several rounds (rl_persist_leases) */
+/* A lease save, which may take several rounds (pgrl_persist_leases) */
 static RlLeaseSave lease_save;
 static bool lease_save_open = false;
 static uint32 lease_save_epoch = 0;
@@ -188,12 +188,12 @@ static bool persisted_clock = false;
 static bool persisted_anything = false;
 static Oid	persisted_extension = InvalidOid;
 
-static void rl_restore_share(const RlSavedShare *saved, TimestampTz minute_start,
+static void pgrl_restore_share(const RlSavedShare *saved, TimestampTz minute_start,
 							 TimestampTz day_start);
-static void rl_restore_lease_share(const RlLease *lease);
+static void pgrl_restore_lease_share(const RlLease *lease);
 
 static int64
-rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
+pgrl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
 {
 	bool		isnull;
 	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
@@ -201,7 +201,7 @@ rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
 	return isnull ? 0 : DatumGetInt64(value);
 }
 
-/* The usage columns of rl_counter and rl_share_counter, as rl_read_usage reads them */
+/* The usage columns of rl_counter and rl_share_counter, as pgrl_read_usage reads them */
 #define RL_SAVED_USAGE_COLUMNS \
 	"coalesce(usage_day::timestamp AT TIME ZONE 'UTC', '-infinity')," \
 	" usage_requests, usage_input, usage_output, usage_cached, usage_overage_events," \
@@ -209,28 +209,28 @@ rl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
 
 /* Read the RL_SAVED_USAGE_COLUMNS starting at column first */
 static void
-rl_read_usage(HeapTuple tuple, TupleDesc desc, int first, RlDayUsage *usage)
+pgrl_read_usage(HeapTuple tuple, TupleDesc desc, int first, RlDayUsage *usage)
 {
 	bool		isnull;
 	Datum		cost;
 
-	usage->day_start = rl_col_int64(tuple, desc, first);
-	usage->requests = rl_col_int64(tuple, desc, first + 1);
-	usage->input = rl_col_int64(tuple, desc, first + 2);
-	usage->output = rl_col_int64(tuple, desc, first + 3);
-	usage->cached = rl_col_int64(tuple, desc, first + 4);
-	usage->overage_events = rl_col_int64(tuple, desc, first + 5);
-	usage->overage_tokens = rl_col_int64(tuple, desc, first + 6);
+	usage->day_start = pgrl_col_int64(tuple, desc, first);
+	usage->requests = pgrl_col_int64(tuple, desc, first + 1);
+	usage->input = pgrl_col_int64(tuple, desc, first + 2);
+	usage->output = pgrl_col_int64(tuple, desc, first + 3);
+	usage->cached = pgrl_col_int64(tuple, desc, first + 4);
+	usage->overage_events = pgrl_col_int64(tuple, desc, first + 5);
+	usage->overage_tokens = pgrl_col_int64(tuple, desc, first + 6);
 	cost = SPI_getbinval(tuple, desc, first + 7, &isnull);
 	if (!isnull)
-		(void) rl_numeric_store(&usage->cost, DatumGetNumeric(cost));
+		(void) pgrl_numeric_store(&usage->cost, DatumGetNumeric(cost));
 }
 
 /* Run a state query in the caller's extsql session */
 static void
-rl_state_query(const char *sql)
+pgrl_state_query(const char *sql)
 {
-	rl_extsql_query(sql, "read its saved state");
+	pgrl_extsql_query(sql, "read its saved state");
 }
 
 /* Columns of rl_mark, by position */
@@ -249,7 +249,7 @@ enum
 
 /* Read the saved high-water marks (rl_mark) */
 static void
-rl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema)
+pgrl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema)
 {
 	StringInfoData sql;
 	TupleDesc	desc;
@@ -260,7 +260,7 @@ rl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema
 					 " requests_minute, tokens_minute, in_flight, next_requests_day,"
 					 " next_tokens_day, next_requests_minute, next_tokens_minute,"
 					 " lease_horizon, clean FROM %s.rl_mark", qschema);
-	rl_state_query(sql.data);
+	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	Assert(desc->natts == MARK_NUM_COLUMNS);
 	state->num_marks = SPI_processed;
@@ -272,13 +272,13 @@ rl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema
 		bool		isnull;
 
 		strlcpy(saved->model, SPI_getvalue(tup, desc, MARK_COL_MODEL), sizeof(saved->model));
-		saved->marks.minute_start = rl_col_int64(tup, desc, MARK_COL_MINUTE_START);
-		saved->marks.day_start = rl_col_int64(tup, desc, MARK_COL_DAY_START);
+		saved->marks.minute_start = pgrl_col_int64(tup, desc, MARK_COL_MINUTE_START);
+		saved->marks.day_start = pgrl_col_int64(tup, desc, MARK_COL_DAY_START);
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			saved->marks.mark[d] = rl_col_int64(tup, desc, MARK_COL_MARK + d);
+			saved->marks.mark[d] = pgrl_col_int64(tup, desc, MARK_COL_MARK + d);
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-			saved->marks.next[d] = rl_col_int64(tup, desc, MARK_COL_NEXT + d);
-		saved->marks.horizon = rl_col_int64(tup, desc, MARK_COL_HORIZON);
+			saved->marks.next[d] = pgrl_col_int64(tup, desc, MARK_COL_NEXT + d);
+		saved->marks.horizon = pgrl_col_int64(tup, desc, MARK_COL_HORIZON);
 		saved->marks.clean = DatumGetBool(SPI_getbinval(tup, desc, MARK_COL_CLEAN, &isnull)) &&
 			!isnull;
 	}
@@ -286,7 +286,7 @@ rl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema
 
 /* The index of a name of the saved leases, added when new */
 static int32
-rl_lease_name(RlStateSnapshot *state, HTAB *names, MemoryContext context, Datum value)
+pgrl_lease_name(RlStateSnapshot *state, HTAB *names, MemoryContext context, Datum value)
 {
 	char		key[RL_NAME_MAX_LEN + 1];
 	RlLeaseName *entry;
@@ -315,7 +315,7 @@ rl_lease_name(RlStateSnapshot *state, HTAB *names, MemoryContext context, Datum 
  * than that, whatever ratelimit.max_leases allows.
  */
 static void
-rl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschema)
+pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschema)
 {
 	StringInfoData sql;
 	Portal		portal;
@@ -326,8 +326,8 @@ rl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschem
 	Oid			schema;
 	Oid			owner;
 
-	rl_extension_lookup(&extension, &schema, &owner);
-	rl_leases_restore_seen(&state->lease_read, GetActiveSnapshot(), extension);
+	pgrl_extension_lookup(&extension, &schema, &owner);
+	pgrl_leases_restore_seen(&state->lease_read, GetActiveSnapshot(), extension);
 	info.keysize = RL_NAME_MAX_LEN + 1;
 	info.entrysize = sizeof(RlLeaseName);
 	info.hcxt = CurrentMemoryContext;
@@ -360,18 +360,18 @@ rl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschem
 			RlSavedLease *l = &state->leases[state->num_leases++];
 			bool		isnull;
 
-			l->lease_id = rl_col_int64(tup, desc, 1);
-			l->model = rl_lease_name(state, names, context, SPI_getbinval(tup, desc, 2, &isnull));
-			l->job_type = rl_lease_name(state, names, context,
+			l->lease_id = pgrl_col_int64(tup, desc, 1);
+			l->model = pgrl_lease_name(state, names, context, SPI_getbinval(tup, desc, 2, &isnull));
+			l->job_type = pgrl_lease_name(state, names, context,
 										SPI_getbinval(tup, desc, 3, &isnull));
-			l->instance = rl_lease_name(state, names, context,
+			l->instance = pgrl_lease_name(state, names, context,
 										SPI_getbinval(tup, desc, 4, &isnull));
-			l->tokens = rl_col_int64(tup, desc, 5);
+			l->tokens = pgrl_col_int64(tup, desc, 5);
 			l->requests = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-			l->minute_start = rl_col_int64(tup, desc, 7);
-			l->day_start = rl_col_int64(tup, desc, 8);
-			l->acquired_at = rl_col_int64(tup, desc, 9);
-			l->expires_at = rl_col_int64(tup, desc, 10);
+			l->minute_start = pgrl_col_int64(tup, desc, 7);
+			l->day_start = pgrl_col_int64(tup, desc, 8);
+			l->acquired_at = pgrl_col_int64(tup, desc, 9);
+			l->expires_at = pgrl_col_int64(tup, desc, 10);
 			l->pid = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
 			l->role = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
 		}
@@ -386,22 +386,22 @@ rl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschem
  * lives in the given context.
  */
 RlStateSnapshot *
-rl_read_state(MemoryContext context, const char *qschema)
+pgrl_read_state(MemoryContext context, const char *qschema)
 {
 	RlStateSnapshot *state = MemoryContextAllocZero(context, sizeof(RlStateSnapshot));
 	StringInfoData sql;
 	TupleDesc	desc;
 
-	state->lease_floor = MemoryContextAllocZero(context, sizeof(int64) * rl_max_models *
+	state->lease_floor = MemoryContextAllocZero(context, sizeof(int64) * pgrl_max_models *
 												RL_DIM_CONCURRENCY);
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT clock_offset_us FROM %s.rl_saved_clock", qschema);
-	rl_state_query(sql.data);
+	pgrl_state_query(sql.data);
 	if (SPI_processed == 1)
 	{
 		state->has_clock = true;
-		state->clock_offset_us = rl_col_int64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		state->clock_offset_us = pgrl_col_int64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	}
 
 	resetStringInfo(&sql);
@@ -409,7 +409,7 @@ rl_read_state(MemoryContext context, const char *qschema)
 					 "SELECT model, minute_start, requests_minute, tokens_minute, day_start,"
 					 " requests_day, tokens_day, granted, denied, expired, overage_events,"
 					 " overage_tokens, %s FROM %s.rl_counter", RL_SAVED_USAGE_COLUMNS, qschema);
-	rl_state_query(sql.data);
+	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_counters = SPI_processed;
 	state->counters = MemoryContextAllocZero(context, sizeof(RlSavedCounter) * (SPI_processed + 1));
@@ -419,18 +419,18 @@ rl_read_state(MemoryContext context, const char *qschema)
 		RlSavedCounter *c = &state->counters[i];
 
 		strlcpy(c->model, SPI_getvalue(tup, desc, 1), sizeof(c->model));
-		c->minute_start = rl_col_int64(tup, desc, 2);
-		c->requests_minute = rl_col_int64(tup, desc, 3);
-		c->tokens_minute = rl_col_int64(tup, desc, 4);
-		c->day_start = rl_col_int64(tup, desc, 5);
-		c->requests_day = rl_col_int64(tup, desc, 6);
-		c->tokens_day = rl_col_int64(tup, desc, 7);
-		c->granted = rl_col_int64(tup, desc, 8);
-		c->denied = rl_col_int64(tup, desc, 9);
-		c->expired = rl_col_int64(tup, desc, 10);
-		c->overage_events = rl_col_int64(tup, desc, 11);
-		c->overage_tokens = rl_col_int64(tup, desc, 12);
-		rl_read_usage(tup, desc, 13, &c->usage);
+		c->minute_start = pgrl_col_int64(tup, desc, 2);
+		c->requests_minute = pgrl_col_int64(tup, desc, 3);
+		c->tokens_minute = pgrl_col_int64(tup, desc, 4);
+		c->day_start = pgrl_col_int64(tup, desc, 5);
+		c->requests_day = pgrl_col_int64(tup, desc, 6);
+		c->tokens_day = pgrl_col_int64(tup, desc, 7);
+		c->granted = pgrl_col_int64(tup, desc, 8);
+		c->denied = pgrl_col_int64(tup, desc, 9);
+		c->expired = pgrl_col_int64(tup, desc, 10);
+		c->overage_events = pgrl_col_int64(tup, desc, 11);
+		c->overage_tokens = pgrl_col_int64(tup, desc, 12);
+		pgrl_read_usage(tup, desc, 13, &c->usage);
 	}
 
 	resetStringInfo(&sql);
@@ -439,7 +439,7 @@ rl_read_state(MemoryContext context, const char *qschema)
 					 " tokens_minute, jobs_minute, day_start, requests_day, tokens_day, jobs_day,"
 					 " granted, denied, %s FROM %s.rl_share_counter", RL_SAVED_USAGE_COLUMNS,
 					 qschema);
-	rl_state_query(sql.data);
+	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_shares = SPI_processed;
 	state->shares = MemoryContextAllocZero(context, sizeof(RlSavedShare) * (SPI_processed + 1));
@@ -453,26 +453,26 @@ rl_read_state(MemoryContext context, const char *qschema)
 		strlcpy(sh->job_type, SPI_getvalue(tup, desc, 2), sizeof(sh->job_type));
 		sh->base_ratio = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
 		sh->ratio = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
-		sh->minute_start = rl_col_int64(tup, desc, 5);
-		sh->requests_minute = rl_col_int64(tup, desc, 6);
-		sh->tokens_minute = rl_col_int64(tup, desc, 7);
-		sh->jobs_minute = rl_col_int64(tup, desc, 8);
-		sh->day_start = rl_col_int64(tup, desc, 9);
-		sh->requests_day = rl_col_int64(tup, desc, 10);
-		sh->tokens_day = rl_col_int64(tup, desc, 11);
-		sh->jobs_day = rl_col_int64(tup, desc, 12);
-		sh->granted = rl_col_int64(tup, desc, 13);
-		sh->denied = rl_col_int64(tup, desc, 14);
-		rl_read_usage(tup, desc, 15, &sh->usage);
+		sh->minute_start = pgrl_col_int64(tup, desc, 5);
+		sh->requests_minute = pgrl_col_int64(tup, desc, 6);
+		sh->tokens_minute = pgrl_col_int64(tup, desc, 7);
+		sh->jobs_minute = pgrl_col_int64(tup, desc, 8);
+		sh->day_start = pgrl_col_int64(tup, desc, 9);
+		sh->requests_day = pgrl_col_int64(tup, desc, 10);
+		sh->tokens_day = pgrl_col_int64(tup, desc, 11);
+		sh->jobs_day = pgrl_col_int64(tup, desc, 12);
+		sh->granted = pgrl_col_int64(tup, desc, 13);
+		sh->denied = pgrl_col_int64(tup, desc, 14);
+		pgrl_read_usage(tup, desc, 15, &sh->usage);
 	}
 
-	rl_read_marks(state, context, qschema);
+	pgrl_read_marks(state, context, qschema);
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT instance, coalesce(memory_kb, -1), registered_at, last_heartbeat,"
 					 " role_oid FROM %s.rl_instance_state", qschema);
-	rl_state_query(sql.data);
+	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_instances = SPI_processed;
 	state->instances = MemoryContextAllocZero(context,
@@ -485,14 +485,14 @@ rl_read_state(MemoryContext context, const char *qschema)
 		Datum		role;
 
 		strlcpy(info->name, SPI_getvalue(tup, desc, 1), sizeof(info->name));
-		info->memory_kb = rl_col_int64(tup, desc, 2);
-		info->registered_at = rl_col_int64(tup, desc, 3);
-		info->last_heartbeat = rl_col_int64(tup, desc, 4);
+		info->memory_kb = pgrl_col_int64(tup, desc, 2);
+		info->registered_at = pgrl_col_int64(tup, desc, 3);
+		info->last_heartbeat = pgrl_col_int64(tup, desc, 4);
 		role = SPI_getbinval(tup, desc, 5, &isnull);
 		info->role = isnull ? InvalidOid : DatumGetObjectId(role);
 	}
 
-	rl_read_leases(state, context, qschema);
+	pgrl_read_leases(state, context, qschema);
 	return state;
 }
 
@@ -501,14 +501,14 @@ rl_read_state(MemoryContext context, const char *qschema)
  * NULL when it is no longer configured.
  */
 static RlModel *
-rl_restored_model(const char *name, TimestampTz minute_start, TimestampTz day_start)
+pgrl_restored_model(const char *name, TimestampTz minute_start, TimestampTz day_start)
 {
-	int			slot = rl_lookup_slot(rl_model_index, name);
+	int			slot = pgrl_lookup_slot(pgrl_model_index, name);
 	RlModel    *model;
 
 	if (slot < 0)
 		return NULL;
-	model = &rl_models[slot];
+	model = &pgrl_models[slot];
 	if (model->minute_start != minute_start)
 	{
 		model->minute_start = minute_start;
@@ -524,9 +524,9 @@ rl_restored_model(const char *name, TimestampTz minute_start, TimestampTz day_st
 
 /* A model's saved counters, for windows that are still current */
 static void
-rl_restore_counter(const RlSavedCounter *c, TimestampTz minute_start, TimestampTz day_start)
+pgrl_restore_counter(const RlSavedCounter *c, TimestampTz minute_start, TimestampTz day_start)
 {
-	RlModel    *model = rl_restored_model(c->model, minute_start, day_start);
+	RlModel    *model = pgrl_restored_model(c->model, minute_start, day_start);
 
 	if (model == NULL)
 		return;
@@ -561,16 +561,16 @@ rl_restore_counter(const RlSavedCounter *c, TimestampTz minute_start, TimestampT
  * the marks are in force again.
  */
 static void
-rl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampTz day_start)
+pgrl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampTz day_start)
 {
-	RlModel    *model = rl_restored_model(saved->model, minute_start, day_start);
+	RlModel    *model = pgrl_restored_model(saved->model, minute_start, day_start);
 
 	if (model == NULL)
 		return;
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 		if (model->limit[d] != RL_UNLIMITED)
 			model->used[d] = Max(model->used[d],
-								 rl_mark_bound(&saved->marks, d, minute_start, day_start));
+								 pgrl_mark_bound(&saved->marks, d, minute_start, day_start));
 	model->marks.saved = saved->marks;
 	/* exact marks of a clean stop: nothing more until new ones are saved */
 	model->marks.closed = saved->marks.clean;
@@ -585,7 +585,7 @@ rl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampT
  * (mark.c).  Returns how many slots are held.
  */
 static int64
-rl_restore_held_slots(RlModel *model, TimestampTz now)
+pgrl_restore_held_slots(RlModel *model, TimestampTz now)
 {
 	int64		unknown;
 
@@ -605,7 +605,7 @@ rl_restore_held_slots(RlModel *model, TimestampTz now)
  * it may still be in use, so its slot is held until it expires.
  */
 static void
-rl_restore_lease_left_out(RlModel *model, const RlLease *lease)
+pgrl_restore_lease_left_out(RlModel *model, const RlLease *lease)
 {
 	model->used[RL_DIM_CONCURRENCY]++;
 	model->marks.held++;
@@ -620,10 +620,10 @@ rl_restore_lease_left_out(RlModel *model, const RlLease *lease)
  * this clock: then now's.
  */
 static void
-rl_restored_windows(const RlStateSnapshot *state, TimestampTz *minute_start,
+pgrl_restored_windows(const RlStateSnapshot *state, TimestampTz *minute_start,
 					TimestampTz *day_start)
 {
-	if (state->has_clock && state->clock_offset_us != 0 && !rl_enable_test_clock)
+	if (state->has_clock && state->clock_offset_us != 0 && !pgrl_enable_test_clock)
 		return;
 	for (int i = 0; i < state->num_counters; i++)
 	{
@@ -646,47 +646,47 @@ rl_restored_windows(const RlStateSnapshot *state, TimestampTz *minute_start,
  * Put saved state back into freshly cleared shared memory.  Called while
  * applying a full load (after a start, a crash, a promotion, or on a
  * standby), with config_lock held exclusively; must not fail, nor report
- * anything (rl_report_restore() does, later).  What is
+ * anything (pgrl_report_restore() does, later).  What is
  * restored is consistent and fails closed: every current window counts at
  * least its saved mark and the reservations of the restored leases made
  * in it, and concurrency its saved mark (see mark.c); after a clean stop
  * the marks are exact and nothing is over-counted.
  */
 void
-rl_restore_state(RlStateSnapshot *state)
+pgrl_restore_state(RlStateSnapshot *state)
 {
 	TimestampTz now;
 	TimestampTz minute_start;
 	TimestampTz day_start;
 	uint32		restored_leases = 0;
 	uint64		max_lease_id = 0;
-	bool		exact = rl_leases_restore_begin(&state->lease_read);
+	bool		exact = pgrl_leases_restore_begin(&state->lease_read);
 
 	/* a test clock saved by an earlier run counts only where it is enabled */
-	if (state->has_clock && rl_enable_test_clock)
-		pg_atomic_write_u64(&rl_state->clock_offset_us, (uint64) state->clock_offset_us);
-	now = rl_now();
-	minute_start = rl_window_start(now, USECS_PER_MINUTE);
-	day_start = rl_window_start(now, USECS_PER_DAY);
-	rl_restored_windows(state, &minute_start, &day_start);
+	if (state->has_clock && pgrl_enable_test_clock)
+		pg_atomic_write_u64(&pgrl_state->clock_offset_us, (uint64) state->clock_offset_us);
+	now = pgrl_now();
+	minute_start = pgrl_window_start(now, USECS_PER_MINUTE);
+	day_start = pgrl_window_start(now, USECS_PER_DAY);
+	pgrl_restored_windows(state, &minute_start, &day_start);
 
 	for (int i = 0; i < state->num_counters; i++)
-		rl_restore_counter(&state->counters[i], minute_start, day_start);
+		pgrl_restore_counter(&state->counters[i], minute_start, day_start);
 	for (int i = 0; i < state->num_marks; i++)
-		rl_restore_marks(&state->marks[i], minute_start, day_start);
+		pgrl_restore_marks(&state->marks[i], minute_start, day_start);
 	for (int i = 0; i < state->num_shares; i++)
-		rl_restore_share(&state->shares[i], minute_start, day_start);
+		pgrl_restore_share(&state->shares[i], minute_start, day_start);
 
 	/* instances first: the leases naming them count against their memory */
 	for (int i = 0; i < state->num_instances; i++)
-		if (!rl_restore_instance(&state->instances[i]))
+		if (!pgrl_restore_instance(&state->instances[i]))
 			state->instances_left_out++;
 
 	for (int i = 0; i < state->num_leases; i++)
 	{
 		const RlSavedLease *l = &state->leases[i];
 		RlModel    *model = l->model < 0 ? NULL :
-			rl_restored_model(state->lease_names[l->model], minute_start, day_start);
+			pgrl_restored_model(state->lease_names[l->model], minute_start, day_start);
 		RlLease		lease;
 		int			slot;
 
@@ -694,7 +694,7 @@ rl_restore_state(RlStateSnapshot *state)
 		if (model == NULL)
 		{
 			if (exact)
-				rl_leases_note_not_restored(l->lease_id);
+				pgrl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
 		memset(&lease, 0, sizeof(lease));
@@ -706,60 +706,60 @@ rl_restore_state(RlStateSnapshot *state)
 		lease.acquired_at = l->acquired_at;
 		/* no lease outlives ratelimit.max_lease_ttl past a restart */
 		lease.expires_at = Min(l->expires_at,
-							   rl_add_saturating(now, (int64) rl_max_lease_ttl_s * USECS_PER_SEC));
+							   pgrl_add_saturating(now, (int64) pgrl_max_lease_ttl_s * USECS_PER_SEC));
 		lease.pid = l->pid;
 		lease.role = l->role;
 		if (l->instance >= 0)
 			strlcpy(lease.instance, state->lease_names[l->instance], sizeof(lease.instance));
-		slot = model - rl_models;
-		if (restored_leases >= (uint32) rl_max_leases)
+		slot = model - pgrl_models;
+		if (restored_leases >= (uint32) pgrl_max_leases)
 		{
 			state->leases_left_out = true;
-			rl_restore_lease_left_out(model, &lease);
+			pgrl_restore_lease_left_out(model, &lease);
 			if (exact)
-				rl_leases_note_not_restored(l->lease_id);
+				pgrl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
 		lease.model_slot = slot;
 		lease.model_generation = model->generation;
 		lease.job_type_slot = l->job_type >= 0 ?
-			rl_lookup_slot(rl_job_type_index, state->lease_names[l->job_type]) : -1;
+			pgrl_lookup_slot(pgrl_job_type_index, state->lease_names[l->job_type]) : -1;
 		lease.job_type_generation = lease.job_type_slot >= 0 ?
-			rl_job_types[lease.job_type_slot].generation : 0;
+			pgrl_job_types[lease.job_type_slot].generation : 0;
 		lease.restored = !model->marks.saved.clean;
 		lease.session_bound = false;
-		lease.role_slot = rl_role_lease_add(lease.role, 0);
-		rl_restore_instance_lease(&lease);
-		if (!rl_put_restored_lease(&lease, exact))
+		lease.role_slot = pgrl_role_lease_add(lease.role, 0);
+		pgrl_restore_instance_lease(&lease);
+		if (!pgrl_put_restored_lease(&lease, exact))
 		{
-			rl_role_lease_gone(&lease);
-			rl_restore_lease_left_out(model, &lease);
+			pgrl_role_lease_gone(&lease);
+			pgrl_restore_lease_left_out(model, &lease);
 			if (exact)
-				rl_leases_note_not_restored(l->lease_id);
+				pgrl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
 		model->used[RL_DIM_CONCURRENCY]++;
-		rl_restore_lease_share(&lease);
+		pgrl_restore_lease_share(&lease);
 		/* the reservations of leases of the current windows are counted */
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 		{
-			bool		current = rl_dimension_is_daily(d) ?
+			bool		current = pgrl_dimension_is_daily(d) ?
 				lease.day_start == day_start : lease.minute_start == minute_start;
 
 			if (current)
 				state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d] =
-					rl_add_saturating(state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d],
-									  rl_dimension_amount(d, lease.tokens, lease.requests));
+					pgrl_add_saturating(state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d],
+									  pgrl_dimension_amount(d, lease.tokens, lease.requests));
 		}
 		restored_leases++;
 		max_lease_id = Max(max_lease_id, (uint64) lease.lease_id);
 	}
-	if (max_lease_id >= pg_atomic_read_u64(&rl_state->next_lease_id))
-		pg_atomic_write_u64(&rl_state->next_lease_id, max_lease_id + 1);
+	if (max_lease_id >= pg_atomic_read_u64(&pgrl_state->next_lease_id))
+		pg_atomic_write_u64(&pgrl_state->next_lease_id, max_lease_id + 1);
 
-	for (int slot = 0; slot < rl_max_models; slot++)
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 		int64		held;
 
 		if (!model->in_use)
@@ -767,32 +767,32 @@ rl_restore_state(RlStateSnapshot *state)
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 			model->used[d] = Max(model->used[d],
 								 state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d]);
-		held = rl_restore_held_slots(model, now);
+		held = pgrl_restore_held_slots(model, now);
 		if (held > 0)
 		{
 			state->held_slots += held;
 			state->held_until = Max(state->held_until, model->marks.held_until);
 		}
 	}
-	pg_atomic_fetch_add_u32(&rl_state->open_leases, restored_leases);
+	pg_atomic_fetch_add_u32(&pgrl_state->open_leases, restored_leases);
 	state->restored_leases = restored_leases;
 }
 
 /*
- * Say what rl_restore_state() did.  Called once config_lock is released:
+ * Say what pgrl_restore_state() did.  Called once config_lock is released:
  * nothing is reported with an LWLock held.  Never errors.
  */
 void
-rl_report_restore(const RlStateSnapshot *state)
+pgrl_report_restore(const RlStateSnapshot *state)
 {
 	if (state->leases_left_out)
 		ereport(WARNING,
 				(errmsg("pg_ratelimit could not restore all open leases: ratelimit.max_leases is %d",
-						rl_max_leases),
+						pgrl_max_leases),
 				 errdetail("The slots of those left out are held until they expire.")));
 	if (state->instances_left_out > 0)
 		elog(WARNING, "pg_ratelimit could not restore %d instances: ratelimit.max_instances is %d",
-			 state->instances_left_out, rl_max_instances);
+			 state->instances_left_out, pgrl_max_instances);
 	elog(RecoveryInProgress() ? DEBUG1 : LOG,
 		 "pg_ratelimit restored the counters of %d models, %d instances and %u open leases",
 		 state->num_counters, state->num_instances, state->restored_leases);
@@ -807,18 +807,18 @@ rl_report_restore(const RlStateSnapshot *state)
  * A job type's saved counters on a model, for windows that are still
  * current; its saved ratio too, when the configured ratio it moved from is
  * still the configured one.  The shares were just reset to the
- * configuration (rl_apply_share_config).
+ * configuration (pgrl_apply_share_config).
  */
 static void
-rl_restore_share(const RlSavedShare *saved, TimestampTz minute_start, TimestampTz day_start)
+pgrl_restore_share(const RlSavedShare *saved, TimestampTz minute_start, TimestampTz day_start)
 {
-	int			model_slot = rl_lookup_slot(rl_model_index, saved->model);
-	int			job_type_slot = rl_lookup_slot(rl_job_type_index, saved->job_type);
+	int			model_slot = pgrl_lookup_slot(pgrl_model_index, saved->model);
+	int			job_type_slot = pgrl_lookup_slot(pgrl_job_type_index, saved->job_type);
 	RlShare    *share;
 
 	if (model_slot < 0 || job_type_slot < 0)
 		return;
-	share = rl_share(model_slot, job_type_slot);
+	share = pgrl_share(model_slot, job_type_slot);
 	if (saved->minute_start == minute_start)
 	{
 		share->used[RL_DIM_RPM] = saved->requests_minute;
@@ -835,7 +835,7 @@ rl_restore_share(const RlSavedShare *saved, TimestampTz minute_start, TimestampT
 	share->denied = saved->denied;
 	if (saved->usage.day_start == day_start)
 		share->usage = saved->usage;
-	else if (rl_day_used(&saved->usage))
+	else if (pgrl_day_used(&saved->usage))
 	{
 		/* a day that ended while we were down: rl_usage_daily gets it */
 		share->usage_ended = saved->usage;
@@ -848,9 +848,9 @@ rl_restore_share(const RlSavedShare *saved, TimestampTz minute_start, TimestampT
 
 /* A restored open lease is in flight for its job type too */
 static void
-rl_restore_lease_share(const RlLease *lease)
+pgrl_restore_lease_share(const RlLease *lease)
 {
-	RlShare    *share = rl_lease_share(lease);
+	RlShare    *share = pgrl_lease_share(lease);
 
 	if (share)
 		share->used[RL_DIM_CONCURRENCY]++;
@@ -858,7 +858,7 @@ rl_restore_lease_share(const RlLease *lease)
 
 /* Build a one-dimensional array of the given element type */
 static Datum
-rl_array(Datum *elements, int count, Oid type)
+pgrl_array(Datum *elements, int count, Oid type)
 {
 	int16		typlen;
 	bool		typbyval;
@@ -870,7 +870,7 @@ rl_array(Datum *elements, int count, Oid type)
 
 /* Run a statement whose parameters are arrays of the given element types */
 static void
-rl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum *values)
+pgrl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum *values)
 {
 	Oid			types[RL_MAX_ARRAY_COLUMNS];
 
@@ -883,7 +883,7 @@ rl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum *v
 
 /* Run a statement with scalar parameters */
 static void
-rl_execute(const char *sql, int nargs, Oid *types, Datum *values)
+pgrl_execute(const char *sql, int nargs, Oid *types, Datum *values)
 {
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
 		elog(ERROR, "pg_ratelimit could not save its state: %s", sql);
@@ -895,14 +895,14 @@ rl_execute(const char *sql, int nargs, Oid *types, Datum *values)
  * NULL.
  */
 static void
-rl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
+pgrl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 {
-	columns[0][n] = TimestampTzGetDatum(rl_day_used(day) ? day->day_start : RL_NO_WINDOW);
+	columns[0][n] = TimestampTzGetDatum(pgrl_day_used(day) ? day->day_start : RL_NO_WINDOW);
 	columns[1][n] = Int64GetDatum(day->requests);
 	columns[2][n] = Int64GetDatum(day->input);
 	columns[3][n] = Int64GetDatum(day->output);
 	columns[4][n] = Int64GetDatum(day->cached);
-	columns[5][n] = NumericGetDatum(rl_numeric_load(&day->cost));
+	columns[5][n] = NumericGetDatum(pgrl_numeric_load(&day->cost));
 	columns[6][n] = Int64GetDatum(day->overage_events);
 	columns[7][n] = Int64GetDatum(day->overage_tokens);
 }
@@ -941,29 +941,29 @@ typedef struct RlUsageRows
 
 /* The job types in use, read under config_lock */
 static int
-rl_job_type_names(RlJobTypeName *names)
+pgrl_job_type_names(RlJobTypeName *names)
 {
 	int			count = 0;
 
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	for (int j = 0; j < rl_max_job_types; j++)
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	for (int j = 0; j < pgrl_max_job_types; j++)
 	{
-		if (!rl_job_types[j].in_use)
+		if (!pgrl_job_types[j].in_use)
 			continue;
 		names[count].slot = j;
-		names[count].generation = rl_job_types[j].generation;
-		strlcpy(names[count].name, rl_job_types[j].name, sizeof(names[count].name));
+		names[count].generation = pgrl_job_types[j].generation;
+		strlcpy(names[count].name, pgrl_job_types[j].name, sizeof(names[count].name));
 		count++;
 	}
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 	return count;
 }
 
 /* Where a share's last saved version is kept */
 static uint64 *
-rl_persisted_share_version(int model_slot, int job_type_slot)
+pgrl_persisted_share_version(int model_slot, int job_type_slot)
 {
-	return &persisted_share_versions[(Size) model_slot * rl_max_job_types + job_type_slot];
+	return &persisted_share_versions[(Size) model_slot * pgrl_max_job_types + job_type_slot];
 }
 
 /*
@@ -972,18 +972,18 @@ rl_persisted_share_version(int model_slot, int job_type_slot)
  * holds the model's lock.
  */
 static int
-rl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
+pgrl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
 			   RlShare *copies, int *name_of)
 {
 	int			count = 0;
 
 	for (int k = 0; k < num_names; k++)
 	{
-		RlShare    *share = rl_share(model_slot, names[k].slot);
+		RlShare    *share = pgrl_share(model_slot, names[k].slot);
 
 		if (share->job_type_generation != names[k].generation ||
-			share->model_generation != rl_models[model_slot].generation ||
-			share->version == *rl_persisted_share_version(model_slot, names[k].slot))
+			share->model_generation != pgrl_models[model_slot].generation ||
+			share->version == *pgrl_persisted_share_version(model_slot, names[k].slot))
 			continue;
 		memcpy(&copies[count], share, sizeof(RlShare));
 		name_of[count] = k;
@@ -994,14 +994,14 @@ rl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
 
 /* Grow an array of rows; NULL means none yet */
 static void *
-rl_grow(void *array, Size element_size, int room)
+pgrl_grow(void *array, Size element_size, int room)
 {
 	return array == NULL ? palloc(element_size * room) : repalloc(array, element_size * room);
 }
 
 /* Add a row for an ended day of a model (job_type '': the whole model) */
 static void
-rl_add_usage_row(RlUsageRows *rows, const char *model, const char *job_type,
+pgrl_add_usage_row(RlUsageRows *rows, const char *model, const char *job_type,
 				 const RlDayUsage *day)
 {
 	int			n;
@@ -1010,17 +1010,17 @@ rl_add_usage_row(RlUsageRows *rows, const char *model, const char *job_type,
 	{
 		rows->room = Max(rows->room * 2, 64);
 		for (int i = 0; i < RL_USAGE_COLUMNS; i++)
-			rows->columns[i] = rl_grow(rows->columns[i], sizeof(Datum), rows->room);
+			rows->columns[i] = pgrl_grow(rows->columns[i], sizeof(Datum), rows->room);
 	}
 	n = rows->count++;
 	rows->columns[0][n] = CStringGetTextDatum(model);
 	rows->columns[1][n] = CStringGetTextDatum(job_type);
-	rl_usage_datums(day, &rows->columns[2], n);
+	pgrl_usage_datums(day, &rows->columns[2], n);
 }
 
 /* Write the gathered ended days */
 static void
-rl_write_usage_rows(const char *qschema, RlUsageRows *rows)
+pgrl_write_usage_rows(const char *qschema, RlUsageRows *rows)
 {
 	Oid			types[RL_USAGE_COLUMNS] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID,
 	INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
@@ -1030,7 +1030,7 @@ rl_write_usage_rows(const char *qschema, RlUsageRows *rows)
 	if (rows->count == 0)
 		return;
 	for (int i = 0; i < RL_USAGE_COLUMNS; i++)
-		args[i] = rl_array(rows->columns[i], rows->count, types[i]);
+		args[i] = pgrl_array(rows->columns[i], rows->count, types[i]);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_usage_daily AS u (day, model, job_type, requests,"
@@ -1045,7 +1045,7 @@ rl_write_usage_rows(const char *qschema, RlUsageRows *rows)
 					 " cached_tokens = excluded.cached_tokens, cost = excluded.cost,"
 					 " overage_events = excluded.overage_events,"
 					 " overage_tokens = excluded.overage_tokens", qschema);
-	rl_execute_arrays(sql.data, RL_USAGE_COLUMNS, types, args);
+	pgrl_execute_arrays(sql.data, RL_USAGE_COLUMNS, types, args);
 }
 
 /*
@@ -1053,7 +1053,7 @@ rl_write_usage_rows(const char *qschema, RlUsageRows *rows)
  * not written yet.
  */
 static void
-rl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
+pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 				  const RlModel *model, const RlJobTypeName *names, const RlShare *copies,
 				  const int *name_of, int count)
 {
@@ -1062,9 +1062,9 @@ rl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 		int			room = Max(rows->room * 2, rows->count + count + 64);
 
 		for (int i = 0; i < RL_SHARE_COLUMNS; i++)
-			rows->columns[i] = rl_grow(rows->columns[i], sizeof(Datum), room);
-		rows->shares = rl_grow(rows->shares, sizeof(Size), room);
-		rows->versions = rl_grow(rows->versions, sizeof(uint64), room);
+			rows->columns[i] = pgrl_grow(rows->columns[i], sizeof(Datum), room);
+		rows->shares = pgrl_grow(rows->shares, sizeof(Size), room);
+		rows->versions = pgrl_grow(rows->versions, sizeof(uint64), room);
 		rows->room = room;
 	}
 	for (int i = 0; i < count; i++)
@@ -1073,7 +1073,7 @@ rl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 		Datum	  **c = rows->columns;
 		int			n = rows->count++;
 
-		rows->shares[n] = (Size) model_slot * rl_max_job_types + names[name_of[i]].slot;
+		rows->shares[n] = (Size) model_slot * pgrl_max_job_types + names[name_of[i]].slot;
 		rows->versions[n] = share->version;
 
 		c[0][n] = CStringGetTextDatum(model->name);
@@ -1090,12 +1090,12 @@ rl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 		c[11][n] = Int64GetDatum(share->jobs_day);
 		c[12][n] = Int64GetDatum(share->granted);
 		c[13][n] = Int64GetDatum(share->denied);
-		rl_usage_datums(&share->usage, &c[14], n);
+		pgrl_usage_datums(&share->usage, &c[14], n);
 
-		if (rl_day_used(&share->usage_ended) &&
+		if (pgrl_day_used(&share->usage_ended) &&
 			persisted_share_ended[rows->shares[n]] != share->usage_ended.day_start)
 		{
-			rl_add_usage_row(usage_rows, model->name, names[name_of[i]].name,
+			pgrl_add_usage_row(usage_rows, model->name, names[name_of[i]].name,
 							 &share->usage_ended);
 			persisted_share_ended[rows->shares[n]] = share->usage_ended.day_start;
 		}
@@ -1104,7 +1104,7 @@ rl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 
 /* Write the gathered share rows */
 static void
-rl_write_share_rows(const char *qschema, RlShareRows *rows)
+pgrl_write_share_rows(const char *qschema, RlShareRows *rows)
 {
 	Oid			types[RL_SHARE_COLUMNS] = {TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID,
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID,
@@ -1116,7 +1116,7 @@ rl_write_share_rows(const char *qschema, RlShareRows *rows)
 	if (rows->count == 0)
 		return;
 	for (int i = 0; i < RL_SHARE_COLUMNS; i++)
-		args[i] = rl_array(rows->columns[i], rows->count, types[i]);
+		args[i] = pgrl_array(rows->columns[i], rows->count, types[i]);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_share_counter AS s (model, job_type, base_ratio, ratio,"
@@ -1144,14 +1144,14 @@ rl_write_share_rows(const char *qschema, RlShareRows *rows)
 					 " usage_overage_events = excluded.usage_overage_events,"
 					 " usage_overage_tokens = excluded.usage_overage_tokens,"
 					 " saved_at = excluded.saved_at", qschema);
-	rl_execute_arrays(sql.data, RL_SHARE_COLUMNS, types, args);
+	pgrl_execute_arrays(sql.data, RL_SHARE_COLUMNS, types, args);
 	for (int i = 0; i < rows->count; i++)
 		persisted_share_versions[rows->shares[i]] = rows->versions[i];
 }
 
 /* Save counters, totals and daily usage of models that changed */
 static void
-rl_persist_models(const char *qschema, TimestampTz now)
+pgrl_persist_models(const char *qschema, TimestampTz now)
 {
 	int			n = 0;
 	Datum	   *c[RL_COUNTER_COLUMNS];
@@ -1159,10 +1159,10 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
 	RlUsageRows usage_rows;
-	uint64	   *versions = palloc(sizeof(uint64) * rl_max_models);
-	int		   *slots = palloc(sizeof(int) * rl_max_models);
-	RlJobTypeName *names = palloc(sizeof(RlJobTypeName) * rl_max_job_types);
-	int			num_names = rl_job_type_names(names);
+	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
+	int		   *slots = palloc(sizeof(int) * pgrl_max_models);
+	RlJobTypeName *names = palloc(sizeof(RlJobTypeName) * pgrl_max_job_types);
+	int			num_names = pgrl_job_type_names(names);
 	RlShare    *share_copies = palloc(sizeof(RlShare) * Max(num_names, 1));
 	int		   *name_of = palloc(sizeof(int) * Max(num_names, 1));
 	RlShareRows share_rows;
@@ -1171,11 +1171,11 @@ rl_persist_models(const char *qschema, TimestampTz now)
 	memset(&share_rows, 0, sizeof(share_rows));
 	memset(&usage_rows, 0, sizeof(usage_rows));
 	for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
-		c[i] = palloc(sizeof(Datum) * rl_max_models);
+		c[i] = palloc(sizeof(Datum) * pgrl_max_models);
 
-	for (int slot = 0; slot < rl_max_models; slot++)
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 		RlModel		copy;
 		int			num_shares;
 
@@ -1189,9 +1189,9 @@ rl_persist_models(const char *qschema, TimestampTz now)
 			continue;
 		}
 		memcpy(&copy, model, sizeof(RlModel));
-		num_shares = rl_copy_shares(slot, names, num_names, share_copies, name_of);
+		num_shares = pgrl_copy_shares(slot, names, num_names, share_copies, name_of);
 		LWLockRelease(&model->lock);
-		rl_add_share_rows(&share_rows, &usage_rows, slot, &copy, names, share_copies, name_of,
+		pgrl_add_share_rows(&share_rows, &usage_rows, slot, &copy, names, share_copies, name_of,
 						  num_shares);
 
 		slots[n] = slot;
@@ -1208,14 +1208,14 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		c[9][n] = Int64GetDatum(copy.expired);
 		c[10][n] = Int64GetDatum(copy.overage_events);
 		c[11][n] = Int64GetDatum(copy.overage_tokens);
-		rl_usage_datums(&copy.usage, &c[12], n);
+		pgrl_usage_datums(&copy.usage, &c[12], n);
 		n++;
 
 		/* the day before, once, when its window has ended */
-		if (rl_day_used(&copy.usage_ended) &&
+		if (pgrl_day_used(&copy.usage_ended) &&
 			!(persisted[slot].generation == copy.generation &&
 			  persisted[slot].ended_day == copy.usage_ended.day_start))
-			rl_add_usage_row(&usage_rows, copy.name, "", &copy.usage_ended);
+			pgrl_add_usage_row(&usage_rows, copy.name, "", &copy.usage_ended);
 		persisted[slot].ended_day = copy.usage_ended.day_start;
 	}
 
@@ -1224,7 +1224,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
 		Datum		args[RL_COUNTER_COLUMNS];
 
 		for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
-			args[i] = rl_array(c[i], n, ctypes[i]);
+			args[i] = pgrl_array(c[i], n, ctypes[i]);
 		initStringInfo(&sql);
 		appendStringInfo(&sql,
 						 "INSERT INTO %s.rl_counter AS c (model, minute_start, requests_minute,"
@@ -1253,15 +1253,15 @@ rl_persist_models(const char *qschema, TimestampTz now)
 						 " usage_overage_tokens = excluded.usage_overage_tokens,"
 						 " saved_at = excluded.saved_at",
 						 qschema);
-		rl_execute_arrays(sql.data, RL_COUNTER_COLUMNS, ctypes, args);
+		pgrl_execute_arrays(sql.data, RL_COUNTER_COLUMNS, ctypes, args);
 	}
-	rl_write_usage_rows(qschema, &usage_rows);
-	rl_write_share_rows(qschema, &share_rows);
+	pgrl_write_usage_rows(qschema, &usage_rows);
+	pgrl_write_share_rows(qschema, &share_rows);
 
 	/* Only now that the rows are written: they are saved */
 	for (int i = 0; i < n; i++)
 	{
-		persisted[slots[i]].generation = rl_models[slots[i]].generation;
+		persisted[slots[i]].generation = pgrl_models[slots[i]].generation;
 		persisted[slots[i]].version = versions[i];
 	}
 	elog(DEBUG1, "pg_ratelimit saved %d models, %d job type shares and %d days of usage",
@@ -1274,7 +1274,7 @@ rl_persist_models(const char *qschema, TimestampTz now)
  * reads the columns as $1, $2, ... arrays.
  */
 static void
-rl_save_row_set(const char *qschema, const char *table, const char *key,
+pgrl_save_row_set(const char *qschema, const char *table, const char *key,
 				const char *insert_sql, int num_columns, const Oid *types,
 				Datum **columns, int count)
 {
@@ -1283,11 +1283,11 @@ rl_save_row_set(const char *qschema, const char *table, const char *key,
 
 	Assert(num_columns <= lengthof(args));
 	for (int i = 0; i < num_columns; i++)
-		args[i] = rl_array(columns[i], count, types[i]);
+		args[i] = pgrl_array(columns[i], count, types[i]);
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "DELETE FROM %s.%s WHERE %s <> ALL ($1)", qschema, table, key);
-	rl_execute_arrays(sql.data, 1, types, args);
-	rl_execute_arrays(insert_sql, num_columns, types, args);
+	pgrl_execute_arrays(sql.data, 1, types, args);
+	pgrl_execute_arrays(insert_sql, num_columns, types, args);
 }
 
 /* Columns of rl_lease_state passed as arrays */
@@ -1301,7 +1301,7 @@ rl_save_row_set(const char *qschema, const char *table, const char *key,
  * copied all it must.  Returns how many were written.
  */
 static int
-rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches, bool *done)
+pgrl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches, bool *done)
 {
 	Oid			types[RL_LEASE_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
@@ -1331,7 +1331,7 @@ rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches
 	*done = false;
 	for (int batches = 0; max_batches < 0 || batches < max_batches; batches++)
 	{
-		int			count = rl_leases_next_unsaved(save, leases, RL_LEASE_BATCH);
+		int			count = pgrl_leases_next_unsaved(save, leases, RL_LEASE_BATCH);
 		int			n = 0;
 		MemoryContext old_context;
 
@@ -1340,13 +1340,13 @@ rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches
 			*done = true;
 			break;
 		}
-		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
+		LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
 		for (int i = 0; i < count; i++)
 		{
 			RlLease    *lease = &leases[i];
-			RlModel    *model = &rl_models[lease->model_slot];
+			RlModel    *model = &pgrl_models[lease->model_slot];
 			RlJobType  *job_type = lease->job_type_slot >= 0 ?
-				&rl_job_types[lease->job_type_slot] : NULL;
+				&pgrl_job_types[lease->job_type_slot] : NULL;
 
 			if (!model->in_use || model->generation != lease->model_generation ||
 				lease->session_bound)
@@ -1359,7 +1359,7 @@ rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches
 				job_types[(Size) n * (RL_NAME_MAX_LEN + 1)] = '\0';
 			rows[n++] = i;
 		}
-		LWLockRelease(&rl_state->config_lock);
+		LWLockRelease(&pgrl_state->config_lock);
 		if (n == 0)
 			continue;
 
@@ -1382,8 +1382,8 @@ rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches
 			cols[11][k] = ObjectIdGetDatum(lease->role);
 		}
 		for (int i = 0; i < RL_LEASE_COLUMNS; i++)
-			args[i] = rl_array(cols[i], n, types[i]);
-		rl_execute_arrays(sql.data, RL_LEASE_COLUMNS, types, args);
+			args[i] = pgrl_array(cols[i], n, types[i]);
+		pgrl_execute_arrays(sql.data, RL_LEASE_COLUMNS, types, args);
 		MemoryContextSwitchTo(old_context);
 		MemoryContextReset(batch_context);
 		saved += n;
@@ -1394,7 +1394,7 @@ rl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches
 
 /* Delete the rows of saved leases that left the table, a batch at a time */
 static int
-rl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
+pgrl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * RL_LEASE_BATCH);
 	int64	   *gone = palloc(sizeof(int64) * RL_LEASE_BATCH);
@@ -1405,14 +1405,14 @@ rl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state WHERE lease_id = ANY ($1)", qschema);
-	while ((count = rl_leases_next_gone(save, gone, RL_LEASE_BATCH)) > 0)
+	while ((count = pgrl_leases_next_gone(save, gone, RL_LEASE_BATCH)) > 0)
 	{
 		Datum		arg;
 
 		for (int i = 0; i < count; i++)
 			ids[i] = Int64GetDatum(gone[i]);
-		arg = rl_array(ids, count, INT8OID);
-		rl_execute_arrays(sql.data, 1, &type, &arg);
+		arg = pgrl_array(ids, count, INT8OID);
+		pgrl_execute_arrays(sql.data, 1, &type, &arg);
 		pfree(DatumGetPointer(arg));
 		deleted += count;
 	}
@@ -1428,12 +1428,12 @@ rl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
  * done, and the epoch it started counts as saved, in the round that copies
  * its last lease (mark.c).  The table is written anew, in one round, only
  * when the lease table's bookkeeping cannot tell what it holds (see
- * rl_leases_save_round).  final: the worker is stopping, save it all.
+ * pgrl_leases_save_round).  final: the worker is stopping, save it all.
  */
 static void
-rl_persist_leases(const char *qschema, Oid extension, bool final)
+pgrl_persist_leases(const char *qschema, Oid extension, bool final)
 {
-	uint64		version = pg_atomic_read_u64(&rl_state->lease_version);
+	uint64		version = pg_atomic_read_u64(&pgrl_state->lease_version);
 	bool		full;
 	bool		done;
 	int			inserted;
@@ -1442,12 +1442,12 @@ rl_persist_leases(const char *qschema, Oid extension, bool final)
 	if (!lease_save_open && persisted_anything && version == persisted_lease_version)
 		return;
 
-	full = rl_leases_save_round(extension);
+	full = pgrl_leases_save_round(extension);
 	lease_save_pending = true;
 	if (full || !lease_save_open)
 	{
 		/* once it is done, the marks need cover only leases granted later */
-		lease_save_epoch = rl_mark_start_lease_save();
+		lease_save_epoch = pgrl_mark_start_lease_save();
 		lease_save_version = version;
 		if (full)
 		{
@@ -1455,16 +1455,16 @@ rl_persist_leases(const char *qschema, Oid extension, bool final)
 
 			initStringInfo(&sql);
 			appendStringInfo(&sql, "DELETE FROM %s.rl_lease_state", qschema);
-			rl_execute(sql.data, 0, NULL, NULL);
+			pgrl_execute(sql.data, 0, NULL, NULL);
 		}
-		rl_leases_begin_save(&lease_save, full);
+		pgrl_leases_begin_save(&lease_save, full);
 		lease_save_open = true;
 	}
 	/* rows are inserted before any is deleted: a lease may have gone since */
-	inserted = rl_insert_unsaved_leases(qschema, &lease_save,
+	inserted = pgrl_insert_unsaved_leases(qschema, &lease_save,
 										full || final ? -1 : RL_LEASE_BATCHES_PER_ROUND, &done);
 	lease_save.gone_left = -1;
-	deleted = rl_delete_gone_leases(qschema, &lease_save);
+	deleted = pgrl_delete_gone_leases(qschema, &lease_save);
 	if (done)
 	{
 		persisted_lease_epoch = lease_save_epoch;
@@ -1477,9 +1477,9 @@ rl_persist_leases(const char *qschema, Oid extension, bool final)
 
 /* Save the registered instances if any heartbeat or membership changed */
 static void
-rl_persist_instances(const char *qschema)
+pgrl_persist_instances(const char *qschema)
 {
-	uint64		version = rl_instances_heartbeat_version();
+	uint64		version = pgrl_instances_heartbeat_version();
 	RlInstanceInfo *instances;
 	int			count;
 	Datum	   *cols[5];
@@ -1488,7 +1488,7 @@ rl_persist_instances(const char *qschema)
 
 	if (persisted_anything && version == persisted_instances_version)
 		return;
-	count = rl_copy_instances(&instances);
+	count = pgrl_copy_instances(&instances);
 	for (int i = 0; i < 5; i++)
 		cols[i] = palloc(sizeof(Datum) * Max(count, 1));
 	for (int i = 0; i < count; i++)
@@ -1508,7 +1508,7 @@ rl_persist_instances(const char *qschema)
 					 " registered_at = excluded.registered_at,"
 					 " last_heartbeat = excluded.last_heartbeat,"
 					 " role_oid = excluded.role_oid", qschema);
-	rl_save_row_set(qschema, "rl_instance_state", "instance", sql.data, 5, types, cols, count);
+	pgrl_save_row_set(qschema, "rl_instance_state", "instance", sql.data, 5, types, cols, count);
 	persisted_instances_version = version;
 }
 
@@ -1532,18 +1532,18 @@ static RlProposals proposals;
  * stop); they take effect at once, and are gathered for saving.
  */
 static void
-rl_propose_marks(TimestampTz now, bool exact, bool lower)
+pgrl_propose_marks(TimestampTz now, bool exact, bool lower)
 {
-	for (int slot = 0; slot < rl_max_models; slot++)
+	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &rl_models[slot];
+		RlModel    *model = &pgrl_models[slot];
 		RlMarkSet  *set = &proposals.sets[proposals.count];
 
 		if (!model->in_use)
 			continue;
 		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 		if (model->in_use &&
-			rl_mark_propose(model, now, exact, lower, persisted_lease_epoch, set))
+			pgrl_mark_propose(model, now, exact, lower, persisted_lease_epoch, set))
 		{
 			proposals.slots[proposals.count] = slot;
 			proposals.generations[proposals.count] = model->generation;
@@ -1556,7 +1556,7 @@ rl_propose_marks(TimestampTz now, bool exact, bool lower)
 
 /* Write the proposed marks to rl_mark */
 static void
-rl_write_marks(const char *qschema)
+pgrl_write_marks(const char *qschema)
 {
 	Oid			types[RL_MARK_COLUMNS] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID,
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID,
@@ -1587,7 +1587,7 @@ rl_write_marks(const char *qschema)
 		Assert(col == RL_MARK_COLUMNS);
 	}
 	for (int i = 0; i < RL_MARK_COLUMNS; i++)
-		args[i] = rl_array(c[i], n, types[i]);
+		args[i] = pgrl_array(c[i], n, types[i]);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_mark AS k (model, minute_start, day_start, requests_day,"
@@ -1607,7 +1607,7 @@ rl_write_marks(const char *qschema)
 					 " next_tokens_minute = excluded.next_tokens_minute,"
 					 " lease_horizon = excluded.lease_horizon, clean = excluded.clean,"
 					 " saved_at = excluded.saved_at", qschema);
-	rl_execute_arrays(sql.data, RL_MARK_COLUMNS, types, args);
+	pgrl_execute_arrays(sql.data, RL_MARK_COLUMNS, types, args);
 	elog(DEBUG1, "pg_ratelimit saved the marks of %d models", n);
 }
 
@@ -1617,24 +1617,24 @@ rl_write_marks(const char *qschema)
  * publishes nothing: its proposals only ever held admission back).
  */
 void
-rl_publish_marks(void)
+pgrl_publish_marks(void)
 {
 	if (lease_save_pending)
-		rl_leases_save_committed();
+		pgrl_leases_save_committed();
 	lease_save_pending = false;
 	for (int i = 0; i < proposals.count; i++)
-		rl_mark_publish(&rl_models[proposals.slots[i]], proposals.generations[i],
+		pgrl_mark_publish(&pgrl_models[proposals.slots[i]], proposals.generations[i],
 						&proposals.sets[i]);
 	proposals.count = 0;
 }
 
 /* Forget what was saved where, when the tables are new */
 static void
-rl_forget_persisted(void)
+pgrl_forget_persisted(void)
 {
-	memset(persisted, 0, sizeof(RlPersisted) * rl_max_models);
-	memset(persisted_share_versions, 0, sizeof(uint64) * rl_max_models * rl_max_job_types);
-	for (Size i = 0; i < (Size) rl_max_models * rl_max_job_types; i++)
+	memset(persisted, 0, sizeof(RlPersisted) * pgrl_max_models);
+	memset(persisted_share_versions, 0, sizeof(uint64) * pgrl_max_models * pgrl_max_job_types);
+	for (Size i = 0; i < (Size) pgrl_max_models * pgrl_max_job_types; i++)
 		persisted_share_ended[i] = RL_NO_WINDOW;	/* 0 is a day */
 	persisted_anything = false;
 	persisted_clock = false;
@@ -1642,26 +1642,26 @@ rl_forget_persisted(void)
 
 /* Worker-local bookkeeping, allocated once */
 static void
-rl_init_persisted(void)
+pgrl_init_persisted(void)
 {
 	if (persisted != NULL)
 		return;
-	persisted = MemoryContextAllocZero(TopMemoryContext, sizeof(RlPersisted) * rl_max_models);
+	persisted = MemoryContextAllocZero(TopMemoryContext, sizeof(RlPersisted) * pgrl_max_models);
 	persisted_share_versions = MemoryContextAllocZero(TopMemoryContext,
-													  sizeof(uint64) * rl_max_models *
-													  rl_max_job_types);
+													  sizeof(uint64) * pgrl_max_models *
+													  pgrl_max_job_types);
 	persisted_share_ended = MemoryContextAllocZero(TopMemoryContext,
-												   sizeof(TimestampTz) * rl_max_models *
-												   rl_max_job_types);
-	proposals.slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * rl_max_models);
-	proposals.generations = MemoryContextAlloc(TopMemoryContext, sizeof(uint32) * rl_max_models);
-	proposals.sets = MemoryContextAlloc(TopMemoryContext, sizeof(RlMarkSet) * rl_max_models);
-	proposals.names = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * rl_max_models);
+												   sizeof(TimestampTz) * pgrl_max_models *
+												   pgrl_max_job_types);
+	proposals.slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * pgrl_max_models);
+	proposals.generations = MemoryContextAlloc(TopMemoryContext, sizeof(uint32) * pgrl_max_models);
+	proposals.sets = MemoryContextAlloc(TopMemoryContext, sizeof(RlMarkSet) * pgrl_max_models);
+	proposals.names = MemoryContextAlloc(TopMemoryContext, sizeof(Datum) * pgrl_max_models);
 }
 
 /* Delete the saved rows of models and job types that are gone */
 static void
-rl_delete_dropped_rows(const char *qschema)
+pgrl_delete_dropped_rows(const char *qschema)
 {
 	StringInfoData sql;
 
@@ -1670,27 +1670,27 @@ rl_delete_dropped_rows(const char *qschema)
 					 "DELETE FROM %s.rl_counter c WHERE NOT EXISTS"
 					 " (SELECT FROM %s.rl_model m WHERE m.model = c.model)",
 					 qschema, qschema);
-	rl_execute(sql.data, 0, NULL, NULL);
+	pgrl_execute(sql.data, 0, NULL, NULL);
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "DELETE FROM %s.rl_mark k WHERE NOT EXISTS"
 					 " (SELECT FROM %s.rl_model m WHERE m.model = k.model)",
 					 qschema, qschema);
-	rl_execute(sql.data, 0, NULL, NULL);
+	pgrl_execute(sql.data, 0, NULL, NULL);
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "DELETE FROM %s.rl_share_counter s WHERE NOT EXISTS"
 					 " (SELECT FROM %s.rl_model m WHERE m.model = s.model)"
 					 " OR NOT EXISTS (SELECT FROM %s.rl_job_type j WHERE j.job_type = s.job_type)",
 					 qschema, qschema, qschema);
-	rl_execute(sql.data, 0, NULL, NULL);
+	pgrl_execute(sql.data, 0, NULL, NULL);
 }
 
 /* Save the test clock's offset if it moved */
 static void
-rl_persist_clock(const char *qschema)
+pgrl_persist_clock(const char *qschema)
 {
-	int64		clock_offset = (int64) pg_atomic_read_u64(&rl_state->clock_offset_us);
+	int64		clock_offset = (int64) pg_atomic_read_u64(&pgrl_state->clock_offset_us);
 	Datum		arg = Int64GetDatum(clock_offset);
 	Oid			type = INT8OID;
 	StringInfoData sql;
@@ -1702,7 +1702,7 @@ rl_persist_clock(const char *qschema)
 					 "INSERT INTO %s.rl_saved_clock VALUES (1, $1, now())"
 					 " ON CONFLICT (id) DO UPDATE SET clock_offset_us = excluded.clock_offset_us,"
 					 " saved_at = excluded.saved_at", qschema);
-	rl_execute(sql.data, 1, &type, &arg);
+	pgrl_execute(sql.data, 1, &type, &arg);
 	persisted_clock_offset = clock_offset;
 	persisted_clock = true;
 }
@@ -1714,49 +1714,49 @@ rl_persist_clock(const char *qschema)
  * high-water marks where needed (see mark.c).  final: the worker is about
  * to stop: exact marks first, so that nothing more is granted, then
  * everything.  The caller commits synchronously and then calls
- * rl_publish_marks().
+ * pgrl_publish_marks().
  */
 void
-rl_persist_state(bool save_state, bool save_marks, bool final)
+pgrl_persist_state(bool save_state, bool save_marks, bool final)
 {
 	RlExtSql	session;
-	TimestampTz now = rl_now();
+	TimestampTz now = pgrl_now();
 	uint64		config_generation;
 
-	rl_init_persisted();
+	pgrl_init_persisted();
 	proposals.count = 0;
-	if (!rl_extsql_begin(&session, false))
+	if (!pgrl_extsql_begin(&session, false))
 		return;
 
 	/* a re-created extension has empty tables: write everything again */
 	if (session.extension_oid != persisted_extension)
 	{
-		rl_forget_persisted();
+		pgrl_forget_persisted();
 		persisted_extension = session.extension_oid;
 	}
 
 	if (final)
-		rl_propose_marks(now, true, true);
+		pgrl_propose_marks(now, true, true);
 	if (save_state)
 	{
-		rl_persist_models(session.qschema, now);
-		rl_persist_instances(session.qschema);
-		rl_persist_leases(session.qschema, session.extension_oid, final);
+		pgrl_persist_models(session.qschema, now);
+		pgrl_persist_instances(session.qschema);
+		pgrl_persist_leases(session.qschema, session.extension_oid, final);
 
-		LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-		config_generation = rl_state->config_generation;
-		LWLockRelease(&rl_state->config_lock);
+		LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+		config_generation = pgrl_state->config_generation;
+		LWLockRelease(&pgrl_state->config_lock);
 		if (!persisted_anything || config_generation != persisted_config_generation)
 		{
-			rl_delete_dropped_rows(session.qschema);
+			pgrl_delete_dropped_rows(session.qschema);
 			persisted_config_generation = config_generation;
 		}
 		persisted_anything = true;
 	}
 	/* marks are for windows of the limiter's clock: save it with them */
-	rl_persist_clock(session.qschema);
+	pgrl_persist_clock(session.qschema);
 	if (!final && save_marks)
-		rl_propose_marks(now, false, save_state);
-	rl_write_marks(session.qschema);
-	rl_extsql_end(&session);
+		pgrl_propose_marks(now, false, save_state);
+	pgrl_write_marks(session.qschema);
+	pgrl_extsql_end(&session);
 }

@@ -12,10 +12,10 @@
 
 typedef struct RlStateSnapshot RlStateSnapshot;
 
-extern RlStateSnapshot *rl_read_state(MemoryContext context, const char *qschema);
-extern void rl_restore_state(RlStateSnapshot *state);
-extern void rl_report_restore(const RlStateSnapshot *state);
-extern void rl_persist_state(bool save_state, bool save_marks, bool final);
-extern void rl_publish_marks(void);
+extern RlStateSnapshot *pgrl_read_state(MemoryContext context, const char *qschema);
+extern void pgrl_restore_state(RlStateSnapshot *state);
+extern void pgrl_report_restore(const RlStateSnapshot *state);
+extern void pgrl_persist_state(bool save_state, bool save_marks, bool final);
+extern void pgrl_publish_marks(void);
 
 #endif							/* RL_PERSIST_H */

@@ -25,7 +25,7 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-	rl_define_settings();
-	rl_install_shmem_hooks();
-	rl_register_worker();
+	pgrl_define_settings();
+	pgrl_install_shmem_hooks();
+	pgrl_register_worker();
 }

@@ -298,80 +298,80 @@ typedef struct RlSharedState
 } RlSharedState;
 
 /* settings.c */
-extern char *rl_database_name;
-extern int	rl_max_models;
-extern int	rl_max_job_types;
-extern int	rl_max_leases;
-extern int	rl_lease_ttl_s;
-extern int	rl_max_lease_ttl_s;
-extern int	rl_max_leases_per_role;
-extern int	rl_persist_interval_ms;
-extern int	rl_max_instances;
-extern int	rl_max_instances_per_role;
-extern int	rl_instance_timeout_s;
-extern int	rl_ratio_interval_ms;
-extern int	rl_min_job_type_slots;
-extern bool rl_enable_test_clock;
-extern void rl_define_settings(void);
+extern char *pgrl_database_name;
+extern int	pgrl_max_models;
+extern int	pgrl_max_job_types;
+extern int	pgrl_max_leases;
+extern int	pgrl_lease_ttl_s;
+extern int	pgrl_max_lease_ttl_s;
+extern int	pgrl_max_leases_per_role;
+extern int	pgrl_persist_interval_ms;
+extern int	pgrl_max_instances;
+extern int	pgrl_max_instances_per_role;
+extern int	pgrl_instance_timeout_s;
+extern int	pgrl_ratio_interval_ms;
+extern int	pgrl_min_job_type_slots;
+extern bool pgrl_enable_test_clock;
+extern void pgrl_define_settings(void);
 
 /* shmem.c */
-extern RlSharedState *rl_state;
-extern RlModel *rl_models;
-extern RlJobType *rl_job_types;
-extern int64 *rl_waits;			/* [job type slot * max_models + model slot] */
-extern RlShare *rl_shares;		/* [model slot * max_job_types + job type slot] */
-extern HTAB *rl_model_index;
-extern HTAB *rl_job_type_index;
-extern HTAB *rl_lease_table;
-extern void rl_install_shmem_hooks(void);
-extern void rl_require_library(void);
-extern void rl_require_ready(void);
-extern int	rl_lookup_slot(HTAB *index, const char *name);
-extern void rl_copy_name(char *dest, const char *src, const char *what);
-extern void rl_copy_name_arg(FunctionCallInfo fcinfo, int argno, char *dest, const char *what);
-extern void rl_require_primary(const char *action);
+extern RlSharedState *pgrl_state;
+extern RlModel *pgrl_models;
+extern RlJobType *pgrl_job_types;
+extern int64 *pgrl_waits;			/* [job type slot * max_models + model slot] */
+extern RlShare *pgrl_shares;		/* [model slot * max_job_types + job type slot] */
+extern HTAB *pgrl_model_index;
+extern HTAB *pgrl_job_type_index;
+extern HTAB *pgrl_lease_table;
+extern void pgrl_install_shmem_hooks(void);
+extern void pgrl_require_library(void);
+extern void pgrl_require_ready(void);
+extern int	pgrl_lookup_slot(HTAB *index, const char *name);
+extern void pgrl_copy_name(char *dest, const char *src, const char *what);
+extern void pgrl_copy_name_arg(FunctionCallInfo fcinfo, int argno, char *dest, const char *what);
+extern void pgrl_require_primary(const char *action);
 
 /* clock.c */
-extern TimestampTz rl_now(void);
-extern TimestampTz rl_window_start(TimestampTz t, int64 length_us);
-extern TimestampTz rl_window_at(TimestampTz reached, TimestampTz t, int64 length_us);
-extern int64 rl_interval_to_us(Interval *interval, const char *what);
+extern TimestampTz pgrl_now(void);
+extern TimestampTz pgrl_window_start(TimestampTz t, int64 length_us);
+extern TimestampTz pgrl_window_at(TimestampTz reached, TimestampTz t, int64 length_us);
+extern int64 pgrl_interval_to_us(Interval *interval, const char *what);
 
 /* config.c */
-extern void rl_ensure_config_loaded(void);
-extern void rl_request_config_resync(void);
-extern void rl_resync_config(void);
-extern void rl_config_relcache_callback(Datum arg, Oid relid);
-extern void rl_check_config_triggers(void);
-extern void rl_install_config_callbacks(void);
+extern void pgrl_ensure_config_loaded(void);
+extern void pgrl_request_config_resync(void);
+extern void pgrl_resync_config(void);
+extern void pgrl_config_relcache_callback(Datum arg, Oid relid);
+extern void pgrl_check_config_triggers(void);
+extern void pgrl_install_config_callbacks(void);
 
 /* admission.c */
-extern const char *const rl_dimension_names[RL_NUM_DIMS + 2];
-extern bool rl_dimension_is_daily(RlDimension dim);
-extern int64 rl_dimension_amount(RlDimension dim, int64 tokens, int32 requests);
-extern void rl_roll_windows(RlModel *model, TimestampTz now);
-extern bool rl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
-extern TimestampTz rl_dimension_resets_at(const RlModel *model, RlDimension dim);
+extern const char *const pgrl_dimension_names[RL_NUM_DIMS + 2];
+extern bool pgrl_dimension_is_daily(RlDimension dim);
+extern int64 pgrl_dimension_amount(RlDimension dim, int64 tokens, int32 requests);
+extern void pgrl_roll_windows(RlModel *model, TimestampTz now);
+extern bool pgrl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
+extern TimestampTz pgrl_dimension_resets_at(const RlModel *model, RlDimension dim);
 
 /* share.c */
-extern RlShare *rl_share(int model_slot, int job_type_slot);
-extern RlShare *rl_lease_share(const RlLease *lease);
-extern void rl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day);
-extern void rl_apply_share_config(void);
-extern bool rl_adjust_ratios(int model_slot, TimestampTz now);
-extern bool rl_note_share_release(RlModel *model);
-extern TimestampTz rl_ratio_adjust_allowed_at(const RlModel *model);
+extern RlShare *pgrl_share(int model_slot, int job_type_slot);
+extern RlShare *pgrl_lease_share(const RlLease *lease);
+extern void pgrl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day);
+extern void pgrl_apply_share_config(void);
+extern bool pgrl_adjust_ratios(int model_slot, TimestampTz now);
+extern bool pgrl_note_share_release(RlModel *model);
+extern TimestampTz pgrl_ratio_adjust_allowed_at(const RlModel *model);
 
 /* lease.c */
-extern TimestampTz rl_earliest_expiry(void);
-extern void rl_expire_due_leases(TimestampTz now);
-extern void rl_note_lease_expiry(TimestampTz expires_at);
-extern void rl_remove_model_leases(const bool *dropped);
-extern int	rl_expire_instance_leases(const char *instance);
+extern TimestampTz pgrl_earliest_expiry(void);
+extern void pgrl_expire_due_leases(TimestampTz now);
+extern void pgrl_note_lease_expiry(TimestampTz expires_at);
+extern void pgrl_remove_model_leases(const bool *dropped);
+extern int	pgrl_expire_instance_leases(const char *instance);
 
 /* Keep a Numeric inline; false when it has too many digits to fit */
 static inline bool
-rl_numeric_store(RlNumeric *dest, Numeric value)
+pgrl_numeric_store(RlNumeric *dest, Numeric value)
 {
 	if (VARSIZE(value) > RL_NUMERIC_BUF)
 		return false;
@@ -381,7 +381,7 @@ rl_numeric_store(RlNumeric *dest, Numeric value)
 
 /* A palloc'd copy of an inline Numeric; an empty buffer is zero */
 static inline Numeric
-rl_numeric_load(const RlNumeric *src)
+pgrl_numeric_load(const RlNumeric *src)
 {
 	if (VARSIZE_ANY(src->data) == 0)
 		return int64_to_numeric(0);
@@ -390,7 +390,7 @@ rl_numeric_load(const RlNumeric *src)
 
 /* Did anything happen on this day? */
 static inline bool
-rl_day_used(const RlDayUsage *day)
+pgrl_day_used(const RlDayUsage *day)
 {
 	return day->day_start != RL_NO_WINDOW &&
 		(day->requests > 0 || day->input > 0 || day->output > 0 || day->cached > 0 ||
@@ -399,7 +399,7 @@ rl_day_used(const RlDayUsage *day)
 
 /* Convenience: an int64 counter that saturates instead of wrapping */
 static inline int64
-rl_add_saturating(int64 a, int64 b)
+pgrl_add_saturating(int64 a, int64 b)
 {
 	int64		result;
 

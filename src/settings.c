@@ -56,30 +56,30 @@
 #define RL_MIN_JOB_TYPE_SLOTS_DEFAULT	1
 #define RL_MIN_JOB_TYPE_SLOTS_MAX		1000000
 
-char	   *rl_database_name = NULL;
-int			rl_max_models = RL_MAX_MODELS_DEFAULT;
-int			rl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
-int			rl_max_leases = RL_MAX_LEASES_DEFAULT;
-int			rl_lease_ttl_s = RL_LEASE_TTL_DEFAULT;
-int			rl_max_lease_ttl_s = RL_MAX_LEASE_TTL_DEFAULT;
-int			rl_max_leases_per_role = 0;
-int			rl_persist_interval_ms = RL_PERSIST_INTERVAL_DEFAULT;
-int			rl_max_instances = RL_MAX_INSTANCES_DEFAULT;
-int			rl_max_instances_per_role = RL_MAX_INSTANCES_PER_ROLE_DEFAULT;
-int			rl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
-int			rl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
-int			rl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
-bool		rl_enable_test_clock = false;
-static char *rl_debug_pause_setting = NULL;	/* parsed into rl_debug_pause_points */
+char	   *pgrl_database_name = NULL;
+int			pgrl_max_models = RL_MAX_MODELS_DEFAULT;
+int			pgrl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
+int			pgrl_max_leases = RL_MAX_LEASES_DEFAULT;
+int			pgrl_lease_ttl_s = RL_LEASE_TTL_DEFAULT;
+int			pgrl_max_lease_ttl_s = RL_MAX_LEASE_TTL_DEFAULT;
+int			pgrl_max_leases_per_role = 0;
+int			pgrl_persist_interval_ms = RL_PERSIST_INTERVAL_DEFAULT;
+int			pgrl_max_instances = RL_MAX_INSTANCES_DEFAULT;
+int			pgrl_max_instances_per_role = RL_MAX_INSTANCES_PER_ROLE_DEFAULT;
+int			pgrl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
+int			pgrl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
+int			pgrl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
+bool		pgrl_enable_test_clock = false;
+static char *pgrl_debug_pause_setting = NULL;	/* parsed into pgrl_debug_pause_points */
 
 /* Register every ratelimit.* setting and reserve the prefix */
 void
-rl_define_settings(void)
+pgrl_define_settings(void)
 {
 	DefineCustomStringVariable("ratelimit.database",
 							   "Database in which pg_ratelimit is installed.",
 							   "The limiter's functions work only in this database.",
-							   &rl_database_name,
+							   &pgrl_database_name,
 							   RL_DATABASE_DEFAULT,
 							   PGC_POSTMASTER,
 							   0,
@@ -88,7 +88,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.max_models",
 							"Maximum number of models the limiter can hold.",
 							NULL,
-							&rl_max_models,
+							&pgrl_max_models,
 							RL_MAX_MODELS_DEFAULT,
 							RL_MAX_MODELS_MIN,
 							RL_MAX_MODELS_MAX,
@@ -99,7 +99,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.max_job_types",
 							"Maximum number of job types the limiter can hold.",
 							NULL,
-							&rl_max_job_types,
+							&pgrl_max_job_types,
 							RL_MAX_JOB_TYPES_DEFAULT,
 							RL_MAX_JOB_TYPES_MIN,
 							RL_MAX_JOB_TYPES_MAX,
@@ -110,7 +110,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.max_leases",
 							"Maximum number of leases open at once.",
 							NULL,
-							&rl_max_leases,
+							&pgrl_max_leases,
 							RL_MAX_LEASES_DEFAULT,
 							RL_MAX_LEASES_MIN,
 							RL_MAX_LEASES_MAX,
@@ -121,7 +121,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.lease_ttl",
 							"Lifetime of a lease acquired without an explicit ttl.",
 							"An expired lease frees its concurrency slot and keeps its window reservation.",
-							&rl_lease_ttl_s,
+							&pgrl_lease_ttl_s,
 							RL_LEASE_TTL_DEFAULT,
 							RL_LEASE_TTL_MIN,
 							RL_LEASE_TTL_MAX,
@@ -132,7 +132,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.max_lease_ttl",
 							"Longest lifetime a lease may be given.",
 							"An acquire asking for a longer ttl is refused; a longer ratelimit.lease_ttl is cut to it.",
-							&rl_max_lease_ttl_s,
+							&pgrl_max_lease_ttl_s,
 							RL_MAX_LEASE_TTL_DEFAULT,
 							RL_LEASE_TTL_MIN,
 							RL_LEASE_TTL_MAX,
@@ -143,7 +143,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.max_leases_per_role",
 							"Most leases one role may hold open at once (0: no cap).",
 							"Set it for a role with ALTER ROLE ... SET; only superusers can change it.",
-							&rl_max_leases_per_role,
+							&pgrl_max_leases_per_role,
 							0,
 							0,
 							RL_MAX_LEASES_MAX,
@@ -154,7 +154,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.persist_interval",
 							"How often the background worker saves changed counters, leases and usage.",
 							"A crash loses at most this much; a clean shutdown loses nothing.",
-							&rl_persist_interval_ms,
+							&pgrl_persist_interval_ms,
 							RL_PERSIST_INTERVAL_DEFAULT,
 							RL_PERSIST_INTERVAL_MIN,
 							RL_PERSIST_INTERVAL_MAX,
@@ -165,7 +165,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.max_instances",
 							"Maximum number of application instances registered at once.",
 							"Sizes shared memory; can only be set at server start.",
-							&rl_max_instances,
+							&pgrl_max_instances,
 							RL_MAX_INSTANCES_DEFAULT,
 							1,
 							RL_MAX_INSTANCES_MAX,
@@ -176,7 +176,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.max_instances_per_role",
 							"Maximum number of instances one role may register; 0 means no cap.",
 							"An instance counts for the role that registered it (its first heartbeat).",
-							&rl_max_instances_per_role,
+							&pgrl_max_instances_per_role,
 							RL_MAX_INSTANCES_PER_ROLE_DEFAULT,
 							0,
 							RL_MAX_INSTANCES_MAX,
@@ -187,7 +187,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.instance_timeout",
 							"How long after its last heartbeat an instance counts as gone.",
 							"The background worker then drops it and expires its leases.",
-							&rl_instance_timeout_s,
+							&pgrl_instance_timeout_s,
 							RL_INSTANCE_TIMEOUT_DEFAULT,
 							1,
 							RL_INSTANCE_TIMEOUT_MAX,
@@ -198,7 +198,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.ratio_interval",
 							"How often the background worker moves flexible job type ratios with load.",
 							"Ratios are also adjusted after every 10 releases on a model.",
-							&rl_ratio_interval_ms,
+							&pgrl_ratio_interval_ms,
 							RL_RATIO_INTERVAL_DEFAULT,
 							RL_RATIO_INTERVAL_MIN,
 							RL_RATIO_INTERVAL_MAX,
@@ -209,7 +209,7 @@ rl_define_settings(void)
 	DefineCustomIntVariable("ratelimit.min_job_type_slots",
 							"Jobs a job type may always start per window and have in flight, whatever its share.",
 							"The model's own limits still apply.",
-							&rl_min_job_type_slots,
+							&pgrl_min_job_type_slots,
 							RL_MIN_JOB_TYPE_SLOTS_DEFAULT,
 							0,
 							RL_MIN_JOB_TYPE_SLOTS_MAX,
@@ -220,7 +220,7 @@ rl_define_settings(void)
 	DefineCustomBoolVariable("ratelimit.enable_test_clock",
 							 "Lets rl_debug_set_clock() move the limiter's clock (for tests only).",
 							 "Off: the limiter follows real time, and a test clock saved by an earlier run is ignored.",
-							 &rl_enable_test_clock,
+							 &pgrl_enable_test_clock,
 							 false,
 							 PGC_POSTMASTER,
 							 0,
@@ -230,11 +230,11 @@ rl_define_settings(void)
 	DefineCustomStringVariable("ratelimit.debug_pause",
 							   "Pause points this session stops at (for tests only).",
 							   "A comma-separated list of before_admission and before_sleep; needs ratelimit.enable_test_clock.",
-							   &rl_debug_pause_setting,
+							   &pgrl_debug_pause_setting,
 							   "",
 							   PGC_SUSET,
 							   GUC_LIST_INPUT | GUC_NOT_IN_SAMPLE,
-							   rl_debug_pause_check, rl_debug_pause_assign, NULL);
+							   pgrl_debug_pause_check, pgrl_debug_pause_assign, NULL);
 
 	MarkGUCPrefixReserved("ratelimit");
 }

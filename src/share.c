@@ -54,11 +54,11 @@ PG_FUNCTION_INFO_V1(rl_job_status_internal);
 #define RL_MAX_DONATION			0.2
 
 RlShare *
-rl_share(int model_slot, int job_type_slot)
+pgrl_share(int model_slot, int job_type_slot)
 {
-	Assert(model_slot >= 0 && model_slot < rl_max_models);
-	Assert(job_type_slot >= 0 && job_type_slot < rl_max_job_types);
-	return &rl_shares[(Size) model_slot * rl_max_job_types + job_type_slot];
+	Assert(model_slot >= 0 && model_slot < pgrl_max_models);
+	Assert(job_type_slot >= 0 && job_type_slot < pgrl_max_job_types);
+	return &pgrl_shares[(Size) model_slot * pgrl_max_job_types + job_type_slot];
 }
 
 /*
@@ -67,13 +67,13 @@ rl_share(int model_slot, int job_type_slot)
  * holds the model's lock and has checked the model's generation.
  */
 RlShare *
-rl_lease_share(const RlLease *lease)
+pgrl_lease_share(const RlLease *lease)
 {
 	RlShare    *share;
 
 	if (lease->job_type_slot < 0)
 		return NULL;
-	share = rl_share(lease->model_slot, lease->job_type_slot);
+	share = pgrl_share(lease->model_slot, lease->job_type_slot);
 	if (share->job_type_generation != lease->job_type_generation ||
 		share->model_generation != lease->model_generation)
 		return NULL;
@@ -108,7 +108,7 @@ typedef struct RlExactRatio
  * the worker moved (0.25 - 0.2 = 0.04999999999999999) must not count.
  */
 static void
-rl_exact_ratio(double ratio, RlExactRatio *exact)
+pgrl_exact_ratio(double ratio, RlExactRatio *exact)
 {
 	char		buf[64];
 	char	   *p = buf;
@@ -136,11 +136,11 @@ rl_exact_ratio(double ratio, RlExactRatio *exact)
 
 /*
  * floor(limit x ratio), exact in integers for every bigint limit, with the
- * ratio read as rl_exact_ratio says; 0 for a limit or a ratio that is not
+ * ratio read as pgrl_exact_ratio says; 0 for a limit or a ratio that is not
  * positive, PG_INT64_MAX when the product is larger.
  */
 int64
-rl_share_of(int64 limit, double ratio)
+pgrl_share_of(int64 limit, double ratio)
 {
 	/*
 	 * Callers ask with the same few ratios again and again (one per job
@@ -160,7 +160,7 @@ rl_share_of(int64 limit, double ratio)
 	entry = (int) ((bits ^ (bits >> 17) ^ (bits >> 41)) % RL_RATIO_CACHE_SIZE);
 	if (cached_ratios[entry] != ratio)
 	{
-		rl_exact_ratio(ratio, &cached[entry]);
+		pgrl_exact_ratio(ratio, &cached[entry]);
 		cached_ratios[entry] = ratio;
 	}
 
@@ -174,7 +174,7 @@ rl_share_of(int64 limit, double ratio)
 
 /* What the share still admits; caller holds the model's lock */
 void
-rl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room)
+pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -186,19 +186,19 @@ rl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room)
 			room->guaranteed[d] = PG_INT64_MAX;
 			continue;
 		}
-		room->room[d] = rl_share_of(model->limit[d], share->ratio) - share->used[d];
+		room->room[d] = pgrl_share_of(model->limit[d], share->ratio) - share->used[d];
 		jobs = d == RL_DIM_CONCURRENCY ? share->used[d] :
-			rl_dimension_is_daily(d) ? share->jobs_day : share->jobs_minute;
-		room->guaranteed[d] = Max(0, rl_min_job_type_slots - jobs);
+			pgrl_dimension_is_daily(d) ? share->jobs_day : share->jobs_minute;
+		room->guaranteed[d] = Max(0, pgrl_min_job_type_slots - jobs);
 	}
 }
 
 /* The first dimension (in blocks-longest order) the share refuses, or -1 */
 int
-rl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests)
+pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		if (rl_dimension_amount(d, tokens, requests) > room->room[d] &&
+		if (pgrl_dimension_amount(d, tokens, requests) > room->room[d] &&
 			room->guaranteed[d] < 1)
 			return d;
 	return -1;
@@ -206,12 +206,12 @@ rl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests)
 
 /* Set a request's part of the room aside */
 void
-rl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
+pgrl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		if (room->room[d] != PG_INT64_MAX)
-			room->room[d] -= rl_dimension_amount(d, tokens, requests);
+			room->room[d] -= pgrl_dimension_amount(d, tokens, requests);
 		if (room->guaranteed[d] != PG_INT64_MAX)
 			room->guaranteed[d]--;
 	}
@@ -223,7 +223,7 @@ rl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
  * holds the model's lock and has rolled its windows.
  */
 RlDayUsage *
-rl_share_usage(RlShare *share, const RlModel *model)
+pgrl_share_usage(RlShare *share, const RlModel *model)
 {
 	if (share->usage.day_start == RL_NO_WINDOW)
 		share->usage.day_start = model->day_start;
@@ -232,17 +232,17 @@ rl_share_usage(RlShare *share, const RlModel *model)
 
 /* Count a granted request; caller holds the model's lock */
 void
-rl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 requests)
+pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 requests)
 {
-	RlDayUsage *usage = rl_share_usage(share, model);
+	RlDayUsage *usage = pgrl_share_usage(share, model);
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		share->used[d] = rl_add_saturating(share->used[d],
-										   rl_dimension_amount(d, tokens, requests));
+		share->used[d] = pgrl_add_saturating(share->used[d],
+										   pgrl_dimension_amount(d, tokens, requests));
 	share->jobs_minute++;
 	share->jobs_day++;
 	share->granted++;
-	usage->requests = rl_add_saturating(usage->requests, requests);
+	usage->requests = pgrl_add_saturating(usage->requests, requests);
 	share->version++;
 }
 
@@ -251,14 +251,14 @@ rl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 request
  * holds the model's lock.
  */
 void
-rl_share_denied(RlShare *share)
+pgrl_share_denied(RlShare *share)
 {
 	share->denied_recently = true;
 }
 
 /* Count a refused call in the share's total; caller holds the model's lock */
 void
-rl_share_count_denial(RlShare *share)
+pgrl_share_count_denial(RlShare *share)
 {
 	share->denied++;
 	share->version++;
@@ -269,13 +269,13 @@ rl_share_count_denial(RlShare *share)
  * new_day is not RL_NO_WINDOW.  Caller holds the model's lock.
  */
 void
-rl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day)
+pgrl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day)
 {
 	bool		day = new_day != RL_NO_WINDOW;
 
-	for (int j = 0; j < rl_max_job_types; j++)
+	for (int j = 0; j < pgrl_max_job_types; j++)
 	{
-		RlShare    *share = rl_share(model_slot, j);
+		RlShare    *share = pgrl_share(model_slot, j);
 
 		/* most shares of most models are idle: leave them as they are */
 		if (minute && (share->jobs_minute != 0 || share->used[RL_DIM_RPM] != 0 ||
@@ -300,7 +300,7 @@ rl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day)
 		if (day)
 		{
 			/* keep the ended day's usage until the worker has persisted it */
-			if (rl_day_used(&share->usage))
+			if (pgrl_day_used(&share->usage))
 			{
 				share->usage_ended = share->usage;
 				share->version++;
@@ -320,40 +320,40 @@ rl_roll_share_windows(int model_slot, bool minute, TimestampTz new_day)
  * config_lock exclusively.
  */
 void
-rl_apply_share_config(void)
+pgrl_apply_share_config(void)
 {
 	double		explicit_sum = 0;
 	int			num_implicit = 0;
 	double		implicit_ratio = 0;
 
-	for (int j = 0; j < rl_max_job_types; j++)
+	for (int j = 0; j < pgrl_max_job_types; j++)
 	{
-		if (!rl_job_types[j].in_use)
+		if (!pgrl_job_types[j].in_use)
 			continue;
-		if (rl_job_types[j].ratio >= 0)
-			explicit_sum += rl_job_types[j].ratio;
+		if (pgrl_job_types[j].ratio >= 0)
+			explicit_sum += pgrl_job_types[j].ratio;
 		else
 			num_implicit++;
 	}
 	if (num_implicit > 0)
 		implicit_ratio = Max(0.0, 1.0 - explicit_sum) / num_implicit;
-	for (int j = 0; j < rl_max_job_types; j++)
-		if (rl_job_types[j].in_use)
-			rl_job_types[j].base_ratio = rl_job_types[j].ratio >= 0 ?
-				rl_job_types[j].ratio : implicit_ratio;
+	for (int j = 0; j < pgrl_max_job_types; j++)
+		if (pgrl_job_types[j].in_use)
+			pgrl_job_types[j].base_ratio = pgrl_job_types[j].ratio >= 0 ?
+				pgrl_job_types[j].ratio : implicit_ratio;
 
-	for (int m = 0; m < rl_max_models; m++)
+	for (int m = 0; m < pgrl_max_models; m++)
 	{
-		RlModel    *model = &rl_models[m];
+		RlModel    *model = &pgrl_models[m];
 		bool		ratios_changed = false;
 
 		if (!model->in_use)
 			continue;
 		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-		for (int j = 0; j < rl_max_job_types; j++)
+		for (int j = 0; j < pgrl_max_job_types; j++)
 		{
-			RlJobType  *job_type = &rl_job_types[j];
-			RlShare    *share = rl_share(m, j);
+			RlJobType  *job_type = &pgrl_job_types[j];
+			RlShare    *share = pgrl_share(m, j);
 			double		base = job_type->base_ratio;
 
 			if (!job_type->in_use)
@@ -379,14 +379,14 @@ rl_apply_share_config(void)
 		}
 		if (ratios_changed)
 		{
-			for (int j = 0; j < rl_max_job_types; j++)
-				if (rl_job_types[j].in_use)
+			for (int j = 0; j < pgrl_max_job_types; j++)
+				if (pgrl_job_types[j].in_use)
 				{
-					rl_share(m, j)->ratio = rl_share(m, j)->base_ratio;
-					rl_share(m, j)->version++;
+					pgrl_share(m, j)->ratio = pgrl_share(m, j)->base_ratio;
+					pgrl_share(m, j)->version++;
 				}
 			model->version++;
-			pg_atomic_fetch_add_u64(&rl_state->ratio_version, 1);
+			pg_atomic_fetch_add_u64(&pgrl_state->ratio_version, 1);
 		}
 		LWLockRelease(&model->lock);
 	}
@@ -399,19 +399,19 @@ rl_apply_share_config(void)
  * when the gap since the last adjustment is over).
  */
 bool
-rl_note_share_release(RlModel *model)
+pgrl_note_share_release(RlModel *model)
 {
 	if (++model->releases_since_ratio_change < RL_RELEASES_PER_ADJUSTMENT ||
 		model->ratio_adjust_due)
 		return false;
 	model->releases_since_ratio_change = 0;
 	model->ratio_adjust_due = true;
-	return GetCurrentTimestamp() >= rl_ratio_adjust_allowed_at(model);
+	return GetCurrentTimestamp() >= pgrl_ratio_adjust_allowed_at(model);
 }
 
 /* The earliest real time the model's ratios may move again */
 TimestampTz
-rl_ratio_adjust_allowed_at(const RlModel *model)
+pgrl_ratio_adjust_allowed_at(const RlModel *model)
 {
 	return model->ratios_adjusted_at + RL_MIN_ADJUSTMENT_GAP_US;
 }
@@ -421,13 +421,13 @@ rl_ratio_adjust_allowed_at(const RlModel *model)
  * 1 when the job type has waiters or was refused since the last adjustment.
  */
 static double
-rl_share_load(const RlModel *model, int job_type_slot)
+pgrl_share_load(const RlModel *model, int job_type_slot)
 {
-	int			model_slot = model - rl_models;
-	RlShare    *share = rl_share(model_slot, job_type_slot);
+	int			model_slot = model - pgrl_models;
+	RlShare    *share = pgrl_share(model_slot, job_type_slot);
 	double		load = 0;
 
-	if (share->denied_recently || rl_share_has_waiters(model_slot, job_type_slot))
+	if (share->denied_recently || pgrl_share_has_waiters(model_slot, job_type_slot))
 		return 1.0;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -435,7 +435,7 @@ rl_share_load(const RlModel *model, int job_type_slot)
 
 		if (model->limit[d] == RL_UNLIMITED)
 			continue;
-		size = rl_share_of(model->limit[d], share->ratio);
+		size = pgrl_share_of(model->limit[d], share->ratio);
 		if (size > 0)
 			load = Max(load, (double) share->used[d] / size);
 		else if (share->used[d] > 0)
@@ -453,10 +453,10 @@ rl_share_load(const RlModel *model, int job_type_slot)
  * config_lock (shared).
  */
 bool
-rl_adjust_ratios(int model_slot, TimestampTz now)
+pgrl_adjust_ratios(int model_slot, TimestampTz now)
 {
-	RlModel    *model = &rl_models[model_slot];
-	double	   *loads = palloc(sizeof(double) * rl_max_job_types);
+	RlModel    *model = &pgrl_models[model_slot];
+	double	   *loads = palloc(sizeof(double) * pgrl_max_job_types);
 	double		given = 0;
 	double		receiving_load = 0;
 	bool		moved = false;
@@ -465,16 +465,16 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 	model->ratio_adjust_due = false;
 	model->releases_since_ratio_change = 0;
 	model->ratios_adjusted_at = GetCurrentTimestamp();
-	rl_roll_windows(model, now);
-	for (int j = 0; j < rl_max_job_types; j++)
+	pgrl_roll_windows(model, now);
+	for (int j = 0; j < pgrl_max_job_types; j++)
 	{
-		RlShare    *share = rl_share(model_slot, j);
+		RlShare    *share = pgrl_share(model_slot, j);
 
 		loads[j] = -1;
-		if (!rl_job_types[j].in_use || !share->flexible ||
-			share->job_type_generation != rl_job_types[j].generation)
+		if (!pgrl_job_types[j].in_use || !share->flexible ||
+			share->job_type_generation != pgrl_job_types[j].generation)
 			continue;
-		loads[j] = rl_share_load(model, j);
+		loads[j] = pgrl_share_load(model, j);
 		if (loads[j] < RL_DONOR_LOAD && share->ratio > RL_MIN_RATIO)
 			given += Min(share->ratio - RL_MIN_RATIO, RL_MAX_DONATION) * (1 - loads[j]);
 		else if (loads[j] > RL_RECEIVER_LOAD)
@@ -482,9 +482,9 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 	}
 	if (given > 0 && receiving_load > 0)
 	{
-		for (int j = 0; j < rl_max_job_types; j++)
+		for (int j = 0; j < pgrl_max_job_types; j++)
 		{
-			RlShare    *share = rl_share(model_slot, j);
+			RlShare    *share = pgrl_share(model_slot, j);
 
 			if (loads[j] < 0)
 				continue;
@@ -498,10 +498,10 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
 		}
 		moved = true;
 		model->version++;
-		pg_atomic_fetch_add_u64(&rl_state->ratio_version, 1);
+		pg_atomic_fetch_add_u64(&pgrl_state->ratio_version, 1);
 	}
-	for (int j = 0; j < rl_max_job_types; j++)
-		rl_share(model_slot, j)->denied_recently = false;
+	for (int j = 0; j < pgrl_max_job_types; j++)
+		pgrl_share(model_slot, j)->denied_recently = false;
 	LWLockRelease(&model->lock);
 	pfree(loads);
 	return moved;
@@ -515,7 +515,7 @@ rl_adjust_ratios(int model_slot, TimestampTz now)
  * (and returns -1) when no limit applies to the estimate.
  */
 int64
-rl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
+pgrl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
 				int *limited_by)
 {
 	int64		slots = -1;
@@ -523,13 +523,13 @@ rl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
 	*limited_by = -1;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		estimate = rl_dimension_amount(d, job_type->est_tokens,
+		int64		estimate = pgrl_dimension_amount(d, job_type->est_tokens,
 												   job_type->est_requests);
 		int64		fit;
 
 		if (limits[d] == RL_UNLIMITED || estimate <= 0)
 			continue;
-		fit = rl_share_of(limits[d], ratio) / estimate;
+		fit = pgrl_share_of(limits[d], ratio) / estimate;
 		/* dimensions come longest window first: a tie keeps the earlier */
 		if (slots < 0 || fit < slots)
 		{
@@ -545,13 +545,13 @@ rl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
  * at least ratelimit.min_job_type_slots; -1 when no limit applies.
  */
 static int64
-rl_share_slots(const RlModel *model, const RlShare *share, const RlJobType *job_type,
+pgrl_share_slots(const RlModel *model, const RlShare *share, const RlJobType *job_type,
 			   int *limited_by)
 {
-	int64		slots = rl_job_type_fit(model->limit, job_type, share->ratio, limited_by);
+	int64		slots = pgrl_job_type_fit(model->limit, job_type, share->ratio, limited_by);
 
 	if (slots >= 0)
-		slots = Max(slots, (int64) rl_min_job_type_slots);
+		slots = Max(slots, (int64) pgrl_min_job_type_slots);
 	return slots;
 }
 
@@ -567,24 +567,24 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 	TimestampTz minute_start;
 	TimestampTz day_start;
 
-	rl_require_ready();
+	pgrl_require_ready();
 	InitMaterializedSRF(fcinfo, 0);
-	now = rl_now();
-	minute_start = rl_window_start(now, USECS_PER_MINUTE);
-	day_start = rl_window_start(now, USECS_PER_DAY);
+	now = pgrl_now();
+	minute_start = pgrl_window_start(now, USECS_PER_MINUTE);
+	day_start = pgrl_window_start(now, USECS_PER_DAY);
 
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	for (int m = 0; m < rl_max_models; m++)
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	for (int m = 0; m < pgrl_max_models; m++)
 	{
-		RlModel    *model = &rl_models[m];
+		RlModel    *model = &pgrl_models[m];
 
 		if (!model->in_use)
 			continue;
 		LWLockAcquire(&model->lock, LW_SHARED);
-		for (int j = 0; j < rl_max_job_types; j++)
+		for (int j = 0; j < pgrl_max_job_types; j++)
 		{
-			RlJobType  *job_type = &rl_job_types[j];
-			RlShare    *share = rl_share(m, j);
+			RlJobType  *job_type = &pgrl_job_types[j];
+			RlShare    *share = pgrl_share(m, j);
 			/* a window ahead of the clock (it stepped back) is current */
 			bool		minute_current = model->minute_start >= minute_start;
 			bool		day_current = model->day_start >= day_start;
@@ -602,10 +602,10 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 			values[col++] = Float8GetDatum(share->ratio);
 			values[col++] = Float8GetDatum(share->base_ratio);
 			values[col++] = BoolGetDatum(share->flexible);
-			slots = rl_share_slots(model, share, job_type, &limited_by);
+			slots = pgrl_share_slots(model, share, job_type, &limited_by);
 			values[col] = Int64GetDatum(slots);
 			nulls[col++] = slots < 0;
-			values[col] = limited_by >= 0 ? CStringGetTextDatum(rl_dimension_names[limited_by]) : (Datum) 0;
+			values[col] = limited_by >= 0 ? CStringGetTextDatum(pgrl_dimension_names[limited_by]) : (Datum) 0;
 			nulls[col++] = limited_by < 0;
 			values[col++] = Int64GetDatum(share->used[RL_DIM_CONCURRENCY]);
 			values[col++] = Int32GetDatum((int32) pg_atomic_read_u32(&share->num_waiters));
@@ -614,13 +614,13 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 			{
 				static const RlDimension order[] = {RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD};
 				RlDimension d = order[k];
-				bool		current = rl_dimension_is_daily(d) ? day_current : minute_current;
+				bool		current = pgrl_dimension_is_daily(d) ? day_current : minute_current;
 
-				values[col] = Int64GetDatum(rl_share_of(model->limit[d], share->ratio));
+				values[col] = Int64GetDatum(pgrl_share_of(model->limit[d], share->ratio));
 				nulls[col++] = model->limit[d] == RL_UNLIMITED;
 				values[col++] = Int64GetDatum(current ? share->used[d] : 0);
 			}
-			values[col] = Int64GetDatum(rl_share_of(model->limit[RL_DIM_CONCURRENCY], share->ratio));
+			values[col] = Int64GetDatum(pgrl_share_of(model->limit[RL_DIM_CONCURRENCY], share->ratio));
 			nulls[col++] = model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED;
 			values[col++] = Int64GetDatum(share->granted);
 			values[col++] = Int64GetDatum(share->denied);
@@ -629,6 +629,6 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 		}
 		LWLockRelease(&model->lock);
 	}
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 	return (Datum) 0;
 }

@@ -22,16 +22,16 @@ typedef struct RlShareRoom
 	int64		guaranteed[RL_NUM_DIMS];
 } RlShareRoom;
 
-extern int64 rl_share_of(int64 limit, double ratio);
-extern void rl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room);
-extern int	rl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests);
-extern void rl_share_take(RlShareRoom *room, int64 tokens, int32 requests);
-extern void rl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
+extern int64 pgrl_share_of(int64 limit, double ratio);
+extern void pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room);
+extern int	pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests);
+extern void pgrl_share_take(RlShareRoom *room, int64 tokens, int32 requests);
+extern void pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
 						   int32 requests);
-extern RlDayUsage *rl_share_usage(RlShare *share, const RlModel *model);
-extern void rl_share_denied(RlShare *share);
-extern void rl_share_count_denial(RlShare *share);
-extern int64 rl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
+extern RlDayUsage *pgrl_share_usage(RlShare *share, const RlModel *model);
+extern void pgrl_share_denied(RlShare *share);
+extern void pgrl_share_count_denial(RlShare *share);
+extern int64 pgrl_job_type_fit(const int64 *limits, const RlJobType *job_type, double ratio,
 							 int *limited_by);
 
 #endif							/* RL_SHARE_H */

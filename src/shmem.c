@@ -77,64 +77,64 @@
 #include "pg_ratelimit.h"
 #include "wait.h"
 
-RlSharedState *rl_state = NULL;
-RlModel    *rl_models = NULL;
-RlJobType  *rl_job_types = NULL;
-int64	   *rl_waits = NULL;
-RlShare    *rl_shares = NULL;
-HTAB	   *rl_model_index = NULL;
-HTAB	   *rl_job_type_index = NULL;
-HTAB	   *rl_lease_table = NULL;
+RlSharedState *pgrl_state = NULL;
+RlModel    *pgrl_models = NULL;
+RlJobType  *pgrl_job_types = NULL;
+int64	   *pgrl_waits = NULL;
+RlShare    *pgrl_shares = NULL;
+HTAB	   *pgrl_model_index = NULL;
+HTAB	   *pgrl_job_type_index = NULL;
+HTAB	   *pgrl_lease_table = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* The configured database's OID, looked up once per backend */
-static Oid	rl_database_oid = InvalidOid;
+static Oid	pgrl_database_oid = InvalidOid;
 
 static Size
-rl_wait_matrix_size(void)
+pgrl_wait_matrix_size(void)
 {
-	return mul_size(mul_size(rl_max_job_types, rl_max_models), sizeof(int64));
+	return mul_size(mul_size(pgrl_max_job_types, pgrl_max_models), sizeof(int64));
 }
 
 static Size
-rl_share_matrix_size(void)
+pgrl_share_matrix_size(void)
 {
-	return mul_size(mul_size(rl_max_models, rl_max_job_types), sizeof(RlShare));
+	return mul_size(mul_size(pgrl_max_models, pgrl_max_job_types), sizeof(RlShare));
 }
 
 /* Total shared memory pg_ratelimit needs */
 static Size
-rl_shmem_size(void)
+pgrl_shmem_size(void)
 {
 	Size		size = MAXALIGN(sizeof(RlSharedState));
 
-	size = add_size(size, MAXALIGN(mul_size(rl_max_models, sizeof(RlModel))));
-	size = add_size(size, MAXALIGN(mul_size(rl_max_job_types, sizeof(RlJobType))));
-	size = add_size(size, MAXALIGN(rl_wait_matrix_size()));
-	size = add_size(size, MAXALIGN(rl_share_matrix_size()));
-	size = add_size(size, hash_estimate_size(rl_max_models, sizeof(RlNameEntry)));
-	size = add_size(size, hash_estimate_size(rl_max_job_types, sizeof(RlNameEntry)));
-	size = add_size(size, rl_leases_shmem_size());
-	size = add_size(size, MAXALIGN(rl_waiters_shmem_size()));
-	size = add_size(size, MAXALIGN(rl_instances_shmem_size()));
-	size = add_size(size, MAXALIGN(rl_holders_shmem_size()));
+	size = add_size(size, MAXALIGN(mul_size(pgrl_max_models, sizeof(RlModel))));
+	size = add_size(size, MAXALIGN(mul_size(pgrl_max_job_types, sizeof(RlJobType))));
+	size = add_size(size, MAXALIGN(pgrl_wait_matrix_size()));
+	size = add_size(size, MAXALIGN(pgrl_share_matrix_size()));
+	size = add_size(size, hash_estimate_size(pgrl_max_models, sizeof(RlNameEntry)));
+	size = add_size(size, hash_estimate_size(pgrl_max_job_types, sizeof(RlNameEntry)));
+	size = add_size(size, pgrl_leases_shmem_size());
+	size = add_size(size, MAXALIGN(pgrl_waiters_shmem_size()));
+	size = add_size(size, MAXALIGN(pgrl_instances_shmem_size()));
+	size = add_size(size, MAXALIGN(pgrl_holders_shmem_size()));
 	return size;
 }
 
 /* Ask the postmaster for our shared memory */
 static void
-rl_shmem_request(void)
+pgrl_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(rl_shmem_size());
+	RequestAddinShmemSpace(pgrl_shmem_size());
 }
 
 /* Create a fully preallocated shared name index */
 static HTAB *
-rl_init_name_index(const char *name, int size)
+pgrl_init_name_index(const char *name, int size)
 {
 	HASHCTL		info;
 
@@ -145,7 +145,7 @@ rl_init_name_index(const char *name, int size)
 
 /* Create or attach to the shared state */
 static void
-rl_shmem_startup(void)
+pgrl_shmem_startup(void)
 {
 	bool		found;
 	bool		found_models;
@@ -158,112 +158,112 @@ rl_shmem_startup(void)
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 
-	rl_state = ShmemInitStruct("pg_ratelimit state", sizeof(RlSharedState), &found);
-	rl_models = ShmemInitStruct("pg_ratelimit models",
-								mul_size(rl_max_models, sizeof(RlModel)),
+	pgrl_state = ShmemInitStruct("pg_ratelimit state", sizeof(RlSharedState), &found);
+	pgrl_models = ShmemInitStruct("pg_ratelimit models",
+								mul_size(pgrl_max_models, sizeof(RlModel)),
 								&found_models);
-	rl_job_types = ShmemInitStruct("pg_ratelimit job types",
-								   mul_size(rl_max_job_types, sizeof(RlJobType)),
+	pgrl_job_types = ShmemInitStruct("pg_ratelimit job types",
+								   mul_size(pgrl_max_job_types, sizeof(RlJobType)),
 								   &found_job_types);
-	rl_waits = ShmemInitStruct("pg_ratelimit waits", rl_wait_matrix_size(),
+	pgrl_waits = ShmemInitStruct("pg_ratelimit waits", pgrl_wait_matrix_size(),
 							   &found_waits);
-	rl_shares = ShmemInitStruct("pg_ratelimit job type shares", rl_share_matrix_size(),
+	pgrl_shares = ShmemInitStruct("pg_ratelimit job type shares", pgrl_share_matrix_size(),
 								&found_shares);
 
 	if (!found)
 	{
-		rl_state->tranche_id = LWLockNewTrancheId();
-		LWLockInitialize(&rl_state->config_lock, rl_state->tranche_id);
-		LWLockInitialize(&rl_state->sweep_lock, rl_state->tranche_id);
+		pgrl_state->tranche_id = LWLockNewTrancheId();
+		LWLockInitialize(&pgrl_state->config_lock, pgrl_state->tranche_id);
+		LWLockInitialize(&pgrl_state->sweep_lock, pgrl_state->tranche_id);
 		for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
-			LWLockInitialize(&rl_state->lease_locks[i], rl_state->tranche_id);
-		rl_state->config_loaded = false;
-		rl_state->config_generation = 0;
-		pg_atomic_init_u64(&rl_state->clock_offset_us, 0);
+			LWLockInitialize(&pgrl_state->lease_locks[i], pgrl_state->tranche_id);
+		pgrl_state->config_loaded = false;
+		pgrl_state->config_generation = 0;
+		pg_atomic_init_u64(&pgrl_state->clock_offset_us, 0);
 
 		/*
 		 * Seed lease ids from the real clock so that ids handed out before a
 		 * restart are never handed out again after it.
 		 */
-		pg_atomic_init_u64(&rl_state->next_lease_id,
+		pg_atomic_init_u64(&pgrl_state->next_lease_id,
 						   (uint64) GetCurrentTimestamp());
-		pg_atomic_init_u32(&rl_state->open_leases, 0);
-		pg_atomic_init_u64(&rl_state->lease_version, 0);
-		pg_atomic_init_u64(&rl_state->ratio_version, 0);
-		pg_atomic_init_u32(&rl_state->marks_requested, 0);
-		pg_atomic_init_u32(&rl_state->lease_save_epoch, 0);
-		pg_atomic_init_u64(&rl_state->resync_requested, 0);
-		rl_state->resync_applied = 0;
-		rl_state->worker_latch = NULL;
-		pg_atomic_init_u64(&rl_state->earliest_expiry, PG_UINT64_MAX);
+		pg_atomic_init_u32(&pgrl_state->open_leases, 0);
+		pg_atomic_init_u64(&pgrl_state->lease_version, 0);
+		pg_atomic_init_u64(&pgrl_state->ratio_version, 0);
+		pg_atomic_init_u32(&pgrl_state->marks_requested, 0);
+		pg_atomic_init_u32(&pgrl_state->lease_save_epoch, 0);
+		pg_atomic_init_u64(&pgrl_state->resync_requested, 0);
+		pgrl_state->resync_applied = 0;
+		pgrl_state->worker_latch = NULL;
+		pg_atomic_init_u64(&pgrl_state->earliest_expiry, PG_UINT64_MAX);
 
-		memset(rl_models, 0, mul_size(rl_max_models, sizeof(RlModel)));
-		for (int i = 0; i < rl_max_models; i++)
+		memset(pgrl_models, 0, mul_size(pgrl_max_models, sizeof(RlModel)));
+		for (int i = 0; i < pgrl_max_models; i++)
 		{
-			LWLockInitialize(&rl_models[i].lock, rl_state->tranche_id);
-			pg_atomic_init_u32(&rl_models[i].num_waiters, 0);
+			LWLockInitialize(&pgrl_models[i].lock, pgrl_state->tranche_id);
+			pg_atomic_init_u32(&pgrl_models[i].num_waiters, 0);
 		}
-		memset(rl_job_types, 0, mul_size(rl_max_job_types, sizeof(RlJobType)));
-		for (Size i = 0; i < (Size) rl_max_job_types * rl_max_models; i++)
-			rl_waits[i] = -1;
-		memset(rl_shares, 0, rl_share_matrix_size());
-		for (Size i = 0; i < (Size) rl_max_job_types * rl_max_models; i++)
-			pg_atomic_init_u32(&rl_shares[i].num_waiters, 0);
+		memset(pgrl_job_types, 0, mul_size(pgrl_max_job_types, sizeof(RlJobType)));
+		for (Size i = 0; i < (Size) pgrl_max_job_types * pgrl_max_models; i++)
+			pgrl_waits[i] = -1;
+		memset(pgrl_shares, 0, pgrl_share_matrix_size());
+		for (Size i = 0; i < (Size) pgrl_max_job_types * pgrl_max_models; i++)
+			pg_atomic_init_u32(&pgrl_shares[i].num_waiters, 0);
 	}
 
-	rl_model_index = rl_init_name_index("pg_ratelimit model index", rl_max_models);
-	rl_job_type_index = rl_init_name_index("pg_ratelimit job type index",
-										   rl_max_job_types);
+	pgrl_model_index = pgrl_init_name_index("pg_ratelimit model index", pgrl_max_models);
+	pgrl_job_type_index = pgrl_init_name_index("pg_ratelimit job type index",
+										   pgrl_max_job_types);
 
-	rl_leases_shmem_init();
-	rl_waiters_shmem_init(found);
-	rl_instances_shmem_init(found);
-	rl_holders_shmem_init(rl_state->tranche_id);
+	pgrl_leases_shmem_init();
+	pgrl_waiters_shmem_init(found);
+	pgrl_instances_shmem_init(found);
+	pgrl_holders_shmem_init(pgrl_state->tranche_id);
 
 	LWLockRelease(AddinShmemInitLock);
 
-	LWLockRegisterTranche(rl_state->tranche_id, "pg_ratelimit");
+	LWLockRegisterTranche(pgrl_state->tranche_id, "pg_ratelimit");
 }
 
 /* Called from _PG_init while shared_preload_libraries is processed */
 void
-rl_install_shmem_hooks(void)
+pgrl_install_shmem_hooks(void)
 {
 	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = rl_shmem_request;
+	shmem_request_hook = pgrl_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = rl_shmem_startup;
+	shmem_startup_hook = pgrl_shmem_startup;
 }
 
 /* The library must have been preloaded and we must be in its database */
 void
-rl_require_library(void)
+pgrl_require_library(void)
 {
-	if (rl_state == NULL)
+	if (pgrl_state == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_ratelimit must be loaded via shared_preload_libraries"),
 				 errhint("Add pg_ratelimit to shared_preload_libraries and restart the server.")));
 
-	if (!OidIsValid(rl_database_oid))
-		rl_database_oid = get_database_oid(rl_database_name, true);
-	if (MyDatabaseId != rl_database_oid)
+	if (!OidIsValid(pgrl_database_oid))
+		pgrl_database_oid = get_database_oid(pgrl_database_name, true);
+	if (MyDatabaseId != pgrl_database_oid)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_ratelimit is configured for database \"%s\"",
-						rl_database_name),
+						pgrl_database_name),
 				 errhint("Use pg_ratelimit in that database, or set ratelimit.database and restart the server.")));
 }
 
 /*
- * Every SQL entry point calls this first: on top of rl_require_library(),
+ * Every SQL entry point calls this first: on top of pgrl_require_library(),
  * shared memory must mirror the configuration tables.
  */
 void
-rl_require_ready(void)
+pgrl_require_ready(void)
 {
-	rl_require_library();
-	rl_ensure_config_loaded();
+	pgrl_require_library();
+	pgrl_ensure_config_loaded();
 }
 
 /*
@@ -271,7 +271,7 @@ rl_require_ready(void)
  * Caller must hold config_lock.
  */
 int
-rl_lookup_slot(HTAB *index, const char *name)
+pgrl_lookup_slot(HTAB *index, const char *name)
 {
 	char		key[RL_NAME_MAX_LEN + 1];
 	RlNameEntry *entry;
@@ -287,9 +287,9 @@ rl_lookup_slot(HTAB *index, const char *name)
  * state is authoritative.  action says what was refused ("admit requests").
  */
 void
-rl_require_primary(const char *action)
+pgrl_require_primary(const char *action)
 {
-	rl_require_library();
+	pgrl_require_library();
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
@@ -299,18 +299,18 @@ rl_require_primary(const char *action)
 
 /* Copy a name argument into a fixed buffer, refusing NULL and bad names */
 void
-rl_copy_name_arg(FunctionCallInfo fcinfo, int argno, char *dest, const char *what)
+pgrl_copy_name_arg(FunctionCallInfo fcinfo, int argno, char *dest, const char *what)
 {
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", what)));
-	rl_copy_name(dest, text_to_cstring(PG_GETARG_TEXT_PP(argno)), what);
+	pgrl_copy_name(dest, text_to_cstring(PG_GETARG_TEXT_PP(argno)), what);
 }
 
 /* Copy a user-supplied name into a fixed buffer, refusing bad names */
 void
-rl_copy_name(char *dest, const char *src, const char *what)
+pgrl_copy_name(char *dest, const char *src, const char *what)
 {
 	size_t		len = strlen(src);
 

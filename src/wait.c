@@ -13,7 +13,7 @@
  * polls.
  *
  * Arrival order is kept by admission itself: when a model has waiters,
- * rl_try_admit first sets aside the room that older waiters which fit now
+ * pgrl_try_admit first sets aside the room that older waiters which fit now
  * will take, so neither a newcomer nor a younger waiter can take capacity
  * ahead of an older waiter that fits.  An older waiter that does not fit
  * holds nothing back.
@@ -28,8 +28,8 @@
  * So waking, claiming, being granted and leaving never make backends queue
  * on a lock behind one another, which at a window reset, when every waiter
  * wakes at once, would serialize them all.  What orders a grant against
- * the claims of others is the model's lock: rl_claim_for_older_waiters and
- * rl_waiter_granted run under it.  Each model counts its waiters in an
+ * the claims of others is the model's lock: pgrl_claim_for_older_waiters and
+ * pgrl_waiter_granted run under it.  Each model counts its waiters in an
  * atomic.
  *
  *-------------------------------------------------------------------------
@@ -80,7 +80,7 @@ static RlWaitQueue *queue = NULL;
 static bool exit_callback_registered = false;
 
 Size
-rl_waiters_shmem_size(void)
+pgrl_waiters_shmem_size(void)
 {
 	return add_size(offsetof(RlWaitQueue, records),
 					mul_size(MaxBackends + 1, sizeof(RlWaiter)));
@@ -88,11 +88,11 @@ rl_waiters_shmem_size(void)
 
 /* Create or attach to the wait queue; caller holds AddinShmemInitLock */
 void
-rl_waiters_shmem_init(bool unused)
+pgrl_waiters_shmem_init(bool unused)
 {
 	bool		found;
 
-	queue = ShmemInitStruct("pg_ratelimit wait queue", rl_waiters_shmem_size(), &found);
+	queue = ShmemInitStruct("pg_ratelimit wait queue", pgrl_waiters_shmem_size(), &found);
 	if (!found)
 	{
 		pg_atomic_init_u64(&queue->next_ticket, 1);
@@ -108,7 +108,7 @@ rl_waiters_shmem_init(bool unused)
 }
 
 static RlWaiter *
-rl_my_record(void)
+pgrl_my_record(void)
 {
 	Assert(MyBackendId > 0 && MyBackendId < queue->num_records);
 	return &queue->records[MyBackendId];
@@ -120,20 +120,20 @@ rl_my_record(void)
  * before and after its copy saw no change half done.
  */
 static void
-rl_begin_change(RlWaiter *me)
+pgrl_begin_change(RlWaiter *me)
 {
 	pg_atomic_fetch_add_u32(&me->changecount, 1);
 }
 
 static void
-rl_end_change(RlWaiter *me)
+pgrl_end_change(RlWaiter *me)
 {
 	pg_atomic_fetch_add_u32(&me->changecount, 1);
 }
 
 /* Copy a record consistently; returns whether it is an active waiter */
 static bool
-rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
+pgrl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
 {
 	SpinDelayStatus delay;
 
@@ -159,20 +159,20 @@ rl_read_waiter(RlWaiter *waiter, RlWaiter *copy)
 
 /* Change the waiter count of each model (and job type share) by delta */
 static void
-rl_count_waiters(const int *slots, int num_slots, int job_type_slot, int delta)
+pgrl_count_waiters(const int *slots, int num_slots, int job_type_slot, int delta)
 {
 	for (int i = 0; i < num_slots; i++)
 	{
-		pg_atomic_fetch_add_u32(&rl_models[slots[i]].num_waiters, delta);
+		pg_atomic_fetch_add_u32(&pgrl_models[slots[i]].num_waiters, delta);
 		if (job_type_slot >= 0)
-			pg_atomic_fetch_add_u32(&rl_share(slots[i], job_type_slot)->num_waiters, delta);
+			pg_atomic_fetch_add_u32(&pgrl_share(slots[i], job_type_slot)->num_waiters, delta);
 	}
 }
 
 static void
-rl_waiter_exit(int code, Datum arg)
+pgrl_waiter_exit(int code, Datum arg)
 {
-	rl_unregister_waiter();
+	pgrl_unregister_waiter();
 }
 
 /*
@@ -180,24 +180,24 @@ rl_waiter_exit(int code, Datum arg)
  * ticket).  A ticket of 0 takes a new one.  Returns the ticket.
  */
 int64
-rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests,
+pgrl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests,
 				   int job_type_slot, const RlMemoryCap *memory, int64 ticket)
 {
-	RlWaiter   *me = rl_my_record();
+	RlWaiter   *me = pgrl_my_record();
 
 	Assert(num_slots <= RL_MAX_WAIT_MODELS);
 	if (!exit_callback_registered)
 	{
 		/* a backend that exits while waiting leaves the queue */
-		before_shmem_exit(rl_waiter_exit, (Datum) 0);
+		before_shmem_exit(pgrl_waiter_exit, (Datum) 0);
 		exit_callback_registered = true;
 	}
-	rl_unregister_waiter();
+	pgrl_unregister_waiter();
 	if (ticket == 0)
 		ticket = (int64) pg_atomic_fetch_add_u64(&queue->next_ticket, 1);
 
-	rl_count_waiters(slots, num_slots, job_type_slot, 1);
-	rl_begin_change(me);
+	pgrl_count_waiters(slots, num_slots, job_type_slot, 1);
+	pgrl_begin_change(me);
 	me->ticket = ticket;
 	me->num_slots = num_slots;
 	memcpy(me->slots, slots, sizeof(int) * num_slots);
@@ -210,14 +210,14 @@ rl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests
 	me->claiming = true;
 	me->awaiting_mark = false;
 	me->active = true;
-	rl_end_change(me);
+	pgrl_end_change(me);
 	if (memory->in_flight)
 		pg_atomic_fetch_add_u32(&queue->memory_waiters, 1);
 	return ticket;
 }
 
-static void rl_wake(int slot);
-static bool rl_waits_on(const RlWaiter *waiter, int slot);
+static void pgrl_wake(int slot);
+static bool pgrl_waits_on(const RlWaiter *waiter, int slot);
 
 /*
  * Our request was granted: its room is now taken for real, so stop setting
@@ -225,29 +225,29 @@ static bool rl_waits_on(const RlWaiter *waiter, int slot);
  * the claim are one step for the others).
  */
 void
-rl_waiter_granted(void)
+pgrl_waiter_granted(void)
 {
-	RlWaiter   *me = rl_my_record();
+	RlWaiter   *me = pgrl_my_record();
 
-	rl_begin_change(me);
+	pgrl_begin_change(me);
 	me->claiming = false;
-	rl_end_change(me);
+	pgrl_end_change(me);
 }
 
 /*
  * After each attempt: whether we wait only for new high-water marks (then
- * we are not load on our job type's share: see rl_share_has_waiters).
+ * we are not load on our job type's share: see pgrl_share_has_waiters).
  */
 void
-rl_waiter_awaiting_mark(bool awaiting)
+pgrl_waiter_awaiting_mark(bool awaiting)
 {
-	RlWaiter   *me = rl_my_record();
+	RlWaiter   *me = pgrl_my_record();
 
 	if (!me->active || me->awaiting_mark == awaiting)
 		return;
-	rl_begin_change(me);
+	pgrl_begin_change(me);
 	me->awaiting_mark = awaiting;
-	rl_end_change(me);
+	pgrl_end_change(me);
 }
 
 /*
@@ -255,17 +255,17 @@ rl_waiter_awaiting_mark(bool awaiting)
  * waiter that fits the limits and only waits for new marks does not count.
  */
 bool
-rl_share_has_waiters(int model_slot, int job_type_slot)
+pgrl_share_has_waiters(int model_slot, int job_type_slot)
 {
-	if (pg_atomic_read_u32(&rl_share(model_slot, job_type_slot)->num_waiters) == 0)
+	if (pg_atomic_read_u32(&pgrl_share(model_slot, job_type_slot)->num_waiters) == 0)
 		return false;
 	for (int i = 0; i < queue->num_records; i++)
 	{
 		RlWaiter	waiter;
 
-		if (rl_read_waiter(&queue->records[i], &waiter) && waiter.claiming &&
+		if (pgrl_read_waiter(&queue->records[i], &waiter) && waiter.claiming &&
 			!waiter.awaiting_mark && waiter.job_type_slot == job_type_slot &&
-			rl_waits_on(&waiter, model_slot))
+			pgrl_waits_on(&waiter, model_slot))
 			return true;
 	}
 	return false;
@@ -277,7 +277,7 @@ rl_share_has_waiters(int model_slot, int job_type_slot)
  * they look again.
  */
 void
-rl_unregister_waiter(void)
+pgrl_unregister_waiter(void)
 {
 	RlWaiter   *me;
 	int			slots[RL_MAX_WAIT_MODELS];
@@ -288,7 +288,7 @@ rl_unregister_waiter(void)
 
 	if (queue == NULL || MyBackendId <= 0)
 		return;
-	me = rl_my_record();
+	me = pgrl_my_record();
 	if (!me->active)
 		return;
 	was_claiming = me->claiming;
@@ -296,19 +296,19 @@ rl_unregister_waiter(void)
 	memory_capped = me->memory_in_flight != NULL;
 	num_slots = me->num_slots;
 	memcpy(slots, me->slots, sizeof(int) * num_slots);
-	rl_begin_change(me);
+	pgrl_begin_change(me);
 	me->active = false;
-	rl_end_change(me);
-	rl_count_waiters(slots, num_slots, job_type_slot, -1);
+	pgrl_end_change(me);
+	pgrl_count_waiters(slots, num_slots, job_type_slot, -1);
 	if (memory_capped)
 		pg_atomic_fetch_sub_u32(&queue->memory_waiters, 1);
 	if (was_claiming)
 		for (int i = 0; i < num_slots; i++)
-			rl_wake(slots[i]);
+			pgrl_wake(slots[i]);
 }
 
 static bool
-rl_waits_on(const RlWaiter *waiter, int slot)
+pgrl_waits_on(const RlWaiter *waiter, int slot)
 {
 	for (int i = 0; i < waiter->num_slots; i++)
 		if (waiter->slots[i] == slot)
@@ -326,14 +326,14 @@ typedef struct RlClaim
 
 /* A waiter whose instance has its memory cap's worth of jobs in flight */
 static bool
-rl_memory_full(const RlWaiter *waiter)
+pgrl_memory_full(const RlWaiter *waiter)
 {
 	return waiter->memory_in_flight != NULL &&
 		(int64) pg_atomic_read_u32(waiter->memory_in_flight) >= waiter->memory_cap;
 }
 
 static int
-rl_claim_cmp(const void *a, const void *b)
+pgrl_claim_cmp(const void *a, const void *b)
 {
 	int64		ta = ((const RlClaim *) a)->ticket;
 	int64		tb = ((const RlClaim *) b)->ticket;
@@ -352,7 +352,7 @@ rl_claim_cmp(const void *a, const void *b)
  * usual case), nothing needs sorting.
  */
 void
-rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
+pgrl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 						   int job_type_slot, int64 *room, RlShareRoom *share_room)
 {
 	RlClaim    *claims = NULL;
@@ -367,9 +367,9 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 		RlWaiter	waiter;
 
 		/* a waiter its instance's memory holds back cannot take room now */
-		if (!rl_read_waiter(&queue->records[i], &waiter) || !waiter.claiming ||
-			waiter.ticket >= ticket || !rl_waits_on(&waiter, slot) ||
-			rl_memory_full(&waiter))
+		if (!pgrl_read_waiter(&queue->records[i], &waiter) || !waiter.claiming ||
+			waiter.ticket >= ticket || !pgrl_waits_on(&waiter, slot) ||
+			pgrl_memory_full(&waiter))
 			continue;
 		if (claims == NULL)
 			claims = palloc(sizeof(RlClaim) * queue->num_records);
@@ -381,15 +381,15 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 		if (waiter.job_type_slot >= 0)
 			all_fit = false;
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			total[d] = rl_add_saturating(total[d],
-										 rl_dimension_amount(d, waiter.tokens, waiter.requests));
+			total[d] = pgrl_add_saturating(total[d],
+										 pgrl_dimension_amount(d, waiter.tokens, waiter.requests));
 	}
 	if (num_claims == 0)
 		return;
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		if (room[d] != PG_INT64_MAX &&
-			rl_add_saturating(total[d], rl_dimension_amount(d, tokens, requests)) > room[d])
+			pgrl_add_saturating(total[d], pgrl_dimension_amount(d, tokens, requests)) > room[d])
 			all_fit = false;
 	if (all_fit)
 	{
@@ -401,14 +401,14 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 		return;
 	}
 
-	qsort(claims, num_claims, sizeof(RlClaim), rl_claim_cmp);
+	qsort(claims, num_claims, sizeof(RlClaim), pgrl_claim_cmp);
 	for (int i = 0; i < num_claims; i++)
 	{
 		RlShareRoom *claim_share = NULL;
 		bool		fits = true;
 
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			if (rl_dimension_amount(d, claims[i].tokens, claims[i].requests) > room[d])
+			if (pgrl_dimension_amount(d, claims[i].tokens, claims[i].requests) > room[d])
 				fits = false;
 		if (fits && claims[i].job_type_slot >= 0)
 		{
@@ -421,23 +421,23 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
 				/* the room of another job type's share, worked out once */
 				if (share_rooms == NULL)
 				{
-					share_rooms = palloc(sizeof(RlShareRoom) * rl_max_job_types);
-					share_known = palloc0(sizeof(bool) * rl_max_job_types);
+					share_rooms = palloc(sizeof(RlShareRoom) * pgrl_max_job_types);
+					share_known = palloc0(sizeof(bool) * pgrl_max_job_types);
 				}
 				if (!share_known[j])
-					rl_share_room(&rl_models[slot], rl_share(slot, j), &share_rooms[j]);
+					pgrl_share_room(&pgrl_models[slot], pgrl_share(slot, j), &share_rooms[j]);
 				share_known[j] = true;
 				claim_share = &share_rooms[j];
 			}
-			fits = rl_share_blocking(claim_share, claims[i].tokens, claims[i].requests) < 0;
+			fits = pgrl_share_blocking(claim_share, claims[i].tokens, claims[i].requests) < 0;
 		}
 		if (!fits)
 			continue;
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			if (room[d] != PG_INT64_MAX)
-				room[d] -= rl_dimension_amount(d, claims[i].tokens, claims[i].requests);
+				room[d] -= pgrl_dimension_amount(d, claims[i].tokens, claims[i].requests);
 		if (claim_share)
-			rl_share_take(claim_share, claims[i].tokens, claims[i].requests);
+			pgrl_share_take(claim_share, claims[i].tokens, claims[i].requests);
 	}
 	pfree(claims);
 	if (share_rooms)
@@ -453,7 +453,7 @@ rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
  * when something else reset its latch meanwhile (a lock wait does).
  */
 static void
-rl_wake_one(RlWaiter *record, Latch *latch)
+pgrl_wake_one(RlWaiter *record, Latch *latch)
 {
 	pg_atomic_fetch_add_u32(&record->wakeups, 1);
 	SetLatch(latch);
@@ -461,24 +461,24 @@ rl_wake_one(RlWaiter *record, Latch *latch)
 
 /*
  * This backend's wake-up count: read it before an attempt, and sleep after
- * a failed one only while it is unchanged (rl_waiter_woken_since).
+ * a failed one only while it is unchanged (pgrl_waiter_woken_since).
  */
 uint32
-rl_waiter_wakeups(void)
+pgrl_waiter_wakeups(void)
 {
-	return pg_atomic_read_u32(&rl_my_record()->wakeups);
+	return pg_atomic_read_u32(&pgrl_my_record()->wakeups);
 }
 
 bool
-rl_waiter_woken_since(uint32 wakeups)
+pgrl_waiter_woken_since(uint32 wakeups)
 {
 	/* a full barrier: the count is read after whatever ran before */
-	return pg_atomic_fetch_add_u32(&rl_my_record()->wakeups, 0) != wakeups;
+	return pg_atomic_fetch_add_u32(&pgrl_my_record()->wakeups, 0) != wakeups;
 }
 
 /* Wake the waiters of one model (slot), or of all models (slot < 0) */
 static void
-rl_wake(int slot)
+pgrl_wake(int slot)
 {
 	if (queue == NULL)
 		return;
@@ -487,22 +487,22 @@ rl_wake(int slot)
 		RlWaiter	waiter;
 
 		/* a latch whose owner has since moved on just wakes it for nothing */
-		if (rl_read_waiter(&queue->records[i], &waiter) &&
-			(slot < 0 || rl_waits_on(&waiter, slot)))
-			rl_wake_one(&queue->records[i], waiter.latch);
+		if (pgrl_read_waiter(&queue->records[i], &waiter) &&
+			(slot < 0 || pgrl_waits_on(&waiter, slot)))
+			pgrl_wake_one(&queue->records[i], waiter.latch);
 	}
 }
 
 void
-rl_wake_waiters(int slot)
+pgrl_wake_waiters(int slot)
 {
-	rl_wake(slot);
+	pgrl_wake(slot);
 }
 
 void
-rl_wake_all_waiters(void)
+pgrl_wake_all_waiters(void)
 {
-	rl_wake(-1);
+	pgrl_wake(-1);
 }
 
 /*
@@ -511,7 +511,7 @@ rl_wake_all_waiters(void)
  * are none.
  */
 void
-rl_wake_memory_waiters(void)
+pgrl_wake_memory_waiters(void)
 {
 	if (queue == NULL || pg_atomic_read_u32(&queue->memory_waiters) == 0)
 		return;
@@ -519,7 +519,7 @@ rl_wake_memory_waiters(void)
 	{
 		RlWaiter	waiter;
 
-		if (rl_read_waiter(&queue->records[i], &waiter) && waiter.memory_in_flight)
-			rl_wake_one(&queue->records[i], waiter.latch);
+		if (pgrl_read_waiter(&queue->records[i], &waiter) && waiter.memory_in_flight)
+			pgrl_wake_one(&queue->records[i], waiter.latch);
 	}
 }

@@ -18,22 +18,22 @@
 /* The ticket of a request that is not waiting: newer than every waiter */
 #define RL_NEWCOMER_TICKET		PG_INT64_MAX
 
-extern Size rl_waiters_shmem_size(void);
-extern void rl_waiters_shmem_init(bool found);
-extern int64 rl_register_waiter(const int *slots, int num_slots, int64 tokens,
+extern Size pgrl_waiters_shmem_size(void);
+extern void pgrl_waiters_shmem_init(bool found);
+extern int64 pgrl_register_waiter(const int *slots, int num_slots, int64 tokens,
 								int32 requests, int job_type_slot,
 								const RlMemoryCap *memory, int64 ticket);
-extern void rl_waiter_granted(void);
-extern uint32 rl_waiter_wakeups(void);
-extern bool rl_waiter_woken_since(uint32 wakeups);
-extern void rl_waiter_awaiting_mark(bool awaiting);
-extern bool rl_share_has_waiters(int model_slot, int job_type_slot);
-extern void rl_unregister_waiter(void);
-extern void rl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens,
+extern void pgrl_waiter_granted(void);
+extern uint32 pgrl_waiter_wakeups(void);
+extern bool pgrl_waiter_woken_since(uint32 wakeups);
+extern void pgrl_waiter_awaiting_mark(bool awaiting);
+extern bool pgrl_share_has_waiters(int model_slot, int job_type_slot);
+extern void pgrl_unregister_waiter(void);
+extern void pgrl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens,
 									   int32 requests, int job_type_slot,
 									   int64 *room, RlShareRoom *share_room);
-extern void rl_wake_waiters(int slot);
-extern void rl_wake_all_waiters(void);
-extern void rl_wake_memory_waiters(void);
+extern void pgrl_wake_waiters(int slot);
+extern void pgrl_wake_all_waiters(void);
+extern void pgrl_wake_memory_waiters(void);
 
 #endif							/* RL_WAIT_H */

@@ -69,7 +69,7 @@ static const char *const worker_settings[][2] = {
 
 /* Register the worker; called from _PG_init while preloading */
 void
-rl_register_worker(void)
+pgrl_register_worker(void)
 {
 	BackgroundWorker worker;
 
@@ -87,18 +87,18 @@ rl_register_worker(void)
 
 /* Wake the worker (after a release, a clock change, ...) */
 void
-rl_wake_worker(void)
+pgrl_wake_worker(void)
 {
-	Latch	   *latch = rl_state->worker_latch;
+	Latch	   *latch = pgrl_state->worker_latch;
 
 	if (latch != NULL)
 		SetLatch(latch);
 }
 
 static void
-rl_worker_exit(int code, Datum arg)
+pgrl_worker_exit(int code, Datum arg)
 {
-	rl_state->worker_latch = NULL;
+	pgrl_state->worker_latch = NULL;
 }
 
 /*
@@ -108,7 +108,7 @@ rl_worker_exit(int code, Datum arg)
  * 2000-01-01 does not fit in an int64: wrapped, it made the worker spin).
  */
 static long
-rl_ms_until(TimestampTz from, TimestampTz to)
+pgrl_ms_until(TimestampTz from, TimestampTz to)
 {
 	int64		us;
 
@@ -130,43 +130,43 @@ rl_ms_until(TimestampTz from, TimestampTz to)
  * last adjustment may be adjusted, or 0.
  */
 static TimestampTz
-rl_adjust_all_ratios(TimestampTz now, TimestampTz real_now, bool all)
+pgrl_adjust_all_ratios(TimestampTz now, TimestampTz real_now, bool all)
 {
 	bool		any_flexible = false;
 	TimestampTz next = 0;
 	int			moved = 0;
 
-	LWLockAcquire(&rl_state->config_lock, LW_SHARED);
-	for (int j = 0; j < rl_max_job_types && !any_flexible; j++)
-		any_flexible = rl_job_types[j].in_use && rl_job_types[j].flexible;
-	for (int m = 0; any_flexible && m < rl_max_models; m++)
+	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+	for (int j = 0; j < pgrl_max_job_types && !any_flexible; j++)
+		any_flexible = pgrl_job_types[j].in_use && pgrl_job_types[j].flexible;
+	for (int m = 0; any_flexible && m < pgrl_max_models; m++)
 	{
-		RlModel    *model = &rl_models[m];
+		RlModel    *model = &pgrl_models[m];
 
 		/* unlocked peeks: a request missed now is seen next round */
 		if (!model->in_use || !(all || model->ratio_adjust_due))
 			continue;
-		if (!all && real_now < rl_ratio_adjust_allowed_at(model))
+		if (!all && real_now < pgrl_ratio_adjust_allowed_at(model))
 		{
-			TimestampTz allowed = rl_ratio_adjust_allowed_at(model);
+			TimestampTz allowed = pgrl_ratio_adjust_allowed_at(model);
 
 			next = next == 0 ? allowed : Min(next, allowed);
 			continue;
 		}
-		if (rl_adjust_ratios(m, now))
+		if (pgrl_adjust_ratios(m, now))
 		{
-			rl_wake_waiters(m);
+			pgrl_wake_waiters(m);
 			moved++;
 		}
 	}
-	LWLockRelease(&rl_state->config_lock);
+	LWLockRelease(&pgrl_state->config_lock);
 	if (moved > 0)
 		elog(DEBUG1, "pg_ratelimit moved the flexible ratios of %d models", moved);
 	return next;
 }
 
 static long
-rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
+pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 				TimestampTz *last_ratios)
 {
 	bool		installed;
@@ -191,49 +191,49 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 		bool		save_state;
 		bool		new_minute = false;
 
-		rl_check_config_triggers();
-		rl_ensure_config_loaded();
-		rl_resync_config();
-		now = rl_now();
-		rl_expire_due_leases(now);
-		next_stale = rl_drop_stale_instances(now);
+		pgrl_check_config_triggers();
+		pgrl_ensure_config_loaded();
+		pgrl_resync_config();
+		now = pgrl_now();
+		pgrl_expire_due_leases(now);
+		next_stale = pgrl_drop_stale_instances(now);
 
 		/* a window reset: waiters sleep until it themselves; make sure */
-		if (rl_window_start(now, USECS_PER_MINUTE) != *minute)
+		if (pgrl_window_start(now, USECS_PER_MINUTE) != *minute)
 		{
-			*minute = rl_window_start(now, USECS_PER_MINUTE);
+			*minute = pgrl_window_start(now, USECS_PER_MINUTE);
 			new_minute = true;
-			rl_wake_all_waiters();
+			pgrl_wake_all_waiters();
 		}
-		next_notice = rl_queue_notifications(now);
-		if (real_now >= *last_ratios + (int64) rl_ratio_interval_ms * 1000)
+		next_notice = pgrl_queue_notifications(now);
+		if (real_now >= *last_ratios + (int64) pgrl_ratio_interval_ms * 1000)
 		{
-			next_ratios = rl_adjust_all_ratios(now, real_now, true);
+			next_ratios = pgrl_adjust_all_ratios(now, real_now, true);
 			*last_ratios = real_now;
 		}
 		else
-			next_ratios = rl_adjust_all_ratios(now, real_now, false);
-		next_allocation_notice = rl_queue_allocation_notice(now);
+			next_ratios = pgrl_adjust_all_ratios(now, real_now, false);
+		next_allocation_notice = pgrl_queue_allocation_notice(now);
 
 		save_state = shutting_down ||
-			real_now >= *last_save + (int64) rl_persist_interval_ms * 1000;
-		rl_persist_state(save_state, save_state || new_minute || rl_marks_requested(),
+			real_now >= *last_save + (int64) pgrl_persist_interval_ms * 1000;
+		pgrl_persist_state(save_state, save_state || new_minute || pgrl_marks_requested(),
 						 shutting_down);
 		if (save_state)
 			*last_save = real_now;
 
-		next_save = *last_save + (int64) rl_persist_interval_ms * 1000;
-		next_minute = rl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
-		sleep_ms = Min(rl_ms_until(real_now, next_save), rl_ms_until(now, next_minute));
-		sleep_ms = Min(sleep_ms, rl_ms_until(now, rl_earliest_expiry()));
-		sleep_ms = Min(sleep_ms, rl_ms_until(now, rl_marks_next_release()));
-		sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_notice));
-		sleep_ms = Min(sleep_ms, rl_ms_until(real_now,
-											 *last_ratios + (int64) rl_ratio_interval_ms * 1000));
+		next_save = *last_save + (int64) pgrl_persist_interval_ms * 1000;
+		next_minute = pgrl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
+		sleep_ms = Min(pgrl_ms_until(real_now, next_save), pgrl_ms_until(now, next_minute));
+		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, pgrl_earliest_expiry()));
+		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, pgrl_marks_next_release()));
+		sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now, next_notice));
+		sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now,
+											 *last_ratios + (int64) pgrl_ratio_interval_ms * 1000));
 		if (next_ratios != 0)
-			sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_ratios));
-		sleep_ms = Min(sleep_ms, rl_ms_until(now, next_stale));
-		sleep_ms = Min(sleep_ms, rl_ms_until(real_now, next_allocation_notice));
+			sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now, next_ratios));
+		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, next_stale));
+		sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now, next_allocation_notice));
 	}
 
 	PopActiveSnapshot();
@@ -247,7 +247,7 @@ rl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 	if (shutting_down)
 		SetConfigOption("synchronous_commit", "local", PGC_USERSET, PGC_S_OVERRIDE);
 	CommitTransactionCommand();
-	rl_publish_marks();
+	pgrl_publish_marks();
 	/* let autovacuum see the rows we rewrite every interval */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -265,7 +265,7 @@ rl_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(rl_database_name, NULL, 0);
+	BackgroundWorkerInitializeConnection(pgrl_database_name, NULL, 0);
 
 	/*
 	 * Nothing the worker does may depend on settings a role or the owner of
@@ -276,13 +276,13 @@ rl_worker_main(Datum main_arg)
 	for (int i = 0; i < (int) lengthof(worker_settings); i++)
 		SetConfigOption(worker_settings[i][0], worker_settings[i][1], PGC_SUSET,
 						PGC_S_OVERRIDE);
-	CacheRegisterRelcacheCallback(rl_config_relcache_callback, (Datum) 0);
+	CacheRegisterRelcacheCallback(pgrl_config_relcache_callback, (Datum) 0);
 
-	before_shmem_exit(rl_worker_exit, (Datum) 0);
-	rl_state->worker_latch = MyLatch;
+	before_shmem_exit(pgrl_worker_exit, (Datum) 0);
+	pgrl_state->worker_latch = MyLatch;
 	/* what changed behind the triggers while no worker ran */
-	rl_request_config_resync();
-	elog(LOG, "pg_ratelimit worker started in database \"%s\"", rl_database_name);
+	pgrl_request_config_resync();
+	elog(LOG, "pg_ratelimit worker started in database \"%s\"", pgrl_database_name);
 
 	for (;;)
 	{
@@ -296,7 +296,7 @@ rl_worker_main(Datum main_arg)
 		}
 
 		/* the last round saves everything, then we exit */
-		sleep_ms = rl_worker_round(shutting_down, &last_save, &minute, &last_ratios);
+		sleep_ms = pgrl_worker_round(shutting_down, &last_save, &minute, &last_ratios);
 		if (shutting_down)
 			break;
 

@@ -8,7 +8,7 @@
 #ifndef RL_WORKER_H
 #define RL_WORKER_H
 
-extern void rl_register_worker(void);
-extern void rl_wake_worker(void);
+extern void pgrl_register_worker(void);
+extern void pgrl_wake_worker(void);
 
 #endif							/* RL_WORKER_H */
