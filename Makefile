@@ -8,22 +8,28 @@
 
 MODULE_big = pg_ratelimit
 OBJS = \
-	src/admission.o \
+	src/acquire.o \
+	src/api.o \
+	src/catalog.o \
 	src/clock.o \
 	src/config.o \
 	src/debug.o \
 	src/extsql.o \
-	src/functions.o \
+	src/grant.o \
 	src/holders.o \
 	src/instance.o \
 	src/lease.o \
-	src/mark.o \
+	src/ledger.o \
+	src/ledger_marks.o \
+	src/ledger_shares.o \
+	src/limits.o \
+	src/names.o \
 	src/notify.o \
 	src/persist.o \
 	src/pg_ratelimit.o \
 	src/settings.o \
-	src/share.o \
 	src/shmem.o \
+	src/views.o \
 	src/wait.o \
 	src/worker.o
 

@@ -4,7 +4,7 @@
  *		The limiter's clock, window arithmetic and the test clock.
  *
  * Everything pg_ratelimit times follows pgrl_now(): real time plus a shared
- * offset that rl_debug_set_clock() sets.  Real time keeps running from the
+ * offset that rl_debug_set_clock() sets (api.c).  Real time keeps running from the
  * value set, so a test can jump to just before a boundary and watch it pass.
  * The test clock works only on a server started with
  * ratelimit.enable_test_clock; otherwise pgrl_now() is real time, whatever
@@ -19,17 +19,47 @@
  */
 #include "postgres.h"
 
-#include "fmgr.h"
-#include "miscadmin.h"
-#include "utils/datetime.h"
+#include "port/atomics.h"
+#include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "clock.h"
 #include "pg_ratelimit.h"
-#include "wait.h"
-#include "worker.h"
+#include "settings.h"
 
-PG_FUNCTION_INFO_V1(rl_debug_set_clock);
-PG_FUNCTION_INFO_V1(rl_clock);
+/* The test clock's offset from real time; an atomic, written rarely */
+static pg_atomic_uint64 *clock_offset_us = NULL;
+
+Size
+pgrl_clock_shmem_size(void)
+{
+	return sizeof(pg_atomic_uint64);
+}
+
+/* Create or attach; caller holds AddinShmemInitLock */
+void
+pgrl_clock_shmem_init(void)
+{
+	bool		found;
+
+	clock_offset_us = ShmemInitStruct("pg_ratelimit clock", pgrl_clock_shmem_size(), &found);
+	if (!found)
+		pg_atomic_init_u64(clock_offset_us, 0);
+}
+
+/* The offset in force, whether or not the test clock is enabled */
+int64
+pgrl_clock_offset(void)
+{
+	return (int64) pg_atomic_read_u64(clock_offset_us);
+}
+
+/* Set the offset (rl_debug_set_clock, or a restore) */
+void
+pgrl_clock_set_offset(int64 offset_us)
+{
+	pg_atomic_write_u64(clock_offset_us, (uint64) offset_us);
+}
 
 /* The limiter's current time */
 TimestampTz
@@ -37,7 +67,7 @@ pgrl_now(void)
 {
 	if (!pgrl_enable_test_clock)
 		return GetCurrentTimestamp();
-	return GetCurrentTimestamp() + (int64) pg_atomic_read_u64(&pgrl_state->clock_offset_us);
+	return GetCurrentTimestamp() + pgrl_clock_offset();
 }
 
 /* Start of the epoch-aligned window of the given length that contains t */
@@ -78,52 +108,4 @@ pgrl_interval_to_us(Interval *interval, const char *what)
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("%s is out of range", what)));
 	return result;
-}
-
-/*
- * rl_debug_set_clock(now timestamptz): set the limiter's clock for the whole
- * server; NULL returns to real time.  Superuser only, and only on a server
- * started with ratelimit.enable_test_clock.
- */
-Datum
-rl_debug_set_clock(PG_FUNCTION_ARGS)
-{
-	int64		offset = 0;
-
-	pgrl_require_primary("set the clock");
-	pgrl_require_ready();
-	if (!superuser())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be superuser to set the pg_ratelimit clock")));
-	if (!pgrl_enable_test_clock)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the pg_ratelimit test clock is not enabled"),
-				 errhint("The test clock is for tests only: set ratelimit.enable_test_clock = on and restart the server.")));
-
-	if (!PG_ARGISNULL(0))
-	{
-		TimestampTz target = PG_GETARG_TIMESTAMPTZ(0);
-
-		if (TIMESTAMP_NOT_FINITE(target))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-					 errmsg("the pg_ratelimit clock cannot be set to an infinite time")));
-		offset = target - GetCurrentTimestamp();
-	}
-	pg_atomic_write_u64(&pgrl_state->clock_offset_us, (uint64) offset);
-	/* boundaries and expiries moved: let the worker recompute its sleep */
-	pgrl_wake_worker();
-	pgrl_wake_all_waiters();
-	elog(DEBUG1, "pg_ratelimit clock offset set to " INT64_FORMAT " us", offset);
-	PG_RETURN_VOID();
-}
-
-/* rl_clock(): the limiter's current time */
-Datum
-rl_clock(PG_FUNCTION_ARGS)
-{
-	pgrl_require_ready();
-	PG_RETURN_TIMESTAMPTZ(pgrl_now());
 }

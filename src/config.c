@@ -70,44 +70,18 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "catalog.h"
+#include "config.h"
 #include "extsql.h"
+#include "grant.h"
 #include "instance.h"
-#include "lease.h"
-#include "mark.h"
+#include "ledger.h"
 #include "persist.h"
-#include "pg_ratelimit.h"
+#include "settings.h"
 #include "wait.h"
-#include "worker.h"
-
-PG_FUNCTION_INFO_V1(rl_config_trigger);
-PG_FUNCTION_INFO_V1(rl_internal_resync);
 
 /* Tolerance of the ratio-sum rule: float8 ratios such as 0.1 + 0.9 */
 #define RL_RATIO_SUM_SLACK		1e-9
-
-typedef struct RlModelConfig
-{
-	char		name[RL_NAME_MAX_LEN + 1];
-	int64		limit[RL_NUM_DIMS];
-	bool		count_cached;
-	RlNumeric	price_input;
-	RlNumeric	price_output;
-	RlNumeric	price_cached;
-	bool		priced;
-	int			slot;			/* filled while applying */
-} RlModelConfig;
-
-typedef struct RlJobTypeConfig
-{
-	char		name[RL_NAME_MAX_LEN + 1];
-	int64		est_tokens;
-	int32		est_requests;
-	int64		est_memory_kb;
-	double		ratio;
-	bool		flexible;
-	int64		max_wait_us;
-	int			slot;
-} RlJobTypeConfig;
 
 typedef struct RlWaitConfig
 {
@@ -126,24 +100,11 @@ typedef struct RlConfigSnapshot
 	int			num_waits;
 	RlWaitConfig *waits;
 	double		ratio_sum;		/* of the job types' explicit ratios */
+	RlWaitSetting *wait_settings;	/* scratch: the waits, resolved */
 	RlStateSnapshot *state;		/* saved state, when read for a full load */
 	uint64		resync_seen;	/* resync requests this read answers */
-	bool	   *model_kept;		/* [max_models] */
 	bool	   *model_dropped;	/* [max_models] */
-	bool	   *job_type_kept;	/* [max_job_types] */
 } RlConfigSnapshot;
-
-/* Columns of the configuration queries, by position */
-enum
-{
-	MODEL_COL_NAME = 1,
-	MODEL_COL_RPD,				/* then tpd, rpm, tpm, max_concurrent: the
-								 * RlDimension order */
-	MODEL_COL_COUNT_CACHED = MODEL_COL_RPD + RL_NUM_DIMS,
-	MODEL_COL_PRICE_INPUT,
-	MODEL_COL_PRICE_OUTPUT,
-	MODEL_COL_PRICE_CACHED
-};
 
 /* This transaction changed the configuration */
 static bool config_changed = false;
@@ -159,16 +120,6 @@ static RlConfigSnapshot *pending_config = NULL;
 static MemoryContext config_context = NULL;
 
 static bool callbacks_registered = false;
-
-/* Column value as int64, or if_null when NULL */
-static int64
-pgrl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
-{
-	bool		isnull;
-	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
-
-	return isnull ? if_null : DatumGetInt64(value);
-}
 
 /* Copy a numeric column into an inline buffer; true when above zero */
 static bool
@@ -210,12 +161,28 @@ pgrl_spi_select(const char *sql, int room, const char *what, const char *setting
 	return SPI_processed;
 }
 
+/* The columns of rl_model that hold each limit */
+static const char *const limit_columns[RL_NUM_DIMS] = {
+	[RL_DIM_RPD] = "rpd",
+	[RL_DIM_TPD] = "tpd",
+	[RL_DIM_RPM] = "rpm",
+	[RL_DIM_TPM] = "tpm",
+	[RL_DIM_CONCURRENCY] = "max_concurrent"
+};
+
 /* Read rl_model */
 static void
 pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
 {
 	StringInfoData sql;
+	TupleDesc	desc;
 	uint64		n;
+	int			col_name;
+	int			col_limit[RL_NUM_DIMS];
+	int			col_count_cached;
+	int			col_price_input;
+	int			col_price_output;
+	int			col_price_cached;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
@@ -223,25 +190,32 @@ pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qsch
 					 " price_input, price_output, price_cached FROM %s.rl_model",
 					 qschema);
 	n = pgrl_spi_select(sql.data, pgrl_max_models, "models", "ratelimit.max_models");
+	desc = SPI_tuptable->tupdesc;
+	col_name = pgrl_spi_column(desc, "model");
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		col_limit[d] = pgrl_spi_column(desc, limit_columns[d]);
+	col_count_cached = pgrl_spi_column(desc, "count_cached");
+	col_price_input = pgrl_spi_column(desc, "price_input");
+	col_price_output = pgrl_spi_column(desc, "price_output");
+	col_price_cached = pgrl_spi_column(desc, "price_cached");
 	snap->num_models = n;
 	snap->models = MemoryContextAllocZero(context, sizeof(RlModelConfig) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		RlModelConfig *m = &snap->models[i];
 		bool		isnull;
 
-		strlcpy(m->name, SPI_getvalue(tup, desc, MODEL_COL_NAME), sizeof(m->name));
+		strlcpy(m->name, SPI_getvalue(tup, desc, col_name), sizeof(m->name));
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			m->limit[d] = pgrl_spi_int64(tup, desc, MODEL_COL_RPD + d, RL_UNLIMITED);
-		m->count_cached = DatumGetBool(SPI_getbinval(tup, desc, MODEL_COL_COUNT_CACHED,
+			m->limit[d] = pgrl_spi_int64(tup, desc, col_limit[d], RL_UNLIMITED);
+		m->count_cached = DatumGetBool(SPI_getbinval(tup, desc, col_count_cached,
 													 &isnull)) || isnull;
-		m->priced = pgrl_spi_numeric(tup, desc, MODEL_COL_PRICE_INPUT, &m->price_input, m->name);
-		m->priced |= pgrl_spi_numeric(tup, desc, MODEL_COL_PRICE_OUTPUT, &m->price_output,
-									m->name);
-		m->priced |= pgrl_spi_numeric(tup, desc, MODEL_COL_PRICE_CACHED, &m->price_cached,
-									m->name);
+		m->priced = pgrl_spi_numeric(tup, desc, col_price_input, &m->price_input, m->name);
+		m->priced |= pgrl_spi_numeric(tup, desc, col_price_output, &m->price_output,
+									  m->name);
+		m->priced |= pgrl_spi_numeric(tup, desc, col_price_cached, &m->price_cached,
+									  m->name);
 	}
 }
 
@@ -250,57 +224,77 @@ static void
 pgrl_read_job_types(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
 {
 	StringInfoData sql;
+	TupleDesc	desc;
 	uint64		n;
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT job_type, est_tokens, est_requests, est_memory_kb, ratio,"
 					 " flexible,"
-					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint"
+					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint AS max_wait_us"
 					 " FROM %s.rl_job_type", qschema);
 	n = pgrl_spi_select(sql.data, pgrl_max_job_types, "job types", "ratelimit.max_job_types");
+	desc = SPI_tuptable->tupdesc;
 	snap->num_job_types = n;
 	snap->job_types = MemoryContextAllocZero(context, sizeof(RlJobTypeConfig) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
+	if (n > 0)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		RlJobTypeConfig *j = &snap->job_types[i];
-		bool		isnull;
-		Datum		ratio;
+		int			col_name = pgrl_spi_column(desc, "job_type");
+		int			col_est_tokens = pgrl_spi_column(desc, "est_tokens");
+		int			col_est_requests = pgrl_spi_column(desc, "est_requests");
+		int			col_est_memory = pgrl_spi_column(desc, "est_memory_kb");
+		int			col_ratio = pgrl_spi_column(desc, "ratio");
+		int			col_flexible = pgrl_spi_column(desc, "flexible");
+		int			col_max_wait = pgrl_spi_column(desc, "max_wait_us");
 
-		strlcpy(j->name, SPI_getvalue(tup, desc, 1), sizeof(j->name));
-		j->est_tokens = pgrl_spi_int64(tup, desc, 2, 0);
-		j->est_requests = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		if (isnull)
-			j->est_requests = 1;
-		j->est_memory_kb = pgrl_spi_int64(tup, desc, 4, 0);
-		ratio = SPI_getbinval(tup, desc, 5, &isnull);
-		j->ratio = isnull ? -1.0 : DatumGetFloat8(ratio);
-		if (j->ratio >= 0)
-			snap->ratio_sum += j->ratio;
-		j->flexible = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)) || isnull;
-		j->max_wait_us = pgrl_spi_int64(tup, desc, 7, -1);
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			RlJobTypeConfig *j = &snap->job_types[i];
+			bool		isnull;
+			Datum		ratio;
+
+			strlcpy(j->name, SPI_getvalue(tup, desc, col_name), sizeof(j->name));
+			j->est_tokens = pgrl_spi_int64(tup, desc, col_est_tokens, 0);
+			j->est_requests = DatumGetInt32(SPI_getbinval(tup, desc, col_est_requests, &isnull));
+			if (isnull)
+				j->est_requests = 1;
+			j->est_memory_kb = pgrl_spi_int64(tup, desc, col_est_memory, 0);
+			ratio = SPI_getbinval(tup, desc, col_ratio, &isnull);
+			j->ratio = isnull ? -1.0 : DatumGetFloat8(ratio);
+			if (j->ratio >= 0)
+				snap->ratio_sum += j->ratio;
+			j->flexible = DatumGetBool(SPI_getbinval(tup, desc, col_flexible, &isnull)) || isnull;
+			j->max_wait_us = pgrl_spi_int64(tup, desc, col_max_wait, -1);
+		}
 	}
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "SELECT job_type, model,"
-					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint"
+					 " (extract(epoch FROM max_wait) * 1000000::numeric)::bigint AS max_wait_us"
 					 " FROM %s.rl_job_type_wait", qschema);
 	n = pgrl_spi_select(sql.data, pgrl_max_job_types * pgrl_max_models,
-					  "per-model waits", "ratelimit.max_models");
+						"per-model waits", "ratelimit.max_models");
+	desc = SPI_tuptable->tupdesc;
 	snap->num_waits = n;
 	snap->waits = MemoryContextAllocZero(context, sizeof(RlWaitConfig) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
+	snap->wait_settings = MemoryContextAllocZero(context, sizeof(RlWaitSetting) * (n + 1));
+	if (n > 0)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		RlWaitConfig *w = &snap->waits[i];
+		int			col_job_type = pgrl_spi_column(desc, "job_type");
+		int			col_model = pgrl_spi_column(desc, "model");
+		int			col_max_wait = pgrl_spi_column(desc, "max_wait_us");
 
-		strlcpy(w->job_type, SPI_getvalue(tup, desc, 1), sizeof(w->job_type));
-		strlcpy(w->model, SPI_getvalue(tup, desc, 2), sizeof(w->model));
-		w->max_wait_us = pgrl_spi_int64(tup, desc, 3, -1);
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			RlWaitConfig *w = &snap->waits[i];
+
+			strlcpy(w->job_type, SPI_getvalue(tup, desc, col_job_type), sizeof(w->job_type));
+			strlcpy(w->model, SPI_getvalue(tup, desc, col_model), sizeof(w->model));
+			w->max_wait_us = pgrl_spi_int64(tup, desc, col_max_wait, -1);
+		}
 	}
 }
 
@@ -317,12 +311,12 @@ pgrl_read_config(MemoryContext context, bool with_state)
 	RlExtSql	session;
 
 	snap = MemoryContextAllocZero(context, sizeof(RlConfigSnapshot));
-	snap->model_kept = MemoryContextAllocZero(context, sizeof(bool) * pgrl_max_models);
 	snap->model_dropped = MemoryContextAllocZero(context, sizeof(bool) * pgrl_max_models);
-	snap->job_type_kept = MemoryContextAllocZero(context, sizeof(bool) * pgrl_max_job_types);
+	/* what applying needs is allocated now: nothing is, under config_lock */
+	pgrl_grant_prepare();
 
 	/* requests made before this read are answered by it */
-	snap->resync_seen = pg_atomic_read_u64(&pgrl_state->resync_requested);
+	snap->resync_seen = pgrl_config_resync_requested();
 
 	if (!pgrl_extsql_begin(&session, true))
 		return snap;
@@ -342,7 +336,7 @@ pgrl_read_config(MemoryContext context, bool with_state)
 void
 pgrl_request_config_resync(void)
 {
-	pg_atomic_fetch_add_u64(&pgrl_state->resync_requested, 1);
+	pgrl_config_request_resync();
 }
 
 /* What cannot happen but happened while applying (see pgrl_apply_failed) */
@@ -362,215 +356,39 @@ pgrl_apply_failed(const char *what)
 	apply_failure = what;
 }
 
-/* Add a name -> slot entry; false when the index is full */
-static bool
-pgrl_index_insert(HTAB *index, const char *name, int slot)
-{
-	RlNameEntry *entry;
-	char		key[RL_NAME_MAX_LEN + 1];
-
-	memset(key, 0, sizeof(key));
-	strlcpy(key, name, sizeof(key));
-	entry = hash_search(index, key, HASH_ENTER_NULL, NULL);
-	if (entry == NULL)
-		return false;
-	entry->slot = slot;
-	return true;
-}
-
+/*
+ * Apply the models, job types, shares and waits of a snapshot.  Caller
+ * holds config_lock exclusively.
+ */
 static void
-pgrl_index_remove(HTAB *index, const char *name)
+pgrl_apply_snapshot(RlConfigSnapshot *snap)
 {
-	char		key[RL_NAME_MAX_LEN + 1];
+	int			num_waits = 0;
 
-	memset(key, 0, sizeof(key));
-	strlcpy(key, name, sizeof(key));
-	hash_search(index, key, HASH_REMOVE, NULL);
-}
-
-/* Copy configured limits and prices into a model; caller holds its lock */
-static void
-pgrl_set_model_config(RlModel *model, const RlModelConfig *config)
-{
-	memcpy(model->limit, config->limit, sizeof(model->limit));
-	model->count_cached = config->count_cached;
-	model->price_input = config->price_input;
-	model->price_output = config->price_output;
-	model->price_cached = config->price_cached;
-	model->priced = config->priced;
-}
-
-/* Did the configuration of a model change?  Caller holds its lock. */
-static bool
-pgrl_model_config_differs(const RlModel *model, const RlModelConfig *config)
-{
-	return memcmp(model->limit, config->limit, sizeof(model->limit)) != 0 ||
-		model->count_cached != config->count_cached ||
-		model->priced != config->priced ||
-		memcmp(&model->price_input, &config->price_input, sizeof(RlNumeric)) != 0 ||
-		memcmp(&model->price_output, &config->price_output, sizeof(RlNumeric)) != 0 ||
-		memcmp(&model->price_cached, &config->price_cached, sizeof(RlNumeric)) != 0;
-}
-
-/* Start a model in a free slot; caller holds its lock */
-static void
-pgrl_init_model(RlModel *model, const RlModelConfig *config)
-{
-	model->in_use = true;
-	model->generation++;
-	strlcpy(model->name, config->name, sizeof(model->name));
-	model->minute_start = RL_NO_WINDOW;
-	model->day_start = RL_NO_WINDOW;
-	memset(model->used, 0, sizeof(model->used));
-	model->granted = model->denied = model->expired = 0;
-	model->overage_events = model->overage_tokens = 0;
-	memset(&model->usage, 0, sizeof(model->usage));
-	model->usage.day_start = RL_NO_WINDOW;
-	memset(&model->usage_ended, 0, sizeof(model->usage_ended));
-	model->usage_ended.day_start = RL_NO_WINDOW;
-	pgrl_reset_marks(model);
-	model->version++;
-	pgrl_set_model_config(model, config);
-}
-
-/* Apply the models of a snapshot.  Caller holds config_lock exclusively. */
-static void
-pgrl_apply_models(RlConfigSnapshot *snap)
-{
-	bool		any_dropped = false;
-
-	for (int i = 0; i < snap->num_models; i++)
-	{
-		RlModelConfig *config = &snap->models[i];
-
-		config->slot = pgrl_lookup_slot(pgrl_model_index, config->name);
-		if (config->slot >= 0)
-			snap->model_kept[config->slot] = true;
-	}
-
-	/* Drop what is gone, with its open leases */
+	memset(snap->model_dropped, 0, sizeof(bool) * pgrl_max_models);
+	if (!pgrl_ledger_apply_models(snap->models, snap->num_models, snap->model_dropped))
+		pgrl_apply_failed("has no free model slot");
+	/* the open leases of dropped models go with them */
 	for (int slot = 0; slot < pgrl_max_models; slot++)
-	{
-		RlModel    *model = &pgrl_models[slot];
-
-		if (model->in_use && !snap->model_kept[slot])
+		if (snap->model_dropped[slot])
 		{
-			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			pgrl_index_remove(pgrl_model_index, model->name);
-			model->in_use = false;
-			LWLockRelease(&model->lock);
-			snap->model_dropped[slot] = true;
-			any_dropped = true;
+			pgrl_discard_leases(snap->model_dropped);
+			break;
 		}
-	}
-	if (any_dropped)
-		pgrl_remove_model_leases(snap->model_dropped);
-
-	/* Slots below free_slot are in use: nothing is freed from here on */
-	for (int i = 0, free_slot = 0; i < snap->num_models; i++)
-	{
-		RlModelConfig *config = &snap->models[i];
-		RlModel    *model;
-
-		if (config->slot < 0)
-		{
-			while (free_slot < pgrl_max_models && pgrl_models[free_slot].in_use)
-				free_slot++;
-			if (free_slot == pgrl_max_models)
-			{
-				pgrl_apply_failed("has no free model slot");
-				continue;
-			}
-			if (!pgrl_index_insert(pgrl_model_index, config->name, free_slot))
-			{
-				pgrl_apply_failed("model index is full");
-				continue;
-			}
-			model = &pgrl_models[free_slot];
-			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			pgrl_init_model(model, config);
-			LWLockRelease(&model->lock);
-			config->slot = free_slot;
-		}
-		else
-		{
-			model = &pgrl_models[config->slot];
-			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-			if (pgrl_model_config_differs(model, config))
-			{
-				pgrl_set_model_config(model, config);
-				(void) pgrl_note_capacity_freed(model, RL_NOTIFY_CONFIG, pgrl_now());
-			}
-			LWLockRelease(&model->lock);
-		}
-	}
-}
-
-/* Apply job types and waits.  Caller holds config_lock exclusively. */
-static void
-pgrl_apply_job_types(RlConfigSnapshot *snap)
-{
-	for (int i = 0; i < snap->num_job_types; i++)
-	{
-		RlJobTypeConfig *config = &snap->job_types[i];
-
-		config->slot = pgrl_lookup_slot(pgrl_job_type_index, config->name);
-		if (config->slot >= 0)
-			snap->job_type_kept[config->slot] = true;
-	}
-	for (int slot = 0; slot < pgrl_max_job_types; slot++)
-	{
-		if (pgrl_job_types[slot].in_use && !snap->job_type_kept[slot])
-		{
-			pgrl_index_remove(pgrl_job_type_index, pgrl_job_types[slot].name);
-			pgrl_job_types[slot].in_use = false;
-		}
-	}
-	for (int i = 0, free_slot = 0; i < snap->num_job_types; i++)
-	{
-		RlJobTypeConfig *config = &snap->job_types[i];
-		RlJobType  *job_type;
-
-		if (config->slot < 0)
-		{
-			while (free_slot < pgrl_max_job_types && pgrl_job_types[free_slot].in_use)
-				free_slot++;
-			if (free_slot == pgrl_max_job_types)
-			{
-				pgrl_apply_failed("has no free job type slot");
-				continue;
-			}
-			if (!pgrl_index_insert(pgrl_job_type_index, config->name, free_slot))
-			{
-				pgrl_apply_failed("job type index is full");
-				continue;
-			}
-			job_type = &pgrl_job_types[free_slot];
-			job_type->in_use = true;
-			job_type->generation++;
-			strlcpy(job_type->name, config->name, sizeof(job_type->name));
-			config->slot = free_slot;
-		}
-		job_type = &pgrl_job_types[config->slot];
-		job_type->est_tokens = config->est_tokens;
-		job_type->est_requests = config->est_requests;
-		job_type->est_memory_kb = config->est_memory_kb;
-		job_type->ratio = config->ratio;
-		job_type->flexible = config->flexible;
-		job_type->max_wait_us = config->max_wait_us;
-	}
-
-	for (Size i = 0; i < (Size) pgrl_max_job_types * pgrl_max_models; i++)
-		pgrl_waits[i] = -1;
+	if (!pgrl_catalog_apply_job_types(snap->job_types, snap->num_job_types))
+		pgrl_apply_failed("has no free job type slot");
+	pgrl_ledger_apply_shares();
 	for (int i = 0; i < snap->num_waits; i++)
 	{
-		int			job_type_slot = pgrl_lookup_slot(pgrl_job_type_index, snap->waits[i].job_type);
-		int			model_slot = pgrl_lookup_slot(pgrl_model_index, snap->waits[i].model);
+		RlWaitSetting *setting = &snap->wait_settings[num_waits];
 
-		if (job_type_slot >= 0 && model_slot >= 0)
-			pgrl_waits[(Size) job_type_slot * pgrl_max_models + model_slot] =
-				snap->waits[i].max_wait_us;
+		setting->job_type_slot = pgrl_job_type_slot(snap->waits[i].job_type);
+		setting->model_slot = pgrl_model_slot(snap->waits[i].model);
+		setting->max_wait_us = snap->waits[i].max_wait_us;
+		if (setting->job_type_slot >= 0 && setting->model_slot >= 0)
+			num_waits++;
 	}
+	pgrl_catalog_apply_waits(snap->wait_settings, num_waits);
 }
 
 /*
@@ -581,25 +399,9 @@ pgrl_apply_job_types(RlConfigSnapshot *snap)
 static void
 pgrl_clear_shared_state(void)
 {
-	for (int slot = 0; slot < pgrl_max_models; slot++)
-	{
-		RlModel    *model = &pgrl_models[slot];
-
-		if (!model->in_use)
-			continue;
-		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-		pgrl_index_remove(pgrl_model_index, model->name);
-		model->in_use = false;
-		LWLockRelease(&model->lock);
-	}
-	for (int slot = 0; slot < pgrl_max_job_types; slot++)
-	{
-		if (!pgrl_job_types[slot].in_use)
-			continue;
-		pgrl_index_remove(pgrl_job_type_index, pgrl_job_types[slot].name);
-		pgrl_job_types[slot].in_use = false;
-	}
-	pgrl_remove_model_leases(NULL);
+	pgrl_ledger_clear();
+	pgrl_catalog_clear();
+	pgrl_discard_leases(NULL);
 	pgrl_forget_all_instances();
 }
 
@@ -613,17 +415,14 @@ pgrl_clear_shared_state(void)
 static bool
 pgrl_apply_config(RlConfigSnapshot *snap, bool full)
 {
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	apply_failure = NULL;
 	if (full)
 		pgrl_clear_shared_state();
-	pgrl_apply_models(snap);
-	pgrl_apply_job_types(snap);
-	pgrl_apply_share_config();
+	pgrl_apply_snapshot(snap);
 	if (full && snap->state != NULL)
-		pgrl_restore_state(snap->state);
-	if (snap->resync_seen > pgrl_state->resync_applied)
-		pgrl_state->resync_applied = snap->resync_seen;
-	pgrl_state->config_generation++;
+		pgrl_restore_saved_state(snap->state);
+	pgrl_config_applied(snap->resync_seen);
 	/* limits may have grown, models may be gone: waiters look again */
 	pgrl_wake_all_waiters();
 	pgrl_wake_worker();
@@ -664,22 +463,21 @@ pgrl_load(bool full)
 		bool		applied;
 		bool		done;
 
-		LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
-		generation = pgrl_state->config_generation;
+		pgrl_config_lock(LW_SHARED);
+		generation = pgrl_config_generation();
 		/* someone else loaded it, or answered the resync */
-		done = full ? pgrl_state->config_loaded :
-			pgrl_state->resync_applied >= pg_atomic_read_u64(&pgrl_state->resync_requested);
-		LWLockRelease(&pgrl_state->config_lock);
+		done = full ? pgrl_config_loaded() : !pgrl_config_resync_pending();
+		pgrl_config_unlock();
 		if (done)
 			break;
 
 		snap = pgrl_read_config(context, full);
 
-		LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
-		applied = pgrl_state->config_generation == generation;
+		pgrl_config_lock(LW_EXCLUSIVE);
+		applied = pgrl_config_generation() == generation;
 		if (applied)
-			pgrl_state->config_loaded = pgrl_apply_config(snap, full);
-		LWLockRelease(&pgrl_state->config_lock);
+			pgrl_config_set_loaded(pgrl_apply_config(snap, full));
+		pgrl_config_unlock();
 		if (applied)
 		{
 			pgrl_report_apply(snap, full);
@@ -704,8 +502,7 @@ pgrl_resync_config(void)
 	Oid			schema;
 	Oid			owner;
 
-	if (!pgrl_state->config_loaded ||
-		pgrl_state->resync_applied >= pg_atomic_read_u64(&pgrl_state->resync_requested))
+	if (!pgrl_config_loaded() || !pgrl_config_resync_pending())
 		return;
 	if (!pgrl_extension_lookup(&extension_oid, &schema, &owner) ||
 		!ConditionalLockDatabaseObject(ExtensionRelationId, extension_oid, 0, ExclusiveLock))
@@ -728,12 +525,12 @@ pgrl_load_on_standby(void)
 	context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit standby load",
 									ALLOCSET_DEFAULT_SIZES);
 	snap = pgrl_read_config(context, true);
-	LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
+	pgrl_config_lock(LW_EXCLUSIVE);
 	/* promoted meanwhile, and loaded as a primary: that state is live */
-	applied = !pgrl_state->config_loaded;
+	applied = !pgrl_config_loaded();
 	if (applied)
 		(void) pgrl_apply_config(snap, true);
-	LWLockRelease(&pgrl_state->config_lock);
+	pgrl_config_unlock();
 	if (applied)
 		pgrl_report_apply(snap, true);
 	MemoryContextDelete(context);
@@ -745,10 +542,12 @@ pgrl_load_on_standby(void)
 
 /*
  * Make shared memory mirror the committed configuration before a caller
- * uses it: see the top of this file.
+ * uses it: see the top of this file.  After a start, a crash or a
+ * promotion (and on every call on a standby) this reads the tables and the
+ * saved state through SPI and restores it.
  */
 void
-pgrl_ensure_config_loaded(void)
+pgrl_config_load_if_needed(void)
 {
 	if (RecoveryInProgress())
 	{
@@ -756,7 +555,7 @@ pgrl_ensure_config_loaded(void)
 		return;
 	}
 	/* an unlocked peek: it only ever becomes true, but by a full load */
-	if (pgrl_state->config_loaded)
+	if (pgrl_config_loaded())
 		return;
 
 	/* Loading now would read this transaction's uncommitted changes */
@@ -826,7 +625,7 @@ pgrl_config_xact_callback(XactEvent event, void *arg)
 			pgrl_lock_configuration_for_commit();
 			/* make the last statement's changes visible to the read */
 			CommandCounterIncrement();
-			pending_config = pgrl_read_config(config_context, !pgrl_state->config_loaded);
+			pending_config = pgrl_read_config(config_context, !pgrl_config_loaded());
 			pgrl_check_ratio_sum(pending_config);
 			break;
 		case XACT_EVENT_COMMIT:
@@ -834,10 +633,10 @@ pgrl_config_xact_callback(XactEvent event, void *arg)
 			{
 				bool		full;
 
-				LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
-				full = !pgrl_state->config_loaded && pending_config->state != NULL;
-				pgrl_state->config_loaded = pgrl_apply_config(pending_config, full);
-				LWLockRelease(&pgrl_state->config_lock);
+				pgrl_config_lock(LW_EXCLUSIVE);
+				full = !pgrl_config_loaded() && pending_config->state != NULL;
+				pgrl_config_set_loaded(pgrl_apply_config(pending_config, full));
+				pgrl_config_unlock();
 				pgrl_report_apply(pending_config, full);
 			}
 			if (forget_instances_at_commit)
@@ -870,55 +669,29 @@ pgrl_install_config_callbacks(void)
 }
 
 /*
- * Note that this transaction changes the configuration, and wait for any
- * other transaction doing so to finish.
+ * A trigger saw this transaction change the configuration (rl_config_trigger):
+ * wait for any other transaction doing so to finish, and apply the tables
+ * at commit.
  */
-static void
-pgrl_mark_config_changed(void)
+void
+pgrl_config_changed_in_xact(void)
 {
-	pgrl_require_library();
 	pgrl_lock_configuration_for_commit();
 	pgrl_install_config_callbacks();
 	config_changed = true;
 }
 
 /*
- * Trigger on the configuration tables: row-level for INSERT, UPDATE and
- * DELETE (logical replication fires only those), statement-level for
- * TRUNCATE.  A row trigger passes its row through unchanged.
+ * The install script ran (rl_internal_resync): at commit, make shared
+ * memory mirror the (new, empty) tables and forget the instances of an
+ * earlier installation.
  */
-Datum
-rl_config_trigger(PG_FUNCTION_ARGS)
+void
+pgrl_config_reinstalled_in_xact(void)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("rl_config_trigger must be called as a trigger")));
-	pgrl_mark_config_changed();
-	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
-		PG_RETURN_POINTER(NULL);
-	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
-		PG_RETURN_POINTER(trigdata->tg_newtuple);
-	PG_RETURN_POINTER(trigdata->tg_trigtuple);
-}
-
-/*
- * Called by the install script: at commit, make shared memory mirror the
- * (new, empty) tables and forget the instances of an earlier installation.
- * Without the preloaded library there is nothing to do.
- */
-Datum
-rl_internal_resync(PG_FUNCTION_ARGS)
-{
-	if (pgrl_state != NULL)
-	{
-		config_extension_oid = InvalidOid;
-		pgrl_mark_config_changed();
-		forget_instances_at_commit = true;
-	}
-	PG_RETURN_VOID();
+	config_extension_oid = InvalidOid;
+	pgrl_config_changed_in_xact();
+	forget_instances_at_commit = true;
 }
 
 /* The configuration tables, as the worker last found them (worker only) */
@@ -1009,13 +782,4 @@ pgrl_check_config_triggers(void)
 		config_relation_changed = false;
 		pgrl_request_config_resync();
 	}
-}
-
-/* Called by the configuration functions: fail early without the library */
-PG_FUNCTION_INFO_V1(rl_internal_check);
-Datum
-rl_internal_check(PG_FUNCTION_ARGS)
-{
-	pgrl_require_library();
-	PG_RETURN_VOID();
 }

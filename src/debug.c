@@ -31,6 +31,7 @@
 
 #include "debug.h"
 #include "pg_ratelimit.h"
+#include "settings.h"
 
 /* The names of the points, indexed by RlPausePoint */
 static const char *const pause_point_names[] = {

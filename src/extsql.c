@@ -138,3 +138,28 @@ pgrl_extsql_query(const char *sql, const char *purpose)
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pg_ratelimit could not %s: %s", purpose, sql);
 }
+
+/*
+ * The number of a result column of the last query by name, for
+ * SPI_getbinval: reading by name keeps working whatever the order of the
+ * SELECT list.  Errors when the result has no such column.
+ */
+int
+pgrl_spi_column(TupleDesc desc, const char *name)
+{
+	int			column = SPI_fnumber(desc, name);
+
+	if (column <= 0)
+		elog(ERROR, "pg_ratelimit query result has no column \"%s\"", name);
+	return column;
+}
+
+/* A bigint (or timestamptz) column by number, or if_null when NULL */
+int64
+pgrl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
+{
+	bool		isnull;
+	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
+
+	return isnull ? if_null : DatumGetInt64(value);
+}

@@ -9,7 +9,8 @@
 #ifndef RL_EXTSQL_H
 #define RL_EXTSQL_H
 
-#include "postgres.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
 
 /* The only search_path the extension's own SQL ever runs with */
 #define RL_PINNED_SEARCH_PATH	"pg_catalog, pg_temp"
@@ -32,5 +33,7 @@ extern bool pgrl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner);
 extern bool pgrl_extsql_begin(RlExtSql *session, bool latest_snapshot);
 extern void pgrl_extsql_end(RlExtSql *session);
 extern void pgrl_extsql_query(const char *sql, const char *purpose);
+extern int	pgrl_spi_column(TupleDesc desc, const char *name);
+extern int64 pgrl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null);
 
 #endif							/* RL_EXTSQL_H */

@@ -15,14 +15,14 @@
  * So a lease keeps the index of its record (RlLease.role_slot), and giving
  * its count back needs no lock and no lookup.  When every record counts
  * leases, a new role's leases are not counted (role_slot -1), unless a cap
- * applies to it: then the request is refused.  roles_lock is taken after
- * config_lock and the lease partition locks, never before them, and
- * nothing else is taken under it.
+ * applies to it: then the request is refused.  roles_lock is taken only
+ * by an acquire before it looks at any model, and by a restore under
+ * config_lock; nothing else is taken under it.
  *
  * Session-bound leases: a backend keeps the ids of the leases it took with
- * session_bound => true in a local array and releases those still open in
- * a before_shmem_exit callback, which runs however the session ends
- * (disconnect, FATAL, pg_terminate_backend); they are never saved, so a
+ * session_bound => true in a local array; grant.c releases those still open
+ * in a before_shmem_exit callback, which runs however the session ends
+ * (disconnect, FATAL, pg_terminate_backend).  They are never saved, so a
  * restart does not bring them back.
  *
  *-------------------------------------------------------------------------
@@ -40,6 +40,7 @@
 #include "holders.h"
 #include "lease.h"
 #include "pg_ratelimit.h"
+#include "settings.h"
 
 /* Roles whose open leases are counted at once */
 #define RL_MAX_ROLES			4096
@@ -207,35 +208,12 @@ pgrl_role_lease_gone(const RlLease *lease)
 
 /*
  * Before the backend detaches from shared memory: give back the count of
- * an acquire an error interrupted, and release the session-bound leases
- * still open, each settled as a release without actual usage.
+ * an acquire an error interrupted.
  */
 static void
 pgrl_holders_exit(int code, Datum arg)
 {
-	int			released = 0;
-
-	/* a FATAL error may have left a lock held: ProcKill would free it */
-	LWLockReleaseAll();
 	pgrl_holders_end_acquire();
-	for (int i = 0; i < num_session_leases; i++)
-	{
-		RlLease		lease;
-
-		if (pgrl_take_session_lease(session_leases[i], MyProcPid, &lease))
-		{
-			RlUsage		no_usage;
-			RlSettlement result;
-
-			memset(&no_usage, 0, sizeof(no_usage));
-			pgrl_settle_lease(&lease, &no_usage, pgrl_now(), &result);
-			released++;
-		}
-	}
-	num_session_leases = 0;
-	if (released > 0)
-		elog(DEBUG1, "pg_ratelimit released %d session-bound leases at backend exit",
-			 released);
 }
 
 /* An acquire that errors gives its role count back with its (sub)transaction */
@@ -334,6 +312,18 @@ pgrl_holders_end_acquire(void)
 	if (role_reserved)
 		pg_atomic_fetch_sub_u32(&roles->records[reserved_slot].open, 1);
 	role_reserved = false;
+}
+
+/*
+ * The session-bound leases this backend took and may still hold (some may
+ * have been released or expired since): *ids points at them, until the
+ * next call here.  Their releasing is grant.c's, at backend exit.
+ */
+int
+pgrl_session_leases(const int64 **ids)
+{
+	*ids = session_leases;
+	return num_session_leases;
 }
 
 /* A session-bound lease of this backend was released */

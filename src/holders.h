@@ -8,6 +8,7 @@
 #ifndef RL_HOLDERS_H
 #define RL_HOLDERS_H
 
+#include "lease.h"
 #include "pg_ratelimit.h"
 
 /* pgrl_role_lease_add() refusals */
@@ -22,5 +23,6 @@ extern int	pgrl_holders_start_acquire(bool session_bound);
 extern void pgrl_holders_granted(int64 lease_id, bool session_bound);
 extern void pgrl_holders_end_acquire(void);
 extern void pgrl_session_lease_forget(int64 lease_id);
+extern int	pgrl_session_leases(const int64 **ids);
 
 #endif							/* RL_HOLDERS_H */

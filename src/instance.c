@@ -23,7 +23,7 @@
  *
  * Locking: instances_lock protects the instance array and the name index.
  * It is taken after config_lock and never while a model lock or a lease
- * partition lock is held.  The in-flight counters are atomics.  Two version
+ * partition lock is held; nothing is taken under it.  The in-flight counters are atomics.  Two version
  * counters (atomics) tell the worker when the live set changed (for NOTIFY
  * rl_allocation) and when anything needs saving.
  *
@@ -37,23 +37,17 @@
 #include "storage/shmem.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "admission.h"
+#include "catalog.h"
 #include "instance.h"
-#include "lease.h"
+#include "limits.h"
+#include "names.h"
 #include "pg_ratelimit.h"
-#include "share.h"
+#include "settings.h"
 #include "wait.h"
-#include "worker.h"
 
-PG_FUNCTION_INFO_V1(rl_heartbeat);
-PG_FUNCTION_INFO_V1(rl_unregister);
-PG_FUNCTION_INFO_V1(rl_instances_internal);
-PG_FUNCTION_INFO_V1(rl_allocation_internal);
-
-/* pool_slots of a model none of whose limits the estimates consume */
-#define RL_UNLIMITED_POOL_SLOTS		100
 
 typedef struct RlInstance
 {
@@ -93,16 +87,15 @@ pgrl_instances_shmem_size(void)
 								mul_size(pgrl_max_instances, sizeof(RlInstance)));
 
 	size = add_size(MAXALIGN(size), MAXALIGN(pgrl_memory_matrix_size()));
-	return add_size(size, hash_estimate_size(pgrl_max_instances, sizeof(RlNameEntry)));
+	return add_size(size, pgrl_name_index_size(pgrl_max_instances));
 }
 
 /* Create or attach; caller holds AddinShmemInitLock */
 void
-pgrl_instances_shmem_init(bool unused)
+pgrl_instances_shmem_init(int tranche_id)
 {
 	bool		found;
 	bool		found_memory;
-	HASHCTL		info;
 
 	table = ShmemInitStruct("pg_ratelimit instances",
 							add_size(offsetof(RlInstanceTable, instances),
@@ -112,17 +105,14 @@ pgrl_instances_shmem_init(bool unused)
 									   pgrl_memory_matrix_size(), &found_memory);
 	if (!found)
 	{
-		LWLockInitialize(&table->instances_lock, pgrl_state->tranche_id);
+		LWLockInitialize(&table->instances_lock, tranche_id);
 		pg_atomic_init_u64(&table->membership_version, 0);
 		pg_atomic_init_u64(&table->heartbeat_version, 0);
 		memset(table->instances, 0, mul_size(pgrl_max_instances, sizeof(RlInstance)));
 		for (Size i = 0; i < (Size) pgrl_max_instances * pgrl_max_job_types; i++)
 			pg_atomic_init_u32(&memory_in_flight[i], 0);
 	}
-	info.keysize = RL_NAME_MAX_LEN + 1;
-	info.entrysize = sizeof(RlNameEntry);
-	instance_index = ShmemInitHash("pg_ratelimit instance index", pgrl_max_instances,
-								   pgrl_max_instances, &info, HASH_ELEM | HASH_STRINGS);
+	instance_index = pgrl_name_index_init("pg_ratelimit instance index", pgrl_max_instances);
 }
 
 static pg_atomic_uint32 *
@@ -212,10 +202,8 @@ pgrl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 					 TimestampTz registered_at, Oid role, int role_cap,
 					 Oid allowed_owner, Oid *owner, bool *joined)
 {
-	int			slot = pgrl_lookup_slot(instance_index, name);
+	int			slot = pgrl_name_index_find(instance_index, name);
 	RlInstance *instance;
-	RlNameEntry *entry;
-	char		key[RL_NAME_MAX_LEN + 1];
 
 	*joined = false;
 	if (slot >= 0 && !pgrl_instance_owned(&table->instances[slot], role, allowed_owner))
@@ -229,7 +217,8 @@ pgrl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 			return RL_ROLE_INSTANCES_FULL;
 		for (slot = 0; slot < pgrl_max_instances && table->instances[slot].in_use; slot++)
 			;
-		if (slot == pgrl_max_instances)
+		if (slot == pgrl_max_instances ||
+			!pgrl_name_index_insert(instance_index, name, slot))
 			return RL_INSTANCES_FULL;
 		instance = &table->instances[slot];
 		instance->in_use = true;
@@ -239,10 +228,6 @@ pgrl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 		instance->role = role;
 		for (int j = 0; j < pgrl_max_job_types; j++)
 			pg_atomic_write_u32(pgrl_memory_counter(slot, j), 0);
-		memset(key, 0, sizeof(key));
-		strlcpy(key, name, sizeof(key));
-		entry = hash_search(instance_index, key, HASH_ENTER, NULL);
-		entry->slot = slot;
 		*joined = true;
 	}
 	instance = &table->instances[slot];
@@ -286,7 +271,7 @@ pgrl_check_instance_privilege(const char *name)
 	if (name[0] == '\0')
 		return;
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	slot = pgrl_lookup_slot(instance_index, name);
+	slot = pgrl_name_index_find(instance_index, name);
 	if (slot >= 0 && !pgrl_instance_owned(&table->instances[slot], GetUserId(), InvalidOid))
 		owner = table->instances[slot].role;
 	LWLockRelease(&table->instances_lock);
@@ -300,20 +285,17 @@ pgrl_forget_instance(int slot)
 {
 	RlInstance *instance = &table->instances[slot];
 
-	hash_search(instance_index, instance->name, HASH_REMOVE, NULL);
+	pgrl_name_index_remove(instance_index, instance->name);
 	instance->in_use = false;
 }
 
 /*
- * rl_heartbeat(instance, memory_kb) RETURNS integer: register or refresh an
- * instance; returns the number of live instances.
+ * Register or refresh an instance for the current role (rl_heartbeat);
+ * memory_kb -1 when not reported.  Returns the number of live instances.
  */
-Datum
-rl_heartbeat(PG_FUNCTION_ARGS)
+int
+pgrl_instance_heartbeat(const char *name, int64 memory_kb, TimestampTz now)
 {
-	char		name[RL_NAME_MAX_LEN + 1];
-	int64		memory_kb = -1;
-	TimestampTz now;
 	bool		joined;
 	int			live;
 	int			slot;
@@ -321,19 +303,6 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 	int			role_cap = pgrl_max_instances_per_role;
 	Oid			allowed_owner = InvalidOid;
 
-	pgrl_require_primary("register instances");
-	pgrl_require_ready();
-	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
-	if (!PG_ARGISNULL(1))
-	{
-		memory_kb = PG_GETARG_INT64(1);
-		if (memory_kb < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("memory_kb must not be negative")));
-	}
-
-	now = pgrl_now();
 	for (;;)
 	{
 		Oid			owner;
@@ -377,14 +346,14 @@ rl_heartbeat(PG_FUNCTION_ARGS)
 		pg_atomic_fetch_add_u64(&table->membership_version, 1);
 		pgrl_wake_worker();
 	}
-	PG_RETURN_INT32(live);
+	return live;
 }
 
 /*
- * Drop an instance and expire its open leases.  Returns false when no such
- * instance is registered.
+ * Drop an instance (rl_unregister); the caller expires its open leases.
+ * Returns false when no such instance is registered.
  */
-static bool
+bool
 pgrl_drop_instance(const char *name)
 {
 	int			slot;
@@ -395,7 +364,7 @@ pgrl_drop_instance(const char *name)
 		Oid			owner = InvalidOid;
 
 		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-		slot = pgrl_lookup_slot(instance_index, name);
+		slot = pgrl_name_index_find(instance_index, name);
 		if (slot >= 0 &&
 			!pgrl_instance_owned(&table->instances[slot], GetUserId(), allowed_owner))
 			owner = table->instances[slot].role;
@@ -409,9 +378,9 @@ pgrl_drop_instance(const char *name)
 	}
 	if (slot < 0)
 		return false;
-	pgrl_expire_instance_leases(name);
 	pg_atomic_fetch_add_u64(&table->membership_version, 1);
 	pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
+	pgrl_wake_worker();
 	return true;
 }
 
@@ -432,36 +401,24 @@ pgrl_forget_all_instances(void)
 }
 
 /*
- * rl_unregister(instance): the instance leaves now; its open leases are
- * expired.  Unregistering an instance that is not registered does nothing,
- * so it is safe to retry.
- */
-Datum
-rl_unregister(PG_FUNCTION_ARGS)
-{
-	char		name[RL_NAME_MAX_LEN + 1];
-
-	pgrl_require_primary("unregister instances");
-	pgrl_require_ready();
-	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
-	if (pgrl_drop_instance(name))
-		pgrl_wake_worker();
-	PG_RETURN_VOID();
-}
-
-/*
- * Drop every instance whose last heartbeat is older than the timeout, with
- * its leases.  Returns when the next live instance goes stale (limiter's
+ * Drop every instance whose last heartbeat is older than the timeout.
+ * Returns how many were dropped, their names in *names (RL_NAME_MAX_LEN + 1
+ * bytes apart, valid until the next call): the caller expires their
+ * leases.  Sets *next to when the next live instance goes stale (limiter's
  * clock), or DT_NOEND.  Worker only.
  */
-TimestampTz
-pgrl_drop_stale_instances(TimestampTz now)
+int
+pgrl_drop_stale_instances(TimestampTz now, const char **names, TimestampTz *next)
 {
-	char	   *stale = NULL;
+	static char *stale = NULL;	/* no allocation under instances_lock */
 	int			num_stale = 0;
-	TimestampTz next = DT_NOEND;
+	int			num_dropped = 0;
 	int64		timeout = (int64) pgrl_instance_timeout_s * USECS_PER_SEC;
 
+	if (stale == NULL)
+		stale = MemoryContextAlloc(TopMemoryContext,
+								   (Size) (RL_NAME_MAX_LEN + 1) * pgrl_max_instances);
+	*next = DT_NOEND;
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
 	for (int i = 0; i < pgrl_max_instances; i++)
 	{
@@ -470,42 +427,40 @@ pgrl_drop_stale_instances(TimestampTz now)
 		if (!instance->in_use)
 			continue;
 		if (pgrl_is_live(instance, now))
-			next = Min(next, instance->last_heartbeat + timeout);
+			*next = Min(*next, instance->last_heartbeat + timeout);
 		else
-		{
-			if (stale == NULL)
-				stale = palloc(sizeof(char) * (RL_NAME_MAX_LEN + 1) * pgrl_max_instances);
-			strlcpy(stale + num_stale * (RL_NAME_MAX_LEN + 1), instance->name,
+			strlcpy(stale + (Size) num_stale++ * (RL_NAME_MAX_LEN + 1), instance->name,
 					RL_NAME_MAX_LEN + 1);
-			num_stale++;
-		}
 	}
 	LWLockRelease(&table->instances_lock);
 
 	for (int i = 0; i < num_stale; i++)
 	{
-		const char *name = stale + i * (RL_NAME_MAX_LEN + 1);
+		const char *name = stale + (Size) i * (RL_NAME_MAX_LEN + 1);
+		int			slot;
 		bool		dropped;
 
 		/* it may have sent a heartbeat since: look again under the lock */
 		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
-		{
-			int			slot = pgrl_lookup_slot(instance_index, name);
-
-			dropped = slot >= 0 && !pgrl_is_live(&table->instances[slot], now);
-			if (dropped)
-				pgrl_forget_instance(slot);
-		}
+		slot = pgrl_name_index_find(instance_index, name);
+		dropped = slot >= 0 && !pgrl_is_live(&table->instances[slot], now);
+		if (dropped)
+			pgrl_forget_instance(slot);
 		LWLockRelease(&table->instances_lock);
 		if (!dropped)
 			continue;
-		pgrl_expire_instance_leases(name);
+		/* keep the dropped ones first */
+		if (num_dropped != i)
+			memmove(stale + (Size) num_dropped * (RL_NAME_MAX_LEN + 1), name,
+					RL_NAME_MAX_LEN + 1);
+		num_dropped++;
 		pg_atomic_fetch_add_u64(&table->membership_version, 1);
 		pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
 		elog(LOG, "pg_ratelimit dropped instance \"%s\": no heartbeat for %d s",
 			 name, pgrl_instance_timeout_s);
 	}
-	return next;
+	*names = stale;
+	return num_dropped;
 }
 
 /*
@@ -517,14 +472,14 @@ void
 pgrl_memory_cap(const char *name, int job_type_slot, RlMemoryCap *cap)
 {
 	int			slot;
-	RlJobType  *job_type = job_type_slot >= 0 ? &pgrl_job_types[job_type_slot] : NULL;
+	const RlJobType *job_type = job_type_slot >= 0 ? pgrl_job_type(job_type_slot) : NULL;
 
 	memset(cap, 0, sizeof(*cap));
 	cap->instance_slot = -1;
 	if (name[0] == '\0')
 		return;
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	slot = pgrl_lookup_slot(instance_index, name);
+	slot = pgrl_name_index_find(instance_index, name);
 	if (slot >= 0)
 	{
 		RlInstance *instance = &table->instances[slot];
@@ -640,203 +595,11 @@ pgrl_restore_instance_lease(RlLease *lease)
 	}
 }
 
-/* Open leases of one instance, for rl_instances */
-typedef struct RlLeaseCount
+/* Is a listed instance live at now?  The same rule as for the table. */
+bool
+pgrl_instance_info_live(const RlInstanceInfo *info, TimestampTz now)
 {
-	char		instance[RL_NAME_MAX_LEN + 1];	/* hash key: must be first */
-	int64		leases;
-} RlLeaseCount;
-
-/* rl_instances_internal(): one row per registered instance */
-Datum
-rl_instances_internal(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	RlInstanceInfo *instances;
-	RlLeaseWalk walk;
-	RlLeaseBatch batch;
-	int			num_instances;
-	TimestampTz now;
-	HASHCTL		info;
-	HTAB	   *held;
-
-	pgrl_require_ready();
-	InitMaterializedSRF(fcinfo, 0);
-	now = pgrl_now();
-	num_instances = pgrl_copy_instances(&instances);
-
-	/* open leases per instance name, counted in one walk (a batch at a time) */
-	info.keysize = RL_NAME_MAX_LEN + 1;
-	info.entrysize = sizeof(RlLeaseCount);
-	info.hcxt = CurrentMemoryContext;
-	held = hash_create("pg_ratelimit leases per instance", Max(num_instances, 16), &info,
-					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	/* only registered instances are counted: the hash stays that small */
-	for (int i = 0; i < num_instances; i++)
-		((RlLeaseCount *) hash_search(held, instances[i].name, HASH_ENTER, NULL))->leases = 0;
-	memset(&batch, 0, sizeof(batch));
-	pgrl_lease_walk_begin(&walk);
-	while (pgrl_lease_walk_next(&walk, &batch))
-	{
-		for (int l = 0; l < batch.count; l++)
-		{
-			RlLeaseCount *count;
-
-			if (batch.leases[l].instance[0] == '\0')
-				continue;
-			count = hash_search(held, batch.leases[l].instance, HASH_FIND, NULL);
-			if (count)
-				count->leases++;
-		}
-	}
-
-	for (int i = 0; i < num_instances; i++)
-	{
-		Datum		values[7];
-		bool		nulls[7] = {false, false, false, false, false, false, false};
-		RlLeaseCount *count = hash_search(held, instances[i].name, HASH_FIND, NULL);
-		char	   *role = OidIsValid(instances[i].role) ?
-			GetUserNameFromId(instances[i].role, true) : NULL;
-
-		values[0] = CStringGetTextDatum(instances[i].name);
-		values[1] = TimestampTzGetDatum(instances[i].registered_at);
-		values[2] = TimestampTzGetDatum(instances[i].last_heartbeat);
-		values[3] = Int64GetDatum(instances[i].memory_kb);
-		nulls[3] = instances[i].memory_kb < 0;
-		values[4] = BoolGetDatum(now - instances[i].last_heartbeat <
-								 (int64) pgrl_instance_timeout_s * USECS_PER_SEC);
-		values[5] = Int64GetDatum(count ? count->leases : 0);
-		values[6] = role ? CStringGetTextDatum(role) : (Datum) 0;
-		nulls[6] = role == NULL;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	hash_destroy(held);
-	return (Datum) 0;
-}
-
-/*
- * An instance's part of each limit of a model: the limit split among the n
- * live instances exactly, floor(limit / n) each and one more unit for each
- * of the first limit mod n instances in rank order, so that the parts add
- * up to the limit.  RL_UNLIMITED where the model has no limit.
- */
-static void
-pgrl_instance_part(const RlModel *model, int n, int rank, int64 *part)
-{
-	for (int d = 0; d < RL_NUM_DIMS; d++)
-	{
-		int64		limit = model->limit[d];
-
-		part[d] = limit == RL_UNLIMITED ? RL_UNLIMITED :
-			limit / n + (rank < limit % n ? 1 : 0);
-	}
-}
-
-/*
- * pool_slots of one instance: the minimum over the limits of
- * floor(part / mean estimate), ties toward the longer window;
- * RL_UNLIMITED_POOL_SLOTS when no limit applies.  Sets *limited_by (or -1).
- */
-static int64
-pgrl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *limited_by)
-{
-	int64		pool = -1;
-
-	*limited_by = -1;
-	for (int d = 0; d < RL_NUM_DIMS; d++)
-	{
-		int64		estimate = pgrl_dimension_amount(d, avg_tokens, avg_requests);
-		int64		fit;
-
-		if (part[d] == RL_UNLIMITED || estimate <= 0)
-			continue;
-		fit = part[d] / estimate;
-		/* dimensions come longest window first: a tie keeps the earlier */
-		if (pool < 0 || fit < pool)
-		{
-			pool = fit;
-			*limited_by = d;
-		}
-	}
-	return pool < 0 ? RL_UNLIMITED_POOL_SLOTS : pool;
-}
-
-/*
- * The ratio part of a job type's slots on one instance:
- * min(floor(floor(part x ratio) / estimate) over the limits,
- * floor(pool_slots x ratio)), ties toward the longer window.
- */
-static int64
-pgrl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
-				  int64 pool, int pool_limited_by, int *limited_by)
-{
-	int64		slots = pgrl_job_type_fit(part, job_type, ratio, limited_by);
-	int64		from_pool = pgrl_share_of(pool, ratio);
-
-	/* the pool's part, ranked by the window that limits the pool */
-	if (slots < 0 || from_pool < slots ||
-		(from_pool == slots && pool_limited_by >= 0 && pool_limited_by < *limited_by))
-	{
-		slots = from_pool;
-		*limited_by = pool_limited_by;
-	}
-	return slots;
-}
-
-/*
- * want, capped by the jobs of the type an instance's memory holds
- * (floor(memory_kb x configured ratio / est_memory_kb)) when it reported
- * memory; *limited_by says 'memory' when the cap decides.
- */
-static int64
-pgrl_memory_slots(const RlJobType *job_type, int64 memory_kb, int64 want, int *limited_by)
-{
-	int64		memory_slots;
-
-	if (memory_kb < 0 || job_type->est_memory_kb <= 0)
-		return want;
-	memory_slots = pgrl_share_of(memory_kb, job_type->base_ratio) / job_type->est_memory_kb;
-	if (memory_slots >= want)
-		return want;
-	*limited_by = RL_LIMITED_BY_MEMORY;
-	return memory_slots;
-}
-
-/*
- * Take up to want jobs of a job type from what is left of an instance's
- * part of the limits (left, per dimension; RL_UNLIMITED where none);
- * returns how many fit.  When fewer than want fit, *limited_by names the
- * first limit that ran out.
- */
-static int64
-pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_by)
-{
-	int64		got = Max(want, 0);
-
-	for (int d = 0; d < RL_NUM_DIMS; d++)
-	{
-		int64		estimate = pgrl_dimension_amount(d, job_type->est_tokens,
-												   job_type->est_requests);
-
-		if (left[d] == RL_UNLIMITED || estimate <= 0 || left[d] / estimate >= got)
-			continue;
-		got = left[d] / estimate;
-		*limited_by = d;
-	}
-	for (int d = 0; d < RL_NUM_DIMS; d++)
-		if (left[d] != RL_UNLIMITED)
-			left[d] -= got * pgrl_dimension_amount(d, job_type->est_tokens,
-												 job_type->est_requests);
-	return got;
-}
-
-static Datum
-pgrl_limited_by_datum(int limited_by, bool *isnull)
-{
-	*isnull = limited_by < 0;
-	if (limited_by < 0)
-		return (Datum) 0;
-	return CStringGetTextDatum(pgrl_dimension_names[limited_by]);
+	return now - info->last_heartbeat < (int64) pgrl_instance_timeout_s * USECS_PER_SEC;
 }
 
 /* Does instance a come before instance b in rank order? */
@@ -849,177 +612,35 @@ pgrl_ranks_before(const RlInstance *a, const RlInstance *b)
 }
 
 /*
- * rl_allocation_internal(instance): per model, the pool (job_type NULL) and
- * each job type's slots for one of the live instances.
- *
- * The slots of all live instances together never exceed any limit of a
- * model: each instance gets its part of every limit (pgrl_instance_part; the
- * parts add up to the limit), and the jobs its slots stand for never take
- * more than its part.  Within the part, each job type gets its ratio's
- * share (floored), and then, from what those shares leave, the jobs that
- * ratelimit.min_job_type_slots guarantees, as far as they fit: the job
- * types are served in name order, starting at a different one on each
- * instance (the instance of rank r starts at the (r mod J)-th of the J job
- * types), so that over the instances every job type gets some.  A job type
- * with no slot on an instance (or a pool of 0) is to be admitted centrally,
- * with rl_acquire: the admission column says so.  Rank is the order of the
- * live instances by registered_at, then name.
+ * For rl_allocation: how many instances are live (*live), the rank of the
+ * named one among them by registered_at, then name (*rank, from 0), and
+ * the memory it reported (*memory_kb, -1 when none).  False when it is not
+ * registered or not live.
  */
-Datum
-rl_allocation_internal(PG_FUNCTION_ARGS)
+bool
+pgrl_instance_rank(const char *name, TimestampTz now, int *live, int *rank,
+				   int64 *memory_kb)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char		name[RL_NAME_MAX_LEN + 1];
-	TimestampTz now;
 	int			slot;
-	int			n = 0;
-	int			rank = 0;
-	int64		memory_kb;
-	int128		sum_tokens = 0; /* of up to max_job_types bigints: no overflow */
-	int64		sum_requests = 0;
-	int			num_job_types = 0;
-	int64		avg_tokens;
-	int32		avg_requests;
-	int		   *job_type_slots;
-	RlJobType  *job_types;
-	double	   *ratios;
-	int64	   *slots;
-	int		   *limited_by;
 
-	pgrl_require_ready();
-	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
-	InitMaterializedSRF(fcinfo, 0);
-	now = pgrl_now();
-
+	*live = 0;
+	*rank = 0;
 	LWLockAcquire(&table->instances_lock, LW_SHARED);
-	slot = pgrl_lookup_slot(instance_index, name);
+	slot = pgrl_name_index_find(instance_index, name);
 	if (slot < 0 || !pgrl_is_live(&table->instances[slot], now))
 	{
 		LWLockRelease(&table->instances_lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("instance \"%s\" is not registered", name),
-				 errhint("Call rl_heartbeat('%s') first, and again more often than ratelimit.instance_timeout (%d s).",
-						 name, pgrl_instance_timeout_s)));
+		return false;
 	}
-	memory_kb = table->instances[slot].memory_kb;
-	/* the live instances, and our rank among them */
+	*memory_kb = table->instances[slot].memory_kb;
 	for (int i = 0; i < pgrl_max_instances; i++)
 	{
 		if (!pgrl_is_live(&table->instances[i], now))
 			continue;
-		n++;
+		(*live)++;
 		if (pgrl_ranks_before(&table->instances[i], &table->instances[slot]))
-			rank++;
+			(*rank)++;
 	}
 	LWLockRelease(&table->instances_lock);
-
-	job_type_slots = palloc(sizeof(int) * pgrl_max_job_types);
-	job_types = palloc(sizeof(RlJobType) * pgrl_max_job_types);
-	ratios = palloc(sizeof(double) * pgrl_max_job_types);
-	slots = palloc(sizeof(int64) * pgrl_max_job_types);
-	limited_by = palloc(sizeof(int) * pgrl_max_job_types);
-
-	/*
-	 * Copies of the job types, and of each model under its lock: the rows
-	 * go to the tuplestore, which may write a file (and fail), with no lock
-	 * held.
-	 */
-	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
-	memcpy(job_types, pgrl_job_types, sizeof(RlJobType) * pgrl_max_job_types);
-	LWLockRelease(&pgrl_state->config_lock);
-	for (int j = 0; j < pgrl_max_job_types; j++)
-	{
-		if (!job_types[j].in_use)
-			continue;
-		sum_tokens += job_types[j].est_tokens;
-		sum_requests += job_types[j].est_requests;
-		job_type_slots[num_job_types++] = j;
-	}
-	/* in name order: the order the minimum slots go round in */
-	for (int k = 1; k < num_job_types; k++)
-		for (int i = k; i > 0 && strcmp(job_types[job_type_slots[i - 1]].name,
-										job_types[job_type_slots[i]].name) > 0; i--)
-		{
-			int			swap = job_type_slots[i];
-
-			job_type_slots[i] = job_type_slots[i - 1];
-			job_type_slots[i - 1] = swap;
-		}
-	/* the floored mean estimate; without job types, an acquire's default */
-	avg_tokens = num_job_types > 0 ? (int64) (sum_tokens / num_job_types) : 0;
-	avg_requests = num_job_types > 0 ? (int32) (sum_requests / num_job_types) : 1;
-
-	for (int m = 0; m < pgrl_max_models; m++)
-	{
-		RlModel    *model = &pgrl_models[m];
-		RlModel		copy;
-		int64		part[RL_NUM_DIMS];
-		int64		left[RL_NUM_DIMS];
-		int64		pool;
-		int			pool_limited_by;
-		Datum		values[7];
-		bool		nulls[7] = {false, false, false, false, false, false, false};
-
-		LWLockAcquire(&model->lock, LW_SHARED);
-		memcpy(&copy, model, sizeof(RlModel));
-		for (int k = 0; k < num_job_types && copy.in_use; k++)
-			ratios[k] = pgrl_share(m, job_type_slots[k])->ratio;
-		LWLockRelease(&model->lock);
-		if (!copy.in_use)
-			continue;
-
-		pgrl_instance_part(&copy, n, rank, part);
-		pool = pgrl_pool_slots(part, avg_tokens, avg_requests, &pool_limited_by);
-		values[0] = CStringGetTextDatum(copy.name);
-		nulls[1] = true;
-		values[2] = Int32GetDatum(n);
-		values[3] = Int64GetDatum(pool);
-		values[4] = Int64GetDatum(pool);
-		values[5] = pgrl_limited_by_datum(pool_limited_by, &nulls[5]);
-		values[6] = CStringGetTextDatum(pool > 0 ? "local" : "central");
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-
-		/*
-		 * Each job type's ratio share of the part, then what the minimum
-		 * slots add from what is left; a job type never takes more than is
-		 * left (ratios in force can sum to a hair above 1).
-		 */
-		memcpy(left, part, sizeof(left));
-		for (int k = 0; k < num_job_types; k++)
-		{
-			RlJobType  *job_type = &job_types[job_type_slots[k]];
-			int64		want = pgrl_job_type_slots(part, job_type, ratios[k], pool,
-												 pool_limited_by, &limited_by[k]);
-
-			slots[k] = pgrl_take_part(left, job_type, pgrl_memory_slots(job_type, memory_kb,
-																	want, &limited_by[k]),
-									&limited_by[k]);
-		}
-		for (int i = 0; i < num_job_types; i++)
-		{
-			/* a different job type first on each instance */
-			int			k = (rank + i) % num_job_types;
-			RlJobType  *job_type = &job_types[job_type_slots[k]];
-			int			ignored;
-			int64		want;
-
-			if (slots[k] >= pgrl_min_job_type_slots)
-				continue;
-			want = pgrl_memory_slots(job_type, memory_kb, pgrl_min_job_type_slots,
-								   &ignored) - slots[k];
-			slots[k] += pgrl_take_part(left, job_type, want, &ignored);
-		}
-
-		for (int k = 0; k < num_job_types; k++)
-		{
-			nulls[1] = false;
-			values[1] = CStringGetTextDatum(job_types[job_type_slots[k]].name);
-			values[4] = Int64GetDatum(slots[k]);
-			values[5] = pgrl_limited_by_datum(limited_by[k], &nulls[5]);
-			values[6] = CStringGetTextDatum(slots[k] > 0 ? "local" : "central");
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
-	}
-	return (Datum) 0;
+	return true;
 }

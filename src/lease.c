@@ -4,7 +4,7 @@
  *		The lease table: inserting, taking, expiring and settling leases, and
  *		what the worker needs to save them.
  *
- * A lease lives in the partitioned shared hash pgrl_lease_table, keyed by its
+ * A lease lives in the partitioned shared hash lease_table, keyed by its
  * id.  Whoever removes a lease from the table settles it, so a lease is
  * settled exactly once: release settles it with actual usage, the expiry
  * sweep frees its concurrency slot and keeps its window reservation, and
@@ -54,6 +54,8 @@
 #include "access/xact.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/acl.h"
@@ -61,16 +63,11 @@
 #include "utils/fmgrprotos.h"
 #include "utils/numeric.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
-#include "admission.h"
-#include "holders.h"
-#include "instance.h"
 #include "lease.h"
-#include "mark.h"
 #include "pg_ratelimit.h"
-#include "share.h"
-#include "wait.h"
-#include "worker.h"
+#include "settings.h"
 
 #define RL_SIGN_BIT		(UINT64CONST(1) << 63)
 
@@ -100,9 +97,21 @@ typedef union RlLeasePartitionPadded
 /* What the lease table keeps besides the leases */
 typedef struct RlLeaseBook
 {
-	pg_atomic_uint64 sweep_generation;	/* odd while a sweep runs; read on
-										 * every call, apart from the lists */
-	char		pad[PG_CACHE_LINE_SIZE - sizeof(pg_atomic_uint64)];
+	LWLock		sweep_lock;		/* one sweep at a time */
+	LWLock		partition_locks[RL_LEASE_PARTITIONS];
+	char		pad_locks[PG_CACHE_LINE_SIZE];	/* lock words change on every call */
+
+	/* read on every call */
+	pg_atomic_uint64 sweep_generation;	/* odd while a sweep runs */
+	pg_atomic_uint64 earliest_expiry;	/* encoded, see the top of this file */
+	char		pad_hint[PG_CACHE_LINE_SIZE];
+
+	/* written on every acquire and release */
+	pg_atomic_uint64 next_lease_id;
+	pg_atomic_uint32 open_leases;	/* in the table, or about to be */
+	pg_atomic_uint64 lease_version; /* bumped by every change of the table */
+	char		pad_counters[PG_CACHE_LINE_SIZE];
+
 	RlLeasePartitionPadded partitions[RL_LEASE_PARTITIONS];
 
 	slock_t		gone_lock;		/* protects the rest */
@@ -118,18 +127,9 @@ typedef struct RlLeaseBook
 } RlLeaseBook;
 
 static RlLeaseBook *book = NULL;
+static HTAB *lease_table = NULL;
 
 static bool pgrl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease);
-
-/* A removing walk's batch: the leases it took out of the table */
-typedef struct RlTaken
-{
-	TimestampTz now;			/* the sweep's time, or ... */
-	const char *instance;		/* ... the instance whose leases go */
-	TimestampTz next_expiry;	/* of the leases the sweep left */
-	int			count;
-	RlLease		leases[RL_LEASE_BATCH];
-} RlTaken;
 
 /*
  * A walk's visitor: false when it has no room for this lease, which ends
@@ -163,7 +163,7 @@ pgrl_leases_shmem_size(void)
 
 /* Create or attach to the lease table; caller holds AddinShmemInitLock */
 void
-pgrl_leases_shmem_init(void)
+pgrl_leases_shmem_init(int tranche_id)
 {
 	HASHCTL		info;
 	bool		found;
@@ -171,7 +171,7 @@ pgrl_leases_shmem_init(void)
 	info.keysize = sizeof(int64);
 	info.entrysize = sizeof(RlLeaseEntry);
 	info.num_partitions = RL_LEASE_PARTITIONS;
-	pgrl_lease_table = ShmemInitHash("pg_ratelimit leases",
+	lease_table = ShmemInitHash("pg_ratelimit leases",
 								   pgrl_max_leases, pgrl_max_leases, &info,
 								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	book = ShmemInitStruct("pg_ratelimit lease book",
@@ -180,7 +180,19 @@ pgrl_leases_shmem_init(void)
 						   &found);
 	if (!found)
 	{
+		LWLockInitialize(&book->sweep_lock, tranche_id);
+		for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
+			LWLockInitialize(&book->partition_locks[i], tranche_id);
 		pg_atomic_init_u64(&book->sweep_generation, 0);
+		pg_atomic_init_u64(&book->earliest_expiry, PG_UINT64_MAX);
+
+		/*
+		 * Seed lease ids from the real clock so that ids handed out before a
+		 * restart are never handed out again after it.
+		 */
+		pg_atomic_init_u64(&book->next_lease_id, (uint64) GetCurrentTimestamp());
+		pg_atomic_init_u32(&book->open_leases, 0);
+		pg_atomic_init_u64(&book->lease_version, 0);
 		for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
 		{
 			RlLeasePartition *partition = &book->partitions[i].partition;
@@ -203,7 +215,7 @@ pgrl_leases_shmem_init(void)
 static int
 pgrl_lease_partition(int64 lease_id, uint32 *hashcode)
 {
-	*hashcode = get_hash_value(pgrl_lease_table, &lease_id);
+	*hashcode = get_hash_value(lease_table, &lease_id);
 	return *hashcode % RL_LEASE_PARTITIONS;
 }
 
@@ -211,21 +223,21 @@ static void
 pgrl_lock_all_partitions(LWLockMode mode)
 {
 	for (int i = 0; i < RL_LEASE_PARTITIONS; i++)
-		LWLockAcquire(&pgrl_state->lease_locks[i], mode);
+		LWLockAcquire(&book->partition_locks[i], mode);
 }
 
 static void
 pgrl_unlock_all_partitions(void)
 {
 	for (int i = RL_LEASE_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&pgrl_state->lease_locks[i]);
+		LWLockRelease(&book->partition_locks[i]);
 }
 
 /* Start a walk over the lease table (see the top of this file) */
 void
 pgrl_lease_walk_begin(RlLeaseWalk *walk)
 {
-	hash_seq_init(&walk->status, pgrl_lease_table);
+	hash_seq_init(&walk->status, lease_table);
 	walk->done = false;
 }
 
@@ -318,18 +330,18 @@ pgrl_lease_walk_next(RlLeaseWalk *walk, RlLeaseBatch *batch)
 TimestampTz
 pgrl_earliest_expiry(void)
 {
-	return pgrl_decode_time(pg_atomic_read_u64(&pgrl_state->earliest_expiry));
+	return pgrl_decode_time(pg_atomic_read_u64(&book->earliest_expiry));
 }
 
 /* Lower the earliest-expiry hint to cover a new lease */
-void
+static void
 pgrl_note_lease_expiry(TimestampTz expires_at)
 {
 	uint64		encoded = pgrl_encode_time(expires_at);
-	uint64		current = pg_atomic_read_u64(&pgrl_state->earliest_expiry);
+	uint64		current = pg_atomic_read_u64(&book->earliest_expiry);
 
 	while (encoded < current &&
-		   !pg_atomic_compare_exchange_u64(&pgrl_state->earliest_expiry,
+		   !pg_atomic_compare_exchange_u64(&book->earliest_expiry,
 										   &current, encoded))
 		;
 }
@@ -364,7 +376,7 @@ pgrl_remove_entry(RlLeaseEntry *entry, uint32 hashcode, bool note_gone)
 		dlist_delete(&entry->unsaved);
 	else if (note_gone && !entry->lease.session_bound)
 		pgrl_note_gone(lease_id);
-	hash_search_with_hash_value(pgrl_lease_table, &lease_id, hashcode, HASH_REMOVE, NULL);
+	hash_search_with_hash_value(lease_table, &lease_id, hashcode, HASH_REMOVE, NULL);
 }
 
 /*
@@ -376,13 +388,13 @@ pgrl_insert_lease(const RlLease *lease, bool saved)
 {
 	uint32		hashcode;
 	int			partition = pgrl_lease_partition(lease->lease_id, &hashcode);
-	LWLock	   *lock = &pgrl_state->lease_locks[partition];
+	LWLock	   *lock = &book->partition_locks[partition];
 	RlLeaseEntry *entry;
 	bool		found;
 	bool		stored;
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
-	entry = hash_search_with_hash_value(pgrl_lease_table, &lease->lease_id,
+	entry = hash_search_with_hash_value(lease_table, &lease->lease_id,
 										hashcode, HASH_ENTER_NULL, &found);
 	stored = entry != NULL && !found;
 	if (stored)
@@ -397,7 +409,7 @@ pgrl_insert_lease(const RlLease *lease, bool saved)
 	LWLockRelease(lock);
 	if (!stored)
 		return false;
-	pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
+	pg_atomic_fetch_add_u64(&book->lease_version, 1);
 	pgrl_note_lease_expiry(lease->expires_at);
 	return true;
 }
@@ -451,11 +463,11 @@ bool
 pgrl_lease_is_open(int64 lease_id)
 {
 	uint32		hashcode;
-	LWLock	   *partition = &pgrl_state->lease_locks[pgrl_lease_partition(lease_id, &hashcode)];
+	LWLock	   *partition = &book->partition_locks[pgrl_lease_partition(lease_id, &hashcode)];
 	bool		found;
 
 	LWLockAcquire(partition, LW_SHARED);
-	(void) hash_search_with_hash_value(pgrl_lease_table, &lease_id, hashcode,
+	(void) hash_search_with_hash_value(lease_table, &lease_id, hashcode,
 									   HASH_FIND, &found);
 	LWLockRelease(partition);
 	return found;
@@ -465,14 +477,14 @@ static bool
 pgrl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
 {
 	uint32		hashcode;
-	LWLock	   *partition = &pgrl_state->lease_locks[pgrl_lease_partition(lease_id, &hashcode)];
+	LWLock	   *partition = &book->partition_locks[pgrl_lease_partition(lease_id, &hashcode)];
 	RlLeaseEntry *entry;
 	bool		checked_role = false;
 
 	LWLockAcquire(partition, LW_EXCLUSIVE);
 	for (;;)
 	{
-		entry = hash_search_with_hash_value(pgrl_lease_table, &lease_id, hashcode,
+		entry = hash_search_with_hash_value(lease_table, &lease_id, hashcode,
 											HASH_FIND, NULL);
 		if (entry == NULL ||
 			(session_pid != 0 &&
@@ -503,110 +515,17 @@ pgrl_take_lease_checked(int64 lease_id, int session_pid, RlLease *lease)
 	*lease = entry->lease;
 	pgrl_remove_entry(entry, hashcode, true);
 	LWLockRelease(partition);
-	pgrl_instance_lease_gone(lease);
-	pgrl_role_lease_gone(lease);
-	pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, 1);
-	pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
+	pg_atomic_fetch_sub_u32(&book->open_leases, 1);
+	pg_atomic_fetch_add_u64(&book->lease_version, 1);
 	return true;
-}
-
-/*
- * An expired lease frees its concurrency slot and keeps its window
- * reservation.  Returns the model's generation matched (false when the
- * model was dropped meanwhile).
- */
-static bool
-pgrl_expire_lease(const RlLease *lease)
-{
-	RlModel    *model = &pgrl_models[lease->model_slot];
-	bool		known;
-	bool		waiters = false;
-	bool		notify = false;
-
-	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-	known = model->in_use && model->generation == lease->model_generation;
-	if (known)
-	{
-		RlShare    *share = pgrl_lease_share(lease);
-
-		pgrl_mark_free_slot(model, lease, pgrl_now());
-		if (share && share->used[RL_DIM_CONCURRENCY] > 0)
-		{
-			share->used[RL_DIM_CONCURRENCY]--;
-			share->version++;
-		}
-		model->expired++;
-		model->version++;
-		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
-		notify = pgrl_note_capacity_freed(model, RL_NOTIFY_RELEASE, pgrl_now());
-	}
-	LWLockRelease(&model->lock);
-	if (waiters)
-		pgrl_wake_waiters(lease->model_slot);
-	if (notify)
-		pgrl_wake_worker();
-	return known;
-}
-
-/*
- * Take a lease that is due (or of the instance) out of the table into the
- * batch; keep the earliest expiry of the others.
- */
-static bool
-pgrl_take_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
-{
-	RlTaken    *taken = (RlTaken *) arg;
-
-	/* of an instance: only leases taken while it was registered (it has an owner) */
-	if (taken->instance != NULL ?
-		entry->lease.instance_slot < 0 || strcmp(entry->lease.instance, taken->instance) != 0 :
-		entry->lease.expires_at > taken->now)
-	{
-		taken->next_expiry = Min(taken->next_expiry, entry->lease.expires_at);
-		return true;
-	}
-	if (taken->count == lengthof(taken->leases))
-		return false;
-	taken->leases[taken->count++] = entry->lease;
-	pgrl_instance_lease_gone(&entry->lease);
-	pgrl_role_lease_gone(&entry->lease);
-	pgrl_remove_entry(entry, get_hash_value(pgrl_lease_table, &entry->lease.lease_id), true);
-	return true;
-}
-
-/*
- * Walk the table and expire the leases that are due at taken->now, or those
- * of taken->instance, a batch at a time.  Returns how many.
- */
-static int
-pgrl_expire_taken(RlTaken *taken)
-{
-	RlLeaseWalk walk;
-	bool		more;
-	int			total = 0;
-
-	pgrl_lease_walk_begin(&walk);
-	do
-	{
-		taken->count = 0;
-		more = pgrl_walk_batch(&walk, LW_EXCLUSIVE, pgrl_take_visitor, taken);
-		if (taken->count == 0)
-			continue;
-		pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, taken->count);
-		pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
-		for (int i = 0; i < taken->count; i++)
-			pgrl_expire_lease(&taken->leases[i]);
-		total += taken->count;
-	} while (more);
-	return total;
 }
 
 /*
  * Can nothing be due at now?  True only when the hint says so and no sweep
  * ran while we read it (a sweep resets the hint first).
  */
-static bool
-pgrl_nothing_due(TimestampTz now)
+bool
+pgrl_leases_nothing_due(TimestampTz now)
 {
 	uint64		generation = pg_atomic_read_u64(&book->sweep_generation);
 	bool		nothing;
@@ -618,100 +537,180 @@ pgrl_nothing_due(TimestampTz now)
 		pg_atomic_read_u64(&book->sweep_generation) == generation;
 }
 
-/*
- * Expire every lease whose time is up at now.  When another backend is
- * sweeping, wait for it: it may have read an older time, and the caller
- * must not go on while a lease due at now still counts.
- */
-void
-pgrl_expire_due_leases(TimestampTz now)
+/* Does a removal take this lease? */
+static bool
+pgrl_removal_matches(const RlLeaseRemoval *removal, const RlLease *lease)
 {
-	RlTaken    *taken;
-	int			expired;
-
-	if (pgrl_nothing_due(now))
-		return;
-	taken = palloc(sizeof(RlTaken));
-	LWLockAcquire(&pgrl_state->sweep_lock, LW_EXCLUSIVE);
-	/* no sweep runs now: the hint holds, and says whether the last covered now */
-	if (now < pgrl_earliest_expiry())
+	switch (removal->what)
 	{
-		LWLockRelease(&pgrl_state->sweep_lock);
-		pfree(taken);
-		return;
+		case RL_REMOVE_DUE:
+			return lease->expires_at <= removal->now;
+		case RL_REMOVE_INSTANCE:
+			/* only leases taken while it was registered (they have an owner) */
+			return lease->instance_slot >= 0 &&
+				strcmp(lease->instance, removal->instance) == 0;
+		case RL_REMOVE_MODELS:
+			return removal->models[lease->model_slot];
+		case RL_REMOVE_ALL:
+			return true;
 	}
-
-	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
-	pg_atomic_write_u64(&pgrl_state->earliest_expiry, PG_UINT64_MAX);
-	taken->now = now;
-	taken->instance = NULL;
-	taken->next_expiry = DT_NOEND;
-	expired = pgrl_expire_taken(taken);
-	pgrl_note_lease_expiry(taken->next_expiry);
-	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
-	LWLockRelease(&pgrl_state->sweep_lock);
-
-	if (expired > 0)
-		elog(DEBUG1, "pg_ratelimit expired %d leases", expired);
-	pfree(taken);
+	return false;
 }
 
 /*
- * Discard the open leases of dropped models (dropped[slot]), or all of
- * them (dropped NULL: the saved table is then written anew).  Called while
- * applying a configuration change, with config_lock held exclusively, which
- * holds every acquire back anyway: one pass with every partition locked.
- * Must not fail.
+ * Take the leases a removal wants out of the table into its batch; keep
+ * the earliest expiry of the others.  All partitions are locked
+ * exclusively (pgrl_walk_batch): no allocation, no latch, no other lock.
+ */
+static bool
+pgrl_remove_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
+{
+	RlLeaseRemoval *removal = (RlLeaseRemoval *) arg;
+
+	if (!pgrl_removal_matches(removal, &entry->lease))
+	{
+		removal->next_expiry = Min(removal->next_expiry, entry->lease.expires_at);
+		return true;
+	}
+	if (removal->count == lengthof(removal->leases))
+		return false;
+	removal->leases[removal->count++] = entry->lease;
+	pgrl_remove_entry(entry, get_hash_value(lease_table, &entry->lease.lease_id),
+					  removal->what != RL_REMOVE_ALL);
+	return true;
+}
+
+/*
+ * Begin a removal of the leases of an instance (RL_REMOVE_INSTANCE, by
+ * name), of the models marked in models[slot] (RL_REMOVE_MODELS), or of
+ * all (RL_REMOVE_ALL: the saved table is then written anew).  Sweeps of
+ * due leases begin with pgrl_leases_sweep_begin instead.  The caller
+ * allocates the removal (it is large) before taking any lock.
  */
 void
-pgrl_remove_model_leases(const bool *dropped)
+pgrl_leases_removal_begin(RlLeaseRemoval *removal, RlLeaseRemove what,
+						  const char *instance, const bool *models)
 {
-	HASH_SEQ_STATUS scan;
-	RlLeaseEntry *entry;
-	uint32		removed = 0;
-
-	pgrl_lock_all_partitions(LW_EXCLUSIVE);
-	hash_seq_init(&scan, pgrl_lease_table);
-	while ((entry = hash_seq_search(&scan)) != NULL)
-	{
-		if (dropped == NULL || dropped[entry->lease.model_slot])
-		{
-			pgrl_instance_lease_gone(&entry->lease);
-			pgrl_role_lease_gone(&entry->lease);
-			pgrl_remove_entry(entry, get_hash_value(pgrl_lease_table, &entry->lease.lease_id),
-							dropped != NULL);
-			removed++;
-		}
-	}
-	if (dropped == NULL)
+	removal->what = what;
+	removal->now = 0;
+	removal->instance = instance;
+	removal->models = models;
+	removal->next_expiry = DT_NOEND;
+	removal->sweeping = false;
+	removal->count = 0;
+	pgrl_lease_walk_begin(&removal->walk);
+	if (what == RL_REMOVE_ALL)
 	{
 		SpinLockAcquire(&book->gone_lock);
 		book->num_gone = 0;
 		book->resave = true;
 		SpinLockRelease(&book->gone_lock);
 	}
-	pgrl_unlock_all_partitions();
-	pg_atomic_fetch_sub_u32(&pgrl_state->open_leases, removed);
-	pg_atomic_fetch_add_u64(&pgrl_state->lease_version, 1);
 }
 
 /*
- * Expire the open leases of an instance that left or went stale (by
- * name): each frees its concurrency slot and keeps its window reservation.
- * Returns how many.
+ * The next batch of a removal: the leases taken out of the table, in
+ * removal->leases (removal->count of them); false once the walk is over
+ * and the batch is empty.  The caller settles each lease it is given (see
+ * grant.c), with no lease lock held.
  */
-int
-pgrl_expire_instance_leases(const char *instance)
+bool
+pgrl_leases_remove_next(RlLeaseRemoval *removal)
 {
-	RlTaken    *taken = palloc(sizeof(RlTaken));
-	int			expired;
+	bool		more;
 
-	taken->now = 0;
-	taken->instance = instance;
-	taken->next_expiry = DT_NOEND;
-	expired = pgrl_expire_taken(taken);
-	pfree(taken);
-	return expired;
+	do
+	{
+		removal->count = 0;
+		more = pgrl_walk_batch(&removal->walk, LW_EXCLUSIVE, pgrl_remove_visitor, removal);
+	} while (removal->count == 0 && more);
+	if (removal->count == 0)
+		return false;
+	pg_atomic_fetch_sub_u32(&book->open_leases, removal->count);
+	pg_atomic_fetch_add_u64(&book->lease_version, 1);
+	return true;
+}
+
+/*
+ * Begin a sweep of the leases due at now, unless nothing can be due.  When
+ * another backend is sweeping, wait for it: it may have read an older
+ * time, and the caller must not go on while a lease due at now still
+ * counts.  Returns false when there is nothing to sweep; otherwise the
+ * caller takes the batches (pgrl_leases_remove_next), settles them, and
+ * calls pgrl_leases_sweep_end, holding sweep_lock all along.
+ */
+bool
+pgrl_leases_sweep_begin(RlLeaseRemoval *removal, TimestampTz now)
+{
+	if (pgrl_leases_nothing_due(now))
+		return false;
+	LWLockAcquire(&book->sweep_lock, LW_EXCLUSIVE);
+	/* no sweep runs now: the hint holds, and says whether the last covered now */
+	if (now < pgrl_earliest_expiry())
+	{
+		LWLockRelease(&book->sweep_lock);
+		return false;
+	}
+	pgrl_leases_removal_begin(removal, RL_REMOVE_DUE, NULL, NULL);
+	removal->now = now;
+	removal->sweeping = true;
+	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
+	pg_atomic_write_u64(&book->earliest_expiry, PG_UINT64_MAX);
+	return true;
+}
+
+/* The sweep is over: its leases are settled */
+void
+pgrl_leases_sweep_end(RlLeaseRemoval *removal)
+{
+	Assert(removal->sweeping);
+	Assert(LWLockHeldByMeInMode(&book->sweep_lock, LW_EXCLUSIVE));
+	pgrl_note_lease_expiry(removal->next_expiry);
+	pg_atomic_fetch_add_u64(&book->sweep_generation, 1);
+	LWLockRelease(&book->sweep_lock);
+}
+
+/* A new lease id: never handed out before, also across restarts */
+int64
+pgrl_leases_next_id(void)
+{
+	return (int64) pg_atomic_fetch_add_u64(&book->next_lease_id, 1);
+}
+
+/* Restored leases are there: no new id may be one of theirs */
+void
+pgrl_leases_restored(uint32 count, int64 max_lease_id)
+{
+	if ((uint64) max_lease_id >= pg_atomic_read_u64(&book->next_lease_id))
+		pg_atomic_write_u64(&book->next_lease_id, (uint64) max_lease_id + 1);
+	pg_atomic_fetch_add_u32(&book->open_leases, count);
+}
+
+/*
+ * Claim room for one more lease, before anything is reserved for it; false
+ * when ratelimit.max_leases are open.  pgrl_leases_return_room gives it
+ * back when no lease is stored.  Never errors, takes no lock.
+ */
+bool
+pgrl_leases_claim_room(void)
+{
+	if (pg_atomic_fetch_add_u32(&book->open_leases, 1) < (uint32) pgrl_max_leases)
+		return true;
+	pg_atomic_fetch_sub_u32(&book->open_leases, 1);
+	return false;
+}
+
+void
+pgrl_leases_return_room(void)
+{
+	pg_atomic_fetch_sub_u32(&book->open_leases, 1);
+}
+
+/* Bumped by every change of the set of leases, for the worker's saves */
+uint64
+pgrl_leases_version(void)
+{
+	return pg_atomic_read_u64(&book->lease_version);
 }
 
 /* List a lease that was copied for saving again (a full save) */
@@ -778,12 +777,12 @@ pgrl_leases_begin_save(RlLeaseSave *save, bool relist)
 	{
 		RlLeasePartition *partition = &book->partitions[i].partition;
 
-		LWLockAcquire(&pgrl_state->lease_locks[i], LW_EXCLUSIVE);
+		LWLockAcquire(&book->partition_locks[i], LW_EXCLUSIVE);
 		/* a save a worker did not finish left its marker behind */
 		if (partition->save_end.next != NULL)
 			dlist_delete(&partition->save_end);
 		dlist_push_tail(&partition->unsaved, &partition->save_end);
-		LWLockRelease(&pgrl_state->lease_locks[i]);
+		LWLockRelease(&book->partition_locks[i]);
 	}
 }
 
@@ -865,7 +864,7 @@ pgrl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
 		RlLeasePartition *partition = &book->partitions[save->partition].partition;
 		bool		partition_done = false;
 
-		LWLockAcquire(&pgrl_state->lease_locks[save->partition], LW_EXCLUSIVE);
+		LWLockAcquire(&book->partition_locks[save->partition], LW_EXCLUSIVE);
 		while (count < room && !partition_done)
 		{
 			dlist_node *node;
@@ -881,7 +880,7 @@ pgrl_leases_next_unsaved(RlLeaseSave *save, RlLease *leases, int room)
 		}
 		if (dlist_is_empty(&partition->unsaved))
 			partition_done = true;
-		LWLockRelease(&pgrl_state->lease_locks[save->partition]);
+		LWLockRelease(&book->partition_locks[save->partition]);
 		if (partition_done)
 			save->partition++;
 	}
@@ -907,216 +906,4 @@ pgrl_leases_next_gone(RlLeaseSave *save, int64 *ids, int room)
 	save->gone_left -= count;
 	SpinLockRelease(&book->gone_lock);
 	return count;
-}
-
-/* price (per million tokens) x tokens, added to sum */
-static Numeric
-pgrl_add_cost(Numeric sum, const RlNumeric *price, int64 tokens)
-{
-	Datum		part;
-
-	if (tokens == 0)
-		return sum;
-	part = DirectFunctionCall2(numeric_mul,
-							   NumericGetDatum((Numeric) price->data),
-							   DirectFunctionCall1(int8_numeric, Int64GetDatum(tokens)));
-	return DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(sum), part));
-}
-
-/* Cost of a release: input, output and cached tokens at per-million prices */
-static Numeric
-pgrl_cost(const RlUsage *usage, const RlNumeric *price_input,
-		const RlNumeric *price_output, const RlNumeric *price_cached)
-{
-	Numeric		sum = int64_to_numeric(0);
-
-	sum = pgrl_add_cost(sum, price_input, usage->input);
-	sum = pgrl_add_cost(sum, price_output, usage->output);
-	sum = pgrl_add_cost(sum, price_cached, usage->cached);
-	/* multiplying by 10^-6 is exact, where dividing could round */
-	sum = DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(sum),
-											  NumericGetDatum(int64_div_fast_to_numeric(1, 6))));
-	return DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale, NumericGetDatum(sum)));
-}
-
-/* Add a settled cost to the model's usage of the day */
-/* A release's usage (and its overage, when positive) added to a day */
-static void
-pgrl_add_day_usage(RlDayUsage *day, const RlUsage *usage, int64 overage)
-{
-	if (usage->has_tokens)
-	{
-		day->input = pgrl_add_saturating(day->input, usage->input);
-		day->output = pgrl_add_saturating(day->output, usage->output);
-		day->cached = pgrl_add_saturating(day->cached, usage->cached);
-	}
-	if (overage > 0)
-	{
-		day->overage_events++;
-		day->overage_tokens = pgrl_add_saturating(day->overage_tokens, overage);
-	}
-}
-
-/* Add cost to a day's cost; false when the sum has too many digits to keep */
-static bool
-pgrl_add_day_cost(RlDayUsage *day, Numeric cost)
-{
-	Datum		total = DirectFunctionCall2(numeric_add,
-											NumericGetDatum(pgrl_numeric_load(&day->cost)),
-											NumericGetDatum(cost));
-
-	total = DirectFunctionCall1(numeric_trim_scale, total);
-	return pgrl_numeric_store(&day->cost, DatumGetNumeric(total));
-}
-
-/* A lease's cost, added to today's cost of its model and job type */
-static void
-pgrl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
-{
-	RlModel    *model = &pgrl_models[lease->model_slot];
-	bool		kept = true;
-	char		name[RL_NAME_MAX_LEN + 1];
-
-	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-	if (model->in_use && model->generation == lease->model_generation)
-	{
-		RlShare    *share = pgrl_lease_share(lease);
-
-		pgrl_roll_windows(model, now);
-		kept = pgrl_add_day_cost(&model->usage, cost);
-		strlcpy(name, model->name, sizeof(name));
-		if (share)
-		{
-			(void) pgrl_add_day_cost(pgrl_share_usage(share, model), cost);
-			share->version++;
-		}
-		model->version++;
-	}
-	LWLockRelease(&model->lock);
-	/* reported only now: never with an LWLock held */
-	if (!kept)
-		elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
-			 name);
-}
-
-/*
- * Settle a lease taken from the table.  In the window it was acquired in,
- * counters move by actual - estimate (never below zero); once that window
- * has ended there is no refund, and an overage is charged to the current
- * window.  Minute and day windows are judged separately.
- */
-void
-pgrl_settle_lease(const RlLease *lease, const RlUsage *usage, TimestampTz now,
-				RlSettlement *result)
-{
-	RlModel    *model = &pgrl_models[lease->model_slot];
-	RlNumeric	price_input;
-	RlNumeric	price_output;
-	RlNumeric	price_cached;
-	bool		priced;
-	bool		waiters;
-	bool		notify;
-	int64		actual_tokens;
-	int32		actual_requests;
-	bool		any_window_current = false;
-	RlShare    *share;
-	bool		adjust_ratios;
-
-	memset(result, 0, sizeof(*result));
-	result->tokens_estimated = lease->tokens;
-
-	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-	if (!model->in_use || model->generation != lease->model_generation)
-	{
-		LWLockRelease(&model->lock);
-		return;
-	}
-	result->model_known = true;
-	strlcpy(result->model, model->name, sizeof(result->model));
-
-	if (lease->expires_at <= now)
-	{
-		LWLockRelease(&model->lock);
-		pgrl_expire_lease(lease);
-		return;
-	}
-
-	pgrl_roll_windows(model, now);
-	actual_tokens = !usage->has_tokens ? lease->tokens :
-		model->count_cached ? usage->tokens_with_cached : usage->tokens_without_cached;
-	actual_requests = usage->has_requests ? usage->requests : lease->requests;
-	share = pgrl_lease_share(lease);
-
-	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-	{
-		int64		delta = pgrl_dimension_amount(d, actual_tokens, actual_requests) -
-			pgrl_dimension_amount(d, lease->tokens, lease->requests);
-		bool		same_window = pgrl_dimension_is_daily(d) ?
-			lease->day_start == model->day_start :
-			lease->minute_start == model->minute_start;
-
-		any_window_current |= same_window;
-		/* the job type's share moves with the model */
-		if (same_window)
-		{
-			model->used[d] = Max(0, pgrl_add_saturating(model->used[d], delta));
-			if (share)
-				share->used[d] = Max(0, pgrl_add_saturating(share->used[d], delta));
-		}
-		else if (delta > 0)
-		{
-			model->used[d] = pgrl_add_saturating(model->used[d], delta);
-			if (share)
-				share->used[d] = pgrl_add_saturating(share->used[d], delta);
-		}
-	}
-	pgrl_mark_free_slot(model, lease, now);
-	if (share && share->used[RL_DIM_CONCURRENCY] > 0)
-		share->used[RL_DIM_CONCURRENCY]--;
-	if (share)
-		share->version++;
-	adjust_ratios = share && pgrl_note_share_release(model);
-
-	if (actual_tokens > lease->tokens)
-	{
-		model->overage_events++;
-		model->overage_tokens = pgrl_add_saturating(model->overage_tokens,
-												  actual_tokens - lease->tokens);
-	}
-	pgrl_add_day_usage(&model->usage, usage, actual_tokens - lease->tokens);
-	if (share)
-		pgrl_add_day_usage(pgrl_share_usage(share, model), usage, actual_tokens - lease->tokens);
-	model->version++;
-	price_input = model->price_input;
-	price_output = model->price_output;
-	price_cached = model->price_cached;
-	priced = model->priced;
-	waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
-	notify = pgrl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
-	/* an overage past the mark: have a mark cover it soon */
-	notify |= pgrl_mark_note_usage(model);
-	LWLockRelease(&model->lock);
-	if (waiters)
-		pgrl_wake_waiters(lease->model_slot);
-	if (notify || adjust_ratios)
-		pgrl_wake_worker();
-
-	result->released = true;
-	if (!usage->has_tokens)
-		return;
-
-	result->has_actual = true;
-	result->tokens_actual = actual_tokens;
-	result->overage = Max(0, actual_tokens - lease->tokens);
-	result->tokens_refunded = any_window_current && actual_tokens < lease->tokens ?
-		lease->tokens - actual_tokens : 0;
-	if (!priced)
-	{
-		result->cost = int64_to_numeric(0);
-		return;
-	}
-	result->cost = pgrl_cost(usage, &price_input, &price_output, &price_cached);
-	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(result->cost),
-										  NumericGetDatum(int64_to_numeric(0)))) != 0)
-		pgrl_add_cost_today(lease, result->cost, now);
 }

@@ -24,10 +24,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "catalog.h"
 #include "instance.h"
+#include "ledger.h"
 #include "notify.h"
-#include "pg_ratelimit.h"
-#include "wait.h"
+#include "settings.h"
 
 #define RL_NOTIFY_CHANNEL	"rl_capacity"
 #define RL_ALLOCATION_CHANNEL	"rl_allocation"
@@ -64,15 +65,16 @@ pgrl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
 }
 
 /*
- * Roll every model's windows to now and queue the pending notifications in
- * the current transaction; they go out when it commits.  A model gets at
- * most one release or config notice per RL_NOTIFY_MIN_GAP_MS (a busy model
- * that denies and releases all the time would otherwise notify on every
- * round); window resets go out at once.  Returns when a held-back notice is
- * due (real time), or DT_NOEND.  Worker only.
+ * Roll every model's windows to now (the ledger does, pgrl_ledger_roll) and
+ * queue the pending notifications in the current transaction; they go out
+ * when it commits.  A model gets at most one release or config notice per
+ * RL_NOTIFY_MIN_GAP_MS (a busy model that denies and releases all the time
+ * would otherwise notify on every round); window resets go out at once.
+ * Returns when a held-back notice is due (real time), or DT_NOEND.  Worker
+ * only.
  */
 TimestampTz
-pgrl_queue_notifications(TimestampTz now)
+pgrl_roll_and_queue_notifications(TimestampTz now)
 {
 	static TimestampTz *last_sent = NULL;	/* real time, per model slot */
 	TimestampTz real_now = GetCurrentTimestamp();
@@ -84,46 +86,16 @@ pgrl_queue_notifications(TimestampTz now)
 
 	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &pgrl_models[slot];
-		char		name[RL_NAME_MAX_LEN + 1];
-		RlNotifyReason reason;
-		TimestampTz at;
-		TimestampTz due;
-		bool		wake;
+		TimestampTz due = last_sent[slot] + RL_NOTIFY_MIN_GAP_MS * 1000;
+		RlNotice	notice;
 
-		if (!model->in_use)
-			continue;
-		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-		if (!model->in_use)
+		pgrl_ledger_roll(slot, now, real_now < due, &notice);
+		if (notice.held)
+			next_due = Min(next_due, due);	/* held back */
+		if (notice.reason != RL_NOTIFY_NONE)
 		{
-			LWLockRelease(&model->lock);
-			continue;
-		}
-		pgrl_roll_windows(model, now);
-		/* slots held after a restore just came free: waiters look again */
-		wake = model->marks.held_released;
-		model->marks.held_released = false;
-		reason = model->notify_reason;
-		at = model->notify_at;
-		due = last_sent[slot] + RL_NOTIFY_MIN_GAP_MS * 1000;
-		if (reason != RL_NOTIFY_NONE && reason != RL_NOTIFY_WINDOW_RESET && real_now < due)
-		{
-			next_due = Min(next_due, due);	/* hold it back */
-			reason = RL_NOTIFY_NONE;
-		}
-		else if (reason != RL_NOTIFY_NONE)
-		{
-			model->notify_reason = RL_NOTIFY_NONE;
-			model->denied_since_notify = false;
-			strlcpy(name, model->name, sizeof(name));
-		}
-		LWLockRelease(&model->lock);
-		if (wake)
-			pgrl_wake_waiters(slot);
-
-		if (reason != RL_NOTIFY_NONE)
-		{
-			Async_Notify(RL_NOTIFY_CHANNEL, pgrl_notify_payload(name, reason, at));
+			Async_Notify(RL_NOTIFY_CHANNEL, pgrl_notify_payload(notice.model, notice.reason,
+																notice.at));
 			last_sent[slot] = real_now;
 		}
 	}
@@ -151,13 +123,13 @@ pgrl_queue_allocation_notice(TimestampTz now)
 	static uint64 sent_ratios = 0;
 	uint64		membership = pgrl_instances_membership_version();
 	uint64		config;
-	uint64		ratios = pg_atomic_read_u64(&pgrl_state->ratio_version);
+	uint64		ratios = pgrl_ledger_ratio_version();
 	const char *reason = NULL;
 	int			live;
 
-	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
-	config = pgrl_state->config_generation;
-	LWLockRelease(&pgrl_state->config_lock);
+	pgrl_config_lock(LW_SHARED);
+	config = pgrl_config_generation();
+	pgrl_config_unlock();
 
 	if (!initialized)
 	{

@@ -10,7 +10,7 @@
 
 #include "datatype/timestamp.h"
 
-extern TimestampTz pgrl_queue_notifications(TimestampTz now);
+extern TimestampTz pgrl_roll_and_queue_notifications(TimestampTz now);
 extern TimestampTz pgrl_queue_allocation_notice(TimestampTz now);
 
 #endif							/* RL_NOTIFY_H */

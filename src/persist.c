@@ -44,50 +44,16 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "catalog.h"
+#include "clock.h"
 #include "extsql.h"
-#include "instance.h"
 #include "holders.h"
+#include "instance.h"
 #include "lease.h"
-#include "mark.h"
+#include "ledger.h"
+#include "names.h"
 #include "persist.h"
-#include "pg_ratelimit.h"
-#include "worker.h"
-
-typedef struct RlSavedCounter
-{
-	char		model[RL_NAME_MAX_LEN + 1];
-	TimestampTz minute_start;
-	int64		requests_minute;
-	int64		tokens_minute;
-	TimestampTz day_start;
-	int64		requests_day;
-	int64		tokens_day;
-	int64		granted;
-	int64		denied;
-	int64		expired;
-	int64		overage_events;
-	int64		overage_tokens;
-	RlDayUsage	usage;			/* of the day the row was saved in */
-} RlSavedCounter;
-
-typedef struct RlSavedShare
-{
-	char		model[RL_NAME_MAX_LEN + 1];
-	char		job_type[RL_NAME_MAX_LEN + 1];
-	double		base_ratio;
-	double		ratio;
-	TimestampTz minute_start;
-	int64		requests_minute;
-	int64		tokens_minute;
-	int64		jobs_minute;
-	TimestampTz day_start;
-	int64		requests_day;
-	int64		tokens_day;
-	int64		jobs_day;
-	int64		granted;
-	int64		denied;
-	RlDayUsage	usage;			/* of the day the row was saved in */
-} RlSavedShare;
+#include "settings.h"
 
 typedef struct RlSavedMarks
 {
@@ -118,7 +84,7 @@ typedef struct RlSavedLease
 /* A name of the saved leases, and its index in lease_names */
 typedef struct RlLeaseName
 {
-	char		name[RL_NAME_MAX_LEN + 1];	/* hash key: must be first */
+	RlNameKey	key;			/* hash key: must be first */
 	int32		index;
 } RlLeaseName;
 
@@ -142,7 +108,7 @@ struct RlStateSnapshot
 	RlLeaseRestore lease_read;	/* whether they are the table as last saved */
 	int			num_instances;
 	RlInstanceInfo *instances;
-	int64	   *lease_floor;	/* scratch: [model slot * 4 + dimension] */
+	int64	   *restore_scratch;	/* for the ledger's restore */
 
 	/* what the restore did, reported once config_lock is released */
 	uint32		restored_leases;
@@ -188,40 +154,37 @@ static bool persisted_clock = false;
 static bool persisted_anything = false;
 static Oid	persisted_extension = InvalidOid;
 
-static void pgrl_restore_share(const RlSavedShare *saved, TimestampTz minute_start,
-							 TimestampTz day_start);
-static void pgrl_restore_lease_share(const RlLease *lease);
+/* A bigint or timestamptz column by name constant; 0 when NULL */
+#define COL(name)	pgrl_spi_int64(tup, desc, pgrl_spi_column(desc, (name)), 0)
 
+/* The same, with the column number resolved once for a batch of rows */
 static int64
 pgrl_col_int64(HeapTuple tuple, TupleDesc desc, int column)
 {
-	bool		isnull;
-	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
-
-	return isnull ? 0 : DatumGetInt64(value);
+	return pgrl_spi_int64(tuple, desc, column, 0);
 }
 
 /* The usage columns of rl_counter and rl_share_counter, as pgrl_read_usage reads them */
 #define RL_SAVED_USAGE_COLUMNS \
-	"coalesce(usage_day::timestamp AT TIME ZONE 'UTC', '-infinity')," \
+	"coalesce(usage_day::timestamp AT TIME ZONE 'UTC', '-infinity') AS usage_day," \
 	" usage_requests, usage_input, usage_output, usage_cached, usage_overage_events," \
 	" usage_overage_tokens, usage_cost"
 
-/* Read the RL_SAVED_USAGE_COLUMNS starting at column first */
+/* Read the RL_SAVED_USAGE_COLUMNS of a row */
 static void
-pgrl_read_usage(HeapTuple tuple, TupleDesc desc, int first, RlDayUsage *usage)
+pgrl_read_usage(HeapTuple tup, TupleDesc desc, RlDayUsage *usage)
 {
 	bool		isnull;
 	Datum		cost;
 
-	usage->day_start = pgrl_col_int64(tuple, desc, first);
-	usage->requests = pgrl_col_int64(tuple, desc, first + 1);
-	usage->input = pgrl_col_int64(tuple, desc, first + 2);
-	usage->output = pgrl_col_int64(tuple, desc, first + 3);
-	usage->cached = pgrl_col_int64(tuple, desc, first + 4);
-	usage->overage_events = pgrl_col_int64(tuple, desc, first + 5);
-	usage->overage_tokens = pgrl_col_int64(tuple, desc, first + 6);
-	cost = SPI_getbinval(tuple, desc, first + 7, &isnull);
+	usage->day_start = COL("usage_day");
+	usage->requests = COL("usage_requests");
+	usage->input = COL("usage_input");
+	usage->output = COL("usage_output");
+	usage->cached = COL("usage_cached");
+	usage->overage_events = COL("usage_overage_events");
+	usage->overage_tokens = COL("usage_overage_tokens");
+	cost = SPI_getbinval(tup, desc, pgrl_spi_column(desc, "usage_cost"), &isnull);
 	if (!isnull)
 		(void) pgrl_numeric_store(&usage->cost, DatumGetNumeric(cost));
 }
@@ -233,18 +196,19 @@ pgrl_state_query(const char *sql)
 	pgrl_extsql_query(sql, "read its saved state");
 }
 
-/* Columns of rl_mark, by position */
-enum
-{
-	MARK_COL_MODEL = 1,
-	MARK_COL_MINUTE_START,
-	MARK_COL_DAY_START,
-	MARK_COL_MARK,				/* RL_NUM_DIMS marks in RlDimension order */
-	MARK_COL_NEXT = MARK_COL_MARK + RL_NUM_DIMS,	/* then the next-window
-													 * marks but concurrency */
-	MARK_COL_HORIZON = MARK_COL_NEXT + RL_NUM_DIMS - 1,
-	MARK_COL_CLEAN,
-	MARK_NUM_COLUMNS = MARK_COL_CLEAN
+/* The columns of rl_mark that hold the mark and the next mark of each limit */
+static const char *const mark_columns[RL_NUM_DIMS] = {
+	[RL_DIM_RPD] = "requests_day",
+	[RL_DIM_TPD] = "tokens_day",
+	[RL_DIM_RPM] = "requests_minute",
+	[RL_DIM_TPM] = "tokens_minute",
+	[RL_DIM_CONCURRENCY] = "in_flight"
+};
+static const char *const next_mark_columns[RL_DIM_CONCURRENCY] = {
+	[RL_DIM_RPD] = "next_requests_day",
+	[RL_DIM_TPD] = "next_tokens_day",
+	[RL_DIM_RPM] = "next_requests_minute",
+	[RL_DIM_TPM] = "next_tokens_minute"
 };
 
 /* Read the saved high-water marks (rl_mark) */
@@ -262,7 +226,6 @@ pgrl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qsche
 					 " lease_horizon, clean FROM %s.rl_mark", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
-	Assert(desc->natts == MARK_NUM_COLUMNS);
 	state->num_marks = SPI_processed;
 	state->marks = MemoryContextAllocZero(context, sizeof(RlSavedMarks) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -271,16 +234,18 @@ pgrl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qsche
 		RlSavedMarks *saved = &state->marks[i];
 		bool		isnull;
 
-		strlcpy(saved->model, SPI_getvalue(tup, desc, MARK_COL_MODEL), sizeof(saved->model));
-		saved->marks.minute_start = pgrl_col_int64(tup, desc, MARK_COL_MINUTE_START);
-		saved->marks.day_start = pgrl_col_int64(tup, desc, MARK_COL_DAY_START);
+		strlcpy(saved->model, SPI_getvalue(tup, desc, pgrl_spi_column(desc, "model")),
+				sizeof(saved->model));
+		saved->marks.minute_start = COL("minute_start");
+		saved->marks.day_start = COL("day_start");
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			saved->marks.mark[d] = pgrl_col_int64(tup, desc, MARK_COL_MARK + d);
+			saved->marks.mark[d] = COL(mark_columns[d]);
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-			saved->marks.next[d] = pgrl_col_int64(tup, desc, MARK_COL_NEXT + d);
-		saved->marks.horizon = pgrl_col_int64(tup, desc, MARK_COL_HORIZON);
-		saved->marks.clean = DatumGetBool(SPI_getbinval(tup, desc, MARK_COL_CLEAN, &isnull)) &&
-			!isnull;
+			saved->marks.next[d] = COL(next_mark_columns[d]);
+		saved->marks.horizon = COL("lease_horizon");
+		saved->marks.clean = DatumGetBool(SPI_getbinval(tup, desc,
+														pgrl_spi_column(desc, "clean"),
+														&isnull)) && !isnull;
 	}
 }
 
@@ -288,15 +253,16 @@ pgrl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qsche
 static int32
 pgrl_lease_name(RlStateSnapshot *state, HTAB *names, MemoryContext context, Datum value)
 {
-	char		key[RL_NAME_MAX_LEN + 1];
+	char		name[RL_NAME_MAX_LEN + 1];
+	RlNameKey	key;
 	RlLeaseName *entry;
 	bool		found;
 
-	memset(key, 0, sizeof(key));
-	text_to_cstring_buffer(DatumGetTextPP(value), key, sizeof(key));
-	if (key[0] == '\0')
+	text_to_cstring_buffer(DatumGetTextPP(value), name, sizeof(name));
+	if (name[0] == '\0')
 		return -1;
-	entry = hash_search(names, key, HASH_ENTER, &found);
+	pgrl_name_key(&key, name);
+	entry = hash_search(names, &key, HASH_ENTER, &found);
 	if (!found)
 	{
 		if (state->num_lease_names % 64 == 0)
@@ -304,7 +270,7 @@ pgrl_lease_name(RlStateSnapshot *state, HTAB *names, MemoryContext context, Datu
 				MemoryContextAlloc(context, sizeof(char *) * 64) :
 				repalloc(state->lease_names, sizeof(char *) * (state->num_lease_names + 64));
 		entry->index = state->num_lease_names;
-		state->lease_names[state->num_lease_names++] = MemoryContextStrdup(context, key);
+		state->lease_names[state->num_lease_names++] = MemoryContextStrdup(context, name);
 	}
 	return entry->index;
 }
@@ -328,25 +294,50 @@ pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qsch
 
 	pgrl_extension_lookup(&extension, &schema, &owner);
 	pgrl_leases_restore_seen(&state->lease_read, GetActiveSnapshot(), extension);
-	info.keysize = RL_NAME_MAX_LEN + 1;
+	info.keysize = sizeof(RlNameKey);
 	info.entrysize = sizeof(RlLeaseName);
 	info.hcxt = CurrentMemoryContext;
 	names = hash_create("pg_ratelimit saved lease names", 64, &info,
-						HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT lease_id, model, coalesce(job_type, ''), coalesce(instance, ''),"
+					 "SELECT lease_id, model, coalesce(job_type, '') AS job_type,"
+					 " coalesce(instance, '') AS instance,"
 					 " tokens, requests, minute_start, day_start, acquired_at, expires_at, pid,"
 					 " role_oid FROM %s.rl_lease_state ORDER BY lease_id", qschema);
 	portal = SPI_cursor_open_with_args(NULL, sql.data, 0, NULL, NULL, NULL, true, 0);
 	for (;;)
 	{
 		TupleDesc	desc;
+		int			col_lease_id,
+					col_model,
+					col_job_type,
+					col_instance,
+					col_tokens,
+					col_requests,
+					col_minute_start,
+					col_day_start,
+					col_acquired_at,
+					col_expires_at,
+					col_pid,
+					col_role;
 
 		SPI_cursor_fetch(portal, true, RL_RESTORE_BATCH);
 		if (SPI_processed == 0)
 			break;
 		desc = SPI_tuptable->tupdesc;
+		col_lease_id = pgrl_spi_column(desc, "lease_id");
+		col_model = pgrl_spi_column(desc, "model");
+		col_job_type = pgrl_spi_column(desc, "job_type");
+		col_instance = pgrl_spi_column(desc, "instance");
+		col_tokens = pgrl_spi_column(desc, "tokens");
+		col_requests = pgrl_spi_column(desc, "requests");
+		col_minute_start = pgrl_spi_column(desc, "minute_start");
+		col_day_start = pgrl_spi_column(desc, "day_start");
+		col_acquired_at = pgrl_spi_column(desc, "acquired_at");
+		col_expires_at = pgrl_spi_column(desc, "expires_at");
+		col_pid = pgrl_spi_column(desc, "pid");
+		col_role = pgrl_spi_column(desc, "role_oid");
 		if (state->num_leases + SPI_processed > room)
 		{
 			room = Max(room * 2, state->num_leases + SPI_processed);
@@ -360,20 +351,21 @@ pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qsch
 			RlSavedLease *l = &state->leases[state->num_leases++];
 			bool		isnull;
 
-			l->lease_id = pgrl_col_int64(tup, desc, 1);
-			l->model = pgrl_lease_name(state, names, context, SPI_getbinval(tup, desc, 2, &isnull));
+			l->lease_id = pgrl_col_int64(tup, desc, col_lease_id);
+			l->model = pgrl_lease_name(state, names, context,
+									   SPI_getbinval(tup, desc, col_model, &isnull));
 			l->job_type = pgrl_lease_name(state, names, context,
-										SPI_getbinval(tup, desc, 3, &isnull));
+										  SPI_getbinval(tup, desc, col_job_type, &isnull));
 			l->instance = pgrl_lease_name(state, names, context,
-										SPI_getbinval(tup, desc, 4, &isnull));
-			l->tokens = pgrl_col_int64(tup, desc, 5);
-			l->requests = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-			l->minute_start = pgrl_col_int64(tup, desc, 7);
-			l->day_start = pgrl_col_int64(tup, desc, 8);
-			l->acquired_at = pgrl_col_int64(tup, desc, 9);
-			l->expires_at = pgrl_col_int64(tup, desc, 10);
-			l->pid = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-			l->role = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
+										  SPI_getbinval(tup, desc, col_instance, &isnull));
+			l->tokens = pgrl_col_int64(tup, desc, col_tokens);
+			l->requests = DatumGetInt32(SPI_getbinval(tup, desc, col_requests, &isnull));
+			l->minute_start = pgrl_col_int64(tup, desc, col_minute_start);
+			l->day_start = pgrl_col_int64(tup, desc, col_day_start);
+			l->acquired_at = pgrl_col_int64(tup, desc, col_acquired_at);
+			l->expires_at = pgrl_col_int64(tup, desc, col_expires_at);
+			l->pid = DatumGetInt32(SPI_getbinval(tup, desc, col_pid, &isnull));
+			l->role = DatumGetObjectId(SPI_getbinval(tup, desc, col_role, &isnull));
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
@@ -392,8 +384,8 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 	StringInfoData sql;
 	TupleDesc	desc;
 
-	state->lease_floor = MemoryContextAllocZero(context, sizeof(int64) * pgrl_max_models *
-												RL_DIM_CONCURRENCY);
+	/* allocated now: nothing is, under config_lock, when it is restored */
+	state->restore_scratch = MemoryContextAllocZero(context, pgrl_ledger_restore_scratch_size());
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT clock_offset_us FROM %s.rl_saved_clock", qschema);
@@ -401,7 +393,9 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 	if (SPI_processed == 1)
 	{
 		state->has_clock = true;
-		state->clock_offset_us = pgrl_col_int64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		state->clock_offset_us = pgrl_spi_int64(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												pgrl_spi_column(SPI_tuptable->tupdesc,
+																"clock_offset_us"), 0);
 	}
 
 	resetStringInfo(&sql);
@@ -418,19 +412,19 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		RlSavedCounter *c = &state->counters[i];
 
-		strlcpy(c->model, SPI_getvalue(tup, desc, 1), sizeof(c->model));
-		c->minute_start = pgrl_col_int64(tup, desc, 2);
-		c->requests_minute = pgrl_col_int64(tup, desc, 3);
-		c->tokens_minute = pgrl_col_int64(tup, desc, 4);
-		c->day_start = pgrl_col_int64(tup, desc, 5);
-		c->requests_day = pgrl_col_int64(tup, desc, 6);
-		c->tokens_day = pgrl_col_int64(tup, desc, 7);
-		c->granted = pgrl_col_int64(tup, desc, 8);
-		c->denied = pgrl_col_int64(tup, desc, 9);
-		c->expired = pgrl_col_int64(tup, desc, 10);
-		c->overage_events = pgrl_col_int64(tup, desc, 11);
-		c->overage_tokens = pgrl_col_int64(tup, desc, 12);
-		pgrl_read_usage(tup, desc, 13, &c->usage);
+		strlcpy(c->model, SPI_getvalue(tup, desc, pgrl_spi_column(desc, "model")), sizeof(c->model));
+		c->minute_start = COL("minute_start");
+		c->requests_minute = COL("requests_minute");
+		c->tokens_minute = COL("tokens_minute");
+		c->day_start = COL("day_start");
+		c->requests_day = COL("requests_day");
+		c->tokens_day = COL("tokens_day");
+		c->granted = COL("granted");
+		c->denied = COL("denied");
+		c->expired = COL("expired");
+		c->overage_events = COL("overage_events");
+		c->overage_tokens = COL("overage_tokens");
+		pgrl_read_usage(tup, desc, &c->usage);
 	}
 
 	resetStringInfo(&sql);
@@ -449,28 +443,30 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 		RlSavedShare *sh = &state->shares[i];
 		bool		isnull;
 
-		strlcpy(sh->model, SPI_getvalue(tup, desc, 1), sizeof(sh->model));
-		strlcpy(sh->job_type, SPI_getvalue(tup, desc, 2), sizeof(sh->job_type));
-		sh->base_ratio = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
-		sh->ratio = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
-		sh->minute_start = pgrl_col_int64(tup, desc, 5);
-		sh->requests_minute = pgrl_col_int64(tup, desc, 6);
-		sh->tokens_minute = pgrl_col_int64(tup, desc, 7);
-		sh->jobs_minute = pgrl_col_int64(tup, desc, 8);
-		sh->day_start = pgrl_col_int64(tup, desc, 9);
-		sh->requests_day = pgrl_col_int64(tup, desc, 10);
-		sh->tokens_day = pgrl_col_int64(tup, desc, 11);
-		sh->jobs_day = pgrl_col_int64(tup, desc, 12);
-		sh->granted = pgrl_col_int64(tup, desc, 13);
-		sh->denied = pgrl_col_int64(tup, desc, 14);
-		pgrl_read_usage(tup, desc, 15, &sh->usage);
+		strlcpy(sh->model, SPI_getvalue(tup, desc, pgrl_spi_column(desc, "model")), sizeof(sh->model));
+		strlcpy(sh->job_type, SPI_getvalue(tup, desc, pgrl_spi_column(desc, "job_type")),
+				sizeof(sh->job_type));
+		sh->base_ratio = DatumGetFloat8(SPI_getbinval(tup, desc, pgrl_spi_column(desc, "base_ratio"),
+													   &isnull));
+		sh->ratio = DatumGetFloat8(SPI_getbinval(tup, desc, pgrl_spi_column(desc, "ratio"), &isnull));
+		sh->minute_start = COL("minute_start");
+		sh->requests_minute = COL("requests_minute");
+		sh->tokens_minute = COL("tokens_minute");
+		sh->jobs_minute = COL("jobs_minute");
+		sh->day_start = COL("day_start");
+		sh->requests_day = COL("requests_day");
+		sh->tokens_day = COL("tokens_day");
+		sh->jobs_day = COL("jobs_day");
+		sh->granted = COL("granted");
+		sh->denied = COL("denied");
+		pgrl_read_usage(tup, desc, &sh->usage);
 	}
 
 	pgrl_read_marks(state, context, qschema);
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "SELECT instance, coalesce(memory_kb, -1), registered_at, last_heartbeat,"
+					 "SELECT instance, coalesce(memory_kb, -1) AS memory_kb, registered_at, last_heartbeat,"
 					 " role_oid FROM %s.rl_instance_state", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
@@ -484,132 +480,17 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 		bool		isnull;
 		Datum		role;
 
-		strlcpy(info->name, SPI_getvalue(tup, desc, 1), sizeof(info->name));
-		info->memory_kb = pgrl_col_int64(tup, desc, 2);
-		info->registered_at = pgrl_col_int64(tup, desc, 3);
-		info->last_heartbeat = pgrl_col_int64(tup, desc, 4);
-		role = SPI_getbinval(tup, desc, 5, &isnull);
+		strlcpy(info->name, SPI_getvalue(tup, desc, pgrl_spi_column(desc, "instance")),
+				sizeof(info->name));
+		info->memory_kb = COL("memory_kb");
+		info->registered_at = COL("registered_at");
+		info->last_heartbeat = COL("last_heartbeat");
+		role = SPI_getbinval(tup, desc, pgrl_spi_column(desc, "role_oid"), &isnull);
 		info->role = isnull ? InvalidOid : DatumGetObjectId(role);
 	}
 
 	pgrl_read_leases(state, context, qschema);
 	return state;
-}
-
-/*
- * The model a saved row names, with the limiter's current windows set, or
- * NULL when it is no longer configured.
- */
-static RlModel *
-pgrl_restored_model(const char *name, TimestampTz minute_start, TimestampTz day_start)
-{
-	int			slot = pgrl_lookup_slot(pgrl_model_index, name);
-	RlModel    *model;
-
-	if (slot < 0)
-		return NULL;
-	model = &pgrl_models[slot];
-	if (model->minute_start != minute_start)
-	{
-		model->minute_start = minute_start;
-		model->used[RL_DIM_RPM] = model->used[RL_DIM_TPM] = 0;
-	}
-	if (model->day_start != day_start)
-	{
-		model->day_start = day_start;
-		model->used[RL_DIM_RPD] = model->used[RL_DIM_TPD] = 0;
-	}
-	return model;
-}
-
-/* A model's saved counters, for windows that are still current */
-static void
-pgrl_restore_counter(const RlSavedCounter *c, TimestampTz minute_start, TimestampTz day_start)
-{
-	RlModel    *model = pgrl_restored_model(c->model, minute_start, day_start);
-
-	if (model == NULL)
-		return;
-	if (c->minute_start == minute_start)
-	{
-		model->used[RL_DIM_RPM] = c->requests_minute;
-		model->used[RL_DIM_TPM] = c->tokens_minute;
-	}
-	if (c->day_start == day_start)
-	{
-		model->used[RL_DIM_RPD] = c->requests_day;
-		model->used[RL_DIM_TPD] = c->tokens_day;
-	}
-	model->granted = c->granted;
-	model->denied = c->denied;
-	model->expired = c->expired;
-	model->overage_events = c->overage_events;
-	model->overage_tokens = c->overage_tokens;
-	if (c->usage.day_start == day_start)
-		model->usage = c->usage;
-	else
-	{
-		/* a day that ended while we were down: rl_usage_daily gets it */
-		model->usage_ended = c->usage;
-		model->usage.day_start = day_start;
-	}
-}
-
-/*
- * A model's saved marks: each current window counts as used up to its mark
- * (what may have been granted after the last save of the counters), and
- * the marks are in force again.
- */
-static void
-pgrl_restore_marks(const RlSavedMarks *saved, TimestampTz minute_start, TimestampTz day_start)
-{
-	RlModel    *model = pgrl_restored_model(saved->model, minute_start, day_start);
-
-	if (model == NULL)
-		return;
-	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-		if (model->limit[d] != RL_UNLIMITED)
-			model->used[d] = Max(model->used[d],
-								 pgrl_mark_bound(&saved->marks, d, minute_start, day_start));
-	model->marks.saved = saved->marks;
-	/* exact marks of a clean stop: nothing more until new ones are saved */
-	model->marks.closed = saved->marks.clean;
-}
-
-/*
- * After a stop that was not clean, leases granted after the last save of
- * the leases are unknown.  Hold the concurrency slots the marks allow for
- * them until the latest any of them can expire (the marks' lease horizon),
- * and let no restored lease give its slot back before then either: it may
- * have been released already, its slot taken by one of the unknown ones
- * (mark.c).  Returns how many slots are held.
- */
-static int64
-pgrl_restore_held_slots(RlModel *model, TimestampTz now)
-{
-	int64		unknown;
-
-	if (model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED || model->marks.saved.clean ||
-		model->marks.saved.horizon <= now)
-		return model->marks.held;
-	unknown = Max(0, model->marks.saved.mark[RL_DIM_CONCURRENCY] -
-				  model->used[RL_DIM_CONCURRENCY]);
-	model->marks.held += unknown;
-	model->marks.held_until = Max(model->marks.held_until, model->marks.saved.horizon);
-	model->used[RL_DIM_CONCURRENCY] += unknown;
-	return model->marks.held;
-}
-
-/*
- * A saved lease there is no room for (ratelimit.max_leases was lowered):
- * it may still be in use, so its slot is held until it expires.
- */
-static void
-pgrl_restore_lease_left_out(RlModel *model, const RlLease *lease)
-{
-	model->used[RL_DIM_CONCURRENCY]++;
-	model->marks.held++;
-	model->marks.held_until = Max(model->marks.held_until, lease->expires_at);
 }
 
 /*
@@ -646,36 +527,35 @@ pgrl_restored_windows(const RlStateSnapshot *state, TimestampTz *minute_start,
  * Put saved state back into freshly cleared shared memory.  Called while
  * applying a full load (after a start, a crash, a promotion, or on a
  * standby), with config_lock held exclusively; must not fail, nor report
- * anything (pgrl_report_restore() does, later).  What is
- * restored is consistent and fails closed: every current window counts at
- * least its saved mark and the reservations of the restored leases made
- * in it, and concurrency its saved mark (see mark.c); after a clean stop
- * the marks are exact and nothing is over-counted.
+ * anything (pgrl_report_restore() does, later).  The ledger restores the
+ * counters, marks and shares, and fails closed (ledger.c); the leases go
+ * back into the lease table, counted against their roles and instances.
  */
 void
-pgrl_restore_state(RlStateSnapshot *state)
+pgrl_restore_saved_state(RlStateSnapshot *state)
 {
 	TimestampTz now;
 	TimestampTz minute_start;
 	TimestampTz day_start;
 	uint32		restored_leases = 0;
-	uint64		max_lease_id = 0;
+	int64		max_lease_id = 0;
 	bool		exact = pgrl_leases_restore_begin(&state->lease_read);
 
 	/* a test clock saved by an earlier run counts only where it is enabled */
 	if (state->has_clock && pgrl_enable_test_clock)
-		pg_atomic_write_u64(&pgrl_state->clock_offset_us, (uint64) state->clock_offset_us);
+		pgrl_clock_set_offset(state->clock_offset_us);
 	now = pgrl_now();
 	minute_start = pgrl_window_start(now, USECS_PER_MINUTE);
 	day_start = pgrl_window_start(now, USECS_PER_DAY);
 	pgrl_restored_windows(state, &minute_start, &day_start);
 
+	pgrl_ledger_restore_begin(minute_start, day_start, state->restore_scratch);
 	for (int i = 0; i < state->num_counters; i++)
-		pgrl_restore_counter(&state->counters[i], minute_start, day_start);
+		pgrl_ledger_restore_counter(&state->counters[i]);
 	for (int i = 0; i < state->num_marks; i++)
-		pgrl_restore_marks(&state->marks[i], minute_start, day_start);
+		pgrl_ledger_restore_marks(state->marks[i].model, &state->marks[i].marks);
 	for (int i = 0; i < state->num_shares; i++)
-		pgrl_restore_share(&state->shares[i], minute_start, day_start);
+		pgrl_ledger_restore_share(&state->shares[i]);
 
 	/* instances first: the leases naming them count against their memory */
 	for (int i = 0; i < state->num_instances; i++)
@@ -685,18 +565,8 @@ pgrl_restore_state(RlStateSnapshot *state)
 	for (int i = 0; i < state->num_leases; i++)
 	{
 		const RlSavedLease *l = &state->leases[i];
-		RlModel    *model = l->model < 0 ? NULL :
-			pgrl_restored_model(state->lease_names[l->model], minute_start, day_start);
 		RlLease		lease;
-		int			slot;
 
-		/* a lease not restored loses its saved row (when the table is exact) */
-		if (model == NULL)
-		{
-			if (exact)
-				pgrl_leases_note_not_restored(l->lease_id);
-			continue;
-		}
 		memset(&lease, 0, sizeof(lease));
 		lease.lease_id = l->lease_id;
 		lease.tokens = l->tokens;
@@ -709,77 +579,50 @@ pgrl_restore_state(RlStateSnapshot *state)
 							   pgrl_add_saturating(now, (int64) pgrl_max_lease_ttl_s * USECS_PER_SEC));
 		lease.pid = l->pid;
 		lease.role = l->role;
+		lease.role_slot = -1;
+		lease.session_bound = false;
 		if (l->instance >= 0)
 			strlcpy(lease.instance, state->lease_names[l->instance], sizeof(lease.instance));
-		slot = model - pgrl_models;
-		if (restored_leases >= (uint32) pgrl_max_leases)
+		lease.job_type_slot = l->job_type >= 0 ?
+			pgrl_job_type_slot(state->lease_names[l->job_type]) : -1;
+
+		/* a lease not restored loses its saved row (when the table is exact) */
+		if (l->model < 0 || !pgrl_ledger_restore_lease(state->lease_names[l->model], &lease))
 		{
-			state->leases_left_out = true;
-			pgrl_restore_lease_left_out(model, &lease);
 			if (exact)
 				pgrl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
-		lease.model_slot = slot;
-		lease.model_generation = model->generation;
-		lease.job_type_slot = l->job_type >= 0 ?
-			pgrl_lookup_slot(pgrl_job_type_index, state->lease_names[l->job_type]) : -1;
-		lease.job_type_generation = lease.job_type_slot >= 0 ?
-			pgrl_job_types[lease.job_type_slot].generation : 0;
-		lease.restored = !model->marks.saved.clean;
-		lease.session_bound = false;
+		if (restored_leases >= (uint32) pgrl_max_leases)
+		{
+			state->leases_left_out = true;
+			pgrl_ledger_restore_lease_left_out(&lease);
+			if (exact)
+				pgrl_leases_note_not_restored(l->lease_id);
+			continue;
+		}
 		lease.role_slot = pgrl_role_lease_add(lease.role, 0);
 		pgrl_restore_instance_lease(&lease);
 		if (!pgrl_put_restored_lease(&lease, exact))
 		{
 			pgrl_role_lease_gone(&lease);
-			pgrl_restore_lease_left_out(model, &lease);
+			pgrl_instance_lease_gone(&lease);
+			pgrl_ledger_restore_lease_left_out(&lease);
 			if (exact)
 				pgrl_leases_note_not_restored(l->lease_id);
 			continue;
 		}
-		model->used[RL_DIM_CONCURRENCY]++;
-		pgrl_restore_lease_share(&lease);
-		/* the reservations of leases of the current windows are counted */
-		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-		{
-			bool		current = pgrl_dimension_is_daily(d) ?
-				lease.day_start == day_start : lease.minute_start == minute_start;
-
-			if (current)
-				state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d] =
-					pgrl_add_saturating(state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d],
-									  pgrl_dimension_amount(d, lease.tokens, lease.requests));
-		}
+		pgrl_ledger_restore_lease_counted(&lease);
 		restored_leases++;
-		max_lease_id = Max(max_lease_id, (uint64) lease.lease_id);
+		max_lease_id = Max(max_lease_id, lease.lease_id);
 	}
-	if (max_lease_id >= pg_atomic_read_u64(&pgrl_state->next_lease_id))
-		pg_atomic_write_u64(&pgrl_state->next_lease_id, max_lease_id + 1);
-
-	for (int slot = 0; slot < pgrl_max_models; slot++)
-	{
-		RlModel    *model = &pgrl_models[slot];
-		int64		held;
-
-		if (!model->in_use)
-			continue;
-		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-			model->used[d] = Max(model->used[d],
-								 state->lease_floor[(Size) slot * RL_DIM_CONCURRENCY + d]);
-		held = pgrl_restore_held_slots(model, now);
-		if (held > 0)
-		{
-			state->held_slots += held;
-			state->held_until = Max(state->held_until, model->marks.held_until);
-		}
-	}
-	pg_atomic_fetch_add_u32(&pgrl_state->open_leases, restored_leases);
+	pgrl_leases_restored(restored_leases, max_lease_id);
+	pgrl_ledger_restore_end(now, &state->held_slots, &state->held_until);
 	state->restored_leases = restored_leases;
 }
 
 /*
- * Say what pgrl_restore_state() did.  Called once config_lock is released:
+ * Say what pgrl_restore_saved_state() did.  Called once config_lock is released:
  * nothing is reported with an LWLock held.  Never errors.
  */
 void
@@ -801,59 +644,6 @@ pgrl_report_restore(const RlStateSnapshot *state)
 				(errmsg("pg_ratelimit holds " INT64_FORMAT " concurrency slots until %s for leases granted after its last save",
 						state->held_slots, timestamptz_to_str(state->held_until)),
 				 errdetail("The server did not stop cleanly: those leases may still be in use.")));
-}
-
-/*
- * A job type's saved counters on a model, for windows that are still
- * current; its saved ratio too, when the configured ratio it moved from is
- * still the configured one.  The shares were just reset to the
- * configuration (pgrl_apply_share_config).
- */
-static void
-pgrl_restore_share(const RlSavedShare *saved, TimestampTz minute_start, TimestampTz day_start)
-{
-	int			model_slot = pgrl_lookup_slot(pgrl_model_index, saved->model);
-	int			job_type_slot = pgrl_lookup_slot(pgrl_job_type_index, saved->job_type);
-	RlShare    *share;
-
-	if (model_slot < 0 || job_type_slot < 0)
-		return;
-	share = pgrl_share(model_slot, job_type_slot);
-	if (saved->minute_start == minute_start)
-	{
-		share->used[RL_DIM_RPM] = saved->requests_minute;
-		share->used[RL_DIM_TPM] = saved->tokens_minute;
-		share->jobs_minute = saved->jobs_minute;
-	}
-	if (saved->day_start == day_start)
-	{
-		share->used[RL_DIM_RPD] = saved->requests_day;
-		share->used[RL_DIM_TPD] = saved->tokens_day;
-		share->jobs_day = saved->jobs_day;
-	}
-	share->granted = saved->granted;
-	share->denied = saved->denied;
-	if (saved->usage.day_start == day_start)
-		share->usage = saved->usage;
-	else if (pgrl_day_used(&saved->usage))
-	{
-		/* a day that ended while we were down: rl_usage_daily gets it */
-		share->usage_ended = saved->usage;
-		share->usage.day_start = day_start;
-	}
-	if (share->flexible && saved->base_ratio == share->base_ratio &&
-		saved->ratio >= 0 && saved->ratio <= 1)
-		share->ratio = saved->ratio;
-}
-
-/* A restored open lease is in flight for its job type too */
-static void
-pgrl_restore_lease_share(const RlLease *lease)
-{
-	RlShare    *share = pgrl_lease_share(lease);
-
-	if (share)
-		share->used[RL_DIM_CONCURRENCY]++;
 }
 
 /* Build a one-dimensional array of the given element type */
@@ -913,14 +703,6 @@ pgrl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 /* Columns of rl_usage_daily passed as arrays */
 #define RL_USAGE_COLUMNS	10
 
-/* A job type in use, as the worker saw it when it started saving */
-typedef struct RlJobTypeName
-{
-	int			slot;
-	uint32		generation;
-	char		name[RL_NAME_MAX_LEN + 1];
-} RlJobTypeName;
-
 /* Rows of rl_share_counter being gathered, one array per column */
 typedef struct RlShareRows
 {
@@ -938,59 +720,6 @@ typedef struct RlUsageRows
 	int			room;
 	Datum	   *columns[RL_USAGE_COLUMNS];
 } RlUsageRows;
-
-/* The job types in use, read under config_lock */
-static int
-pgrl_job_type_names(RlJobTypeName *names)
-{
-	int			count = 0;
-
-	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
-	for (int j = 0; j < pgrl_max_job_types; j++)
-	{
-		if (!pgrl_job_types[j].in_use)
-			continue;
-		names[count].slot = j;
-		names[count].generation = pgrl_job_types[j].generation;
-		strlcpy(names[count].name, pgrl_job_types[j].name, sizeof(names[count].name));
-		count++;
-	}
-	LWLockRelease(&pgrl_state->config_lock);
-	return count;
-}
-
-/* Where a share's last saved version is kept */
-static uint64 *
-pgrl_persisted_share_version(int model_slot, int job_type_slot)
-{
-	return &persisted_share_versions[(Size) model_slot * pgrl_max_job_types + job_type_slot];
-}
-
-/*
- * Copy the shares of a model that changed since they were saved and belong
- * to the job types in names, with the index of each one's name.  Caller
- * holds the model's lock.
- */
-static int
-pgrl_copy_shares(int model_slot, const RlJobTypeName *names, int num_names,
-			   RlShare *copies, int *name_of)
-{
-	int			count = 0;
-
-	for (int k = 0; k < num_names; k++)
-	{
-		RlShare    *share = pgrl_share(model_slot, names[k].slot);
-
-		if (share->job_type_generation != names[k].generation ||
-			share->model_generation != pgrl_models[model_slot].generation ||
-			share->version == *pgrl_persisted_share_version(model_slot, names[k].slot))
-			continue;
-		memcpy(&copies[count], share, sizeof(RlShare));
-		name_of[count] = k;
-		count++;
-	}
-	return count;
-}
 
 /* Grow an array of rows; NULL means none yet */
 static void *
@@ -1054,8 +783,8 @@ pgrl_write_usage_rows(const char *qschema, RlUsageRows *rows)
  */
 static void
 pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
-				  const RlModel *model, const RlJobTypeName *names, const RlShare *copies,
-				  const int *name_of, int count)
+					const RlModelSnapshot *model, const RlJobTypeName *names,
+					const RlShareSnapshot *copies, int count)
 {
 	if (rows->count + count > rows->room)
 	{
@@ -1069,15 +798,16 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 	}
 	for (int i = 0; i < count; i++)
 	{
-		const RlShare *share = &copies[i];
+		const RlShareSnapshot *share = &copies[i];
+		const char *job_type = names[share->job_type].name;
 		Datum	  **c = rows->columns;
 		int			n = rows->count++;
 
-		rows->shares[n] = (Size) model_slot * pgrl_max_job_types + names[name_of[i]].slot;
+		rows->shares[n] = (Size) model_slot * pgrl_max_job_types + names[share->job_type].slot;
 		rows->versions[n] = share->version;
 
 		c[0][n] = CStringGetTextDatum(model->name);
-		c[1][n] = CStringGetTextDatum(names[name_of[i]].name);
+		c[1][n] = CStringGetTextDatum(job_type);
 		c[2][n] = Float8GetDatum(share->base_ratio);
 		c[3][n] = Float8GetDatum(share->ratio);
 		c[4][n] = TimestampTzGetDatum(model->minute_start);
@@ -1095,8 +825,7 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 		if (pgrl_day_used(&share->usage_ended) &&
 			persisted_share_ended[rows->shares[n]] != share->usage_ended.day_start)
 		{
-			pgrl_add_usage_row(usage_rows, model->name, names[name_of[i]].name,
-							 &share->usage_ended);
+			pgrl_add_usage_row(usage_rows, model->name, job_type, &share->usage_ended);
 			persisted_share_ended[rows->shares[n]] = share->usage_ended.day_start;
 		}
 	}
@@ -1160,11 +889,11 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
 	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
+	uint32	   *generations = palloc(sizeof(uint32) * pgrl_max_models);
 	int		   *slots = palloc(sizeof(int) * pgrl_max_models);
 	RlJobTypeName *names = palloc(sizeof(RlJobTypeName) * pgrl_max_job_types);
 	int			num_names = pgrl_job_type_names(names);
-	RlShare    *share_copies = palloc(sizeof(RlShare) * Max(num_names, 1));
-	int		   *name_of = palloc(sizeof(int) * Max(num_names, 1));
+	RlShareSnapshot *share_copies = palloc(sizeof(RlShareSnapshot) * Max(num_names, 1));
 	RlShareRows share_rows;
 	StringInfoData sql;
 
@@ -1175,27 +904,20 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 
 	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &pgrl_models[slot];
-		RlModel		copy;
+		RlModelSnapshot copy;
 		int			num_shares;
 
-		if (!model->in_use)
+		if (!pgrl_ledger_snapshot(slot, persisted[slot].generation, persisted[slot].version,
+								  names, num_names,
+								  &persisted_share_versions[(Size) slot * pgrl_max_job_types],
+								  &copy, share_copies, &num_shares))
 			continue;
-		LWLockAcquire(&model->lock, LW_SHARED);
-		if (persisted[slot].generation == model->generation &&
-			persisted[slot].version == model->version)
-		{
-			LWLockRelease(&model->lock);
-			continue;
-		}
-		memcpy(&copy, model, sizeof(RlModel));
-		num_shares = pgrl_copy_shares(slot, names, num_names, share_copies, name_of);
-		LWLockRelease(&model->lock);
-		pgrl_add_share_rows(&share_rows, &usage_rows, slot, &copy, names, share_copies, name_of,
-						  num_shares);
+		pgrl_add_share_rows(&share_rows, &usage_rows, slot, &copy, names, share_copies,
+							num_shares);
 
 		slots[n] = slot;
 		versions[n] = copy.version;
+		generations[n] = copy.generation;
 		c[0][n] = CStringGetTextDatum(copy.name);
 		c[1][n] = TimestampTzGetDatum(copy.minute_start);
 		c[2][n] = Int64GetDatum(copy.used[RL_DIM_RPM]);
@@ -1261,7 +983,7 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 	/* Only now that the rows are written: they are saved */
 	for (int i = 0; i < n; i++)
 	{
-		persisted[slots[i]].generation = pgrl_models[slots[i]].generation;
+		persisted[slots[i]].generation = generations[i];
 		persisted[slots[i]].version = versions[i];
 	}
 	elog(DEBUG1, "pg_ratelimit saved %d models, %d job type shares and %d days of usage",
@@ -1340,18 +1062,17 @@ pgrl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batch
 			*done = true;
 			break;
 		}
-		LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
+		pgrl_config_lock(LW_SHARED);
 		for (int i = 0; i < count; i++)
 		{
 			RlLease    *lease = &leases[i];
-			RlModel    *model = &pgrl_models[lease->model_slot];
-			RlJobType  *job_type = lease->job_type_slot >= 0 ?
-				&pgrl_job_types[lease->job_type_slot] : NULL;
+			const RlJobType *job_type = lease->job_type_slot >= 0 ?
+				pgrl_job_type(lease->job_type_slot) : NULL;
 
-			if (!model->in_use || model->generation != lease->model_generation ||
-				lease->session_bound)
+			if (lease->session_bound ||
+				!pgrl_model_name(lease->model_slot, lease->model_generation,
+								 models + (Size) n * (RL_NAME_MAX_LEN + 1)))
 				continue;
-			strlcpy(models + (Size) n * (RL_NAME_MAX_LEN + 1), model->name, RL_NAME_MAX_LEN + 1);
 			if (job_type && job_type->in_use && job_type->generation == lease->job_type_generation)
 				strlcpy(job_types + (Size) n * (RL_NAME_MAX_LEN + 1), job_type->name,
 						RL_NAME_MAX_LEN + 1);
@@ -1359,7 +1080,7 @@ pgrl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batch
 				job_types[(Size) n * (RL_NAME_MAX_LEN + 1)] = '\0';
 			rows[n++] = i;
 		}
-		LWLockRelease(&pgrl_state->config_lock);
+		pgrl_config_unlock();
 		if (n == 0)
 			continue;
 
@@ -1433,7 +1154,7 @@ pgrl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
 static void
 pgrl_persist_leases(const char *qschema, Oid extension, bool final)
 {
-	uint64		version = pg_atomic_read_u64(&pgrl_state->lease_version);
+	uint64		version = pgrl_leases_version();
 	bool		full;
 	bool		done;
 	int			inserted;
@@ -1447,7 +1168,7 @@ pgrl_persist_leases(const char *qschema, Oid extension, bool final)
 	if (full || !lease_save_open)
 	{
 		/* once it is done, the marks need cover only leases granted later */
-		lease_save_epoch = pgrl_mark_start_lease_save();
+		lease_save_epoch = pgrl_ledger_start_lease_save();
 		lease_save_version = version;
 		if (full)
 		{
@@ -1475,6 +1196,9 @@ pgrl_persist_leases(const char *qschema, Oid extension, bool final)
 		 full ? " (all written anew)" : "", done ? "" : " (more next round)");
 }
 
+/* Columns of rl_instance_state passed as arrays */
+#define RL_INSTANCE_COLUMNS	5
+
 /* Save the registered instances if any heartbeat or membership changed */
 static void
 pgrl_persist_instances(const char *qschema)
@@ -1482,14 +1206,15 @@ pgrl_persist_instances(const char *qschema)
 	uint64		version = pgrl_instances_heartbeat_version();
 	RlInstanceInfo *instances;
 	int			count;
-	Datum	   *cols[5];
-	Oid			types[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, OIDOID};
+	Datum	   *cols[RL_INSTANCE_COLUMNS];
+	Oid			types[RL_INSTANCE_COLUMNS] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	OIDOID};
 	StringInfoData sql;
 
 	if (persisted_anything && version == persisted_instances_version)
 		return;
 	count = pgrl_copy_instances(&instances);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < RL_INSTANCE_COLUMNS; i++)
 		cols[i] = palloc(sizeof(Datum) * Max(count, 1));
 	for (int i = 0; i < count; i++)
 	{
@@ -1508,7 +1233,8 @@ pgrl_persist_instances(const char *qschema)
 					 " registered_at = excluded.registered_at,"
 					 " last_heartbeat = excluded.last_heartbeat,"
 					 " role_oid = excluded.role_oid", qschema);
-	pgrl_save_row_set(qschema, "rl_instance_state", "instance", sql.data, 5, types, cols, count);
+	pgrl_save_row_set(qschema, "rl_instance_state", "instance", sql.data, RL_INSTANCE_COLUMNS,
+					  types, cols, count);
 	persisted_instances_version = version;
 }
 
@@ -1536,21 +1262,16 @@ pgrl_propose_marks(TimestampTz now, bool exact, bool lower)
 {
 	for (int slot = 0; slot < pgrl_max_models; slot++)
 	{
-		RlModel    *model = &pgrl_models[slot];
 		RlMarkSet  *set = &proposals.sets[proposals.count];
+		char		name[RL_NAME_MAX_LEN + 1];
 
-		if (!model->in_use)
-			continue;
-		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-		if (model->in_use &&
-			pgrl_mark_propose(model, now, exact, lower, persisted_lease_epoch, set))
+		if (pgrl_ledger_propose_marks(slot, now, exact, lower, persisted_lease_epoch, set,
+									  &proposals.generations[proposals.count], name))
 		{
 			proposals.slots[proposals.count] = slot;
-			proposals.generations[proposals.count] = model->generation;
-			proposals.names[proposals.count] = CStringGetTextDatum(model->name);
+			proposals.names[proposals.count] = CStringGetTextDatum(name);
 			proposals.count++;
 		}
-		LWLockRelease(&model->lock);
 	}
 }
 
@@ -1623,7 +1344,7 @@ pgrl_publish_marks(void)
 		pgrl_leases_save_committed();
 	lease_save_pending = false;
 	for (int i = 0; i < proposals.count; i++)
-		pgrl_mark_publish(&pgrl_models[proposals.slots[i]], proposals.generations[i],
+		pgrl_ledger_publish_marks(proposals.slots[i], proposals.generations[i],
 						&proposals.sets[i]);
 	proposals.count = 0;
 }
@@ -1690,7 +1411,7 @@ pgrl_delete_dropped_rows(const char *qschema)
 static void
 pgrl_persist_clock(const char *qschema)
 {
-	int64		clock_offset = (int64) pg_atomic_read_u64(&pgrl_state->clock_offset_us);
+	int64		clock_offset = pgrl_clock_offset();
 	Datum		arg = Int64GetDatum(clock_offset);
 	Oid			type = INT8OID;
 	StringInfoData sql;
@@ -1743,9 +1464,9 @@ pgrl_persist_state(bool save_state, bool save_marks, bool final)
 		pgrl_persist_instances(session.qschema);
 		pgrl_persist_leases(session.qschema, session.extension_oid, final);
 
-		LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
-		config_generation = pgrl_state->config_generation;
-		LWLockRelease(&pgrl_state->config_lock);
+		pgrl_config_lock(LW_SHARED);
+		config_generation = pgrl_config_generation();
+		pgrl_config_unlock();
 		if (!persisted_anything || config_generation != persisted_config_generation)
 		{
 			pgrl_delete_dropped_rows(session.qschema);

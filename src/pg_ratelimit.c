@@ -11,7 +11,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
-#include "pg_ratelimit.h"
+#include "settings.h"
+#include "shmem.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -25,6 +26,7 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
+	pgrl_preloaded = true;
 	pgrl_define_settings();
 	pgrl_install_shmem_hooks();
 	pgrl_register_worker();

@@ -14,8 +14,12 @@
 
 #include "utils/guc.h"
 
+#include "commands/dbcommands.h"
+#include "access/xlog.h"
+#include "miscadmin.h"
+
 #include "debug.h"
-#include "pg_ratelimit.h"
+#include "settings.h"
 
 #define RL_DATABASE_DEFAULT			"postgres"
 
@@ -237,4 +241,45 @@ pgrl_define_settings(void)
 							   pgrl_debug_pause_check, pgrl_debug_pause_assign, NULL);
 
 	MarkGUCPrefixReserved("ratelimit");
+}
+
+/* Set by _PG_init while the library is preloaded (it has shared memory) */
+bool		pgrl_preloaded = false;
+
+/* The configured database's OID, looked up once per backend */
+static Oid	pgrl_database_oid = InvalidOid;
+
+/* The library must have been preloaded and we must be in its database */
+void
+pgrl_require_library(void)
+{
+	if (!pgrl_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_ratelimit must be loaded via shared_preload_libraries"),
+				 errhint("Add pg_ratelimit to shared_preload_libraries and restart the server.")));
+
+	if (!OidIsValid(pgrl_database_oid))
+		pgrl_database_oid = get_database_oid(pgrl_database_name, true);
+	if (MyDatabaseId != pgrl_database_oid)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_ratelimit is configured for database \"%s\"",
+						pgrl_database_name),
+				 errhint("Use pg_ratelimit in that database, or set ratelimit.database and restart the server.")));
+}
+
+/*
+ * Refuse to change the limiter's state on a hot standby: the primary's
+ * state is authoritative.  action says what was refused ("admit requests").
+ */
+void
+pgrl_require_primary(const char *action)
+{
+	pgrl_require_library();
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("pg_ratelimit cannot %s on a standby", action),
+				 errhint("Call it on the primary server.")));
 }

@@ -42,9 +42,11 @@
 #include "storage/proc.h"
 #include "storage/s_lock.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 
+#include "limits.h"
 #include "pg_ratelimit.h"
-#include "share.h"
+#include "settings.h"
 #include "wait.h"
 
 typedef struct RlWaiter
@@ -70,6 +72,7 @@ typedef struct RlWaiter
 
 typedef struct RlWaitQueue
 {
+	Latch	   *worker_latch;	/* the background worker's, or NULL */
 	pg_atomic_uint64 next_ticket;
 	pg_atomic_uint32 memory_waiters;	/* waiters held to a memory cap */
 	int			num_records;
@@ -77,24 +80,52 @@ typedef struct RlWaitQueue
 } RlWaitQueue;
 
 static RlWaitQueue *queue = NULL;
+static pg_atomic_uint32 *model_waiters = NULL;	/* [model slot] */
+static pg_atomic_uint32 *share_waiters = NULL;	/* [model slot * max_job_types +
+												 * job type slot] */
 static bool exit_callback_registered = false;
 
-Size
-pgrl_waiters_shmem_size(void)
+/* This backend's room for the claims of older waiters (pgrl_claim_buffer) */
+static RlClaim *claim_buffer = NULL;
+
+static Size
+pgrl_queue_size(void)
 {
 	return add_size(offsetof(RlWaitQueue, records),
 					mul_size(MaxBackends + 1, sizeof(RlWaiter)));
 }
 
+static Size
+pgrl_counts_size(void)
+{
+	return mul_size(mul_size(pgrl_max_models, pgrl_max_job_types + 1),
+					sizeof(pg_atomic_uint32));
+}
+
+Size
+pgrl_waiters_shmem_size(void)
+{
+	return add_size(MAXALIGN(pgrl_queue_size()), MAXALIGN(pgrl_counts_size()));
+}
+
 /* Create or attach to the wait queue; caller holds AddinShmemInitLock */
 void
-pgrl_waiters_shmem_init(bool unused)
+pgrl_waiters_shmem_init(void)
 {
 	bool		found;
+	bool		found_counts;
+	Size		num_counts = (Size) pgrl_max_models * (pgrl_max_job_types + 1);
 
-	queue = ShmemInitStruct("pg_ratelimit wait queue", pgrl_waiters_shmem_size(), &found);
+	queue = ShmemInitStruct("pg_ratelimit wait queue", pgrl_queue_size(), &found);
+	model_waiters = ShmemInitStruct("pg_ratelimit waiter counts", pgrl_counts_size(),
+									&found_counts);
+	share_waiters = model_waiters + pgrl_max_models;
+	if (!found_counts)
+		for (Size i = 0; i < num_counts; i++)
+			pg_atomic_init_u32(&model_waiters[i], 0);
 	if (!found)
 	{
+		queue->worker_latch = NULL;
 		pg_atomic_init_u64(&queue->next_ticket, 1);
 		pg_atomic_init_u32(&queue->memory_waiters, 0);
 		queue->num_records = MaxBackends + 1;
@@ -163,9 +194,10 @@ pgrl_count_waiters(const int *slots, int num_slots, int job_type_slot, int delta
 {
 	for (int i = 0; i < num_slots; i++)
 	{
-		pg_atomic_fetch_add_u32(&pgrl_models[slots[i]].num_waiters, delta);
+		pg_atomic_fetch_add_u32(&model_waiters[slots[i]], delta);
 		if (job_type_slot >= 0)
-			pg_atomic_fetch_add_u32(&pgrl_share(slots[i], job_type_slot)->num_waiters, delta);
+			pg_atomic_fetch_add_u32(&share_waiters[(Size) slots[i] * pgrl_max_job_types +
+												   job_type_slot], delta);
 	}
 }
 
@@ -257,7 +289,7 @@ pgrl_waiter_awaiting_mark(bool awaiting)
 bool
 pgrl_share_has_waiters(int model_slot, int job_type_slot)
 {
-	if (pg_atomic_read_u32(&pgrl_share(model_slot, job_type_slot)->num_waiters) == 0)
+	if (pgrl_share_waiters(model_slot, job_type_slot) == 0)
 		return false;
 	for (int i = 0; i < queue->num_records; i++)
 	{
@@ -316,14 +348,6 @@ pgrl_waits_on(const RlWaiter *waiter, int slot)
 	return false;
 }
 
-typedef struct RlClaim
-{
-	int64		ticket;
-	int64		tokens;
-	int32		requests;
-	int			job_type_slot;
-} RlClaim;
-
 /* A waiter whose instance has its memory cap's worth of jobs in flight */
 static bool
 pgrl_memory_full(const RlWaiter *waiter)
@@ -332,119 +356,77 @@ pgrl_memory_full(const RlWaiter *waiter)
 		(int64) pg_atomic_read_u32(waiter->memory_in_flight) >= waiter->memory_cap;
 }
 
-static int
-pgrl_claim_cmp(const void *a, const void *b)
+/*
+ * Room for the claims of every possible waiter, allocated once per backend:
+ * call it before taking the model lock pgrl_older_claims runs under (no
+ * allocation under an LWLock).
+ */
+RlClaim *
+pgrl_claim_buffer(void)
 {
-	int64		ta = ((const RlClaim *) a)->ticket;
-	int64		tb = ((const RlClaim *) b)->ticket;
-
-	return ta < tb ? -1 : ta > tb ? 1 : 0;
+	if (claim_buffer == NULL)
+		claim_buffer = MemoryContextAlloc(TopMemoryContext,
+										  sizeof(RlClaim) * queue->num_records);
+	return claim_buffer;
 }
 
 /*
- * Set aside, from room (per dimension, what the limits leave), what the
- * waiters older than ticket that fit will take, oldest first.  A waiter
- * with a job type fits only when its share has room too, and takes from
- * that share; the caller's own share room (share_room, NULL without a job
- * type) shrinks by what older waiters of its job type take.  Caller holds
- * the model's lock, and passes the size of its own request: when no job
- * type is involved and it fits beside all older waiters together (the
- * usual case), nothing needs sorting.
+ * The claims of the waiters on a model (slot) older than ticket that still
+ * claim room and whose instance's memory does not hold them back, into
+ * claims (from pgrl_claim_buffer), in no particular order.  Returns how
+ * many.  Caller holds the model's lock (see the top of this file).
  */
-void
-pgrl_claim_for_older_waiters(int slot, int64 ticket, int64 tokens, int32 requests,
-						   int job_type_slot, int64 *room, RlShareRoom *share_room)
+int
+pgrl_older_claims(int slot, int64 ticket, RlClaim *claims)
 {
-	RlClaim    *claims = NULL;
 	int			num_claims = 0;
-	int64		total[RL_NUM_DIMS] = {0};
-	bool		all_fit = job_type_slot < 0;
-	RlShareRoom *share_rooms = NULL;
-	bool	   *share_known = NULL;
 
 	for (int i = 0; i < queue->num_records; i++)
 	{
 		RlWaiter	waiter;
 
-		/* a waiter its instance's memory holds back cannot take room now */
 		if (!pgrl_read_waiter(&queue->records[i], &waiter) || !waiter.claiming ||
 			waiter.ticket >= ticket || !pgrl_waits_on(&waiter, slot) ||
 			pgrl_memory_full(&waiter))
 			continue;
-		if (claims == NULL)
-			claims = palloc(sizeof(RlClaim) * queue->num_records);
 		claims[num_claims].ticket = waiter.ticket;
 		claims[num_claims].tokens = waiter.tokens;
 		claims[num_claims].requests = waiter.requests;
 		claims[num_claims].job_type_slot = waiter.job_type_slot;
 		num_claims++;
-		if (waiter.job_type_slot >= 0)
-			all_fit = false;
-		for (int d = 0; d < RL_NUM_DIMS; d++)
-			total[d] = pgrl_add_saturating(total[d],
-										 pgrl_dimension_amount(d, waiter.tokens, waiter.requests));
 	}
-	if (num_claims == 0)
-		return;
+	return num_claims;
+}
 
-	for (int d = 0; d < RL_NUM_DIMS; d++)
-		if (room[d] != PG_INT64_MAX &&
-			pgrl_add_saturating(total[d], pgrl_dimension_amount(d, tokens, requests)) > room[d])
-			all_fit = false;
-	if (all_fit)
-	{
-		/* every older waiter and this request fit together */
-		for (int d = 0; d < RL_NUM_DIMS; d++)
-			if (room[d] != PG_INT64_MAX)
-				room[d] -= total[d];
-		pfree(claims);
-		return;
-	}
+/* Waiters of a model, and of a job type's share of it */
+uint32
+pgrl_model_waiters(int model_slot)
+{
+	return pg_atomic_read_u32(&model_waiters[model_slot]);
+}
 
-	qsort(claims, num_claims, sizeof(RlClaim), pgrl_claim_cmp);
-	for (int i = 0; i < num_claims; i++)
-	{
-		RlShareRoom *claim_share = NULL;
-		bool		fits = true;
+uint32
+pgrl_share_waiters(int model_slot, int job_type_slot)
+{
+	return pg_atomic_read_u32(&share_waiters[(Size) model_slot * pgrl_max_job_types +
+											 job_type_slot]);
+}
 
-		for (int d = 0; d < RL_NUM_DIMS; d++)
-			if (pgrl_dimension_amount(d, claims[i].tokens, claims[i].requests) > room[d])
-				fits = false;
-		if (fits && claims[i].job_type_slot >= 0)
-		{
-			int			j = claims[i].job_type_slot;
+/* The worker's latch, set by the worker while it runs (NULL when it exits) */
+void
+pgrl_set_worker_latch(Latch *latch)
+{
+	queue->worker_latch = latch;
+}
 
-			if (j == job_type_slot)
-				claim_share = share_room;
-			else
-			{
-				/* the room of another job type's share, worked out once */
-				if (share_rooms == NULL)
-				{
-					share_rooms = palloc(sizeof(RlShareRoom) * pgrl_max_job_types);
-					share_known = palloc0(sizeof(bool) * pgrl_max_job_types);
-				}
-				if (!share_known[j])
-					pgrl_share_room(&pgrl_models[slot], pgrl_share(slot, j), &share_rooms[j]);
-				share_known[j] = true;
-				claim_share = &share_rooms[j];
-			}
-			fits = pgrl_share_blocking(claim_share, claims[i].tokens, claims[i].requests) < 0;
-		}
-		if (!fits)
-			continue;
-		for (int d = 0; d < RL_NUM_DIMS; d++)
-			if (room[d] != PG_INT64_MAX)
-				room[d] -= pgrl_dimension_amount(d, claims[i].tokens, claims[i].requests);
-		if (claim_share)
-			pgrl_share_take(claim_share, claims[i].tokens, claims[i].requests);
-	}
-	pfree(claims);
-	if (share_rooms)
-	{
-		pfree(share_rooms);
-		pfree(share_known);
-	}
+/* Wake the worker: something it must look at changed */
+void
+pgrl_wake_worker(void)
+{
+	Latch	   *latch = queue->worker_latch;
+
+	if (latch != NULL)
+		SetLatch(latch);
 }
 
 /*

@@ -34,13 +34,17 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "clock.h"
+#include "config.h"
 #include "extsql.h"
+#include "grant.h"
 #include "instance.h"
-#include "mark.h"
+#include "lease.h"
+#include "ledger.h"
 #include "notify.h"
 #include "persist.h"
+#include "settings.h"
 #include "wait.h"
-#include "pg_ratelimit.h"
 #include "worker.h"
 
 PGDLLEXPORT void rl_worker_main(Datum main_arg);
@@ -85,20 +89,10 @@ pgrl_register_worker(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Wake the worker (after a release, a clock change, ...) */
-void
-pgrl_wake_worker(void)
-{
-	Latch	   *latch = pgrl_state->worker_latch;
-
-	if (latch != NULL)
-		SetLatch(latch);
-}
-
 static void
 pgrl_worker_exit(int code, Datum arg)
 {
-	pgrl_state->worker_latch = NULL;
+	pgrl_set_worker_latch(NULL);
 }
 
 /*
@@ -120,51 +114,25 @@ pgrl_ms_until(TimestampTz from, TimestampTz to)
 }
 
 /*
- * One round of work in a transaction.  Returns how long to sleep before the
- * next round.
- */
-/*
- * Move the flexible ratios of the models that asked for it (10 releases),
- * or of all of them when the interval is up; wake the waiters of models
- * whose ratios moved.  Returns when a model that asked too soon after its
- * last adjustment may be adjusted, or 0.
+ * Drop the instances whose heartbeat stopped, and expire their leases.
+ * Returns when the next live instance goes stale, or DT_NOEND.
  */
 static TimestampTz
-pgrl_adjust_all_ratios(TimestampTz now, TimestampTz real_now, bool all)
+pgrl_drop_stale(TimestampTz now)
 {
-	bool		any_flexible = false;
-	TimestampTz next = 0;
-	int			moved = 0;
+	const char *names;
+	TimestampTz next;
+	int			dropped = pgrl_drop_stale_instances(now, &names, &next);
 
-	LWLockAcquire(&pgrl_state->config_lock, LW_SHARED);
-	for (int j = 0; j < pgrl_max_job_types && !any_flexible; j++)
-		any_flexible = pgrl_job_types[j].in_use && pgrl_job_types[j].flexible;
-	for (int m = 0; any_flexible && m < pgrl_max_models; m++)
-	{
-		RlModel    *model = &pgrl_models[m];
-
-		/* unlocked peeks: a request missed now is seen next round */
-		if (!model->in_use || !(all || model->ratio_adjust_due))
-			continue;
-		if (!all && real_now < pgrl_ratio_adjust_allowed_at(model))
-		{
-			TimestampTz allowed = pgrl_ratio_adjust_allowed_at(model);
-
-			next = next == 0 ? allowed : Min(next, allowed);
-			continue;
-		}
-		if (pgrl_adjust_ratios(m, now))
-		{
-			pgrl_wake_waiters(m);
-			moved++;
-		}
-	}
-	LWLockRelease(&pgrl_state->config_lock);
-	if (moved > 0)
-		elog(DEBUG1, "pg_ratelimit moved the flexible ratios of %d models", moved);
+	for (int i = 0; i < dropped; i++)
+		(void) pgrl_expire_instance_leases(names + (Size) i * (RL_NAME_MAX_LEN + 1), now);
 	return next;
 }
 
+/*
+ * One round of work in a transaction.  Returns how long to sleep before the
+ * next round.
+ */
 static long
 pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
 				TimestampTz *last_ratios)
@@ -192,11 +160,11 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		bool		new_minute = false;
 
 		pgrl_check_config_triggers();
-		pgrl_ensure_config_loaded();
+		pgrl_config_load_if_needed();
 		pgrl_resync_config();
 		now = pgrl_now();
 		pgrl_expire_due_leases(now);
-		next_stale = pgrl_drop_stale_instances(now);
+		next_stale = pgrl_drop_stale(now);
 
 		/* a window reset: waiters sleep until it themselves; make sure */
 		if (pgrl_window_start(now, USECS_PER_MINUTE) != *minute)
@@ -205,14 +173,14 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 			new_minute = true;
 			pgrl_wake_all_waiters();
 		}
-		next_notice = pgrl_queue_notifications(now);
+		next_notice = pgrl_roll_and_queue_notifications(now);
 		if (real_now >= *last_ratios + (int64) pgrl_ratio_interval_ms * 1000)
 		{
-			next_ratios = pgrl_adjust_all_ratios(now, real_now, true);
+			next_ratios = pgrl_ledger_adjust_ratios(now, real_now, true);
 			*last_ratios = real_now;
 		}
 		else
-			next_ratios = pgrl_adjust_all_ratios(now, real_now, false);
+			next_ratios = pgrl_ledger_adjust_ratios(now, real_now, false);
 		next_allocation_notice = pgrl_queue_allocation_notice(now);
 
 		save_state = shutting_down ||
@@ -223,7 +191,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 			*last_save = real_now;
 
 		next_save = *last_save + (int64) pgrl_persist_interval_ms * 1000;
-		next_minute = pgrl_window_start(now, USECS_PER_MINUTE) + USECS_PER_MINUTE;
+		next_minute = pgrl_window_reset(pgrl_window_start(now, USECS_PER_MINUTE), RL_DIM_RPM);
 		sleep_ms = Min(pgrl_ms_until(real_now, next_save), pgrl_ms_until(now, next_minute));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, pgrl_earliest_expiry()));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, pgrl_marks_next_release()));
@@ -279,7 +247,7 @@ rl_worker_main(Datum main_arg)
 	CacheRegisterRelcacheCallback(pgrl_config_relcache_callback, (Datum) 0);
 
 	before_shmem_exit(pgrl_worker_exit, (Datum) 0);
-	pgrl_state->worker_latch = MyLatch;
+	pgrl_set_worker_latch(MyLatch);
 	/* what changed behind the triggers while no worker ran */
 	pgrl_request_config_resync();
 	elog(LOG, "pg_ratelimit worker started in database \"%s\"", pgrl_database_name);

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * mark.c
+ * ledger_marks.c
  *		High-water marks: what a model may have granted, made durable before
  *		it is granted, so that a crash or a failover fails closed.
  *
@@ -55,7 +55,9 @@
  * Locking: a model's marks are protected by the model's lock, like its
  * counters.  marks_requested (an atomic flag) tells the worker some model
  * asked for new marks; lease_save_epoch is an atomic written only by the
- * worker, under config_lock held exclusively.
+ * worker, under config_lock held exclusively.  These are part of the
+ * ledger (ledger.c): nothing outside it sees a mark but the worker's
+ * saving and restoring, through ledger.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,11 +67,10 @@
 
 #include "utils/timestamp.h"
 
-#include "admission.h"
-#include "mark.h"
-#include "pg_ratelimit.h"
+#include "catalog.h"
+#include "ledger_internal.h"
+#include "settings.h"
 #include "wait.h"
-#include "worker.h"
 
 /* A mark runs at most 1/16 of a limit ahead of usage ... */
 #define RL_HEADROOM_DIVISOR		16
@@ -100,28 +101,16 @@ int64
 pgrl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
 			  TimestampTz day_start)
 {
-	TimestampTz window;
-	TimestampTz saved_window;
-	int64		length;
+	bool		daily = pgrl_dimension_is_daily(dim);
+	TimestampTz window = daily ? day_start : minute_start;
+	TimestampTz saved_window = daily ? set->day_start : set->minute_start;
 
 	if (dim == RL_DIM_CONCURRENCY)
 		return set->mark[dim];
-	if (pgrl_dimension_is_daily(dim))
-	{
-		window = day_start;
-		saved_window = set->day_start;
-		length = USECS_PER_DAY;
-	}
-	else
-	{
-		window = minute_start;
-		saved_window = set->minute_start;
-		length = USECS_PER_MINUTE;
-	}
 	/* an empty set (all zero) bounds every window to 0 */
 	if (window == saved_window)
 		return set->mark[dim];
-	if (window == saved_window + length)
+	if (window == pgrl_window_reset(saved_window, dim))
 		return set->next[dim];
 	return 0;
 }
@@ -146,7 +135,10 @@ pgrl_mark_in_force(const RlModel *model, RlDimension dim)
 int64
 pgrl_mark_room(const RlModel *model, RlDimension dim)
 {
-	int64		room = pgrl_mark_in_force(model, dim) - model->used[dim];
+	int64		room;
+
+	AssertModelLocked(model, LW_SHARED);
+	room = pgrl_mark_in_force(model, dim) - model->used[dim];
 
 	/* after a stop's exact marks, not even a refund makes room */
 	return model->marks.closed ? Min(room, 0) : room;
@@ -159,6 +151,7 @@ pgrl_mark_room(const RlModel *model, RlDimension dim)
 bool
 pgrl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at)
 {
+	AssertModelLocked(model, LW_SHARED);
 	if (model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED)
 		return true;
 	if (expires_at > model->marks.saved.horizon)
@@ -173,7 +166,7 @@ pgrl_mark_request(RlModel *model)
 	if (model->marks.requested)
 		return false;
 	model->marks.requested = true;
-	pg_atomic_write_u32(&pgrl_state->marks_requested, 1);
+	pg_atomic_write_u32(&pgrl_ledger->marks_requested, 1);
 	return true;
 }
 
@@ -187,6 +180,7 @@ pgrl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expi
 {
 	RlMarks    *marks = &model->marks;
 
+	AssertModelLocked(model, LW_EXCLUSIVE);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		int64		amount = pgrl_dimension_amount(d, tokens, requests);
@@ -207,6 +201,7 @@ pgrl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expi
 bool
 pgrl_mark_note_usage(RlModel *model)
 {
+	AssertModelLocked(model, LW_EXCLUSIVE);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		if (model->limit[d] == RL_UNLIMITED)
@@ -227,7 +222,10 @@ void
 pgrl_mark_note_lease(RlModel *model, TimestampTz expires_at)
 {
 	RlMarks    *marks = &model->marks;
-	uint32		epoch = pg_atomic_read_u32(&pgrl_state->lease_save_epoch);
+	uint32		epoch = pg_atomic_read_u32(&pgrl_ledger->lease_save_epoch);
+
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	Assert(pgrl_config_lock_held(LW_SHARED));
 
 	if (marks->unsaved_epoch != epoch)
 	{
@@ -249,6 +247,7 @@ pgrl_mark_note_lease(RlModel *model, TimestampTz expires_at)
 void
 pgrl_mark_free_slot(RlModel *model, const RlLease *lease, TimestampTz now)
 {
+	AssertModelLocked(model, LW_EXCLUSIVE);
 	if (lease->restored && now < model->marks.held_until)
 		model->marks.held++;
 	else if (model->used[RL_DIM_CONCURRENCY] > 0)
@@ -265,6 +264,7 @@ pgrl_mark_release_held(RlModel *model, TimestampTz now)
 {
 	RlMarks    *marks = &model->marks;
 
+	AssertModelLocked(model, LW_EXCLUSIVE);
 	if (marks->held == 0 || now < marks->held_until)
 		return;
 	model->used[RL_DIM_CONCURRENCY] = Max(0, model->used[RL_DIM_CONCURRENCY] - marks->held);
@@ -284,13 +284,13 @@ pgrl_mark_release_held(RlModel *model, TimestampTz now)
  * Worker only.
  */
 uint32
-pgrl_mark_start_lease_save(void)
+pgrl_ledger_start_lease_save(void)
 {
 	uint32		epoch;
 
-	LWLockAcquire(&pgrl_state->config_lock, LW_EXCLUSIVE);
-	epoch = pg_atomic_add_fetch_u32(&pgrl_state->lease_save_epoch, 1);
-	LWLockRelease(&pgrl_state->config_lock);
+	pgrl_config_lock(LW_EXCLUSIVE);
+	epoch = pg_atomic_add_fetch_u32(&pgrl_ledger->lease_save_epoch, 1);
+	pgrl_config_unlock();
 	return epoch;
 }
 
@@ -317,7 +317,7 @@ pgrl_marks_next_release(void)
 bool
 pgrl_marks_requested(void)
 {
-	return pg_atomic_exchange_u32(&pgrl_state->marks_requested, 0) != 0;
+	return pg_atomic_exchange_u32(&pgrl_ledger->marks_requested, 0) != 0;
 }
 
 /*
@@ -342,13 +342,12 @@ pgrl_headroom(int64 limit, int64 grown, int64 elapsed_us, int64 demand, int64 la
  * worker is about to stop).  When they need saving (asked for, a new
  * window, a higher bound, or, with lower, a bound with more slack than
  * its headroom) they take effect as proposed marks at once and are
- * returned in proposal: the caller saves them, commits, and publishes them
- * with pgrl_mark_publish().  Worker only; caller holds the model's lock
- * (exclusively) and has checked it is in use.
+ * returned in proposal.  Caller holds the model's lock exclusively and has
+ * checked it is in use.
  */
-bool
+static bool
 pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
-				uint32 saved_epoch, RlMarkSet *proposal)
+				  uint32 saved_epoch, RlMarkSet *proposal)
 {
 	RlMarks    *marks = &model->marks;
 	bool		changed;
@@ -358,6 +357,7 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	TimestampTz real_now = GetCurrentTimestamp();
 	int64		elapsed_us;
 
+	AssertModelLocked(model, LW_EXCLUSIVE);
 	pgrl_roll_windows(model, now);
 
 	memset(proposal, 0, sizeof(*proposal));
@@ -398,8 +398,8 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 		if (d != RL_DIM_CONCURRENCY)
 		{
 			int64		next_saved = pgrl_mark_bound(&marks->saved, d,
-												   model->minute_start + USECS_PER_MINUTE,
-												   model->day_start + USECS_PER_DAY);
+												 pgrl_window_reset(model->minute_start, RL_DIM_RPM),
+												 pgrl_window_reset(model->day_start, RL_DIM_RPD));
 
 			proposal->next[d] = Min(limit, headroom);
 			if (proposal->next[d] > next_saved || (lower && proposal->next[d] < next_saved))
@@ -471,22 +471,47 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 }
 
 /*
+ * Propose new marks for a model when it needs them (see pgrl_mark_propose):
+ * they take effect at once, and are returned in proposal, with the model's
+ * generation and name, for the caller to save, commit, and publish with
+ * pgrl_ledger_publish_marks.  Worker only.
+ */
+bool
+pgrl_ledger_propose_marks(int slot, TimestampTz now, bool exact, bool lower,
+						  uint32 saved_epoch, RlMarkSet *proposal, uint32 *generation,
+						  char *name)
+{
+	RlModel    *model = &pgrl_models[slot];
+	bool		proposed = false;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (model->in_use &&
+		pgrl_mark_propose(model, now, exact, lower, saved_epoch, proposal))
+	{
+		proposed = true;
+		*generation = model->generation;
+		strlcpy(name, model->name, RL_NAME_MAX_LEN + 1);
+	}
+	LWLockRelease(&model->lock);
+	return proposed;
+}
+
+/*
  * Marks proposed for a model are durable now: they become its saved marks,
  * and the waiters they let in look again.  Worker only.
  */
 void
-pgrl_mark_publish(RlModel *model, uint32 generation, const RlMarkSet *saved)
+pgrl_ledger_publish_marks(int slot, uint32 generation, const RlMarkSet *saved)
 {
-	bool		waiters = false;
+	RlModel    *model = &pgrl_models[slot];
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	if (model->in_use && model->generation == generation)
 	{
 		model->marks.saved = *saved;
 		model->marks.proposing = false;
-		waiters = pg_atomic_read_u32(&model->num_waiters) > 0;
 	}
 	LWLockRelease(&model->lock);
-	if (waiters)
-		pgrl_wake_waiters(model - pgrl_models);
+	if (pgrl_model_waiters(slot) > 0)
+		pgrl_wake_waiters(slot);
 }

@@ -1,0 +1,1346 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.c
+ *		The ledger: every model's limits and counters, and each job type's
+ *		share of each model.  The only code that changes a counter.
+ *
+ * The ledger owns the models (an array of ratelimit.max_models slots found
+ * through a name index), the model x job type matrix of shares
+ * (ledger_shares.c) and each model's high-water marks (ledger_marks.c).
+ * Their structures are private to these three files (ledger_internal.h);
+ * the rest of the extension asks through ledger.h: admit, count a refusal,
+ * settle, expire, roll windows, copy for the views and for saving, restore,
+ * and apply a configuration.  A new limit dimension or a new kind of limit
+ * holder changes this module and limits.h.
+ *
+ * Every change of a model keeps these rules, in the functions that make
+ * it: windows are rolled first (pgrl_roll_windows: they only move
+ * forward); the model's version is bumped, so the worker saves it; a share
+ * moves with its model, and its own version is bumped; a change that frees
+ * capacity after a denial queues a notice (pgrl_note_capacity_freed) and
+ * wakes the model's waiters; usage that eats into a high-water mark asks
+ * for the next one (pgrl_mark_note_usage).
+ *
+ * The admission rule: a request is admitted only when every configured
+ * limit of the model has room for it, all or nothing.  The check and the
+ * reservation are made under the model's own lock, so they are atomic: a
+ * limit is never exceeded by an admission, whatever the concurrency.
+ * Windows are fixed and epoch-aligned (the UTC minute and the UTC day) and
+ * are rolled lazily, by whoever touches the model first after a boundary.
+ * They only move forward: every caller reads the time before it takes the
+ * model's lock, so one that read it just before a boundary may get the
+ * lock after another rolled into the new window, and is then counted in
+ * the new window (rolling back would zero it, and let the new window admit
+ * its limit twice).
+ *
+ * Locking: each model has its own LWLock protecting its limits, prices,
+ * windows, counters, totals, marks and its shares.  Two backends racing for
+ * the last unit of a model serialize on it; backends working on different
+ * models never meet.  A model lock is never held while another model lock
+ * is taken, and every function here releases it before returning.  The
+ * name index, which slots are in use and their generations change only
+ * under config_lock held exclusively (and the model's lock); lookups hold
+ * config_lock shared.  Under a model lock nothing is allocated but the
+ * cost of a release (numeric arithmetic), nothing is reported, and the
+ * only other work is reading the wait queue (wait.c, lock-free); waiters
+ * and the worker are woken after it is released.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "clock.h"
+#include "ledger_internal.h"
+#include "names.h"
+#include "settings.h"
+#include "wait.h"
+
+RlLedger   *pgrl_ledger = NULL;
+RlModel    *pgrl_models = NULL;
+static HTAB *model_index = NULL;
+
+Size
+pgrl_ledger_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(RlLedger));
+
+	size = add_size(size, MAXALIGN(mul_size(pgrl_max_models, sizeof(RlModel))));
+	size = add_size(size, MAXALIGN(pgrl_shares_shmem_size()));
+	return add_size(size, pgrl_name_index_size(pgrl_max_models));
+}
+
+/* Create or attach; caller holds AddinShmemInitLock */
+void
+pgrl_ledger_shmem_init(int tranche_id)
+{
+	bool		found;
+	bool		found_models;
+
+	pgrl_ledger = ShmemInitStruct("pg_ratelimit ledger", sizeof(RlLedger), &found);
+	pgrl_models = ShmemInitStruct("pg_ratelimit models",
+								  mul_size(pgrl_max_models, sizeof(RlModel)), &found_models);
+	if (!found)
+	{
+		pg_atomic_init_u64(&pgrl_ledger->ratio_version, 0);
+		pg_atomic_init_u32(&pgrl_ledger->marks_requested, 0);
+		pg_atomic_init_u32(&pgrl_ledger->lease_save_epoch, 0);
+	}
+	if (!found_models)
+	{
+		memset(pgrl_models, 0, mul_size(pgrl_max_models, sizeof(RlModel)));
+		for (int i = 0; i < pgrl_max_models; i++)
+			LWLockInitialize(&pgrl_models[i].lock, tranche_id);
+	}
+	pgrl_shares_shmem_init();
+	model_index = pgrl_name_index_init("pg_ratelimit model index", pgrl_max_models);
+}
+
+/* The slot of a model, or -1.  Caller holds config_lock. */
+int
+pgrl_model_slot(const char *name)
+{
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	return pgrl_name_index_find(model_index, name);
+}
+
+/*
+ * The name of the model in a slot, when it is still the one of that
+ * generation.  Caller holds config_lock (names change only under it).
+ */
+bool
+pgrl_model_name(int slot, uint32 generation, char *name)
+{
+	RlModel    *model = &pgrl_models[slot];
+
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	if (!model->in_use || model->generation != generation)
+		return false;
+	strlcpy(name, model->name, RL_NAME_MAX_LEN + 1);
+	return true;
+}
+
+/*
+ * Capacity freed up on a model: when it has denied since the last
+ * notification, have the worker send one (coalesced: one pending notice per
+ * model; a window reset replaces a pending release, which the worker may be
+ * holding back).  Returns true when a notice became pending, which is when
+ * the worker needs waking.  Caller holds the model's lock.
+ */
+bool
+pgrl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at)
+{
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	if (!model->denied_since_notify)
+		return false;
+	if (model->notify_reason != RL_NOTIFY_NONE)
+	{
+		if (reason == RL_NOTIFY_WINDOW_RESET)
+		{
+			model->notify_reason = reason;
+			model->notify_at = at;
+		}
+		return false;
+	}
+	model->notify_reason = reason;
+	model->notify_at = at;
+	return true;
+}
+
+/*
+ * Start new windows when the clock has passed the stored ones (and free the
+ * slots held after a restore once their time is up).  Windows only move
+ * forward: a time before the stored windows (read before another backend
+ * rolled them, or a clock that stepped back) counts in them, so a window
+ * is never reset twice and a day never starts over on its saved usage.
+ * Caller holds the model's lock exclusively.
+ */
+void
+pgrl_roll_windows(RlModel *model, TimestampTz now)
+{
+	TimestampTz minute_start = pgrl_window_start(now, USECS_PER_MINUTE);
+	TimestampTz day_start = pgrl_window_start(now, USECS_PER_DAY);
+	bool		new_minute = minute_start > model->minute_start;
+	bool		new_day = day_start > model->day_start;
+
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	pgrl_mark_release_held(model, now);
+	if (new_minute || new_day)
+		pgrl_roll_share_windows(model, new_minute, new_day ? day_start : RL_NO_WINDOW);
+	if (new_minute)
+	{
+		/* a window that denied ends: listeners may retry */
+		if (model->denied_in_minute || (model->denied_in_day && new_day))
+			pgrl_note_capacity_freed(model, RL_NOTIFY_WINDOW_RESET, minute_start);
+		model->denied_in_minute = false;
+		model->minute_start = minute_start;
+		model->used[RL_DIM_RPM] = 0;
+		model->used[RL_DIM_TPM] = 0;
+	}
+	if (new_day)
+	{
+		model->denied_in_day = false;
+		model->day_start = day_start;
+		model->used[RL_DIM_RPD] = 0;
+		model->used[RL_DIM_TPD] = 0;
+		/* keep the ended day's usage until the worker has persisted it */
+		if (pgrl_day_used(&model->usage))
+			model->usage_ended = model->usage;
+		memset(&model->usage, 0, sizeof(model->usage));
+		model->usage.day_start = day_start;
+		model->version++;
+	}
+}
+
+/* When the window of a dimension ends, or 0 when only releases free it */
+static TimestampTz
+pgrl_resets_at(const RlModel *model, RlDimension dim)
+{
+	return pgrl_window_reset(pgrl_dimension_is_daily(dim) ? model->day_start :
+							 model->minute_start, dim);
+}
+
+/*
+ * Usage of a dimension as of now, without rolling the stored windows (for
+ * readers that hold the model lock only shared).  A stored window at or
+ * after now's is current (windows only move forward).
+ */
+static int64
+pgrl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
+{
+	if (dim == RL_DIM_CONCURRENCY)
+		return model->used[dim];
+	if (pgrl_dimension_is_daily(dim))
+		return model->day_start >= pgrl_window_start(now, USECS_PER_DAY) ?
+			model->used[dim] : 0;
+	return model->minute_start >= pgrl_window_start(now, USECS_PER_MINUTE) ?
+		model->used[dim] : 0;
+}
+
+/*
+ * Copy configured limits and prices into a model, saying whether they
+ * changed.  Caller holds its lock.
+ */
+static bool
+pgrl_set_model_config(RlModel *model, const RlModelConfig *config)
+{
+	bool		changed;
+
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	changed = memcmp(model->limit, config->limit, sizeof(model->limit)) != 0 ||
+		model->count_cached != config->count_cached ||
+		model->priced != config->priced ||
+		memcmp(&model->price_input, &config->price_input, sizeof(RlNumeric)) != 0 ||
+		memcmp(&model->price_output, &config->price_output, sizeof(RlNumeric)) != 0 ||
+		memcmp(&model->price_cached, &config->price_cached, sizeof(RlNumeric)) != 0;
+	memcpy(model->limit, config->limit, sizeof(model->limit));
+	model->count_cached = config->count_cached;
+	model->price_input = config->price_input;
+	model->price_output = config->price_output;
+	model->price_cached = config->price_cached;
+	model->priced = config->priced;
+	return changed;
+}
+
+/* Start a model in a free slot, its counters at zero; caller holds its lock */
+static void
+pgrl_init_model(RlModel *model, const RlModelConfig *config)
+{
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	model->in_use = true;
+	model->generation++;
+	strlcpy(model->name, config->name, sizeof(model->name));
+	model->minute_start = RL_NO_WINDOW;
+	model->day_start = RL_NO_WINDOW;
+	memset(model->used, 0, sizeof(model->used));
+	model->granted = model->denied = model->expired = 0;
+	model->overage_events = model->overage_tokens = 0;
+	model->denied_in_minute = model->denied_in_day = model->denied_since_notify = false;
+	model->notify_reason = RL_NOTIFY_NONE;
+	memset(&model->usage, 0, sizeof(model->usage));
+	model->usage.day_start = RL_NO_WINDOW;
+	memset(&model->usage_ended, 0, sizeof(model->usage_ended));
+	model->usage_ended.day_start = RL_NO_WINDOW;
+	pgrl_reset_marks(model);
+	model->version++;
+	(void) pgrl_set_model_config(model, config);
+}
+
+/* Take a model out of use; caller holds config_lock exclusively */
+static void
+pgrl_drop_model(RlModel *model)
+{
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	pgrl_name_index_remove(model_index, model->name);
+	model->in_use = false;
+	LWLockRelease(&model->lock);
+}
+
+/*
+ * Make the models those configured: a model no longer configured is
+ * dropped (dropped[slot] set: the caller discards its leases), one whose
+ * limits or prices changed keeps its counters (and its listeners hear of
+ * the change), a new one starts at zero in a free slot.  Returns false
+ * when a slot or an index entry was missing (cannot happen: both are
+ * sized at server start).  Caller holds config_lock exclusively; dropped
+ * has room for max_models and is all false.
+ */
+bool
+pgrl_ledger_apply_models(const RlModelConfig *configs, int count, bool *dropped)
+{
+	bool		complete = true;
+
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
+	/* Drop what is gone: a slot in use that no configured name finds */
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+		if (pgrl_models[slot].in_use)
+			dropped[slot] = true;
+	for (int i = 0; i < count; i++)
+	{
+		int			slot = pgrl_name_index_find(model_index, configs[i].name);
+
+		if (slot >= 0)
+			dropped[slot] = false;
+	}
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+		if (dropped[slot])
+			pgrl_drop_model(&pgrl_models[slot]);
+
+	/* Slots below free_slot are in use: nothing is freed from here on */
+	for (int i = 0, free_slot = 0; i < count; i++)
+	{
+		const RlModelConfig *config = &configs[i];
+		int			slot = pgrl_name_index_find(model_index, config->name);
+		RlModel    *model;
+
+		if (slot < 0)
+		{
+			while (free_slot < pgrl_max_models && pgrl_models[free_slot].in_use)
+				free_slot++;
+			if (free_slot == pgrl_max_models ||
+				!pgrl_name_index_insert(model_index, config->name, free_slot))
+			{
+				complete = false;
+				continue;
+			}
+			model = &pgrl_models[free_slot];
+			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+			pgrl_init_model(model, config);
+			LWLockRelease(&model->lock);
+		}
+		else
+		{
+			model = &pgrl_models[slot];
+			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+			if (pgrl_set_model_config(model, config))
+				(void) pgrl_note_capacity_freed(model, RL_NOTIFY_CONFIG, pgrl_now());
+			LWLockRelease(&model->lock);
+		}
+	}
+	return complete;
+}
+
+/* Forget every model (a full load).  Caller holds config_lock exclusively. */
+void
+pgrl_ledger_clear(void)
+{
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+		if (pgrl_models[slot].in_use)
+			pgrl_drop_model(&pgrl_models[slot]);
+}
+
+/* What pgrl_admit_locked decided, and what to wake once the lock is gone */
+typedef struct RlAdmitWake
+{
+	bool		worker;
+} RlAdmitWake;
+
+/*
+ * Note a refusal by a limit or a share on the model (and the job type's
+ * share); the denied totals count refused calls, not attempts: see
+ * pgrl_ledger_count_refusal.  Caller holds the model's lock.
+ */
+static void
+pgrl_deny(RlModel *model, RlShare *share, int limited_by, int window, RlAdmission *result)
+{
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	model->version++;
+	if (window >= 0 && pgrl_dimension_is_daily(window))
+		model->denied_in_day = true;
+	else if (window >= 0 && window != RL_DIM_CONCURRENCY)
+		model->denied_in_minute = true;
+	model->denied_since_notify = true;
+	if (share)
+		share->denied_recently = true;
+	result->limited_by = limited_by;
+	result->retry_at = window >= 0 ? pgrl_resets_at(model, window) : 0;
+}
+
+/* The first dimension (blocks-longest order) whose room is short, or -1 */
+static int
+pgrl_first_short(const int64 *room, const RlRequest *request)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (pgrl_dimension_amount(d, request->tokens, request->requests) > room[d])
+			return d;
+	return -1;
+}
+
+/* The body of pgrl_ledger_admit, with the model locked */
+static void
+pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
+				  const RlMemoryCap *memory, int64 ticket, TimestampTz now,
+				  TimestampTz expires_at, RlAdmission *result, RlAdmitWake *wake)
+{
+	RlShareRoom share_room;
+	int			blocking;
+	int			share_blocking = -1;
+	int			mark_blocking;
+	int64		room[RL_NUM_DIMS];	/* what the limits leave */
+	int64		avail[RL_NUM_DIMS]; /* what the marks allow, then both */
+
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	pgrl_roll_windows(model, now);
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		limit = model->limit[d];
+
+		if (limit != RL_UNLIMITED &&
+			pgrl_dimension_amount(d, request->tokens, request->requests) > limit)
+		{
+			result->never_fits = d;
+			result->never_fits_limit = limit;
+			return;
+		}
+		/* used can exceed limit after an overage: room may be < 0 */
+		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
+		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : pgrl_mark_room(model, d);
+	}
+	if (share)
+		pgrl_share_room(model, share, &share_room);
+
+	/*
+	 * Older waiters that fit the limits claim their room first, also when
+	 * they wait only for new marks: what they claim comes off both.
+	 */
+	if (pgrl_model_waiters(model - pgrl_models) > 0)
+	{
+		int64		before[RL_NUM_DIMS];
+
+		memcpy(before, room, sizeof(before));
+		pgrl_claim_for_older_waiters(model, ticket, request, room, share ? &share_room : NULL);
+		for (int d = 0; d < RL_NUM_DIMS; d++)
+			if (avail[d] != PG_INT64_MAX)
+				avail[d] -= before[d] - room[d];
+	}
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		avail[d] = Min(avail[d], room[d]);
+	blocking = pgrl_first_short(room, request);
+	if (blocking < 0 && share)
+		share_blocking = pgrl_share_blocking(&share_room, request->tokens, request->requests);
+	if (blocking >= 0 || share_blocking >= 0)
+	{
+		pgrl_deny(model, share, blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE,
+				  blocking >= 0 ? blocking : share_blocking, result);
+		return;
+	}
+
+	/* It fits the limits: may it be granted before new marks are saved? */
+	mark_blocking = pgrl_first_short(avail, request);
+	if (mark_blocking < 0 && !pgrl_mark_covers_expiry(model, expires_at))
+		mark_blocking = RL_DIM_CONCURRENCY;
+	if (mark_blocking >= 0)
+	{
+		wake->worker = pgrl_mark_refused(model, request->tokens, request->requests,
+										 expires_at);
+		result->awaiting_mark = true;
+		result->limited_by = mark_blocking;
+		result->retry_at = pgrl_add_saturating(now, RL_MARK_RETRY_US);
+		return;
+	}
+
+	/* Claim room in the lease table before reserving anything */
+	if (!pgrl_leases_claim_room())
+	{
+		result->leases_full = true;
+		return;
+	}
+
+	/* last, the instance's memory: the cap holds across models */
+	if (memory && memory->in_flight)
+	{
+		if (!pgrl_memory_take(memory))
+		{
+			pgrl_leases_return_room();
+			pgrl_deny(model, share, RL_LIMITED_BY_MEMORY, -1, result);
+			return;
+		}
+		result->memory_counted = true;
+	}
+
+	model->version++;
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		model->used[d] = pgrl_add_saturating(model->used[d],
+											 pgrl_dimension_amount(d, request->tokens,
+																   request->requests));
+	model->granted++;
+	model->usage.requests = pgrl_add_saturating(model->usage.requests, request->requests);
+	if (share)
+		pgrl_share_grant(share, model, request->tokens, request->requests);
+	if (ticket != RL_NEWCOMER_TICKET)
+		pgrl_waiter_granted();
+	/* also without a concurrency limit: one may be set before it is saved */
+	pgrl_mark_note_lease(model, expires_at);
+	wake->worker = pgrl_mark_note_usage(model);
+	result->granted = true;
+	result->model_generation = model->generation;
+	result->minute_start = model->minute_start;
+	result->day_start = model->day_start;
+}
+
+/*
+ * Try to admit a request on one model, reserving everything it needs when
+ * it fits.  With a job type the request must also fit the job type's share
+ * of the model, and with a memory cap (memory, may be NULL) the instance's
+ * in-flight jobs of the type must stay under it.  ticket orders the
+ * request among waiters (RL_NEWCOMER_TICKET when not waiting): the room
+ * older waiters that fit will take is set aside first.  A request that fits
+ * everything but the model's durable high-water marks (or whose lease
+ * would outlive their horizon) is neither granted nor denied:
+ * result->awaiting_mark says the worker was asked for new marks.  Never
+ * errors (the caller holds config_lock): a request that can never fit is
+ * reported in result->never_fits, a full lease table in
+ * result->leases_full.  Caller holds config_lock (shared), so the shares
+ * match the configuration.
+ */
+void
+pgrl_ledger_admit(int slot, const RlRequest *request, const RlMemoryCap *memory,
+				  int64 ticket, TimestampTz now, TimestampTz expires_at, RlAdmission *result)
+{
+	RlModel    *model = &pgrl_models[slot];
+	RlShare    *share = pgrl_request_share(slot, request);
+	RlAdmitWake wake = {false};
+
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	memset(result, 0, sizeof(*result));
+	result->limited_by = -1;
+	result->never_fits = -1;
+	pgrl_shares_prepare();
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	pgrl_admit_locked(model, share, request, memory, ticket, now, expires_at, result, &wake);
+	LWLockRelease(&model->lock);
+	if (wake.worker)
+		pgrl_wake_worker();
+}
+
+/*
+ * A call returns refused: count one denial on a model that refused it, and
+ * on its job type's share.  Once per call, however often it was tried
+ * while it waited.  Caller holds config_lock.
+ */
+void
+pgrl_ledger_count_refusal(int slot, const RlRequest *request)
+{
+	RlModel    *model = &pgrl_models[slot];
+	const RlJobType *job_type = request->job_type_slot >= 0 ?
+		pgrl_job_type(request->job_type_slot) : NULL;
+
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	model->denied++;
+	model->version++;
+	if (job_type && job_type->in_use && job_type->generation == request->job_type_generation)
+	{
+		RlShare    *share = pgrl_share(slot, request->job_type_slot);
+
+		if (share->model_generation == model->generation &&
+			share->job_type_generation == request->job_type_generation)
+		{
+			share->denied++;
+			share->version++;
+		}
+	}
+	LWLockRelease(&model->lock);
+}
+
+/*
+ * A lease leaves: free its concurrency slot on the model and on its job
+ * type's share.  The one place a slot is given back (release and expiry).
+ * Returns whether the worker needs waking.  Caller holds the model's lock.
+ */
+static bool
+pgrl_free_slot(RlModel *model, RlShare *share, const RlLease *lease, TimestampTz now)
+{
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	pgrl_mark_free_slot(model, lease, now);
+	if (share)
+	{
+		if (share->used[RL_DIM_CONCURRENCY] > 0)
+			share->used[RL_DIM_CONCURRENCY]--;
+		share->version++;
+	}
+	model->version++;
+	return pgrl_note_capacity_freed(model, RL_NOTIFY_RELEASE, now);
+}
+
+/*
+ * An expired lease frees its concurrency slot and keeps its window
+ * reservation (nothing when its model was dropped meanwhile).
+ */
+void
+pgrl_ledger_expire(const RlLease *lease, TimestampTz now)
+{
+	RlModel    *model = &pgrl_models[lease->model_slot];
+	bool		known;
+	bool		notify = false;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	known = model->in_use && model->generation == lease->model_generation;
+	if (known)
+	{
+		notify = pgrl_free_slot(model, pgrl_lease_share(lease), lease, now);
+		model->expired++;
+	}
+	LWLockRelease(&model->lock);
+	if (known && pgrl_model_waiters(lease->model_slot) > 0)
+		pgrl_wake_waiters(lease->model_slot);
+	if (notify)
+		pgrl_wake_worker();
+}
+
+/* price (per million tokens) x tokens, added to sum */
+static Numeric
+pgrl_add_cost(Numeric sum, const RlNumeric *price, int64 tokens)
+{
+	Datum		part;
+
+	if (tokens == 0)
+		return sum;
+	part = DirectFunctionCall2(numeric_mul,
+							   NumericGetDatum((Numeric) price->data),
+							   DirectFunctionCall1(int8_numeric, Int64GetDatum(tokens)));
+	return DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(sum), part));
+}
+
+/* Cost of a release: input, output and cached tokens at per-million prices */
+static Numeric
+pgrl_cost(const RlUsage *usage, const RlNumeric *price_input,
+		  const RlNumeric *price_output, const RlNumeric *price_cached)
+{
+	Numeric		sum = int64_to_numeric(0);
+
+	sum = pgrl_add_cost(sum, price_input, usage->input);
+	sum = pgrl_add_cost(sum, price_output, usage->output);
+	sum = pgrl_add_cost(sum, price_cached, usage->cached);
+	/* multiplying by 10^-6 is exact, where dividing could round */
+	sum = DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(sum),
+											  NumericGetDatum(int64_div_fast_to_numeric(1, 6))));
+	return DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale, NumericGetDatum(sum)));
+}
+
+/* A release's usage (and its overage, when positive) added to a day */
+static void
+pgrl_add_day_usage(RlDayUsage *day, const RlUsage *usage, int64 overage)
+{
+	if (usage->has_tokens)
+	{
+		day->input = pgrl_add_saturating(day->input, usage->input);
+		day->output = pgrl_add_saturating(day->output, usage->output);
+		day->cached = pgrl_add_saturating(day->cached, usage->cached);
+	}
+	if (overage > 0)
+	{
+		day->overage_events++;
+		day->overage_tokens = pgrl_add_saturating(day->overage_tokens, overage);
+	}
+}
+
+/* Add cost to a day's cost; false when the sum has too many digits to keep */
+static bool
+pgrl_add_day_cost(RlDayUsage *day, Numeric cost)
+{
+	Datum		total = DirectFunctionCall2(numeric_add,
+											NumericGetDatum(pgrl_numeric_load(&day->cost)),
+											NumericGetDatum(cost));
+
+	total = DirectFunctionCall1(numeric_trim_scale, total);
+	return pgrl_numeric_store(&day->cost, DatumGetNumeric(total));
+}
+
+/* A lease's cost, added to today's cost of its model and job type */
+static void
+pgrl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
+{
+	RlModel    *model = &pgrl_models[lease->model_slot];
+	bool		kept = true;
+	char		name[RL_NAME_MAX_LEN + 1];
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (model->in_use && model->generation == lease->model_generation)
+	{
+		RlShare    *share = pgrl_lease_share(lease);
+
+		pgrl_roll_windows(model, now);
+		kept = pgrl_add_day_cost(&model->usage, cost);
+		strlcpy(name, model->name, sizeof(name));
+		if (share)
+		{
+			(void) pgrl_add_day_cost(pgrl_share_day(share), cost);
+			share->version++;
+		}
+		model->version++;
+	}
+	LWLockRelease(&model->lock);
+	/* reported only now: never with an LWLock held */
+	if (!kept)
+		elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
+			 name);
+}
+
+/* What settling a lease under the model's lock found */
+typedef struct RlSettleLocked
+{
+	bool		expired;		/* due already: settled as an expiry */
+	bool		wake_worker;
+	bool		any_window_current;
+	int64		actual_tokens;
+	RlNumeric	price_input;
+	RlNumeric	price_output;
+	RlNumeric	price_cached;
+	bool		priced;
+} RlSettleLocked;
+
+/* The body of pgrl_ledger_settle, with the model locked and in use */
+static void
+pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
+				   TimestampTz now, RlSettleLocked *out)
+{
+	RlShare    *share = pgrl_lease_share(lease);
+	int32		actual_requests;
+	int64		overage;
+
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	if (lease->expires_at <= now)
+	{
+		out->expired = true;
+		out->wake_worker = pgrl_free_slot(model, share, lease, now);
+		model->expired++;
+		return;
+	}
+
+	pgrl_roll_windows(model, now);
+	out->actual_tokens = !usage->has_tokens ? lease->tokens :
+		model->count_cached ? usage->tokens_with_cached : usage->tokens_without_cached;
+	actual_requests = usage->has_requests ? usage->requests : lease->requests;
+	overage = out->actual_tokens - lease->tokens;
+
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+	{
+		int64		delta = pgrl_dimension_amount(d, out->actual_tokens, actual_requests) -
+			pgrl_dimension_amount(d, lease->tokens, lease->requests);
+		bool		same_window = pgrl_dimension_is_daily(d) ?
+			lease->day_start == model->day_start :
+			lease->minute_start == model->minute_start;
+
+		out->any_window_current |= same_window;
+		/* the job type's share moves with the model */
+		if (same_window)
+		{
+			model->used[d] = Max(0, pgrl_add_saturating(model->used[d], delta));
+			if (share)
+				share->used[d] = Max(0, pgrl_add_saturating(share->used[d], delta));
+		}
+		else if (delta > 0)
+		{
+			model->used[d] = pgrl_add_saturating(model->used[d], delta);
+			if (share)
+				share->used[d] = pgrl_add_saturating(share->used[d], delta);
+		}
+	}
+	out->wake_worker = pgrl_free_slot(model, share, lease, now);
+	if (share && pgrl_note_share_release(model))
+		out->wake_worker = true;
+	if (overage > 0)
+	{
+		model->overage_events++;
+		model->overage_tokens = pgrl_add_saturating(model->overage_tokens, overage);
+	}
+	pgrl_add_day_usage(&model->usage, usage, overage);
+	if (share)
+		pgrl_add_day_usage(pgrl_share_day(share), usage, overage);
+	out->price_input = model->price_input;
+	out->price_output = model->price_output;
+	out->price_cached = model->price_cached;
+	out->priced = model->priced;
+	/* an overage past the mark: have a mark cover it soon */
+	if (pgrl_mark_note_usage(model))
+		out->wake_worker = true;
+}
+
+/*
+ * Settle a lease taken from the lease table, with the usage its release
+ * reported.  In the window it was acquired in, counters move by actual -
+ * estimate (never below zero); once that window has ended there is no
+ * refund, and an overage is charged to the current window.  Minute and day
+ * windows are judged separately.  A lease that was due is settled as an
+ * expiry.
+ */
+void
+pgrl_ledger_settle(const RlLease *lease, const RlUsage *usage, TimestampTz now,
+				   RlSettlement *result)
+{
+	RlModel    *model = &pgrl_models[lease->model_slot];
+	RlSettleLocked settled;
+
+	memset(result, 0, sizeof(*result));
+	memset(&settled, 0, sizeof(settled));
+	result->tokens_estimated = lease->tokens;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	result->model_known = model->in_use && model->generation == lease->model_generation;
+	if (result->model_known)
+	{
+		strlcpy(result->model, model->name, sizeof(result->model));
+		pgrl_settle_locked(model, lease, usage, now, &settled);
+	}
+	LWLockRelease(&model->lock);
+	if (!result->model_known)
+		return;
+	if (pgrl_model_waiters(lease->model_slot) > 0)
+		pgrl_wake_waiters(lease->model_slot);
+	if (settled.wake_worker)
+		pgrl_wake_worker();
+	if (settled.expired)
+		return;
+
+	result->released = true;
+	if (!usage->has_tokens)
+		return;
+	result->has_actual = true;
+	result->tokens_actual = settled.actual_tokens;
+	result->overage = Max(0, settled.actual_tokens - lease->tokens);
+	result->tokens_refunded = settled.any_window_current && settled.actual_tokens < lease->tokens ?
+		lease->tokens - settled.actual_tokens : 0;
+	if (!settled.priced)
+	{
+		result->cost = int64_to_numeric(0);
+		return;
+	}
+	result->cost = pgrl_cost(usage, &settled.price_input, &settled.price_output,
+							 &settled.price_cached);
+	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(result->cost),
+										  NumericGetDatum(int64_to_numeric(0)))) != 0)
+		pgrl_add_cost_today(lease, result->cost, now);
+}
+
+/*
+ * What rl_capacity shows of a model for a request of this size: per
+ * limit, what is used, when it resets, and how many such requests fit
+ * (also in the job type's share); total_dim is the limit with the fewest.
+ * False when the model is not in use.  Caller holds config_lock.
+ */
+bool
+pgrl_ledger_capacity(int slot, const RlRequest *request, TimestampTz now,
+					 RlCapacity *capacity)
+{
+	RlModel    *model = &pgrl_models[slot];
+	RlShare    *share = pgrl_request_share(slot, request);
+	RlShareRoom share_room;
+
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	/* exclusive: the windows of the model and its shares may need rolling */
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (!model->in_use)
+	{
+		LWLockRelease(&model->lock);
+		return false;
+	}
+	pgrl_roll_windows(model, now);
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		capacity->limit[d] = model->limit[d];
+		capacity->used[d] = model->used[d];
+		capacity->resets_at[d] = pgrl_resets_at(model, d);
+	}
+	if (share)
+		pgrl_share_room(model, share, &share_room);
+	LWLockRelease(&model->lock);
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		amount = pgrl_dimension_amount(d, request->tokens, request->requests);
+
+		capacity->slots[d] = -1;
+		if (capacity->limit[d] == RL_UNLIMITED || amount == 0)
+			continue;
+		capacity->slots[d] = Max(0, capacity->limit[d] - capacity->used[d]) / amount;
+		/* a job type also counts what its share leaves */
+		if (share)
+			capacity->slots[d] = Min(capacity->slots[d],
+									 Max(Max(0, share_room.room[d]) / amount,
+										 share_room.guaranteed[d]));
+	}
+	capacity->total_dim = pgrl_min_dimension(capacity->slots);
+	return true;
+}
+
+/* A model's row of rl_status; false when the slot is not in use */
+bool
+pgrl_ledger_model_status(int slot, TimestampTz now, RlModelStatus *status)
+{
+	RlModel    *model = &pgrl_models[slot];
+	TimestampTz minute_start;
+	TimestampTz day_start;
+
+	if (!model->in_use)
+		return false;
+	LWLockAcquire(&model->lock, LW_SHARED);
+	if (!model->in_use)
+	{
+		LWLockRelease(&model->lock);
+		return false;
+	}
+	strlcpy(status->name, model->name, sizeof(status->name));
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		status->limit[d] = model->limit[d];
+		status->used[d] = pgrl_used_now(model, d, now);
+	}
+	/* the windows do not move back when the clock does */
+	minute_start = pgrl_window_at(model->minute_start, now, USECS_PER_MINUTE);
+	day_start = pgrl_window_at(model->day_start, now, USECS_PER_DAY);
+	status->minute_resets_at = pgrl_window_reset(minute_start, RL_DIM_RPM);
+	status->day_resets_at = pgrl_window_reset(day_start, RL_DIM_RPD);
+	status->granted = model->granted;
+	status->denied = model->denied;
+	status->expired = model->expired;
+	status->overage_events = model->overage_events;
+	status->overage_tokens = model->overage_tokens;
+	if (model->usage.day_start == day_start)
+		status->cost_today = model->usage.cost;
+	else
+		memset(&status->cost_today, 0, sizeof(status->cost_today));
+	LWLockRelease(&model->lock);
+	return true;
+}
+
+/*
+ * For rl_allocation: a model's name and limits, and the ratio in force of
+ * each of the given job types on it.  False when the slot is not in use.
+ */
+bool
+pgrl_ledger_model_limits(int slot, char *name, int64 *limits, const int *job_type_slots,
+						 int num_job_types, double *ratios)
+{
+	RlModel    *model = &pgrl_models[slot];
+	bool		in_use;
+
+	LWLockAcquire(&model->lock, LW_SHARED);
+	in_use = model->in_use;
+	if (in_use)
+	{
+		strlcpy(name, model->name, RL_NAME_MAX_LEN + 1);
+		memcpy(limits, model->limit, sizeof(model->limit));
+		for (int k = 0; k < num_job_types; k++)
+			ratios[k] = pgrl_share(slot, job_type_slots[k])->ratio;
+	}
+	LWLockRelease(&model->lock);
+	return in_use;
+}
+
+/*
+ * Roll a model's windows to now and take its pending rl_capacity notice,
+ * unless it is a release or config notice and hold_release says it must
+ * wait (then notice->held).  Wakes the waiters when slots held after a
+ * restore came free.  Worker only (notify.c).
+ */
+void
+pgrl_ledger_roll(int slot, TimestampTz now, bool hold_release, RlNotice *notice)
+{
+	RlModel    *model = &pgrl_models[slot];
+	bool		wake = false;
+
+	memset(notice, 0, sizeof(*notice));
+	if (!model->in_use)
+		return;
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (model->in_use)
+	{
+		pgrl_roll_windows(model, now);
+		/* slots held after a restore just came free: waiters look again */
+		wake = model->marks.held_released;
+		model->marks.held_released = false;
+		if (model->notify_reason != RL_NOTIFY_NONE &&
+			model->notify_reason != RL_NOTIFY_WINDOW_RESET && hold_release)
+			notice->held = true;
+		else if (model->notify_reason != RL_NOTIFY_NONE)
+		{
+			notice->reason = model->notify_reason;
+			notice->at = model->notify_at;
+			strlcpy(notice->model, model->name, sizeof(notice->model));
+			model->notify_reason = RL_NOTIFY_NONE;
+			model->denied_since_notify = false;
+		}
+	}
+	LWLockRelease(&model->lock);
+	if (wake)
+		pgrl_wake_waiters(slot);
+}
+
+/*
+ * Copy a model, and those of its shares that changed since they were saved
+ * (saved_share_versions, by job type slot), for saving; false when the
+ * model is not in use or has not changed since saved_generation and
+ * saved_version.  job_types are the job types in use; a share copy's
+ * job_type indexes them.  shares has room for num_job_types.
+ */
+bool
+pgrl_ledger_snapshot(int slot, uint32 saved_generation, uint64 saved_version,
+					 const RlJobTypeName *job_types, int num_job_types,
+					 const uint64 *saved_share_versions, RlModelSnapshot *snapshot,
+					 RlShareSnapshot *shares, int *num_shares)
+{
+	RlModel    *model = &pgrl_models[slot];
+
+	*num_shares = 0;
+	if (!model->in_use)
+		return false;
+	LWLockAcquire(&model->lock, LW_SHARED);
+	if (!model->in_use ||
+		(saved_generation == model->generation && saved_version == model->version))
+	{
+		LWLockRelease(&model->lock);
+		return false;
+	}
+	strlcpy(snapshot->name, model->name, sizeof(snapshot->name));
+	snapshot->generation = model->generation;
+	snapshot->version = model->version;
+	snapshot->minute_start = model->minute_start;
+	snapshot->day_start = model->day_start;
+	memcpy(snapshot->used, model->used, sizeof(model->used));
+	snapshot->granted = model->granted;
+	snapshot->denied = model->denied;
+	snapshot->expired = model->expired;
+	snapshot->overage_events = model->overage_events;
+	snapshot->overage_tokens = model->overage_tokens;
+	snapshot->usage = model->usage;
+	snapshot->usage_ended = model->usage_ended;
+	for (int k = 0; k < num_job_types; k++)
+	{
+		RlShare    *share = pgrl_share(slot, job_types[k].slot);
+		RlShareSnapshot *copy = &shares[*num_shares];
+
+		if (share->job_type_generation != job_types[k].generation ||
+			share->model_generation != model->generation ||
+			share->version == saved_share_versions[job_types[k].slot])
+			continue;
+		copy->job_type = k;
+		copy->version = share->version;
+		copy->base_ratio = share->base_ratio;
+		copy->ratio = share->ratio;
+		memcpy(copy->used, share->used, sizeof(share->used));
+		copy->jobs_minute = share->jobs_minute;
+		copy->jobs_day = share->jobs_day;
+		copy->granted = share->granted;
+		copy->denied = share->denied;
+		copy->usage = share->usage;
+		copy->usage_ended = share->usage_ended;
+		(*num_shares)++;
+	}
+	LWLockRelease(&model->lock);
+	return true;
+}
+
+/*
+ * Restoring.  A full load (config.c, persist.c) clears shared memory,
+ * applies the configuration, and then puts the saved state back, with
+ * config_lock held exclusively and nothing admitted meanwhile: windows
+ * (restore_begin), each saved counter, mark and share, each saved lease,
+ * and at the end the floors the leases set and the slots held for leases a
+ * crash forgot (restore_end).  What is restored fails closed: every current
+ * window counts at least its saved mark and the reservations of the
+ * restored leases made in it, and concurrency its saved mark
+ * (ledger_marks.c); after a clean stop the marks are exact and nothing is
+ * over-counted.  config_lock, held exclusively, keeps every other user of
+ * the ledger out meanwhile.
+ */
+static TimestampTz restore_minute_start;
+static TimestampTz restore_day_start;
+static int64 *restore_floor;	/* [model slot * RL_DIM_CONCURRENCY + dim] */
+
+/* Scratch space a restore needs, allocated by the caller before locking */
+Size
+pgrl_ledger_restore_scratch_size(void)
+{
+	return mul_size(mul_size(pgrl_max_models, RL_DIM_CONCURRENCY), sizeof(int64));
+}
+
+/* Begin a restore into these windows; scratch from the caller, zeroed */
+void
+pgrl_ledger_restore_begin(TimestampTz minute_start, TimestampTz day_start, int64 *scratch)
+{
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
+	restore_minute_start = minute_start;
+	restore_day_start = day_start;
+	restore_floor = scratch;
+}
+
+/*
+ * The model a saved row names, with the restore's windows set, or NULL
+ * when it is no longer configured.
+ */
+static RlModel *
+pgrl_restored_model(const char *name)
+{
+	int			slot = pgrl_name_index_find(model_index, name);
+	RlModel    *model;
+
+	if (slot < 0)
+		return NULL;
+	model = &pgrl_models[slot];
+	if (model->minute_start != restore_minute_start)
+	{
+		model->minute_start = restore_minute_start;
+		model->used[RL_DIM_RPM] = model->used[RL_DIM_TPM] = 0;
+	}
+	if (model->day_start != restore_day_start)
+	{
+		model->day_start = restore_day_start;
+		model->used[RL_DIM_RPD] = model->used[RL_DIM_TPD] = 0;
+	}
+	return model;
+}
+
+/* A model's saved counters, for windows that are still current */
+void
+pgrl_ledger_restore_counter(const RlSavedCounter *c)
+{
+	RlModel    *model = pgrl_restored_model(c->model);
+
+	if (model == NULL)
+		return;
+	if (c->minute_start == restore_minute_start)
+	{
+		model->used[RL_DIM_RPM] = c->requests_minute;
+		model->used[RL_DIM_TPM] = c->tokens_minute;
+	}
+	if (c->day_start == restore_day_start)
+	{
+		model->used[RL_DIM_RPD] = c->requests_day;
+		model->used[RL_DIM_TPD] = c->tokens_day;
+	}
+	model->granted = c->granted;
+	model->denied = c->denied;
+	model->expired = c->expired;
+	model->overage_events = c->overage_events;
+	model->overage_tokens = c->overage_tokens;
+	if (c->usage.day_start == restore_day_start)
+		model->usage = c->usage;
+	else
+	{
+		/* a day that ended while we were down: rl_usage_daily gets it */
+		model->usage_ended = c->usage;
+		model->usage.day_start = restore_day_start;
+	}
+}
+
+/*
+ * A model's saved marks: each current window counts as used up to its mark
+ * (what may have been granted after the last save of the counters), and
+ * the marks are in force again.
+ */
+void
+pgrl_ledger_restore_marks(const char *name, const RlMarkSet *saved)
+{
+	RlModel    *model = pgrl_restored_model(name);
+
+	if (model == NULL)
+		return;
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (model->limit[d] != RL_UNLIMITED)
+			model->used[d] = Max(model->used[d],
+								 pgrl_mark_bound(saved, d, restore_minute_start,
+												 restore_day_start));
+	model->marks.saved = *saved;
+	/* exact marks of a clean stop: nothing more until new ones are saved */
+	model->marks.closed = saved->clean;
+}
+
+/*
+ * A job type's saved counters on a model, for windows that are still
+ * current; its saved ratio too, when the configured ratio it moved from is
+ * still the configured one.  The shares were just reset to the
+ * configuration (pgrl_ledger_apply_shares).
+ */
+void
+pgrl_ledger_restore_share(const RlSavedShare *saved)
+{
+	int			model_slot = pgrl_name_index_find(model_index, saved->model);
+	int			job_type_slot = pgrl_job_type_slot(saved->job_type);
+	RlShare    *share;
+
+	if (model_slot < 0 || job_type_slot < 0)
+		return;
+	share = pgrl_share(model_slot, job_type_slot);
+	if (saved->minute_start == restore_minute_start)
+	{
+		share->used[RL_DIM_RPM] = saved->requests_minute;
+		share->used[RL_DIM_TPM] = saved->tokens_minute;
+		share->jobs_minute = saved->jobs_minute;
+	}
+	if (saved->day_start == restore_day_start)
+	{
+		share->used[RL_DIM_RPD] = saved->requests_day;
+		share->used[RL_DIM_TPD] = saved->tokens_day;
+		share->jobs_day = saved->jobs_day;
+	}
+	share->granted = saved->granted;
+	share->denied = saved->denied;
+	if (saved->usage.day_start == restore_day_start)
+		share->usage = saved->usage;
+	else if (pgrl_day_used(&saved->usage))
+	{
+		/* a day that ended while we were down: rl_usage_daily gets it */
+		share->usage_ended = saved->usage;
+		share->usage.day_start = restore_day_start;
+	}
+	if (share->flexible && saved->base_ratio == share->base_ratio &&
+		saved->ratio >= 0 && saved->ratio <= 1)
+		share->ratio = saved->ratio;
+}
+
+/*
+ * A saved lease of a model (by name): fill in what the ledger knows of it
+ * (its model's slot and generation, its job type, whether its slot stays
+ * held) before the caller puts it in the lease table.  False when the
+ * model is no longer configured.
+ */
+bool
+pgrl_ledger_restore_lease(const char *name, RlLease *lease)
+{
+	RlModel    *model = pgrl_restored_model(name);
+
+	if (model == NULL)
+		return false;
+	lease->model_slot = model - pgrl_models;
+	lease->model_generation = model->generation;
+	if (lease->job_type_slot >= 0)
+		lease->job_type_generation = pgrl_job_type(lease->job_type_slot)->generation;
+	lease->restored = !model->marks.saved.clean;
+	return true;
+}
+
+/*
+ * A restored lease is in the lease table: it is in flight, for its job
+ * type too, and its reservation counts in the windows it was made in when
+ * they are current.
+ */
+void
+pgrl_ledger_restore_lease_counted(const RlLease *lease)
+{
+	RlModel    *model = &pgrl_models[lease->model_slot];
+	RlShare    *share;
+
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	share = pgrl_lease_share(lease);
+	model->used[RL_DIM_CONCURRENCY]++;
+	if (share)
+		share->used[RL_DIM_CONCURRENCY]++;
+	LWLockRelease(&model->lock);
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+	{
+		bool		current = pgrl_dimension_is_daily(d) ?
+			lease->day_start == restore_day_start :
+			lease->minute_start == restore_minute_start;
+		int64	   *floor = &restore_floor[(Size) lease->model_slot * RL_DIM_CONCURRENCY + d];
+
+		if (current)
+			*floor = pgrl_add_saturating(*floor,
+										 pgrl_dimension_amount(d, lease->tokens, lease->requests));
+	}
+}
+
+/*
+ * A saved lease there is no room for (ratelimit.max_leases was lowered):
+ * it may still be in use, so its slot is held until it expires.
+ */
+void
+pgrl_ledger_restore_lease_left_out(const RlLease *lease)
+{
+	RlModel    *model = &pgrl_models[lease->model_slot];
+
+	model->used[RL_DIM_CONCURRENCY]++;
+	model->marks.held++;
+	model->marks.held_until = Max(model->marks.held_until, lease->expires_at);
+}
+
+/*
+ * After a stop that was not clean, leases granted after the last save of
+ * the leases are unknown.  Hold the concurrency slots the marks allow for
+ * them until the latest any of them can expire (the marks' lease horizon),
+ * and let no restored lease give its slot back before then either: it may
+ * have been released already, its slot taken by one of the unknown ones
+ * (ledger_marks.c).  Returns how many slots are held.
+ */
+static int64
+pgrl_restore_held_slots(RlModel *model, TimestampTz now)
+{
+	int64		unknown;
+
+	if (model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED || model->marks.saved.clean ||
+		model->marks.saved.horizon <= now)
+		return model->marks.held;
+	unknown = Max(0, model->marks.saved.mark[RL_DIM_CONCURRENCY] -
+				  model->used[RL_DIM_CONCURRENCY]);
+	model->marks.held += unknown;
+	model->marks.held_until = Max(model->marks.held_until, model->marks.saved.horizon);
+	model->used[RL_DIM_CONCURRENCY] += unknown;
+	return model->marks.held;
+}
+
+/*
+ * End a restore: each current window counts at least the reservations of
+ * the restored leases made in it, slots are held for leases a crash
+ * forgot, and every share's day is its model's.  Reports the slots held
+ * (*held_slots, until *held_until).
+ */
+void
+pgrl_ledger_restore_end(TimestampTz now, int64 *held_slots, TimestampTz *held_until)
+{
+	*held_slots = 0;
+	*held_until = 0;
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+	{
+		RlModel    *model = &pgrl_models[slot];
+		int64		held;
+
+		if (!model->in_use)
+			continue;
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+			model->used[d] = Max(model->used[d],
+								 restore_floor[(Size) slot * RL_DIM_CONCURRENCY + d]);
+		held = pgrl_restore_held_slots(model, now);
+		if (held > 0)
+		{
+			*held_slots += held;
+			*held_until = Max(*held_until, model->marks.held_until);
+		}
+		/* shares without a saved row start their day with the model's */
+		for (int j = 0; j < pgrl_max_job_types; j++)
+		{
+			RlShare    *share = pgrl_share(slot, j);
+
+			if (share->usage.day_start == RL_NO_WINDOW)
+				share->usage.day_start = model->day_start;
+		}
+	}
+	restore_floor = NULL;
+}

@@ -1,0 +1,182 @@
+/*-------------------------------------------------------------------------
+ *
+ * limits.c
+ *		The arithmetic of limits: windows, the minimum over limits, exact
+ *		shares of a limit.  No state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "limits.h"
+
+const char *const pgrl_dimension_names[RL_NUM_DIMS + 2] = {
+	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type", "memory"
+};
+
+/* The length of a dimension's window; 0 for concurrency, which has none */
+int64
+pgrl_window_length(RlDimension dim)
+{
+	if (dim == RL_DIM_CONCURRENCY)
+		return 0;
+	return pgrl_dimension_is_daily(dim) ? USECS_PER_DAY : USECS_PER_MINUTE;
+}
+
+/*
+ * When the window of a dimension that started at window_start resets; 0
+ * for concurrency, which only releases free.
+ */
+TimestampTz
+pgrl_window_reset(TimestampTz window_start, RlDimension dim)
+{
+	if (dim == RL_DIM_CONCURRENCY)
+		return 0;
+	return pgrl_add_saturating(window_start, pgrl_window_length(dim));
+}
+
+/*
+ * The dimension with the fewest slots (slots[d] < 0: not limited), or -1.
+ * Dimensions come longest window first: a tie keeps the earlier.
+ */
+int
+pgrl_min_dimension(const int64 *slots)
+{
+	int			min_dim = -1;
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (slots[d] >= 0 && (min_dim < 0 || slots[d] < slots[min_dim]))
+			min_dim = d;
+	return min_dim;
+}
+
+/*
+ * How many requests of this size fit in room (per dimension; RL_UNLIMITED
+ * where nothing limits): the minimum over the limits of floor(room /
+ * amount), ties toward the longer window.  Sets *limited_by to the
+ * dimension that decides; -1 (and returns -1) when no limit applies.
+ */
+int64
+pgrl_fit(const int64 *room, int64 tokens, int32 requests, int *limited_by)
+{
+	int64		slots[RL_NUM_DIMS];
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		amount = pgrl_dimension_amount(d, tokens, requests);
+
+		slots[d] = room[d] == RL_UNLIMITED || amount <= 0 ? -1 :
+			Max(room[d], 0) / amount;
+	}
+	*limited_by = pgrl_min_dimension(slots);
+	return *limited_by < 0 ? -1 : slots[*limited_by];
+}
+
+#ifndef HAVE_INT128
+#error "pg_ratelimit needs a 128-bit integer type for exact shares"
+#endif
+/* Significant digits a ratio is read with: float8's DBL_DIG */
+#define RL_RATIO_DIGITS			15
+
+/* Ratios whose exact value a backend keeps */
+#define RL_RATIO_CACHE_SIZE		16
+
+/*
+ * A ratio as the exact decimal it stands for: numerator / 10^exponent, the
+ * numerator at most 15 digits
+ */
+typedef struct RlExactRatio
+{
+	int64		numerator;
+	int			exponent;
+	uint128		divisor;		/* 10^exponent, when exponent <= 38 */
+} RlExactRatio;
+
+/*
+ * The decimal a positive, finite ratio stands for: its float8 rounded to 15
+ * significant digits, which is what PostgreSQL's float8-to-numeric cast
+ * gives.  Ratios are float8 and users write decimals: 0.29 is stored a hair
+ * below 0.29, yet 100 x 0.29 must give 29, and the float noise of a ratio
+ * the worker moved (0.25 - 0.2 = 0.04999999999999999) must not count.
+ */
+static void
+pgrl_exact_ratio(double ratio, RlExactRatio *exact)
+{
+	char		buf[64];
+	char	   *p = buf;
+	int64		numerator = 0;
+	int			exp10;
+
+	/* d.dddddddddddddde[+-]x: 15 significant digits, correctly rounded */
+	snprintf(buf, sizeof(buf), "%.*e", RL_RATIO_DIGITS - 1, ratio);
+	for (; *p != 'e' && *p != '\0'; p++)
+		if (*p >= '0' && *p <= '9')
+			numerator = numerator * 10 + (*p - '0');
+	exp10 = *p == 'e' ? atoi(p + 1) : 0;
+	/* value = numerator x 10^(exp10 - 14); drop trailing zeros first */
+	exact->exponent = RL_RATIO_DIGITS - 1 - exp10;
+	while (numerator != 0 && numerator % 10 == 0 && exact->exponent > 0)
+	{
+		numerator /= 10;
+		exact->exponent--;
+	}
+	exact->numerator = numerator;
+	exact->divisor = 1;
+	for (int i = 0; i < exact->exponent && i < 38; i++)
+		exact->divisor *= 10;
+}
+
+/*
+ * floor(limit x ratio), exact in integers for every bigint limit, with the
+ * ratio read as pgrl_exact_ratio says; 0 for a limit or a ratio that is not
+ * positive, PG_INT64_MAX when the product is larger.
+ */
+int64
+pgrl_share_of(int64 limit, double ratio)
+{
+	/*
+	 * Callers ask with the same few ratios again and again (one per job
+	 * type): keep the last ones, by the ratio's bits.
+	 */
+	static double cached_ratios[RL_RATIO_CACHE_SIZE];
+	static RlExactRatio cached[RL_RATIO_CACHE_SIZE];
+	uint64		bits;
+	int			entry;
+	uint128		product;
+
+	if (limit <= 0 || !(ratio > 0))
+		return 0;
+	if (ratio >= 1e6)
+		return PG_INT64_MAX;
+	memcpy(&bits, &ratio, sizeof(bits));
+	entry = (int) ((bits ^ (bits >> 17) ^ (bits >> 41)) % RL_RATIO_CACHE_SIZE);
+	if (cached_ratios[entry] != ratio)
+	{
+		pgrl_exact_ratio(ratio, &cached[entry]);
+		cached_ratios[entry] = ratio;
+	}
+
+	/* below 10^-24: less than one of any limit */
+	if (cached[entry].exponent > 38)
+		return 0;
+	/* limit < 2^63 and the numerator < 10^15 < 2^50: it fits in 113 bits */
+	product = (uint128) limit * (uint64) cached[entry].numerator / cached[entry].divisor;
+	return product > (uint128) PG_INT64_MAX ? PG_INT64_MAX : (int64) product;
+}
+
+
+/*
+ * How many requests of this size fit in ratio of each of the given limits
+ * (a model's, or one instance's part of them): pgrl_fit over
+ * floor(limit x ratio).
+ */
+int64
+pgrl_ratio_fit(const int64 *limits, double ratio, int64 tokens, int32 requests,
+			   int *limited_by)
+{
+	int64		room[RL_NUM_DIMS];
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		room[d] = limits[d] == RL_UNLIMITED ? RL_UNLIMITED : pgrl_share_of(limits[d], ratio);
+	return pgrl_fit(room, tokens, requests, limited_by);
+}

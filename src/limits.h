@@ -1,0 +1,72 @@
+/*-------------------------------------------------------------------------
+ *
+ * limits.h
+ *		The five limits of a model, and the arithmetic over them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef RL_LIMITS_H
+#define RL_LIMITS_H
+
+#include "pg_ratelimit.h"
+
+/*
+ * The five limits of a model.  The order is the order of "blocks longest":
+ * when several limits refuse a request, the first in this order is reported
+ * as limited_by, and capacity ties are resolved toward it.
+ */
+typedef enum RlDimension
+{
+	RL_DIM_RPD = 0,
+	RL_DIM_TPD,
+	RL_DIM_RPM,
+	RL_DIM_TPM,
+	RL_DIM_CONCURRENCY,
+	RL_NUM_DIMS
+} RlDimension;
+
+/* limited_by of a request refused by its job type's share, not a limit */
+#define RL_LIMITED_BY_JOB_TYPE	RL_NUM_DIMS
+
+/* limited_by of a request refused by its instance's memory */
+#define RL_LIMITED_BY_MEMORY	(RL_NUM_DIMS + 1)
+
+/* "Not limited" in a limit slot, or in the room a limit leaves */
+#define RL_UNLIMITED			(-1)
+
+/* Indexed by RlDimension, then RL_LIMITED_BY_JOB_TYPE and _MEMORY */
+extern const char *const pgrl_dimension_names[RL_NUM_DIMS + 2];
+
+/* Does this dimension count in the day window (else minute, or none)? */
+static inline bool
+pgrl_dimension_is_daily(RlDimension dim)
+{
+	return dim == RL_DIM_RPD || dim == RL_DIM_TPD;
+}
+
+/* How much of a dimension a request of this size consumes */
+static inline int64
+pgrl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
+{
+	switch (dim)
+	{
+		case RL_DIM_RPD:
+		case RL_DIM_RPM:
+			return requests;
+		case RL_DIM_TPD:
+		case RL_DIM_TPM:
+			return tokens;
+		default:
+			return 1;
+	}
+}
+
+extern int64 pgrl_window_length(RlDimension dim);
+extern TimestampTz pgrl_window_reset(TimestampTz window_start, RlDimension dim);
+extern int	pgrl_min_dimension(const int64 *slots);
+extern int64 pgrl_fit(const int64 *room, int64 tokens, int32 requests, int *limited_by);
+extern int64 pgrl_share_of(int64 limit, double ratio);
+extern int64 pgrl_ratio_fit(const int64 *limits, double ratio, int64 tokens, int32 requests,
+							int *limited_by);
+
+#endif							/* RL_LIMITS_H */

@@ -1,0 +1,619 @@
+/*-------------------------------------------------------------------------
+ *
+ * views.c
+ *		The SQL-callable functions behind the views: rl_status,
+ *		rl_job_status, rl_leases, rl_instances and rl_allocation.
+ *
+ * They read copies (ledger.h, lease.h, instance.h) and build their rows
+ * with no lock held: the tuplestore may write a file, and fail.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "api.h"
+#include "catalog.h"
+#include "clock.h"
+#include "grant.h"
+#include "instance.h"
+#include "lease.h"
+#include "ledger.h"
+#include "names.h"
+#include "settings.h"
+#include "wait.h"
+
+PG_FUNCTION_INFO_V1(rl_status_internal);
+PG_FUNCTION_INFO_V1(rl_job_status_internal);
+PG_FUNCTION_INFO_V1(rl_leases_internal);
+PG_FUNCTION_INFO_V1(rl_instances_internal);
+PG_FUNCTION_INFO_V1(rl_allocation_internal);
+
+/* Columns of each view's function */
+#define STATUS_COLUMNS		20
+#define JOB_STATUS_COLUMNS	20
+#define LEASES_COLUMNS		11
+#define INSTANCES_COLUMNS	7
+#define ALLOCATION_COLUMNS	7
+
+/* pool_slots of a model none of whose limits the estimates consume */
+#define RL_UNLIMITED_POOL_SLOTS		100
+
+/* The order of the window limits in rl_status and rl_job_status */
+static const RlDimension window_order[] = {RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD};
+
+/* Nullable limit column */
+static void
+pgrl_limit_column(int64 limit, Datum *value, bool *isnull)
+{
+	*isnull = limit == RL_UNLIMITED;
+	*value = Int64GetDatum(limit);
+}
+
+/* rl_status_internal(): one row per model, behind the rl_status view */
+Datum
+rl_status_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	now = pgrl_now();
+	pgrl_expire_due_leases(now);
+
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+	{
+		RlModelStatus status;
+		Datum		values[STATUS_COLUMNS];
+		bool		nulls[STATUS_COLUMNS];
+		int			col = 0;
+		bool		known;
+
+		/* config_lock: the slot keeps its model while it is copied */
+		pgrl_config_lock(LW_SHARED);
+		known = pgrl_ledger_model_status(slot, now, &status);
+		pgrl_config_unlock();
+		if (!known)
+			continue;
+
+		memset(nulls, false, sizeof(nulls));
+		values[col++] = CStringGetTextDatum(status.name);
+		for (int k = 0; k < (int) lengthof(window_order); k++)
+		{
+			pgrl_limit_column(status.limit[window_order[k]], &values[col], &nulls[col]);
+			col++;
+		}
+		pgrl_limit_column(status.limit[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
+		col++;
+		for (int k = 0; k < (int) lengthof(window_order); k++)
+			values[col++] = Int64GetDatum(status.used[window_order[k]]);
+		values[col++] = Int64GetDatum(status.used[RL_DIM_CONCURRENCY]);
+		values[col++] = Int32GetDatum((int32) pgrl_model_waiters(slot));
+		values[col++] = TimestampTzGetDatum(status.minute_resets_at);
+		values[col++] = TimestampTzGetDatum(status.day_resets_at);
+		values[col++] = Int64GetDatum(status.granted);
+		values[col++] = Int64GetDatum(status.denied);
+		values[col++] = Int64GetDatum(status.expired);
+		values[col++] = Int64GetDatum(status.overage_events);
+		values[col++] = Int64GetDatum(status.overage_tokens);
+		values[col++] = NumericGetDatum(pgrl_numeric_load(&status.cost_today));
+		Assert(col == lengthof(values));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * rl_job_status_internal(): one row per (model, job type), behind the
+ * rl_job_status view.
+ */
+Datum
+rl_job_status_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RlShareStatus *rows = palloc(sizeof(RlShareStatus) * pgrl_max_job_types);
+	RlJobTypeName *job_types = palloc(sizeof(RlJobTypeName) * pgrl_max_job_types);
+	TimestampTz now;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	now = pgrl_now();
+
+	for (int m = 0; m < pgrl_max_models; m++)
+	{
+		char		model[RL_NAME_MAX_LEN + 1];
+		int			count;
+
+		pgrl_config_lock(LW_SHARED);
+		count = pgrl_ledger_share_status(m, now, model, rows);
+		/* the names of the job types the rows are for, as they were */
+		for (int i = 0; i < count; i++)
+			strlcpy(job_types[i].name, pgrl_job_type(rows[i].job_type_slot)->name,
+					sizeof(job_types[i].name));
+		pgrl_config_unlock();
+
+		for (int i = 0; i < count; i++)
+		{
+			RlShareStatus *row = &rows[i];
+			Datum		values[JOB_STATUS_COLUMNS];
+			bool		nulls[JOB_STATUS_COLUMNS];
+			int			col = 0;
+
+			memset(nulls, 0, sizeof(nulls));
+			values[col++] = CStringGetTextDatum(model);
+			values[col++] = CStringGetTextDatum(job_types[i].name);
+			values[col++] = Float8GetDatum(row->ratio);
+			values[col++] = Float8GetDatum(row->base_ratio);
+			values[col++] = BoolGetDatum(row->flexible);
+			values[col] = Int64GetDatum(row->slots);
+			nulls[col++] = row->slots < 0;
+			values[col] = row->limited_by >= 0 ?
+				CStringGetTextDatum(pgrl_dimension_names[row->limited_by]) : (Datum) 0;
+			nulls[col++] = row->limited_by < 0;
+			values[col++] = Int64GetDatum(row->used[RL_DIM_CONCURRENCY]);
+			values[col++] = Int32GetDatum((int32) pgrl_share_waiters(m, row->job_type_slot));
+			/* rpm, tpm, rpd, tpd: the share of the limit, and what is used of it */
+			for (int k = 0; k < (int) lengthof(window_order); k++)
+			{
+				RlDimension d = window_order[k];
+
+				pgrl_limit_column(row->share[d], &values[col], &nulls[col]);
+				col++;
+				values[col++] = Int64GetDatum(row->used[d]);
+			}
+			pgrl_limit_column(row->share[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
+			col++;
+			values[col++] = Int64GetDatum(row->granted);
+			values[col++] = Int64GetDatum(row->denied);
+			Assert(col == lengthof(values));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	return (Datum) 0;
+}
+
+/* One row of rl_leases, gathered under config_lock */
+typedef struct RlLeaseRow
+{
+	RlLease		lease;
+	char		model[RL_NAME_MAX_LEN + 1];
+	char		job_type[RL_NAME_MAX_LEN + 1];	/* empty when none */
+} RlLeaseRow;
+
+/*
+ * rl_leases_internal(): one row per open lease, behind the rl_leases view.
+ * The leases are read a batch at a time (lease.c), so the view is not one
+ * instant: a lease open for the whole call is shown once, one acquired or
+ * released meanwhile may or may not be.
+ */
+Datum
+rl_leases_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz now;
+	RlLeaseWalk walk;
+	RlLeaseBatch batch;
+	RlLeaseRow *rows = NULL;
+	int			room = 0;
+	MemoryContext row_context;
+	MemoryContext old_context;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	now = pgrl_now();
+	pgrl_expire_due_leases(now);
+
+	/* what a batch's rows need is freed after each batch */
+	row_context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit lease rows",
+										ALLOCSET_DEFAULT_SIZES);
+	memset(&batch, 0, sizeof(batch));
+	pgrl_lease_walk_begin(&walk);
+	while (pgrl_lease_walk_next(&walk, &batch))
+	{
+		int			num_rows = 0;
+
+		if (batch.room > room)
+		{
+			room = batch.room;
+			rows = rows ? repalloc(rows, sizeof(RlLeaseRow) * room) :
+				palloc(sizeof(RlLeaseRow) * room);
+		}
+		/* config_lock keeps slot names and generations still while we look */
+		pgrl_config_lock(LW_SHARED);
+		for (int i = 0; i < batch.count; i++)
+		{
+			RlLease    *lease = &batch.leases[i];
+			const RlJobType *job_type = lease->job_type_slot >= 0 ?
+				pgrl_job_type(lease->job_type_slot) : NULL;
+			RlLeaseRow *row = &rows[num_rows];
+
+			if (lease->expires_at <= now ||
+				!pgrl_model_name(lease->model_slot, lease->model_generation, row->model))
+				continue;
+			row->lease = *lease;
+			row->job_type[0] = '\0';
+			if (job_type && job_type->in_use &&
+				job_type->generation == lease->job_type_generation)
+				strlcpy(row->job_type, job_type->name, sizeof(row->job_type));
+			num_rows++;
+		}
+		pgrl_config_unlock();
+
+		/* role names come from the catalogs: never under an LWLock */
+		old_context = MemoryContextSwitchTo(row_context);
+		for (int i = 0; i < num_rows; i++)
+		{
+			RlLeaseRow *row = &rows[i];
+			Datum		values[LEASES_COLUMNS];
+			bool		nulls[LEASES_COLUMNS];
+			char	   *role = OidIsValid(row->lease.role) ?
+				GetUserNameFromId(row->lease.role, true) : NULL;
+
+			memset(nulls, false, sizeof(nulls));
+			values[0] = Int64GetDatum(row->lease.lease_id);
+			values[1] = CStringGetTextDatum(row->model);
+			values[2] = CStringGetTextDatum(row->job_type);
+			nulls[2] = row->job_type[0] == '\0';
+			values[3] = CStringGetTextDatum(row->lease.instance);
+			nulls[3] = row->lease.instance[0] == '\0';
+			values[4] = Int64GetDatum(row->lease.tokens);
+			values[5] = Int32GetDatum(row->lease.requests);
+			values[6] = TimestampTzGetDatum(row->lease.acquired_at);
+			values[7] = TimestampTzGetDatum(row->lease.expires_at);
+			values[8] = Int32GetDatum(row->lease.pid);
+			values[9] = role ? CStringGetTextDatum(role) : (Datum) 0;
+			nulls[9] = role == NULL;
+			values[10] = BoolGetDatum(row->lease.session_bound);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		MemoryContextSwitchTo(old_context);
+		MemoryContextReset(row_context);
+	}
+	MemoryContextDelete(row_context);
+	return (Datum) 0;
+}
+
+/* Open leases of one instance, for rl_instances */
+typedef struct RlLeaseCount
+{
+	char		instance[RL_NAME_MAX_LEN + 1];	/* hash key: must be first */
+	int64		leases;
+} RlLeaseCount;
+
+/* rl_instances_internal(): one row per registered instance */
+Datum
+rl_instances_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	RlInstanceInfo *instances;
+	RlLeaseWalk walk;
+	RlLeaseBatch batch;
+	int			num_instances;
+	TimestampTz now;
+	HASHCTL		info;
+	HTAB	   *held;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	now = pgrl_now();
+	num_instances = pgrl_copy_instances(&instances);
+
+	/* open leases per instance name, counted in one walk (a batch at a time) */
+	info.keysize = RL_NAME_MAX_LEN + 1;
+	info.entrysize = sizeof(RlLeaseCount);
+	info.hcxt = CurrentMemoryContext;
+	held = hash_create("pg_ratelimit leases per instance", Max(num_instances, 16), &info,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	/* only registered instances are counted: the hash stays that small */
+	for (int i = 0; i < num_instances; i++)
+		((RlLeaseCount *) hash_search(held, instances[i].name, HASH_ENTER, NULL))->leases = 0;
+	memset(&batch, 0, sizeof(batch));
+	pgrl_lease_walk_begin(&walk);
+	while (pgrl_lease_walk_next(&walk, &batch))
+	{
+		for (int l = 0; l < batch.count; l++)
+		{
+			RlLeaseCount *count;
+
+			if (batch.leases[l].instance[0] == '\0')
+				continue;
+			count = hash_search(held, batch.leases[l].instance, HASH_FIND, NULL);
+			if (count)
+				count->leases++;
+		}
+	}
+
+	for (int i = 0; i < num_instances; i++)
+	{
+		Datum		values[INSTANCES_COLUMNS];
+		bool		nulls[INSTANCES_COLUMNS] = {false, false, false, false, false, false, false};
+		RlLeaseCount *count = hash_search(held, instances[i].name, HASH_FIND, NULL);
+		char	   *role = OidIsValid(instances[i].role) ?
+			GetUserNameFromId(instances[i].role, true) : NULL;
+
+		values[0] = CStringGetTextDatum(instances[i].name);
+		values[1] = TimestampTzGetDatum(instances[i].registered_at);
+		values[2] = TimestampTzGetDatum(instances[i].last_heartbeat);
+		values[3] = Int64GetDatum(instances[i].memory_kb);
+		nulls[3] = instances[i].memory_kb < 0;
+		values[4] = BoolGetDatum(pgrl_instance_info_live(&instances[i], now));
+		values[5] = Int64GetDatum(count ? count->leases : 0);
+		values[6] = role ? CStringGetTextDatum(role) : (Datum) 0;
+		nulls[6] = role == NULL;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	hash_destroy(held);
+	return (Datum) 0;
+}
+
+/*
+ * An instance's part of each limit of a model: the limit split among the n
+ * live instances exactly, floor(limit / n) each and one more unit for each
+ * of the first limit mod n instances in rank order, so that the parts add
+ * up to the limit.  RL_UNLIMITED where the model has no limit.
+ */
+static void
+pgrl_instance_part(const int64 *limits, int n, int rank, int64 *part)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		limit = limits[d];
+
+		part[d] = limit == RL_UNLIMITED ? RL_UNLIMITED :
+			limit / n + (rank < limit % n ? 1 : 0);
+	}
+}
+
+/*
+ * pool_slots of one instance: how many requests of the mean estimate fit
+ * its part (pgrl_fit); RL_UNLIMITED_POOL_SLOTS when no limit applies.
+ * Sets *limited_by (or -1).
+ */
+static int64
+pgrl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *limited_by)
+{
+	int64		pool = pgrl_fit(part, avg_tokens, avg_requests, limited_by);
+
+	return pool < 0 ? RL_UNLIMITED_POOL_SLOTS : pool;
+}
+
+/*
+ * The ratio part of a job type's slots on one instance:
+ * min(floor(floor(part x ratio) / estimate) over the limits,
+ * floor(pool_slots x ratio)), ties toward the longer window.
+ */
+static int64
+pgrl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
+				  int64 pool, int pool_limited_by, int *limited_by)
+{
+	int64		slots = pgrl_ratio_fit(part, ratio, job_type->est_tokens, job_type->est_requests,
+									   limited_by);
+	int64		from_pool = pgrl_share_of(pool, ratio);
+
+	/* the pool's part, ranked by the window that limits the pool */
+	if (slots < 0 || from_pool < slots ||
+		(from_pool == slots && pool_limited_by >= 0 && pool_limited_by < *limited_by))
+	{
+		slots = from_pool;
+		*limited_by = pool_limited_by;
+	}
+	return slots;
+}
+
+/*
+ * want, capped by the jobs of the type an instance's memory holds
+ * (floor(memory_kb x configured ratio / est_memory_kb)) when it reported
+ * memory; *limited_by says 'memory' when the cap decides.
+ */
+static int64
+pgrl_memory_slots(const RlJobType *job_type, int64 memory_kb, int64 want, int *limited_by)
+{
+	int64		memory_slots;
+
+	if (memory_kb < 0 || job_type->est_memory_kb <= 0)
+		return want;
+	memory_slots = pgrl_share_of(memory_kb, job_type->base_ratio) / job_type->est_memory_kb;
+	if (memory_slots >= want)
+		return want;
+	*limited_by = RL_LIMITED_BY_MEMORY;
+	return memory_slots;
+}
+
+/*
+ * Take up to want jobs of a job type from what is left of an instance's
+ * part of the limits (left, per dimension; RL_UNLIMITED where none);
+ * returns how many fit.  When fewer than want fit, *limited_by names the
+ * first limit that ran out.
+ */
+static int64
+pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_by)
+{
+	int64		got = Max(want, 0);
+
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+	{
+		int64		estimate = pgrl_dimension_amount(d, job_type->est_tokens,
+												   job_type->est_requests);
+
+		if (left[d] == RL_UNLIMITED || estimate <= 0 || left[d] / estimate >= got)
+			continue;
+		got = left[d] / estimate;
+		*limited_by = d;
+	}
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (left[d] != RL_UNLIMITED)
+			left[d] -= got * pgrl_dimension_amount(d, job_type->est_tokens,
+												 job_type->est_requests);
+	return got;
+}
+
+static Datum
+pgrl_limited_by_datum(int limited_by, bool *isnull)
+{
+	*isnull = limited_by < 0;
+	if (limited_by < 0)
+		return (Datum) 0;
+	return CStringGetTextDatum(pgrl_dimension_names[limited_by]);
+}
+
+/*
+ * rl_allocation_internal(instance): per model, the pool (job_type NULL) and
+ * each job type's slots for one of the live instances.
+ *
+ * The slots of all live instances together never exceed any limit of a
+ * model: each instance gets its part of every limit (pgrl_instance_part; the
+ * parts add up to the limit), and the jobs its slots stand for never take
+ * more than its part.  Within the part, each job type gets its ratio's
+ * share (floored), and then, from what those shares leave, the jobs that
+ * ratelimit.min_job_type_slots guarantees, as far as they fit: the job
+ * types are served in name order, starting at a different one on each
+ * instance (the instance of rank r starts at the (r mod J)-th of the J job
+ * types), so that over the instances every job type gets some.  A job type
+ * with no slot on an instance (or a pool of 0) is to be admitted centrally,
+ * with rl_acquire: the admission column says so.  Rank is the order of the
+ * live instances by registered_at, then name.
+ */
+Datum
+rl_allocation_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char		name[RL_NAME_MAX_LEN + 1];
+	TimestampTz now;
+	int			n = 0;
+	int			rank = 0;
+	int64		memory_kb;
+	int128		sum_tokens = 0; /* of up to max_job_types bigints: no overflow */
+	int64		sum_requests = 0;
+	int			num_job_types = 0;
+	int64		avg_tokens;
+	int32		avg_requests;
+	int		   *job_type_slots;
+	RlJobType  *job_types;
+	double	   *ratios;
+	int64	   *slots;
+	int		   *limited_by;
+
+	pgrl_api_begin();
+	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
+	InitMaterializedSRF(fcinfo, 0);
+	now = pgrl_now();
+
+	if (!pgrl_instance_rank(name, now, &n, &rank, &memory_kb))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("instance \"%s\" is not registered", name),
+				 errhint("Call rl_heartbeat('%s') first, and again more often than ratelimit.instance_timeout (%d s).",
+						 name, pgrl_instance_timeout_s)));
+
+	job_type_slots = palloc(sizeof(int) * pgrl_max_job_types);
+	job_types = palloc(sizeof(RlJobType) * pgrl_max_job_types);
+	ratios = palloc(sizeof(double) * pgrl_max_job_types);
+	slots = palloc(sizeof(int64) * pgrl_max_job_types);
+	limited_by = palloc(sizeof(int) * pgrl_max_job_types);
+
+	/*
+	 * Copies of the job types, and of each model under its lock: the rows
+	 * go to the tuplestore, which may write a file (and fail), with no lock
+	 * held.
+	 */
+	pgrl_config_lock(LW_SHARED);
+	for (int j = 0; j < pgrl_max_job_types; j++)
+		job_types[j] = *pgrl_job_type(j);
+	pgrl_config_unlock();
+	for (int j = 0; j < pgrl_max_job_types; j++)
+	{
+		if (!job_types[j].in_use)
+			continue;
+		sum_tokens += job_types[j].est_tokens;
+		sum_requests += job_types[j].est_requests;
+		job_type_slots[num_job_types++] = j;
+	}
+	/* in name order: the order the minimum slots go round in */
+	for (int k = 1; k < num_job_types; k++)
+		for (int i = k; i > 0 && strcmp(job_types[job_type_slots[i - 1]].name,
+										job_types[job_type_slots[i]].name) > 0; i--)
+		{
+			int			swap = job_type_slots[i];
+
+			job_type_slots[i] = job_type_slots[i - 1];
+			job_type_slots[i - 1] = swap;
+		}
+	/* the floored mean estimate; without job types, an acquire's default */
+	avg_tokens = num_job_types > 0 ? (int64) (sum_tokens / num_job_types) : 0;
+	avg_requests = num_job_types > 0 ? (int32) (sum_requests / num_job_types) : 1;
+
+	for (int m = 0; m < pgrl_max_models; m++)
+	{
+		char		model[RL_NAME_MAX_LEN + 1];
+		int64		limits[RL_NUM_DIMS];
+		int64		part[RL_NUM_DIMS];
+		int64		left[RL_NUM_DIMS];
+		int64		pool;
+		int			pool_limited_by;
+		Datum		values[ALLOCATION_COLUMNS];
+		bool		nulls[ALLOCATION_COLUMNS] = {false, false, false, false, false, false, false};
+
+		if (!pgrl_ledger_model_limits(m, model, limits, job_type_slots, num_job_types, ratios))
+			continue;
+
+		pgrl_instance_part(limits, n, rank, part);
+		pool = pgrl_pool_slots(part, avg_tokens, avg_requests, &pool_limited_by);
+		values[0] = CStringGetTextDatum(model);
+		nulls[1] = true;
+		values[2] = Int32GetDatum(n);
+		values[3] = Int64GetDatum(pool);
+		values[4] = Int64GetDatum(pool);
+		values[5] = pgrl_limited_by_datum(pool_limited_by, &nulls[5]);
+		values[6] = CStringGetTextDatum(pool > 0 ? "local" : "central");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+
+		/*
+		 * Each job type's ratio share of the part, then what the minimum
+		 * slots add from what is left; a job type never takes more than is
+		 * left (ratios in force can sum to a hair above 1).
+		 */
+		memcpy(left, part, sizeof(left));
+		for (int k = 0; k < num_job_types; k++)
+		{
+			RlJobType  *job_type = &job_types[job_type_slots[k]];
+			int64		want = pgrl_job_type_slots(part, job_type, ratios[k], pool,
+												 pool_limited_by, &limited_by[k]);
+
+			slots[k] = pgrl_take_part(left, job_type, pgrl_memory_slots(job_type, memory_kb,
+																	want, &limited_by[k]),
+									&limited_by[k]);
+		}
+		for (int i = 0; i < num_job_types; i++)
+		{
+			/* a different job type first on each instance */
+			int			k = (rank + i) % num_job_types;
+			RlJobType  *job_type = &job_types[job_type_slots[k]];
+			int			ignored;
+			int64		want;
+
+			if (slots[k] >= pgrl_min_job_type_slots)
+				continue;
+			want = pgrl_memory_slots(job_type, memory_kb, pgrl_min_job_type_slots,
+								   &ignored) - slots[k];
+			slots[k] += pgrl_take_part(left, job_type, want, &ignored);
+		}
+
+		for (int k = 0; k < num_job_types; k++)
+		{
+			nulls[1] = false;
+			values[1] = CStringGetTextDatum(job_types[job_type_slots[k]].name);
+			values[4] = Int64GetDatum(slots[k]);
+			values[5] = pgrl_limited_by_datum(limited_by[k], &nulls[5]);
+			values[6] = CStringGetTextDatum(slots[k] > 0 ? "local" : "central");
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	return (Datum) 0;
+}
