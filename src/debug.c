@@ -41,6 +41,9 @@ static const char *const pause_point_names[] = {
 
 uint32		pgrl_debug_pause_points = 0;
 
+/* The setting as written, parsed into pgrl_debug_pause_points */
+static char *pgrl_debug_pause_setting = NULL;
+
 /* Hold here while a test session holds the point's advisory lock */
 void
 pgrl_debug_pause_wait(RlPausePoint point)
@@ -57,7 +60,7 @@ pgrl_debug_pause_wait(RlPausePoint point)
  * and the test clock must be enabled for any.  Passes the points on as a
  * bit mask.
  */
-bool
+static bool
 pgrl_debug_pause_check(char **newval, void **extra, GucSource source)
 {
 	char	   *copy;
@@ -112,8 +115,25 @@ pgrl_debug_pause_check(char **newval, void **extra, GucSource source)
 }
 
 /* Assign hook of ratelimit.debug_pause */
-void
+static void
 pgrl_debug_pause_assign(const char *newval, void *extra)
 {
 	pgrl_debug_pause_points = *(uint32 *) extra;
+}
+
+/*
+ * Define ratelimit.debug_pause; after the other settings (its check hook
+ * reads ratelimit.enable_test_clock).
+ */
+void
+pgrl_debug_define_settings(void)
+{
+	DefineCustomStringVariable("ratelimit.debug_pause",
+							   "Pause points this session stops at (for tests only).",
+							   "A comma-separated list of before_admission and before_sleep; needs ratelimit.enable_test_clock.",
+							   &pgrl_debug_pause_setting,
+							   "",
+							   PGC_SUSET,
+							   GUC_LIST_INPUT | GUC_NOT_IN_SAMPLE,
+							   pgrl_debug_pause_check, pgrl_debug_pause_assign, NULL);
 }

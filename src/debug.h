@@ -28,8 +28,7 @@ typedef enum RlPausePoint
 extern uint32 pgrl_debug_pause_points;
 
 extern void pgrl_debug_pause_wait(RlPausePoint point);
-extern bool pgrl_debug_pause_check(char **newval, void **extra, GucSource source);
-extern void pgrl_debug_pause_assign(const char *newval, void *extra);
+extern void pgrl_debug_define_settings(void);
 
 /*
  * Stop at a pause point while a test holds its lock.  Costs one test of a

@@ -10,7 +10,9 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 
+#include "debug.h"
 #include "settings.h"
 #include "shmem.h"
 #include "worker.h"
@@ -28,6 +30,8 @@ _PG_init(void)
 
 	pgrl_preloaded = true;
 	pgrl_define_settings();
+	pgrl_debug_define_settings();
+	MarkGUCPrefixReserved("ratelimit");
 	pgrl_install_shmem_hooks();
 	pgrl_register_worker();
 }

@@ -18,7 +18,6 @@
 #include "access/xlog.h"
 #include "miscadmin.h"
 
-#include "debug.h"
 #include "settings.h"
 
 #define RL_DATABASE_DEFAULT			"postgres"
@@ -74,7 +73,6 @@ int			pgrl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
 int			pgrl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
 int			pgrl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
 bool		pgrl_enable_test_clock = false;
-static char *pgrl_debug_pause_setting = NULL;	/* parsed into pgrl_debug_pause_points */
 
 /* Register every ratelimit.* setting and reserve the prefix */
 void
@@ -230,17 +228,6 @@ pgrl_define_settings(void)
 							 0,
 							 NULL, NULL, NULL);
 
-	/* after enable_test_clock: its check hook reads it */
-	DefineCustomStringVariable("ratelimit.debug_pause",
-							   "Pause points this session stops at (for tests only).",
-							   "A comma-separated list of before_admission and before_sleep; needs ratelimit.enable_test_clock.",
-							   &pgrl_debug_pause_setting,
-							   "",
-							   PGC_SUSET,
-							   GUC_LIST_INPUT | GUC_NOT_IN_SAMPLE,
-							   pgrl_debug_pause_check, pgrl_debug_pause_assign, NULL);
-
-	MarkGUCPrefixReserved("ratelimit");
 }
 
 /* Set by _PG_init while the library is preloaded (it has shared memory) */
