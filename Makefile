@@ -53,6 +53,24 @@ $(error pg_config was not found: install postgresql-server-dev-15, or run script
 endif
 include $(PGXS)
 
+# Symbol visibility: the library exports only what PostgreSQL looks up by
+# name (Pg_magic_func, _PG_init, the SQL-callable functions and their
+# pg_finfo_ records, the worker's rl_worker_main), all declared PGDLLEXPORT;
+# every other name stays inside it (tests/t/024_exports.pl).  PostgreSQL 16+
+# does this itself: PGXS compiles with -fvisibility=hidden (CFLAGS_SL_MODULE)
+# and PGDLLEXPORT means visibility("default").  Before 16, PGDLLEXPORT is
+# empty and PG_FUNCTION_INFO_V1 does not mark the function itself: we hide
+# by default and compat/pg15_visibility.h, forced ahead of every source file,
+# does what 16's headers do.
+VISIBILITY_H = $(srcdir)/compat/pg15_visibility.h
+ifeq ($(findstring -fvisibility=hidden,$(CFLAGS_SL_MODULE)),)
+ifeq ($(filter win32 cygwin,$(PORTNAME)),)
+override CFLAGS += -fvisibility=hidden
+override CPPFLAGS += -include $(VISIBILITY_H)
+$(OBJS) $(OBJS:.o=.bc): $(VISIBILITY_H)
+endif
+endif
+
 # The regression and isolation suites share one database, the one named by
 # ratelimit.database on the test server; it must exist.
 CONTRIB_TESTDB = contrib_regression
