@@ -106,7 +106,9 @@ EXTRA_CLEAN += tests/bench/wake_latency
 # PG_TYPEDEFS PostgreSQL's own typedefs.list (Datum, TimestampTz, LWLock...;
 # default: the one install-pgindent.sh puts next to pgindent), merged with
 # ours for the run.
-ifeq ($(origin PGINDENT),undefined)
+# (not from the environment: there pgindent itself reads PGINDENT as the
+# path of pg_bsd_indent)
+ifneq ($(origin PGINDENT),command line)
 PGINDENT := $(shell command -v pgindent 2>/dev/null)
 endif
 PG_TYPEDEFS ?= $(firstword $(wildcard $(dir $(PGINDENT))../share/pgindent/typedefs.list /usr/local/etc/typedefs.list))
