@@ -28,7 +28,7 @@ foreach my $script (@scripts)
 	$sql =~ s/--[^\n]*//g;
 	my $function;
 	while ($sql =~ m{
-			\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+((?:[\w"]+\.)?[\w"]+)
+			\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+((?:[\w"@]+\.)?[\w"]+)
 			| \bAS\s+'(?:MODULE_PATHNAME|\$libdir/pg_ratelimit)'(?:\s*,\s*'(\w+)')?
 		}gix)
 	{
