@@ -59,6 +59,24 @@ $(error pg_config was not found: install postgresql-server-dev-15, or run script
 endif
 include $(PGXS)
 
+# Symbol visibility: the library exports only what PostgreSQL looks up by
+# name (Pg_magic_func, _PG_init, the SQL-callable functions and their
+# pg_finfo_ records, the worker's rl_worker_main), all declared PGDLLEXPORT;
+# every other name stays inside it (tests/t/024_exports.pl).  PostgreSQL 16+
+# does this itself: PGXS compiles with -fvisibility=hidden (CFLAGS_SL_MODULE)
+# and PGDLLEXPORT means visibility("default").  Before 16, PGDLLEXPORT is
+# empty and PG_FUNCTION_INFO_V1 does not mark the function itself: we hide
+# by default and compat/pg15_visibility.h, forced ahead of every source file,
+# does what 16's headers do.
+VISIBILITY_H = $(srcdir)/compat/pg15_visibility.h
+ifeq ($(findstring -fvisibility=hidden,$(CFLAGS_SL_MODULE)),)
+ifeq ($(filter win32 cygwin,$(PORTNAME)),)
+override CFLAGS += -fvisibility=hidden
+override CPPFLAGS += -include $(VISIBILITY_H)
+$(OBJS) $(OBJS:.o=.bc): $(VISIBILITY_H)
+endif
+endif
+
 # The regression and isolation suites share one database, the one named by
 # ratelimit.database on the test server; it must exist.
 CONTRIB_TESTDB = contrib_regression
@@ -83,3 +101,56 @@ EXTRA_CLEAN = tests/clients/rl_listen
 tests/bench/wake_latency: tests/bench/wake_latency.c
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
 EXTRA_CLEAN += tests/bench/wake_latency
+
+# pgindent, PostgreSQL's C layout (a developer tool, not part of the tests):
+#   make pgindent          refresh typedefs.list, then re-indent the sources
+#   make pgindent-check    change nothing; show what pgindent would change and
+#                          fail if anything would, or if typedefs.list is stale
+# pgindent and pg_bsd_indent come with PostgreSQL 16+'s source tree:
+# tools/install-pgindent.sh installs them (README, "Development: code layout
+# and formatting").  PGINDENT names the script (default: pgindent on PATH),
+# PG_TYPEDEFS PostgreSQL's own typedefs.list (Datum, TimestampTz, LWLock...;
+# default: the one install-pgindent.sh puts next to pgindent), merged with
+# ours for the run.
+# (not from the environment: there pgindent itself reads PGINDENT as the
+# path of pg_bsd_indent)
+ifneq ($(origin PGINDENT),command line)
+PGINDENT := $(shell command -v pgindent 2>/dev/null)
+endif
+PG_TYPEDEFS ?= $(firstword $(wildcard $(dir $(PGINDENT))../share/pgindent/typedefs.list /usr/local/etc/typedefs.list))
+PGINDENT_DIRS = src tests/clients
+
+.PHONY: pgindent pgindent-check typedefs
+typedefs:
+	tools/typedefs.sh
+
+# pgindent reads $PGINDENT and $INDENT as the path of pg_bsd_indent: unset them
+define run_pgindent
+	@if [ -z "$(PGINDENT)" ] || ! command -v "$(PGINDENT)" >/dev/null; then \
+		echo "pgindent is not installed (nothing done): run tools/install-pgindent.sh on a"; \
+		echo "PostgreSQL 16+ source tree (see README.md), or name it with PGINDENT=/path/to/pgindent"; \
+		exit 0; \
+	fi; \
+	if [ ! -f "$(PG_TYPEDEFS)" ]; then \
+		echo "PostgreSQL's typedefs.list not found: set PG_TYPEDEFS=/path/to/src/tools/pgindent/typedefs.list" >&2; \
+		exit 1; \
+	fi; \
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(1) \
+	sort -u typedefs.list "$(PG_TYPEDEFS)" >"$$tmp/typedefs.list"; \
+	$(2)
+endef
+
+pgindent:
+	$(call run_pgindent,tools/typedefs.sh;,\
+		env -u PGINDENT -u INDENT "$(PGINDENT)" --typedefs="$$tmp/typedefs.list" $(PGINDENT_DIRS))
+
+pgindent-check:
+	$(call run_pgindent,status=0; tools/typedefs.sh --check || status=1;,\
+		env -u PGINDENT -u INDENT "$(PGINDENT)" --typedefs="$$tmp/typedefs.list" --check --diff $(PGINDENT_DIRS) >"$$tmp/diff" || [ $$? -eq 2 ]; \
+		cat "$$tmp/diff"; \
+		n=$$(grep -c '^--- ' "$$tmp/diff" || true); \
+		if [ "$$n" -gt 0 ]; then \
+			echo "pgindent would change $$n file(s):" $$(sed -n 's/^--- \([^	]*\).*/\1/p' "$$tmp/diff"); status=1; \
+		else echo "pgindent: the tree is clean"; fi; \
+		exit $$status)
