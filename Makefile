@@ -52,6 +52,20 @@ PROVE_TESTS = tests/t/*.pl
 
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 
+# make ASSERTS=1 checks the extension's own Assert()s (the lock each
+# function needs is held, ...) even against a server built without
+# assertions, as Debian's is; the test command builds this way.
+ifeq ($(ASSERTS),1)
+PG_CPPFLAGS += -DUSE_ASSERT_CHECKING
+endif
+# objects built the other way are rebuilt: the stamp changes (at parse
+# time: PGXS makes every file .SECONDARY, so a missing one forces nothing)
+ASSERTS_STAMP = src/.asserts
+ASSERTS_VALUE := $(if $(filter 1,$(ASSERTS)),on,off)
+ifneq ($(shell cat $(ASSERTS_STAMP) 2>/dev/null),$(ASSERTS_VALUE))
+$(shell echo $(ASSERTS_VALUE) >$(ASSERTS_STAMP))
+endif
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifeq ($(PGXS),)
@@ -91,13 +105,14 @@ bench:
 	bash tests/bench/run.sh
 
 # PGXS does not track header dependencies
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h) $(ASSERTS_STAMP)
+EXTRA_CLEAN += $(ASSERTS_STAMP)
 
 # The libpq client used by the TAP tests and shown in the README
 tests/clients/rl_listen: tests/clients/rl_listen.c
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
 installcheck: tests/clients/rl_listen
-EXTRA_CLEAN = tests/clients/rl_listen
+EXTRA_CLEAN += tests/clients/rl_listen
 tests/bench/wake_latency: tests/bench/wake_latency.c
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
 EXTRA_CLEAN += tests/bench/wake_latency

@@ -12,6 +12,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [ "${1:-}" != "--inner" ]; then
 	# tests/t/020_pooler.pl runs PgBouncer and the psycopg example through it
 	install_deps pgbouncer python3-psycopg
+	# the extension's own assertions (lock preconditions) are checked in tests
+	export ASSERTS=1
 	build_and_install
 	if is_root; then
 		# pg_regress writes into the tree and TAP refuses root: run a copy
@@ -65,6 +67,8 @@ run_suite() {
 	count_results "$out"
 }
 
+# the modules call each other without cycles (src/README.md)
+run_suite structure bash -c 'make -s with_llvm=no >/dev/null && python3 tools/module_graph.py'
 run_suite regress make -s installcheck ISOLATION= TAP_TESTS=
 run_suite isolation make -s installcheck REGRESS= TAP_TESTS=
 run_suite stress bash tests/stress/run.sh

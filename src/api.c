@@ -639,7 +639,10 @@ Datum
 rl_internal_resync(PG_FUNCTION_ARGS)
 {
 	if (pgrl_preloaded)
+	{
+		pgrl_require_library();
 		pgrl_config_reinstalled_in_xact();
+	}
 	PG_RETURN_VOID();
 }
 

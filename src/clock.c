@@ -13,7 +13,7 @@
  * The clock may step back (the test clock set to an earlier time, the
  * system clock corrected, a backend that read the time just before another
  * rolled a window), but windows never do: a model's windows only move
- * forward (admission.c), and a time before them counts in them.
+ * forward (ledger.c), and a time before them counts in them.
  *
  *-------------------------------------------------------------------------
  */

@@ -20,6 +20,9 @@
  *   lock, the read is applied to shared memory in one step under
  *   config_lock; every slot is preallocated, so it cannot fail.  A rollback
  *   applies nothing.
+ *   Applying goes through each part's owner: the ledger applies the models
+ *   and shares (ledger.c), catalog.c the job types and waits, grant.c
+ *   discards the leases of dropped models.  config_lock is catalog.c's.
  *
  * - After a server start, a crash or a promotion shared memory does not
  *   mirror the tables (config_loaded is false): the first caller, or the
@@ -365,6 +368,7 @@ pgrl_apply_snapshot(RlConfigSnapshot *snap)
 {
 	int			num_waits = 0;
 
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	memset(snap->model_dropped, 0, sizeof(bool) * pgrl_max_models);
 	if (!pgrl_ledger_apply_models(snap->models, snap->num_models, snap->model_dropped))
 		pgrl_apply_failed("has no free model slot");
@@ -399,6 +403,7 @@ pgrl_apply_snapshot(RlConfigSnapshot *snap)
 static void
 pgrl_clear_shared_state(void)
 {
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	pgrl_ledger_clear();
 	pgrl_catalog_clear();
 	pgrl_discard_leases(NULL);

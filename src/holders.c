@@ -116,6 +116,7 @@ pgrl_role_count(int slot, int cap)
 	pg_atomic_uint32 *open = &roles->records[slot].open;
 	uint32		current;
 
+	Assert(LWLockHeldByMe(&roles->lock));
 	if (cap <= 0)
 	{
 		pg_atomic_fetch_add_u32(open, 1);
@@ -138,6 +139,7 @@ pgrl_role_count(int slot, int cap)
 static int
 pgrl_role_free_record(void)
 {
+	Assert(LWLockHeldByMeInMode(&roles->lock, LW_EXCLUSIVE));
 	if (roles->num_used < RL_MAX_ROLES)
 		return roles->num_used++;
 	for (int slot = 0; slot < RL_MAX_ROLES; slot++)

@@ -134,6 +134,7 @@ pgrl_count_live(TimestampTz now)
 {
 	int			live = 0;
 
+	Assert(LWLockHeldByMe(&table->instances_lock));
 	for (int i = 0; i < pgrl_max_instances; i++)
 		if (pgrl_is_live(&table->instances[i], now))
 			live++;
@@ -182,6 +183,7 @@ pgrl_role_instances(Oid role)
 {
 	int			count = 0;
 
+	Assert(LWLockHeldByMe(&table->instances_lock));
 	for (int i = 0; i < pgrl_max_instances; i++)
 		if (table->instances[i].in_use && table->instances[i].role == role)
 			count++;
@@ -205,6 +207,7 @@ pgrl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
 	int			slot = pgrl_name_index_find(instance_index, name);
 	RlInstance *instance;
 
+	Assert(LWLockHeldByMeInMode(&table->instances_lock, LW_EXCLUSIVE));
 	*joined = false;
 	if (slot >= 0 && !pgrl_instance_owned(&table->instances[slot], role, allowed_owner))
 	{
@@ -285,6 +288,7 @@ pgrl_forget_instance(int slot)
 {
 	RlInstance *instance = &table->instances[slot];
 
+	Assert(LWLockHeldByMeInMode(&table->instances_lock, LW_EXCLUSIVE));
 	pgrl_name_index_remove(instance_index, instance->name);
 	instance->in_use = false;
 }
@@ -474,6 +478,7 @@ pgrl_memory_cap(const char *name, int job_type_slot, RlMemoryCap *cap)
 	int			slot;
 	const RlJobType *job_type = job_type_slot >= 0 ? pgrl_job_type(job_type_slot) : NULL;
 
+	Assert(pgrl_config_lock_held(LW_SHARED));
 	memset(cap, 0, sizeof(*cap));
 	cap->instance_slot = -1;
 	if (name[0] == '\0')

@@ -372,6 +372,8 @@ pgrl_remove_entry(RlLeaseEntry *entry, uint32 hashcode, bool note_gone)
 {
 	int64		lease_id = entry->lease.lease_id;
 
+	Assert(LWLockHeldByMeInMode(&book->partition_locks[hashcode % RL_LEASE_PARTITIONS],
+								LW_EXCLUSIVE));
 	if (entry->unsaved.next != NULL)
 		dlist_delete(&entry->unsaved);
 	else if (note_gone && !entry->lease.session_bound)

@@ -275,6 +275,7 @@ pgrl_init_model(RlModel *model, const RlModelConfig *config)
 static void
 pgrl_drop_model(RlModel *model)
 {
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	pgrl_name_index_remove(model_index, model->name);
 	model->in_use = false;
@@ -1125,6 +1126,7 @@ pgrl_ledger_restore_counter(const RlSavedCounter *c)
 {
 	RlModel    *model = pgrl_restored_model(c->model);
 
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	if (model == NULL)
 		return;
 	if (c->minute_start == restore_minute_start)

@@ -149,8 +149,8 @@ extern RlModel *pgrl_models;
 /* For assertions: the model's lock is held (exclusively when asked) */
 #define AssertModelLocked(model, mode) \
 	Assert((mode) == LW_EXCLUSIVE ? \
-		   LWLockHeldByMeInMode(&(model)->lock, LW_EXCLUSIVE) : \
-		   LWLockHeldByMe(&(model)->lock))
+		   LWLockHeldByMeInMode((LWLock *) &(model)->lock, LW_EXCLUSIVE) : \
+		   LWLockHeldByMe((LWLock *) &(model)->lock))
 
 /* ledger.c */
 extern bool pgrl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);

@@ -163,6 +163,7 @@ pgrl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at)
 static bool
 pgrl_mark_request(RlModel *model)
 {
+	AssertModelLocked(model, LW_EXCLUSIVE);
 	if (model->marks.requested)
 		return false;
 	model->marks.requested = true;

@@ -13,7 +13,7 @@
  * every change, tells the worker which models to write; the lease table's
  * version tells it whether the set of leases changed.  In the same rounds,
  * and whenever a model asks, it saves new high-water marks (rl_mark, see
- * mark.c); they take effect only once the round has committed.
+ * ledger_marks.c); they take effect only once the round has committed.
  *
  * When shared memory does not hold the state (server start, crash restart,
  * promotion, and on every call on a standby) a full configuration load also
@@ -664,7 +664,7 @@ pgrl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum 
 {
 	Oid			types[RL_MAX_ARRAY_COLUMNS];
 
-	Assert(nargs <= lengthof(types));
+	Assert(nargs <= (int) lengthof(types));
 	for (int i = 0; i < nargs; i++)
 		types[i] = get_array_type(element_types[i]);
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
@@ -1003,7 +1003,7 @@ pgrl_save_row_set(const char *qschema, const char *table, const char *key,
 	Datum		args[RL_MAX_ARRAY_COLUMNS];
 	StringInfoData sql;
 
-	Assert(num_columns <= lengthof(args));
+	Assert(num_columns <= (int) lengthof(args));
 	for (int i = 0; i < num_columns; i++)
 		args[i] = pgrl_array(columns[i], count, types[i]);
 	initStringInfo(&sql);
@@ -1147,7 +1147,7 @@ pgrl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
  * batches a round (so that a burst of new leases does not hold up the
  * marks saved in the same round) and goes on in the next rounds; it is
  * done, and the epoch it started counts as saved, in the round that copies
- * its last lease (mark.c).  The table is written anew, in one round, only
+ * its last lease (ledger_marks.c).  The table is written anew, in one round, only
  * when the lease table's bookkeeping cannot tell what it holds (see
  * pgrl_leases_save_round).  final: the worker is stopping, save it all.
  */
@@ -1432,7 +1432,7 @@ pgrl_persist_clock(const char *qschema)
  * One saving round of the worker, inside its transaction, after the
  * configuration is loaded.  save_state: counters, shares, instances,
  * leases, the clock (what changed since the last call).  save_marks: new
- * high-water marks where needed (see mark.c).  final: the worker is about
+ * high-water marks where needed (see ledger_marks.c).  final: the worker is about
  * to stop: exact marks first, so that nothing more is granted, then
  * everything.  The caller commits synchronously and then calls
  * pgrl_publish_marks().

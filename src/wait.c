@@ -13,10 +13,17 @@
  * polls.
  *
  * Arrival order is kept by admission itself: when a model has waiters,
- * pgrl_try_admit first sets aside the room that older waiters which fit now
- * will take, so neither a newcomer nor a younger waiter can take capacity
- * ahead of an older waiter that fits.  An older waiter that does not fit
- * holds nothing back.
+ * the ledger first sets aside the room that older waiters which fit now
+ * will take (pgrl_older_claims lists them), so neither a newcomer nor a
+ * younger waiter can take capacity ahead of an older waiter that fits.  An
+ * older waiter that does not fit holds nothing back.
+ *
+ * This file also keeps who sleeps on what: the number of waiters of each
+ * model and of each job type's share of it (atomics), and the background
+ * worker's latch.  The modules below the worker report what it must look
+ * at by waking it here (pgrl_wake_worker), and freed capacity by waking
+ * the waiters of a model (pgrl_wake_waiters): the one way lower layers
+ * reach higher ones (src/README.md).
  *
  * Locking: none for the records.  Only its owner writes a record, and it
  * brackets every change with two increments of the record's changecount
@@ -28,9 +35,8 @@
  * So waking, claiming, being granted and leaving never make backends queue
  * on a lock behind one another, which at a window reset, when every waiter
  * wakes at once, would serialize them all.  What orders a grant against
- * the claims of others is the model's lock: pgrl_claim_for_older_waiters and
- * pgrl_waiter_granted run under it.  Each model counts its waiters in an
- * atomic.
+ * the claims of others is the model's lock: pgrl_older_claims and
+ * pgrl_waiter_granted run under it.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,7 +63,7 @@ typedef struct RlWaiter
 	bool		active;
 	bool		claiming;		/* not yet granted: holds back younger ones */
 	bool		awaiting_mark;	/* fits the limits, waits only for new
-								 * high-water marks (mark.c) */
+								 * high-water marks (ledger_marks.c) */
 	int64		ticket;
 	int			num_slots;
 	int			slots[RL_MAX_WAIT_MODELS];

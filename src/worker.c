@@ -7,7 +7,7 @@
  * It loads the configuration and saved state as soon as the server is up
  * (so the first acquire rarely has to), saves what changed every
  * ratelimit.persist_interval and once more at a clean shutdown, saves new
- * high-water marks whenever a model asks (mark.c), re-reads the
+ * high-water marks whenever a model asks (ledger_marks.c), re-reads the
  * configuration when it changed behind the triggers' back (config.c),
  * expires leases on time, wakes at every minute boundary of the limiter's
  * clock to wake waiters, and sends the NOTIFY rl_capacity notifications.

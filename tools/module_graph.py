@@ -43,4 +43,5 @@ for m in sorted(edges):
         visit(m)
 for c in cycles:
     print('cycle: ' + ' -> '.join(c))
+print(('not ok' if cycles else 'ok') + ' 1 - no call cycles between modules')
 sys.exit(1 if cycles else 0)
