@@ -44,7 +44,8 @@ extern bool pq_check_connection(void);
 /* The outcome of one pass over the models of an acquire */
 typedef struct RlAttempt
 {
-	int			slots[RL_MAX_WAIT_MODELS];	/* of the first models, for waiting */
+	int			slots[RL_MAX_WAIT_MODELS];	/* of the first models, for
+											 * waiting */
 	int		   *all_slots;		/* [num_models], scratch */
 	RlRequest	request;
 	int64		max_wait_us;	/* the longest configured wait of the models */
@@ -215,8 +216,8 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 		attempt->refused[i] = true;
 
 		/*
-		 * A model that fits but waits for new marks (a moment) is taken
-		 * over the models after it, as if it had admitted: wait for it.
+		 * A model that fits but waits for new marks (a moment) is taken over
+		 * the models after it, as if it had admitted: wait for it.
 		 */
 		if (admission.awaiting_mark)
 		{

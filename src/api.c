@@ -133,7 +133,7 @@ pgrl_require_text(FunctionCallInfo fcinfo, int argno, const char *what)
 
 static void
 pgrl_require_non_negative(FunctionCallInfo fcinfo, int argno, const char *what,
-						bool is_int4)
+						  bool is_int4)
 {
 	if (PG_ARGISNULL(argno))
 		return;

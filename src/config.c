@@ -127,7 +127,7 @@ static bool callbacks_registered = false;
 /* Copy a numeric column into an inline buffer; true when above zero */
 static bool
 pgrl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
-			   const char *model)
+				 const char *model)
 {
 	bool		isnull;
 	Datum		value = SPI_getbinval(tuple, desc, column, &isnull);
@@ -136,7 +136,11 @@ pgrl_spi_numeric(HeapTuple tuple, TupleDesc desc, int column, RlNumeric *dest,
 	if (isnull)
 		value = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 	num = DatumGetNumeric(value);
-	/* the table's checks refuse these; a row that bypassed them is refused too */
+
+	/*
+	 * the table's checks refuse these; a row that bypassed them is refused
+	 * too
+	 */
 	if (numeric_is_nan(num) || numeric_is_inf(num))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

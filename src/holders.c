@@ -228,7 +228,7 @@ pgrl_holders_xact_callback(XactEvent event, void *arg)
 
 static void
 pgrl_holders_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-							SubTransactionId parentSubid, void *arg)
+							  SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 		pgrl_holders_end_acquire();

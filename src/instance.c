@@ -71,8 +71,9 @@ typedef struct RlInstanceTable
 
 static RlInstanceTable *table = NULL;
 static HTAB *instance_index = NULL;
-static pg_atomic_uint32 *memory_in_flight = NULL;	/* [instance * max_job_types
-													 * + job type] */
+static pg_atomic_uint32 *memory_in_flight = NULL;	/* [instance *
+													 * max_job_types + job
+													 * type] */
 
 static Size
 pgrl_memory_matrix_size(void)
@@ -201,8 +202,8 @@ pgrl_role_instances(Oid role)
  */
 static int
 pgrl_register_instance(const char *name, int64 memory_kb, TimestampTz now,
-					 TimestampTz registered_at, Oid role, int role_cap,
-					 Oid allowed_owner, Oid *owner, bool *joined)
+					   TimestampTz registered_at, Oid role, int role_cap,
+					   Oid allowed_owner, Oid *owner, bool *joined)
 {
 	int			slot = pgrl_name_index_find(instance_index, name);
 	RlInstance *instance;
@@ -313,7 +314,7 @@ pgrl_instance_heartbeat(const char *name, int64 memory_kb, TimestampTz now)
 
 		LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
 		slot = pgrl_register_instance(name, memory_kb, now, now, role, role_cap,
-									allowed_owner, &owner, &joined);
+									  allowed_owner, &owner, &joined);
 		if (slot != RL_INSTANCE_NOT_OWNED)
 			break;
 		/* membership is read from the catalogs: not under our lock */
@@ -576,8 +577,8 @@ pgrl_restore_instance(const RlInstanceInfo *info)
 	LWLockAcquire(&table->instances_lock, LW_EXCLUSIVE);
 	/* what was registered stays registered: no cap on a restore */
 	slot = pgrl_register_instance(info->name, info->memory_kb, info->last_heartbeat,
-								info->registered_at, info->role, 0, info->role, &owner,
-								&joined);
+								  info->registered_at, info->role, 0, info->role, &owner,
+								  &joined);
 	LWLockRelease(&table->instances_lock);
 	return slot >= 0;
 }

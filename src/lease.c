@@ -99,7 +99,8 @@ typedef struct RlLeaseBook
 {
 	LWLock		sweep_lock;		/* one sweep at a time */
 	LWLock		partition_locks[RL_LEASE_PARTITIONS];
-	char		pad_locks[PG_CACHE_LINE_SIZE];	/* lock words change on every call */
+	char		pad_locks[PG_CACHE_LINE_SIZE];	/* lock words change on every
+												 * call */
 
 	/* read on every call */
 	pg_atomic_uint64 sweep_generation;	/* odd while a sweep runs */
@@ -122,8 +123,8 @@ typedef struct RlLeaseBook
 	Oid			saved_extension;	/* the extension whose table is saved */
 	int			num_gone;
 	int			max_gone;
-	int64		gone[FLEXIBLE_ARRAY_MEMBER];	/* ids of saved leases that left
-												 * the table since */
+	int64		gone[FLEXIBLE_ARRAY_MEMBER];	/* ids of saved leases that
+												 * left the table since */
 } RlLeaseBook;
 
 static RlLeaseBook *book = NULL;
@@ -172,8 +173,8 @@ pgrl_leases_shmem_init(int tranche_id)
 	info.entrysize = sizeof(RlLeaseEntry);
 	info.num_partitions = RL_LEASE_PARTITIONS;
 	lease_table = ShmemInitHash("pg_ratelimit leases",
-								   pgrl_max_leases, pgrl_max_leases, &info,
-								   HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+								pgrl_max_leases, pgrl_max_leases, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	book = ShmemInitStruct("pg_ratelimit lease book",
 						   add_size(offsetof(RlLeaseBook, gone),
 									mul_size(pgrl_max_leases, sizeof(int64))),
@@ -647,7 +648,11 @@ pgrl_leases_sweep_begin(RlLeaseRemoval *removal, TimestampTz now)
 	if (pgrl_leases_nothing_due(now))
 		return false;
 	LWLockAcquire(&book->sweep_lock, LW_EXCLUSIVE);
-	/* no sweep runs now: the hint holds, and says whether the last covered now */
+
+	/*
+	 * no sweep runs now: the hint holds, and says whether the last covered
+	 * now
+	 */
 	if (now < pgrl_earliest_expiry())
 	{
 		LWLockRelease(&book->sweep_lock);
@@ -723,7 +728,7 @@ pgrl_unsave_visitor(RlLeaseEntry *entry, bool bucket_start, void *arg)
 
 	if (entry->unsaved.next == NULL && !entry->lease.session_bound)
 		dlist_push_tail(&book->partitions[pgrl_lease_partition(entry->lease.lease_id,
-															 &hashcode)].partition.unsaved,
+															   &hashcode)].partition.unsaved,
 						&entry->unsaved);
 	return true;
 }

@@ -33,8 +33,7 @@ typedef struct RlLease
 	TimestampTz expires_at;
 	int			pid;
 	Oid			role;
-	int			role_slot;		/* counted against its role (holders.c), or
-								 * -1 */
+	int			role_slot;		/* counted against its role (holders.c), or -1 */
 	bool		session_bound;	/* released when backend pid exits */
 	char		instance[RL_NAME_MAX_LEN + 1];	/* empty when none */
 	int			instance_slot;	/* registered instance, or -1 */
@@ -61,7 +60,8 @@ typedef struct RlLeaseBatch
 	RlLease    *leases;			/* NULL before the first batch */
 	int			count;
 	int			room;
-	int			bucket_first;	/* where the copies of the current bucket begin */
+	int			bucket_first;	/* where the copies of the current bucket
+								 * begin */
 } RlLeaseBatch;
 
 /* Where the worker is in saving the leases (persist.c) */

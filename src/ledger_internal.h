@@ -51,8 +51,8 @@ typedef struct RlMarks
 /* One model: limits, prices, window counters and totals */
 typedef struct RlModel
 {
-	LWLock		lock;			/* protects every field below, and the
-								 * model's shares */
+	LWLock		lock;			/* protects every field below, and the model's
+								 * shares */
 	bool		in_use;
 	uint32		generation;		/* bumped whenever the slot is (re)assigned */
 	char		name[RL_NAME_MAX_LEN + 1];
@@ -139,8 +139,8 @@ typedef struct RlLedger
 {
 	pg_atomic_uint64 ratio_version; /* bumped when ratios in force move */
 	pg_atomic_uint32 marks_requested;	/* some model wants new marks now */
-	pg_atomic_uint32 lease_save_epoch;	/* bumped before the worker copies
-										 * the leases for saving */
+	pg_atomic_uint32 lease_save_epoch;	/* bumped before the worker copies the
+										 * leases for saving */
 } RlLedger;
 
 extern RlLedger *pgrl_ledger;

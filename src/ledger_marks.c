@@ -99,7 +99,7 @@ pgrl_reset_marks(RlModel *model)
  */
 int64
 pgrl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
-			  TimestampTz day_start)
+				TimestampTz day_start)
 {
 	bool		daily = pgrl_dimension_is_daily(dim);
 	TimestampTz window = daily ? day_start : minute_start;
@@ -120,11 +120,11 @@ static int64
 pgrl_mark_in_force(const RlModel *model, RlDimension dim)
 {
 	int64		bound = pgrl_mark_bound(&model->marks.saved, dim, model->minute_start,
-									  model->day_start);
+										model->day_start);
 
 	if (model->marks.proposing)
 		bound = Min(bound, pgrl_mark_bound(&model->marks.proposed, dim, model->minute_start,
-										 model->day_start));
+										   model->day_start));
 	return bound;
 }
 
@@ -390,7 +390,7 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 		else
 			grown = used;
 		headroom = exact ? 0 : pgrl_headroom(limit, Max(grown, 0), elapsed_us, marks->demand[d],
-										   marks->largest_demand[d]);
+											 marks->largest_demand[d]);
 		proposal->mark[d] = Max(used, Min(limit, pgrl_add_saturating(used, headroom)));
 		in_force = pgrl_mark_in_force(model, d);
 		if (proposal->mark[d] > in_force ||
@@ -399,8 +399,8 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 		if (d != RL_DIM_CONCURRENCY)
 		{
 			int64		next_saved = pgrl_mark_bound(&marks->saved, d,
-												 pgrl_window_reset(model->minute_start, RL_DIM_RPM),
-												 pgrl_window_reset(model->day_start, RL_DIM_RPD));
+													 pgrl_window_reset(model->minute_start, RL_DIM_RPM),
+													 pgrl_window_reset(model->day_start, RL_DIM_RPD));
 
 			proposal->next[d] = Min(limit, headroom);
 			if (proposal->next[d] > next_saved || (lower && proposal->next[d] < next_saved))
@@ -409,12 +409,12 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	}
 
 	/*
-	 * The lease horizon: no lease granted under the marks may expire
-	 * later, so that a restore knows how long to hold the slots of leases
-	 * it never heard of.  It must cover the leases granted since the last
-	 * durable copy of the leases (saved_epoch), the requests waiting for
-	 * it, and leases of the default ttl for a while; it may come down once
-	 * the long-lived ones are saved.
+	 * The lease horizon: no lease granted under the marks may expire later,
+	 * so that a restore knows how long to hold the slots of leases it never
+	 * heard of.  It must cover the leases granted since the last durable copy
+	 * of the leases (saved_epoch), the requests waiting for it, and leases of
+	 * the default ttl for a while; it may come down once the long-lived ones
+	 * are saved.
 	 */
 	if (exact || model->limit[RL_DIM_CONCURRENCY] == RL_UNLIMITED)
 	{

@@ -197,7 +197,7 @@ pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 reque
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		share->used[d] = pgrl_add_saturating(share->used[d],
-										   pgrl_dimension_amount(d, tokens, requests));
+											 pgrl_dimension_amount(d, tokens, requests));
 	share->jobs_minute++;
 	share->jobs_day++;
 	share->granted++;
@@ -577,6 +577,7 @@ pgrl_ledger_share_status(int slot, TimestampTz now, char *name, RlShareStatus *r
 {
 	RlModel    *model = &pgrl_models[slot];
 	int			count = 0;
+
 	/* a window ahead of the clock (it stepped back) is current */
 	TimestampTz minute_start = pgrl_window_start(now, USECS_PER_MINUTE);
 	TimestampTz day_start = pgrl_window_start(now, USECS_PER_DAY);

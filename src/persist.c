@@ -104,7 +104,8 @@ struct RlStateSnapshot
 	int			num_leases;
 	RlSavedLease *leases;
 	int			num_lease_names;
-	char	  **lease_names;	/* the models, job types and instances they name */
+	char	  **lease_names;	/* the models, job types and instances they
+								 * name */
 	RlLeaseRestore lease_read;	/* whether they are the table as last saved */
 	int			num_instances;
 	RlInstanceInfo *instances;
@@ -133,11 +134,13 @@ typedef struct RlPersisted
 } RlPersisted;
 
 static RlPersisted *persisted = NULL;
-static uint64 *persisted_share_versions = NULL;	/* [model * max_job_types + job type] */
-static TimestampTz *persisted_share_ended = NULL;	/* same: usage_ended written */
+static uint64 *persisted_share_versions = NULL; /* [model * max_job_types +
+												 * job type] */
+static TimestampTz *persisted_share_ended = NULL;	/* same: usage_ended
+													 * written */
 static uint64 persisted_lease_version = 0;
 static uint32 persisted_lease_epoch = 0;	/* of the last finished lease save */
-static bool lease_save_pending = false;	/* this round saved leases */
+static bool lease_save_pending = false; /* this round saved leases */
 
 /* A lease save, which may take several rounds (pgrl_persist_leases) */
 static RlLeaseSave lease_save;
@@ -447,7 +450,7 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 		strlcpy(sh->job_type, SPI_getvalue(tup, desc, pgrl_spi_column(desc, "job_type")),
 				sizeof(sh->job_type));
 		sh->base_ratio = DatumGetFloat8(SPI_getbinval(tup, desc, pgrl_spi_column(desc, "base_ratio"),
-													   &isnull));
+													  &isnull));
 		sh->ratio = DatumGetFloat8(SPI_getbinval(tup, desc, pgrl_spi_column(desc, "ratio"), &isnull));
 		sh->minute_start = COL("minute_start");
 		sh->requests_minute = COL("requests_minute");
@@ -502,7 +505,7 @@ pgrl_read_state(MemoryContext context, const char *qschema)
  */
 static void
 pgrl_restored_windows(const RlStateSnapshot *state, TimestampTz *minute_start,
-					TimestampTz *day_start)
+					  TimestampTz *day_start)
 {
 	if (state->has_clock && state->clock_offset_us != 0 && !pgrl_enable_test_clock)
 		return;
@@ -731,7 +734,7 @@ pgrl_grow(void *array, Size element_size, int room)
 /* Add a row for an ended day of a model (job_type '': the whole model) */
 static void
 pgrl_add_usage_row(RlUsageRows *rows, const char *model, const char *job_type,
-				 const RlDayUsage *day)
+				   const RlDayUsage *day)
 {
 	int			n;
 
@@ -886,7 +889,7 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 	Datum	   *c[RL_COUNTER_COLUMNS];
 	Oid			ctypes[RL_COUNTER_COLUMNS] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID,
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
+	TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
 	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
 	uint32	   *generations = palloc(sizeof(uint32) * pgrl_max_models);
@@ -997,8 +1000,8 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
  */
 static void
 pgrl_save_row_set(const char *qschema, const char *table, const char *key,
-				const char *insert_sql, int num_columns, const Oid *types,
-				Datum **columns, int count)
+				  const char *insert_sql, int num_columns, const Oid *types,
+				  Datum **columns, int count)
 {
 	Datum		args[RL_MAX_ARRAY_COLUMNS];
 	StringInfoData sql;
@@ -1026,7 +1029,7 @@ static int
 pgrl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches, bool *done)
 {
 	Oid			types[RL_LEASE_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
 	RlLease    *leases = palloc(sizeof(RlLease) * RL_LEASE_BATCH);
 	char	   *models = palloc((Size) RL_LEASE_BATCH * (RL_NAME_MAX_LEN + 1));
 	char	   *job_types = palloc((Size) RL_LEASE_BATCH * (RL_NAME_MAX_LEN + 1));
@@ -1183,7 +1186,7 @@ pgrl_persist_leases(const char *qschema, Oid extension, bool final)
 	}
 	/* rows are inserted before any is deleted: a lease may have gone since */
 	inserted = pgrl_insert_unsaved_leases(qschema, &lease_save,
-										full || final ? -1 : RL_LEASE_BATCHES_PER_ROUND, &done);
+										  full || final ? -1 : RL_LEASE_BATCHES_PER_ROUND, &done);
 	lease_save.gone_left = -1;
 	deleted = pgrl_delete_gone_leases(qschema, &lease_save);
 	if (done)
@@ -1345,7 +1348,7 @@ pgrl_publish_marks(void)
 	lease_save_pending = false;
 	for (int i = 0; i < proposals.count; i++)
 		pgrl_ledger_publish_marks(proposals.slots[i], proposals.generations[i],
-						&proposals.sets[i]);
+								  &proposals.sets[i]);
 	proposals.count = 0;
 }
 

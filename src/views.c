@@ -159,7 +159,11 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 			nulls[col++] = row->limited_by < 0;
 			values[col++] = Int64GetDatum(row->used[RL_DIM_CONCURRENCY]);
 			values[col++] = Int32GetDatum((int32) pgrl_share_waiters(m, row->job_type_slot));
-			/* rpm, tpm, rpd, tpd: the share of the limit, and what is used of it */
+
+			/*
+			 * rpm, tpm, rpd, tpd: the share of the limit, and what is used of
+			 * it
+			 */
 			for (int k = 0; k < (int) lengthof(window_order); k++)
 			{
 				RlDimension d = window_order[k];
@@ -391,7 +395,7 @@ pgrl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *li
  */
 static int64
 pgrl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
-				  int64 pool, int pool_limited_by, int *limited_by)
+					int64 pool, int pool_limited_by, int *limited_by)
 {
 	int64		slots = pgrl_ratio_fit(part, ratio, job_type->est_tokens, job_type->est_requests,
 									   limited_by);
@@ -440,7 +444,7 @@ pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		int64		estimate = pgrl_dimension_amount(d, job_type->est_tokens,
-												   job_type->est_requests);
+													 job_type->est_requests);
 
 		if (left[d] == RL_UNLIMITED || estimate <= 0 || left[d] / estimate >= got)
 			continue;
@@ -450,7 +454,7 @@ pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		if (left[d] != RL_UNLIMITED)
 			left[d] -= got * pgrl_dimension_amount(d, job_type->est_tokens,
-												 job_type->est_requests);
+												   job_type->est_requests);
 	return got;
 }
 
@@ -519,8 +523,8 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 	limited_by = palloc(sizeof(int) * pgrl_max_job_types);
 
 	/*
-	 * Copies of the job types, and of each model under its lock: the rows
-	 * go to the tuplestore, which may write a file (and fail), with no lock
+	 * Copies of the job types, and of each model under its lock: the rows go
+	 * to the tuplestore, which may write a file (and fail), with no lock
 	 * held.
 	 */
 	pgrl_config_lock(LW_SHARED);
@@ -584,11 +588,11 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		{
 			RlJobType  *job_type = &job_types[job_type_slots[k]];
 			int64		want = pgrl_job_type_slots(part, job_type, ratios[k], pool,
-												 pool_limited_by, &limited_by[k]);
+												   pool_limited_by, &limited_by[k]);
 
 			slots[k] = pgrl_take_part(left, job_type, pgrl_memory_slots(job_type, memory_kb,
-																	want, &limited_by[k]),
-									&limited_by[k]);
+																		want, &limited_by[k]),
+									  &limited_by[k]);
 		}
 		for (int i = 0; i < num_job_types; i++)
 		{
@@ -601,7 +605,7 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 			if (slots[k] >= pgrl_min_job_type_slots)
 				continue;
 			want = pgrl_memory_slots(job_type, memory_kb, pgrl_min_job_type_slots,
-								   &ignored) - slots[k];
+									 &ignored) - slots[k];
 			slots[k] += pgrl_take_part(left, job_type, want, &ignored);
 		}
 

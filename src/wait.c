@@ -87,8 +87,8 @@ typedef struct RlWaitQueue
 
 static RlWaitQueue *queue = NULL;
 static pg_atomic_uint32 *model_waiters = NULL;	/* [model slot] */
-static pg_atomic_uint32 *share_waiters = NULL;	/* [model slot * max_job_types +
-												 * job type slot] */
+static pg_atomic_uint32 *share_waiters = NULL;	/* [model slot * max_job_types
+												 * + job type slot] */
 static bool exit_callback_registered = false;
 
 /* This backend's room for the claims of older waiters (pgrl_claim_buffer) */
@@ -219,7 +219,7 @@ pgrl_waiter_exit(int code, Datum arg)
  */
 int64
 pgrl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests,
-				   int job_type_slot, const RlMemoryCap *memory, int64 ticket)
+					 int job_type_slot, const RlMemoryCap *memory, int64 ticket)
 {
 	RlWaiter   *me = pgrl_my_record();
 

@@ -135,7 +135,7 @@ pgrl_drop_stale(TimestampTz now)
  */
 static long
 pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minute,
-				TimestampTz *last_ratios)
+				  TimestampTz *last_ratios)
 {
 	bool		installed;
 	long		sleep_ms = RL_NO_EXTENSION_SLEEP_MS;
@@ -186,7 +186,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		save_state = shutting_down ||
 			real_now >= *last_save + (int64) pgrl_persist_interval_ms * 1000;
 		pgrl_persist_state(save_state, save_state || new_minute || pgrl_marks_requested(),
-						 shutting_down);
+						   shutting_down);
 		if (save_state)
 			*last_save = real_now;
 
@@ -197,7 +197,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, pgrl_marks_next_release()));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now, next_notice));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now,
-											 *last_ratios + (int64) pgrl_ratio_interval_ms * 1000));
+											   *last_ratios + (int64) pgrl_ratio_interval_ms * 1000));
 		if (next_ratios != 0)
 			sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now, next_ratios));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, next_stale));
@@ -208,9 +208,9 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 
 	/*
 	 * Synchronous: a mark must be durable, on synchronous standbys too,
-	 * before anything is granted under it.  The last round only lowers
-	 * marks, which a standby may miss (it then restores higher ones), and
-	 * must not hang a shutdown on a standby that is down: local.
+	 * before anything is granted under it.  The last round only lowers marks,
+	 * which a standby may miss (it then restores higher ones), and must not
+	 * hang a shutdown on a standby that is down: local.
 	 */
 	if (shutting_down)
 		SetConfigOption("synchronous_commit", "local", PGC_USERSET, PGC_S_OVERRIDE);
@@ -238,8 +238,8 @@ rl_worker_main(Datum main_arg)
 	/*
 	 * Nothing the worker does may depend on settings a role or the owner of
 	 * the database chose (ALTER ROLE/DATABASE ... SET): a read-only default,
-	 * a timeout, another search_path or isolation level would stop it
-	 * saving marks, and with them every grant past them.
+	 * a timeout, another search_path or isolation level would stop it saving
+	 * marks, and with them every grant past them.
 	 */
 	for (int i = 0; i < (int) lengthof(worker_settings); i++)
 		SetConfigOption(worker_settings[i][0], worker_settings[i][1], PGC_SUSET,

@@ -57,8 +57,8 @@ ms_since(PGconn *conn, const char *at)
 {
 	const char *params[1] = {at};
 	PGresult   *res = PQexecParams(conn,
-									"SELECT extract(epoch FROM rl_clock() - $1::timestamptz) * 1000",
-									1, NULL, params, NULL, NULL, 0);
+								   "SELECT extract(epoch FROM rl_clock() - $1::timestamptz) * 1000",
+								   1, NULL, params, NULL, NULL, 0);
 	double		ms;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
