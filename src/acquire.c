@@ -532,7 +532,7 @@ pgrl_acquire(RlAcquireArgs *args, RlAcquireResult *result)
 	/* everything an attempt needs, allocated before it takes a lock */
 	attempt.refused = palloc(sizeof(bool) * num_models);
 	attempt.all_slots = palloc(sizeof(int) * num_models);
-	pgrl_claim_buffer();
+	pgrl_ledger_prepare();
 	now = pgrl_now();
 	/* for tests: another backend may roll the windows past now meanwhile */
 	pgrl_debug_pause(RL_PAUSE_BEFORE_ADMISSION);

@@ -555,7 +555,10 @@ rl_unregister(PG_FUNCTION_ARGS)
 	pgrl_api_begin();
 	pgrl_copy_name_arg(fcinfo, 0, name, "instance");
 	if (pgrl_drop_instance(name))
+	{
 		(void) pgrl_expire_instance_leases(name, pgrl_now());
+		pgrl_instances_changed();
+	}
 	PG_RETURN_VOID();
 }
 

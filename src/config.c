@@ -107,6 +107,7 @@ typedef struct RlConfigSnapshot
 	RlStateSnapshot *state;		/* saved state, when read for a full load */
 	uint64		resync_seen;	/* resync requests this read answers */
 	bool	   *model_dropped;	/* [max_models] */
+	RlLeaseRemoval *removal;	/* scratch: leases of dropped models */
 } RlConfigSnapshot;
 
 /* This transaction changed the configuration */
@@ -320,7 +321,7 @@ pgrl_read_config(MemoryContext context, bool with_state)
 	snap = MemoryContextAllocZero(context, sizeof(RlConfigSnapshot));
 	snap->model_dropped = MemoryContextAllocZero(context, sizeof(bool) * pgrl_max_models);
 	/* what applying needs is allocated now: nothing is, under config_lock */
-	pgrl_grant_prepare();
+	snap->removal = MemoryContextAlloc(context, sizeof(RlLeaseRemoval));
 
 	/* requests made before this read are answered by it */
 	snap->resync_seen = pgrl_config_resync_requested();
@@ -376,11 +377,16 @@ pgrl_apply_snapshot(RlConfigSnapshot *snap)
 	memset(snap->model_dropped, 0, sizeof(bool) * pgrl_max_models);
 	if (!pgrl_ledger_apply_models(snap->models, snap->num_models, snap->model_dropped))
 		pgrl_apply_failed("has no free model slot");
-	/* the open leases of dropped models go with them */
+
+	/*
+	 * The open leases of dropped models go with them.  New models may have
+	 * taken the freed slots already: config_lock, held exclusively, keeps
+	 * every acquire out until the old leases are gone.
+	 */
 	for (int slot = 0; slot < pgrl_max_models; slot++)
 		if (snap->model_dropped[slot])
 		{
-			pgrl_discard_leases(snap->model_dropped);
+			pgrl_discard_leases(snap->model_dropped, snap->removal);
 			break;
 		}
 	if (!pgrl_catalog_apply_job_types(snap->job_types, snap->num_job_types))
@@ -405,12 +411,12 @@ pgrl_apply_snapshot(RlConfigSnapshot *snap)
  * installation's state).  Caller holds config_lock exclusively.
  */
 static void
-pgrl_clear_shared_state(void)
+pgrl_clear_shared_state(RlConfigSnapshot *snap)
 {
 	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	pgrl_ledger_clear();
 	pgrl_catalog_clear();
-	pgrl_discard_leases(NULL);
+	pgrl_discard_leases(NULL, snap->removal);
 	pgrl_forget_all_instances();
 }
 
@@ -427,7 +433,7 @@ pgrl_apply_config(RlConfigSnapshot *snap, bool full)
 	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	apply_failure = NULL;
 	if (full)
-		pgrl_clear_shared_state();
+		pgrl_clear_shared_state(snap);
 	pgrl_apply_snapshot(snap);
 	if (full && snap->state != NULL)
 		pgrl_restore_saved_state(snap->state);
@@ -666,7 +672,7 @@ pgrl_config_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-void
+static void
 pgrl_install_config_callbacks(void)
 {
 	if (callbacks_registered)

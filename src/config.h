@@ -15,7 +15,6 @@ extern void pgrl_request_config_resync(void);
 extern void pgrl_resync_config(void);
 extern void pgrl_config_relcache_callback(Datum arg, Oid relid);
 extern void pgrl_check_config_triggers(void);
-extern void pgrl_install_config_callbacks(void);
 extern void pgrl_config_changed_in_xact(void);
 extern void pgrl_config_reinstalled_in_xact(void);
 

@@ -21,6 +21,7 @@
 #include "storage/ipc.h"
 #include "utils/memutils.h"
 
+#include "catalog.h"
 #include "clock.h"
 #include "grant.h"
 #include "holders.h"
@@ -28,20 +29,7 @@
 #include "lease.h"
 #include "ledger.h"
 
-/* A removal's batch is large: one per backend, allocated before any lock */
-static RlLeaseRemoval *removal = NULL;
 static bool exit_callback_registered = false;
-
-/*
- * Allocate what taking leases out needs; called before config_lock is
- * taken by whoever may discard leases under it.
- */
-void
-pgrl_grant_prepare(void)
-{
-	if (removal == NULL)
-		removal = MemoryContextAlloc(TopMemoryContext, sizeof(RlLeaseRemoval));
-}
 
 /*
  * A lease left the lease table: give back its role's count and its
@@ -94,16 +82,20 @@ pgrl_expire_batch(RlLeaseRemoval *batch, TimestampTz now)
 void
 pgrl_expire_due_leases(TimestampTz now)
 {
+	RlLeaseRemoval *removal;
 	int			expired = 0;
 
 	if (pgrl_leases_nothing_due(now))
 		return;
-	pgrl_grant_prepare();
-	if (!pgrl_leases_sweep_begin(removal, now))
-		return;
-	while (pgrl_leases_remove_next(removal))
-		expired += pgrl_expire_batch(removal, now);
-	pgrl_leases_sweep_end(removal);
+	/* a batch is large: only when something may be due, and only for now */
+	removal = palloc(sizeof(RlLeaseRemoval));
+	if (pgrl_leases_sweep_begin(removal, now))
+	{
+		while (pgrl_leases_remove_next(removal))
+			expired += pgrl_expire_batch(removal, now);
+		pgrl_leases_sweep_end(removal);
+	}
+	pfree(removal);
 	if (expired > 0)
 		elog(DEBUG1, "pg_ratelimit expired %d leases", expired);
 }
@@ -116,12 +108,13 @@ pgrl_expire_due_leases(TimestampTz now)
 int
 pgrl_expire_instance_leases(const char *instance, TimestampTz now)
 {
+	RlLeaseRemoval *removal = palloc(sizeof(RlLeaseRemoval));
 	int			expired = 0;
 
-	pgrl_grant_prepare();
 	pgrl_leases_removal_begin(removal, RL_REMOVE_INSTANCE, instance, NULL);
 	while (pgrl_leases_remove_next(removal))
 		expired += pgrl_expire_batch(removal, now);
+	pfree(removal);
 	return expired;
 }
 
@@ -130,12 +123,13 @@ pgrl_expire_instance_leases(const char *instance, TimestampTz now)
  * or of all models (models NULL: a full load starts from nothing, and the
  * saved leases are written anew).  Nothing is settled: the models are
  * gone.  Called while a configuration is applied, with config_lock held
- * exclusively, after pgrl_grant_prepare.  Must not fail.
+ * exclusively; the caller allocated removal before it took the lock.  Must
+ * not fail.
  */
 void
-pgrl_discard_leases(const bool *models)
+pgrl_discard_leases(const bool *models, RlLeaseRemoval *removal)
 {
-	Assert(removal != NULL);
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	pgrl_leases_removal_begin(removal, models ? RL_REMOVE_MODELS : RL_REMOVE_ALL, NULL,
 							  models);
 	while (pgrl_leases_remove_next(removal))

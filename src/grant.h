@@ -11,12 +11,11 @@
 
 #include "ledger.h"
 
-extern void pgrl_grant_prepare(void);
 extern void pgrl_release_lease(int64 lease_id, const RlUsage *usage, TimestampTz now,
 							   RlSettlement *result);
 extern void pgrl_expire_due_leases(TimestampTz now);
 extern int	pgrl_expire_instance_leases(const char *instance, TimestampTz now);
-extern void pgrl_discard_leases(const bool *models);
+extern void pgrl_discard_leases(const bool *models, RlLeaseRemoval *removal);
 extern void pgrl_release_session_leases_at_exit(void);
 
 #endif							/* RL_GRANT_H */

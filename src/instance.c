@@ -355,8 +355,9 @@ pgrl_instance_heartbeat(const char *name, int64 memory_kb, TimestampTz now)
 }
 
 /*
- * Drop an instance (rl_unregister); the caller expires its open leases.
- * Returns false when no such instance is registered.
+ * Drop an instance (rl_unregister); the caller expires its open leases and
+ * then calls pgrl_instances_changed.  Returns false when no such instance
+ * is registered.
  */
 bool
 pgrl_drop_instance(const char *name)
@@ -381,12 +382,19 @@ pgrl_drop_instance(const char *name)
 		pgrl_require_instance_privilege(name, owner);
 		allowed_owner = owner;
 	}
-	if (slot < 0)
-		return false;
+	return slot >= 0;
+}
+
+/*
+ * Instances left (and their leases are expired): the worker saves the set
+ * and sends NOTIFY rl_allocation.
+ */
+void
+pgrl_instances_changed(void)
+{
 	pg_atomic_fetch_add_u64(&table->membership_version, 1);
 	pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
 	pgrl_wake_worker();
-	return true;
 }
 
 /*
@@ -408,8 +416,8 @@ pgrl_forget_all_instances(void)
 /*
  * Drop every instance whose last heartbeat is older than the timeout.
  * Returns how many were dropped, their names in *names (RL_NAME_MAX_LEN + 1
- * bytes apart, valid until the next call): the caller expires their
- * leases.  Sets *next to when the next live instance goes stale (limiter's
+ * bytes apart, valid until the next call): the caller expires their leases
+ * and then calls pgrl_instances_changed.  Sets *next to when the next live instance goes stale (limiter's
  * clock), or DT_NOEND.  Worker only.
  */
 int
@@ -459,8 +467,6 @@ pgrl_drop_stale_instances(TimestampTz now, const char **names, TimestampTz *next
 			memmove(stale + (Size) num_dropped * (RL_NAME_MAX_LEN + 1), name,
 					RL_NAME_MAX_LEN + 1);
 		num_dropped++;
-		pg_atomic_fetch_add_u64(&table->membership_version, 1);
-		pg_atomic_fetch_add_u64(&table->heartbeat_version, 1);
 		elog(LOG, "pg_ratelimit dropped instance \"%s\": no heartbeat for %d s",
 			 name, pgrl_instance_timeout_s);
 	}

@@ -39,6 +39,7 @@ extern Size pgrl_instances_shmem_size(void);
 extern void pgrl_instances_shmem_init(int tranche_id);
 extern int	pgrl_instance_heartbeat(const char *name, int64 memory_kb, TimestampTz now);
 extern bool pgrl_drop_instance(const char *name);
+extern void pgrl_instances_changed(void);
 extern int	pgrl_drop_stale_instances(TimestampTz now, const char **names, TimestampTz *next);
 extern void pgrl_check_instance_privilege(const char *name);
 extern bool pgrl_instance_rank(const char *name, TimestampTz now, int *live, int *rank,

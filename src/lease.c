@@ -1,14 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * lease.c
- *		The lease table: inserting, taking, expiring and settling leases, and
- *		what the worker needs to save them.
+ *		The lease table: inserting, taking and removing leases, and what the
+ *		worker needs to save them.
  *
- * A lease lives in the partitioned shared hash lease_table, keyed by its
- * id.  Whoever removes a lease from the table settles it, so a lease is
- * settled exactly once: release settles it with actual usage, the expiry
- * sweep frees its concurrency slot and keeps its window reservation, and
- * dropping its model discards it.
+ * A lease lives in a partitioned shared hash, keyed by its id.  This file
+ * only keeps the table: whoever takes a lease out of it settles it
+ * (grant.c), so a lease is settled exactly once.  Every removal of many
+ * leases (the expiry sweep, an instance's leases, the leases of dropped
+ * models, all of them) is one walk, pgrl_leases_remove_next, that hands
+ * the removed leases back in batches; nothing but the table itself is
+ * touched under the partition locks (no allocation, no latch, no other
+ * lock but gone_lock).
+ *
+ * Locking: each partition has its own lock, chosen by the hash of the
+ * lease id, protecting its leases and its list of leases to save.
+ * sweep_lock lets one backend at a time sweep due leases (the others wait
+ * for it, see below); it is held while the swept leases are settled
+ * (model locks), and nothing waits for it holding another of our locks.  A
+ * walk locks all partitions, in order, for one batch at a time.  gone_lock
+ * is a spinlock over the gone ids and the save book, always the innermost
+ * lock.  The counters (next id, open leases, version, earliest expiry,
+ * sweep generation) are atomics.
  *
  * Walks.  Everything that looks at every lease (the expiry sweep, an
  * instance's leases, the rl_leases and rl_instances views, a full save)
@@ -59,9 +72,6 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/acl.h"
-#include "utils/builtins.h"
-#include "utils/fmgrprotos.h"
-#include "utils/numeric.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -602,6 +612,12 @@ pgrl_leases_removal_begin(RlLeaseRemoval *removal, RlLeaseRemove what,
 	removal->sweeping = false;
 	removal->count = 0;
 	pgrl_lease_walk_begin(&removal->walk);
+
+	/*
+	 * All go: the saved table is written anew, so no gone id is needed. Done
+	 * before the walk (whose leases then note none), under config_lock held
+	 * exclusively: nothing is inserted meanwhile.
+	 */
 	if (what == RL_REMOVE_ALL)
 	{
 		SpinLockAcquire(&book->gone_lock);

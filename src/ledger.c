@@ -101,6 +101,17 @@ pgrl_ledger_shmem_init(int tranche_id)
 	model_index = pgrl_name_index_init("pg_ratelimit model index", pgrl_max_models);
 }
 
+/*
+ * Allocate this backend's scratch space for admissions (the claims of
+ * older waiters, other job types' share rooms): call before taking
+ * config_lock, since nothing is allocated under it.
+ */
+void
+pgrl_ledger_prepare(void)
+{
+	pgrl_shares_prepare();
+}
+
 /* The slot of a model, or -1.  Caller holds config_lock. */
 int
 pgrl_model_slot(const char *name)
@@ -356,12 +367,6 @@ pgrl_ledger_clear(void)
 			pgrl_drop_model(&pgrl_models[slot]);
 }
 
-/* What pgrl_admit_locked decided, and what to wake once the lock is gone */
-typedef struct RlAdmitWake
-{
-	bool		worker;
-} RlAdmitWake;
-
 /*
  * Note a refusal by a limit or a share on the model (and the job type's
  * share); the denied totals count refused calls, not attempts: see
@@ -397,7 +402,7 @@ pgrl_first_short(const int64 *room, const RlRequest *request)
 static void
 pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 				  const RlMemoryCap *memory, int64 ticket, TimestampTz now,
-				  TimestampTz expires_at, RlAdmission *result, RlAdmitWake *wake)
+				  TimestampTz expires_at, RlAdmission *result, bool *wake_worker)
 {
 	RlShareRoom share_room;
 	int			blocking;
@@ -459,7 +464,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		mark_blocking = RL_DIM_CONCURRENCY;
 	if (mark_blocking >= 0)
 	{
-		wake->worker = pgrl_mark_refused(model, request->tokens, request->requests,
+		*wake_worker = pgrl_mark_refused(model, request->tokens, request->requests,
 										 expires_at);
 		result->awaiting_mark = true;
 		result->limited_by = mark_blocking;
@@ -499,7 +504,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		pgrl_waiter_granted();
 	/* also without a concurrency limit: one may be set before it is saved */
 	pgrl_mark_note_lease(model, expires_at);
-	wake->worker = pgrl_mark_note_usage(model);
+	*wake_worker = pgrl_mark_note_usage(model);
 	result->granted = true;
 	result->model_generation = model->generation;
 	result->minute_start = model->minute_start;
@@ -527,18 +532,18 @@ pgrl_ledger_admit(int slot, const RlRequest *request, const RlMemoryCap *memory,
 {
 	RlModel    *model = &pgrl_models[slot];
 	RlShare    *share = pgrl_request_share(slot, request);
-	RlAdmitWake wake = {false};
+	bool		wake_worker = false;
 
 	Assert(pgrl_config_lock_held(LW_SHARED));
 	memset(result, 0, sizeof(*result));
 	result->limited_by = -1;
 	result->never_fits = -1;
-	pgrl_shares_prepare();
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
-	pgrl_admit_locked(model, share, request, memory, ticket, now, expires_at, result, &wake);
+	pgrl_admit_locked(model, share, request, memory, ticket, now, expires_at, result,
+					  &wake_worker);
 	LWLockRelease(&model->lock);
-	if (wake.worker)
+	if (wake_worker)
 		pgrl_wake_worker();
 }
 
@@ -694,7 +699,8 @@ pgrl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 		strlcpy(name, model->name, sizeof(name));
 		if (share)
 		{
-			(void) pgrl_add_day_cost(pgrl_share_day(share), cost);
+			AssertShareDay(share, model);
+			(void) pgrl_add_day_cost(&share->usage, cost);
 			share->version++;
 		}
 		model->version++;
@@ -776,7 +782,10 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 	}
 	pgrl_add_day_usage(&model->usage, usage, overage);
 	if (share)
-		pgrl_add_day_usage(pgrl_share_day(share), usage, overage);
+	{
+		AssertShareDay(share, model);
+		pgrl_add_day_usage(&share->usage, usage, overage);
+	}
 	out->price_input = model->price_input;
 	out->price_output = model->price_output;
 	out->price_cached = model->price_cached;
@@ -1164,6 +1173,7 @@ pgrl_ledger_restore_marks(const char *name, const RlMarkSet *saved)
 {
 	RlModel    *model = pgrl_restored_model(name);
 
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	if (model == NULL)
 		return;
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
@@ -1189,6 +1199,7 @@ pgrl_ledger_restore_share(const RlSavedShare *saved)
 	int			job_type_slot = pgrl_job_type_slot(saved->job_type);
 	RlShare    *share;
 
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	if (model_slot < 0 || job_type_slot < 0)
 		return;
 	share = pgrl_share(model_slot, job_type_slot);
@@ -1230,6 +1241,7 @@ pgrl_ledger_restore_lease(const char *name, RlLease *lease)
 {
 	RlModel    *model = pgrl_restored_model(name);
 
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	if (model == NULL)
 		return false;
 	lease->model_slot = model - pgrl_models;
@@ -1251,6 +1263,7 @@ pgrl_ledger_restore_lease_counted(const RlLease *lease)
 	RlModel    *model = &pgrl_models[lease->model_slot];
 	RlShare    *share;
 
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	share = pgrl_lease_share(lease);
 	model->used[RL_DIM_CONCURRENCY]++;
@@ -1279,9 +1292,12 @@ pgrl_ledger_restore_lease_left_out(const RlLease *lease)
 {
 	RlModel    *model = &pgrl_models[lease->model_slot];
 
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	model->used[RL_DIM_CONCURRENCY]++;
 	model->marks.held++;
 	model->marks.held_until = Max(model->marks.held_until, lease->expires_at);
+	LWLockRelease(&model->lock);
 }
 
 /*
@@ -1317,6 +1333,7 @@ pgrl_restore_held_slots(RlModel *model, TimestampTz now)
 void
 pgrl_ledger_restore_end(TimestampTz now, int64 *held_slots, TimestampTz *held_until)
 {
+	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	*held_slots = 0;
 	*held_until = 0;
 	for (int slot = 0; slot < pgrl_max_models; slot++)

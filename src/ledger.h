@@ -236,6 +236,8 @@ typedef struct RlNotice
 extern Size pgrl_ledger_shmem_size(void);
 extern void pgrl_ledger_shmem_init(int tranche_id);
 
+extern void pgrl_ledger_prepare(void);
+
 /* models by name (caller holds config_lock) */
 extern int	pgrl_model_slot(const char *name);
 extern bool pgrl_model_name(int slot, uint32 generation, char *name);

@@ -152,6 +152,13 @@ extern RlModel *pgrl_models;
 		   LWLockHeldByMeInMode((LWLock *) &(model)->lock, LW_EXCLUSIVE) : \
 		   LWLockHeldByMe((LWLock *) &(model)->lock))
 
+/*
+ * A share's usage is of its model's current day: every roll, creation and
+ * restore of the share keeps it so
+ */
+#define AssertShareDay(share, model) \
+	Assert((share)->usage.day_start == (model)->day_start)
+
 /* ledger.c */
 extern bool pgrl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
 extern void pgrl_roll_windows(RlModel *model, TimestampTz now);
@@ -164,10 +171,8 @@ extern RlShare *pgrl_lease_share(const RlLease *lease);
 extern RlShare *pgrl_request_share(int model_slot, const RlRequest *request);
 extern void pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room);
 extern int	pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests);
-extern void pgrl_share_take(RlShareRoom *room, int64 tokens, int32 requests);
 extern void pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
 							 int32 requests);
-extern RlDayUsage *pgrl_share_day(RlShare *share);
 extern void pgrl_roll_share_windows(RlModel *model, bool minute, TimestampTz new_day);
 extern bool pgrl_note_share_release(RlModel *model);
 extern void pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *request,

@@ -166,7 +166,7 @@ pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests)
 }
 
 /* Set a request's part of the room aside */
-void
+static void
 pgrl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
@@ -178,23 +178,14 @@ pgrl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
 	}
 }
 
-/*
- * The share's usage of the model's current day: its day is the model's,
- * which every roll, creation and restore of the share keeps so.
- */
-RlDayUsage *
-pgrl_share_day(RlShare *share)
-{
-	return &share->usage;
-}
-
 /* Count a granted request; caller holds the model's lock */
 void
 pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 requests)
 {
-	RlDayUsage *usage = pgrl_share_day(share);
+	RlDayUsage *usage = &share->usage;
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
+	AssertShareDay(share, model);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		share->used[d] = pgrl_add_saturating(share->used[d],
 											 pgrl_dimension_amount(d, tokens, requests));
@@ -501,6 +492,7 @@ pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *requ
 	bool		rooms_cleared = false;
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
+	Assert(claims != NULL);		/* pgrl_ledger_prepare, before any lock */
 	num_claims = pgrl_older_claims(slot, ticket, claims);
 	if (num_claims == 0)
 		return;

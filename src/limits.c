@@ -15,7 +15,7 @@ const char *const pgrl_dimension_names[RL_NUM_DIMS + 2] = {
 };
 
 /* The length of a dimension's window; 0 for concurrency, which has none */
-int64
+static int64
 pgrl_window_length(RlDimension dim)
 {
 	if (dim == RL_DIM_CONCURRENCY)

@@ -61,7 +61,6 @@ pgrl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
 	}
 }
 
-extern int64 pgrl_window_length(RlDimension dim);
 extern TimestampTz pgrl_window_reset(TimestampTz window_start, RlDimension dim);
 extern int	pgrl_min_dimension(const int64 *slots);
 extern int64 pgrl_fit(const int64 *room, int64 tokens, int32 requests, int *limited_by);

@@ -119,8 +119,27 @@ struct RlStateSnapshot
 	TimestampTz held_until;
 };
 
-/* Columns of rl_counter passed as arrays */
-#define RL_COUNTER_COLUMNS	20
+/*
+ * A day's usage as array parameters: pgrl_usage_datums fills these columns,
+ * in this order, at the end of the rows of rl_counter, rl_share_counter
+ * and rl_usage_daily
+ */
+enum
+{
+	USAGE_DAY,
+	USAGE_REQUESTS,
+	USAGE_INPUT,
+	USAGE_OUTPUT,
+	USAGE_CACHED,
+	USAGE_COST,
+	USAGE_OVERAGE_EVENTS,
+	USAGE_OVERAGE_TOKENS,
+	RL_DAY_USAGE_COLUMNS
+};
+
+/* Columns of rl_counter passed as arrays: 12, then the day's usage */
+#define RL_COUNTER_USAGE_FIRST	12
+#define RL_COUNTER_COLUMNS	(RL_COUNTER_USAGE_FIRST + RL_DAY_USAGE_COLUMNS)
 
 /* The most array parameters of any statement */
 #define RL_MAX_ARRAY_COLUMNS	24
@@ -683,28 +702,31 @@ pgrl_execute(const char *sql, int nargs, Oid *types, Datum *values)
 }
 
 /*
- * The eight usage columns of a day, at row n of the column arrays; a day
- * without usage gets RL_NO_WINDOW (-infinity), which rl_counter stores as
- * NULL.
+ * The RL_DAY_USAGE_COLUMNS usage columns of a day, at row n of the column
+ * arrays; a day without usage gets RL_NO_WINDOW (-infinity), which
+ * rl_counter stores as NULL.
  */
 static void
 pgrl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 {
-	columns[0][n] = TimestampTzGetDatum(pgrl_day_used(day) ? day->day_start : RL_NO_WINDOW);
-	columns[1][n] = Int64GetDatum(day->requests);
-	columns[2][n] = Int64GetDatum(day->input);
-	columns[3][n] = Int64GetDatum(day->output);
-	columns[4][n] = Int64GetDatum(day->cached);
-	columns[5][n] = NumericGetDatum(pgrl_numeric_load(&day->cost));
-	columns[6][n] = Int64GetDatum(day->overage_events);
-	columns[7][n] = Int64GetDatum(day->overage_tokens);
+	columns[USAGE_DAY][n] = TimestampTzGetDatum(pgrl_day_used(day) ? day->day_start :
+												RL_NO_WINDOW);
+	columns[USAGE_REQUESTS][n] = Int64GetDatum(day->requests);
+	columns[USAGE_INPUT][n] = Int64GetDatum(day->input);
+	columns[USAGE_OUTPUT][n] = Int64GetDatum(day->output);
+	columns[USAGE_CACHED][n] = Int64GetDatum(day->cached);
+	columns[USAGE_COST][n] = NumericGetDatum(pgrl_numeric_load(&day->cost));
+	columns[USAGE_OVERAGE_EVENTS][n] = Int64GetDatum(day->overage_events);
+	columns[USAGE_OVERAGE_TOKENS][n] = Int64GetDatum(day->overage_tokens);
 }
 
 /* Columns of rl_share_counter passed as arrays */
-#define RL_SHARE_COLUMNS	22
+#define RL_SHARE_USAGE_FIRST	14
+#define RL_SHARE_COLUMNS	(RL_SHARE_USAGE_FIRST + RL_DAY_USAGE_COLUMNS)
 
 /* Columns of rl_usage_daily passed as arrays */
-#define RL_USAGE_COLUMNS	10
+#define RL_USAGE_USAGE_FIRST	2
+#define RL_USAGE_COLUMNS	(RL_USAGE_USAGE_FIRST + RL_DAY_USAGE_COLUMNS)
 
 /* Rows of rl_share_counter being gathered, one array per column */
 typedef struct RlShareRows
@@ -747,7 +769,7 @@ pgrl_add_usage_row(RlUsageRows *rows, const char *model, const char *job_type,
 	n = rows->count++;
 	rows->columns[0][n] = CStringGetTextDatum(model);
 	rows->columns[1][n] = CStringGetTextDatum(job_type);
-	pgrl_usage_datums(day, &rows->columns[2], n);
+	pgrl_usage_datums(day, &rows->columns[RL_USAGE_USAGE_FIRST], n);
 }
 
 /* Write the gathered ended days */
@@ -823,7 +845,7 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 		c[11][n] = Int64GetDatum(share->jobs_day);
 		c[12][n] = Int64GetDatum(share->granted);
 		c[13][n] = Int64GetDatum(share->denied);
-		pgrl_usage_datums(&share->usage, &c[14], n);
+		pgrl_usage_datums(&share->usage, &c[RL_SHARE_USAGE_FIRST], n);
 
 		if (pgrl_day_used(&share->usage_ended) &&
 			persisted_share_ended[rows->shares[n]] != share->usage_ended.day_start)
@@ -933,7 +955,7 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 		c[9][n] = Int64GetDatum(copy.expired);
 		c[10][n] = Int64GetDatum(copy.overage_events);
 		c[11][n] = Int64GetDatum(copy.overage_tokens);
-		pgrl_usage_datums(&copy.usage, &c[12], n);
+		pgrl_usage_datums(&copy.usage, &c[RL_COUNTER_USAGE_FIRST], n);
 		n++;
 
 		/* the day before, once, when its window has ended */

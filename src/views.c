@@ -440,16 +440,14 @@ static int64
 pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_by)
 {
 	int64		got = Max(want, 0);
+	int			fit_limited_by;
+	int64		fit = pgrl_fit(left, job_type->est_tokens, job_type->est_requests,
+							   &fit_limited_by);
 
-	for (int d = 0; d < RL_NUM_DIMS; d++)
+	if (fit >= 0 && fit < got)
 	{
-		int64		estimate = pgrl_dimension_amount(d, job_type->est_tokens,
-													 job_type->est_requests);
-
-		if (left[d] == RL_UNLIMITED || estimate <= 0 || left[d] / estimate >= got)
-			continue;
-		got = left[d] / estimate;
-		*limited_by = d;
+		got = fit;
+		*limited_by = fit_limited_by;
 	}
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		if (left[d] != RL_UNLIMITED)

@@ -126,6 +126,8 @@ pgrl_drop_stale(TimestampTz now)
 
 	for (int i = 0; i < dropped; i++)
 		(void) pgrl_expire_instance_leases(names + (Size) i * (RL_NAME_MAX_LEN + 1), now);
+	if (dropped > 0)
+		pgrl_instances_changed();
 	return next;
 }
 
