@@ -978,7 +978,9 @@ pgrl_ledger_roll(int slot, TimestampTz now, bool hold_release, RlNotice *notice)
 	RlModel    *model = &pgrl_models[slot];
 	bool		wake = false;
 
-	memset(notice, 0, sizeof(*notice));
+	/* called for every slot each round: cheap for the free ones */
+	notice->reason = RL_NOTIFY_NONE;
+	notice->held = false;
 	if (!model->in_use)
 		return;
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);

@@ -485,6 +485,9 @@ pgrl_ledger_propose_marks(int slot, TimestampTz now, bool exact, bool lower,
 	RlModel    *model = &pgrl_models[slot];
 	bool		proposed = false;
 
+	/* an unlocked peek: most slots of a large max_models are free */
+	if (!model->in_use)
+		return false;
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	if (model->in_use &&
 		pgrl_mark_propose(model, now, exact, lower, saved_epoch, proposal))
