@@ -48,7 +48,7 @@ ISOLATION = race_rpm race_tpm race_concurrency race_share race_window config_rep
 ISOLATION_OPTS = --inputdir=tests/isolation --use-existing
 
 TAP_TESTS = 1
-PROVE_TESTS = tests/t/*.pl
+PROVE_TESTS ?= tests/t/*.pl
 
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 

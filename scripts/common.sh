@@ -7,7 +7,7 @@
 
 PG_MAJOR=15
 SYSTEM_PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-# build_and_install may switch to a private copy of PostgreSQL; the choice is
+# build_and_install switches to a private copy of PostgreSQL; the choice is
 # passed on to child scripts through RL_PG_BIN
 PG_BIN=${RL_PG_BIN:-$SYSTEM_PG_BIN}
 export PATH="$PG_BIN:$PATH"
@@ -58,16 +58,33 @@ install_deps() {
 	fi
 }
 
-# A user who cannot write to the system's PostgreSQL gets a private copy of
-# it in tmp_install/: PostgreSQL finds its share and lib directories
-# relative to its binaries, so the copy runs our extension like the original.
+# The extension is never installed into the system's PostgreSQL: on a host
+# whose live cluster uses pg_ratelimit, that would swap the library under it.
+# It goes into a private copy of PostgreSQL instead (45 MB, made once and
+# refreshed when the system's is upgraded).  PostgreSQL finds its share and
+# lib directories relative to its binaries, so the copy runs our extension
+# like the original.  The copy is $REPO_ROOT/tmp_install, or, as root (whose
+# checkout the postgres user may not be able to read), a directory under
+# /var/tmp named after the checkout.  RL_PREFIX overrides the place.
+private_postgres_root() {
+	if [ -n "${RL_PREFIX:-}" ]; then
+		echo "$RL_PREFIX"
+	elif is_root; then
+		echo "/var/tmp/pg_ratelimit-$(printf '%s' "$REPO_ROOT" | md5sum | cut -c1-12)"
+	else
+		echo "$REPO_ROOT/tmp_install"
+	fi
+}
+
 use_private_postgres() {
-	local root=$REPO_ROOT/tmp_install
+	local root
+	root=$(private_postgres_root)
 	local bin=$root$SYSTEM_PG_BIN
 	if [ ! -x "$bin/postgres" ] || [ "$SYSTEM_PG_BIN/postgres" -nt "$bin/postgres" ]; then
-		log "copying PostgreSQL into $root (no write access to the system's)"
+		log "copying PostgreSQL $PG_MAJOR into $root (the extension is installed there)"
 		rm -rf "$root"
 		mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql" "$root/usr/include"
+		chmod 755 "$root"
 		cp -a "/usr/lib/postgresql/$PG_MAJOR" "$root/usr/lib/postgresql/"
 		cp -a "/usr/share/postgresql/$PG_MAJOR" "$root/usr/share/postgresql/"
 		ln -s /usr/include/postgresql "$root/usr/include/postgresql"
@@ -76,18 +93,15 @@ use_private_postgres() {
 	export RL_PG_BIN=$bin PATH="$bin:$PATH"
 }
 
-# Build and install the extension into the server's directories
+# Build the extension and install it into the private copy of PostgreSQL
 build_and_install() {
 	log "building pg_ratelimit"
-	if ! is_root && [ ! -w "$("$SYSTEM_PG_BIN/pg_config" --pkglibdir)" ] && ! sudo -n true 2>/dev/null; then
-		use_private_postgres
-	fi
+	use_private_postgres
 	make -C "$REPO_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
-	if is_root || [ -w "$("$PG_BIN/pg_config" --pkglibdir)" ]; then
-		make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
-	else
-		sudo -n make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
-	fi
+	# files of earlier builds (an upgrade script since renamed) must not linger
+	rm -f "$("$PG_BIN/pg_config" --sharedir)"/extension/pg_ratelimit[-.]*
+	make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	log "installed into $(private_postgres_root) (the system's PostgreSQL is left alone)"
 }
 
 # A directory the server user can write to

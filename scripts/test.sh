@@ -6,6 +6,9 @@
 # Installs missing Debian packages when run as root, builds and installs the
 # extension, then runs the suites as the postgres user (as root) or as the
 # current user.  Ends with a line "N passed, N failed".
+#
+# While developing, SUITES picks suites and PROVE_TESTS picks TAP files:
+#   SUITES="regress tap" PROVE_TESTS=tests/t/004_persistence.pl bash scripts/test.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -54,9 +57,11 @@ count_results() {
 	failed=$((failed + bad))
 }
 
+SUITES=${SUITES:-structure regress isolation stress tap}
 run_suite() {
 	local name=$1
 	shift
+	[[ " $SUITES " == *" $name "* ]] || return 0
 	log "$name"
 	local out="$dir/$name.log"
 	if ! "$@" 2>&1 | tee "$out"; then
