@@ -8,9 +8,11 @@
  * through a name index), the model x job type matrix of shares
  * (ledger_shares.c) and each model's high-water marks (ledger_marks.c).
  * Their structures are private to these three files (ledger_internal.h);
- * the rest of the extension asks through ledger.h: admit, count a refusal,
- * settle, expire, roll windows, copy for the views and for saving, restore,
- * and apply a configuration.  A new limit dimension or a new kind of limit
+ * the rest of the extension asks through ledger.h: admit, count a refusal
+ * or how a wait ended, settle, expire, roll windows, copy for the views and
+ * for saving, restore, and apply a configuration.  Besides the counters of
+ * the current windows, a model keeps totals that only grow (rl_status,
+ * rl_stats): they start over only when the model is defined again.  A new limit dimension or a new kind of limit
  * holder changes this module and limits.h.
  *
  * Every change of a model keeps these rules, in the functions that make

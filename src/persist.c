@@ -4,8 +4,9 @@
  *		Saving the limiter's state to tables and reading it back.
  *
  * The background worker saves what changed every ratelimit.persist_interval
- * and at a clean shutdown: window counters, totals and the usage of the
- * current UTC day (rl_counter), each job type's ratio and counters on the
+ * and at a clean shutdown: window counters, totals (the counters of
+ * rl_stats too, from version 1.1) and the usage of the current UTC day
+ * (rl_counter), each job type's ratio and counters on the
  * model (rl_share_counter), registered instances (rl_instance_state), open
  * leases (rl_lease_state), the usage of each ended day (rl_usage_daily,
  * written once when the day ends) and the test clock's offset
