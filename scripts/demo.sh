@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The main job: a throwaway PostgreSQL 15 with pg_ratelimit preloaded, and a
 # demonstration workload against it.  Twelve simulated application workers
-# (pgbench clients) share two OpenAI models on one API key for 20 seconds.
-# Each registers as an instance (heartbeats), acquires a lease for a chat
-# job (a fixed 70 % share) or a summary job (the flexible rest), falling
-# back from gpt-4o to gpt-4o-mini when the first is exhausted, "calls the
-# provider" for 20-80 ms, and releases the lease with the tokens it actually
-# used.
+# (pgbench clients) share two OpenAI models on one API key for 20 seconds:
+# nine run chat jobs (a fixed 70 % share), three summarize (the flexible
+# rest).  Each registers as an instance (heartbeats), acquires a lease on
+# gpt-4o or gpt-4o-mini, whichever admits first, waiting in the server up
+# to MAX_WAIT seconds when neither has room, "calls the provider" for
+# 20-80 ms, and releases the lease with the tokens it actually used.
+#
+# Meanwhile rl_status is sampled once a second; the demo ends with the text
+# reports and a picture of admissions, refusals and the use of every limit
+# per second (demo_output/demo.png, its data in demo_output/demo.csv;
+# DEMO_OUTPUT=dir puts them elsewhere).
 #
 #   bash scripts/demo.sh            # run, report, stop the server
 #   bash scripts/demo.sh --keep     # leave the server running to explore
@@ -16,18 +21,30 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DURATION=${DURATION:-20}
 WORKERS=${WORKERS:-12}
+# how long a worker waits in the server for room before it gives up on a job
+MAX_WAIT=${MAX_WAIT:-2}
+OUT=${DEMO_OUTPUT:-$REPO_ROOT/demo_output}
 keep=false
 [ "${1:-}" = "--keep" ] && keep=true
 
-install_deps
+# gnuplot draws the picture: installed when root, else the picture is skipped
+if is_root; then install_deps gnuplot-nox; else install_deps; fi
+command -v gnuplot >/dev/null ||
+	log "gnuplot is not installed: no picture, only its data (sudo apt-get install gnuplot-nox)"
 build_and_install
+mkdir -p "$OUT"
+rm -f "$OUT/demo.png" "$OUT/demo.csv"
 dir=$(make_server_dir)
-if ! $keep; then
-	trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
+# the sampler and the heartbeats run in the background while the workers run
+if $keep; then
+	trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+else
+	trap 'kill $(jobs -p) 2>/dev/null || true; stop_server "$dir"; rm -rf "$dir"' EXIT
 fi
 # a throwaway server: with --keep, rl_debug_set_clock() can be tried on it
 start_server "$dir" ratelimit_demo "ratelimit.enable_test_clock = on"
-export PGOPTIONS="-c client_min_messages=warning"
+# the extension's objects are in public (1.0) or in schema ratelimit (1.1)
+export PGOPTIONS="-c client_min_messages=warning -c search_path=public,ratelimit"
 psql -Xq -c "CREATE DATABASE ratelimit_demo"
 export PGDATABASE=ratelimit_demo
 
@@ -49,27 +66,29 @@ CREATE ROLE demo_app LOGIN;
 GRANT EXECUTE ON FUNCTION rl_acquire, rl_acquire_any, rl_release, rl_heartbeat, rl_unregister
 	TO demo_app;
 SQL
-# the workers announce themselves, each with 2 GB of memory
-psql -Xq -U demo_app -c "SELECT rl_heartbeat('worker-' || i, memory_kb => 2000000) FROM generate_series(0, $WORKERS - 1) i" >/dev/null
+# the workers announce themselves, each with 2 GB of memory, and keep doing
+# so every 5 s (as each application process would, from a timer)
+heartbeat="SELECT rl_heartbeat('worker-' || i, memory_kb => 2000000) FROM generate_series(0, $WORKERS - 1) i"
+psql -Xq -U demo_app -c "$heartbeat" >/dev/null
 
-# One application job: acquire on gpt-4o or, failing that, gpt-4o-mini;
-# call the provider; release with the usage the provider reported.
+# One application job: acquire on gpt-4o or gpt-4o-mini, waiting up to
+# MAX_WAIT for whichever frees first (ties go to gpt-4o); call the
+# provider; release with the usage the provider reported.  A job refused
+# after its wait is dropped.  Every fourth worker summarizes, the others
+# chat.
 work=$(mktemp -d)
 chmod 755 "$work"
 cat >"$work/worker.sql" <<'SQL'
-\set heartbeat random(0, 19)
-\if :heartbeat = 0
-SELECT rl_heartbeat('worker-' || :client_id, memory_kb => 2000000) AS live \gset
-\endif
-\set kind random(0, 3)
+\set summarizer (:client_id % 4 = 0)
 SELECT granted::int AS granted, lease_id
 FROM rl_acquire_any(ARRAY['openai/gpt-4o', 'openai/gpt-4o-mini'],
-					job_type => CASE WHEN :kind = 0 THEN 'summarize' ELSE 'chat' END,
+					job_type => CASE WHEN :summarizer THEN 'summarize' ELSE 'chat' END,
+					max_wait => make_interval(secs => :max_wait),
 					instance => 'worker-' || :client_id) \gset
 \if :granted
 \set call_ms random(20, 80)
 \sleep :call_ms ms
-\if :kind = 0
+\if :summarizer
 \set input random(1800, 2800)
 \set output random(150, 450)
 \else
@@ -78,15 +97,61 @@ FROM rl_acquire_any(ARRAY['openai/gpt-4o', 'openai/gpt-4o-mini'],
 \endif
 \set cached random(0, 100)
 SELECT released FROM rl_release(:lease_id, input_tokens => :input, output_tokens => :output, cached_tokens => :cached);
-\else
-\sleep 10 ms
 \endif
 SQL
 
+# The limits are per minute: so that the picture shows a minute ending and
+# its window resetting, the limiter's clock (the test clock of this
+# throwaway server) is moved ahead, by less than a minute, to half the
+# run before the end of a minute
+psql -XAt -c "SELECT 'the limiter''s clock: ' || to_char(t, 'HH24:MI:SS') || ', a minute ends in ' || $DURATION / 2 || ' s'
+			  FROM (SELECT date_trunc('minute', clock_timestamp() + make_interval(secs => $DURATION / 2))
+						   + interval '1 minute' - make_interval(secs => $DURATION / 2) AS t) c,
+				   rl_debug_set_clock(t)" | sed 's/^/== /' >&2
+
+# Sample rl_status once a second into demo_samples, from before the
+# workers connect until they have all gone (each sample committed at once)
+psql -Xq -v ON_ERROR_STOP=1 <<'SQL'
+CREATE TABLE demo_samples AS
+	SELECT clock_timestamp() AS at, rl_clock() AS clock, model, rpm, tpm, rpd, max_concurrent,
+		   requests_minute, tokens_minute, requests_day, in_flight, waiting, granted, denied
+	FROM rl_status WITH NO DATA;
+COMMENT ON TABLE demo_samples IS 'rl_status sampled once a second by scripts/demo.sh';
+SQL
+psql -Xq -v ON_ERROR_STOP=1 -c "DO \$\$
+DECLARE
+	started timestamptz := clock_timestamp();
+	workers_seen boolean := false;
+	workers boolean;
+	sampled timestamptz;
+BEGIN
+	FOR tick IN 1 .. $DURATION + 120 LOOP
+		SELECT count(*) > 0 INTO workers FROM pg_stat_activity WHERE application_name = 'pgbench';
+		workers_seen := workers_seen OR workers;
+		sampled := clock_timestamp();
+		INSERT INTO demo_samples
+			SELECT sampled, rl_clock(), model, rpm, tpm, rpd, max_concurrent, requests_minute,
+				   tokens_minute, requests_day, in_flight, waiting, granted, denied
+			FROM rl_status;
+		COMMIT;
+		EXIT WHEN workers_seen AND NOT workers;
+		PERFORM pg_sleep_until(started + make_interval(secs => tick));
+	END LOOP;
+END \$\$" &
+sampler=$!
+while sleep 5 && psql -Xq -U demo_app -c "$heartbeat" >/dev/null; do :; done &
+heartbeats=$!
+
 log "running $WORKERS workers for ${DURATION}s"
-pgbench -n -U demo_app -c "$WORKERS" -j 2 -T "$DURATION" -P 5 -f "$work/worker.sql" >"$work/pgbench.log" 2>&1 ||
+pgbench -n -U demo_app -c "$WORKERS" -j 2 -T "$DURATION" -P 5 -D max_wait="$MAX_WAIT" \
+	-f "$work/worker.sql" >"$work/pgbench.log" 2>&1 ||
 	{ cat "$work/pgbench.log"; die "the workload failed"; }
 grep -E '^progress|^number of transactions actually|^tps' "$work/pgbench.log" | sed 's/^/  /'
+# a refused call counts on both models (it waited on both)
+psql -XAt -c "SELECT '  ' || sum(granted) || ' jobs admitted, ' || max(denied)
+				   || ' refused after waiting up to $MAX_WAIT s' FROM rl_status"
+kill "$heartbeats"
+wait "$sampler" || die "sampling rl_status failed"
 rm -rf "$work"
 
 echo
@@ -119,12 +184,69 @@ psql -XAt -c "SELECT CASE WHEN bool_and(requests_minute <= rpm AND in_flight <= 
 				   ELSE 'LIMIT EXCEEDED' END
 			FROM rl_status"
 
+# The per-second data: what each model admitted, how many calls were
+# refused (a refused call counts on both models: it waited on both), how
+# many workers waited, and each model's use of each of its limits
+psql -XAq -v ON_ERROR_STOP=1 >"$OUT/demo.csv" <<'SQL'
+COPY (
+	WITH rates AS (
+		SELECT extract(epoch FROM at - min(at) OVER ()) AS second, model, waiting,
+			   coalesce((granted - lag(granted) OVER w) / extract(epoch FROM at - lag(at) OVER w), 0) AS admitted,
+			   coalesce((denied - lag(denied) OVER w) / extract(epoch FROM at - lag(at) OVER w), 0) AS refused,
+			   100.0 * requests_minute / rpm AS rpm, 100.0 * tokens_minute / tpm AS tpm,
+			   100.0 * requests_day / rpd AS rpd, 100.0 * in_flight / max_concurrent AS concurrency
+		FROM demo_samples
+		WINDOW w AS (PARTITION BY model ORDER BY at))
+	SELECT round(second, 2) AS second,
+		   round(max(admitted) FILTER (WHERE model = 'openai/gpt-4o'), 1) AS "gpt-4o admitted/s",
+		   round(max(admitted) FILTER (WHERE model = 'openai/gpt-4o-mini'), 1) AS "gpt-4o-mini admitted/s",
+		   round(max(refused) FILTER (WHERE model = 'openai/gpt-4o'), 1) AS "refused/s",
+		   max(waiting) FILTER (WHERE model = 'openai/gpt-4o') AS "waiting",
+		   round(max(rpm) FILTER (WHERE model = 'openai/gpt-4o'), 1) AS "gpt-4o rpm %",
+		   round(max(tpm) FILTER (WHERE model = 'openai/gpt-4o'), 1) AS "gpt-4o tpm %",
+		   round(max(rpd) FILTER (WHERE model = 'openai/gpt-4o'), 1) AS "gpt-4o rpd %",
+		   round(max(concurrency) FILTER (WHERE model = 'openai/gpt-4o'), 1) AS "gpt-4o concurrency %",
+		   round(max(rpm) FILTER (WHERE model = 'openai/gpt-4o-mini'), 1) AS "gpt-4o-mini rpm %",
+		   round(max(tpm) FILTER (WHERE model = 'openai/gpt-4o-mini'), 1) AS "gpt-4o-mini tpm %",
+		   round(max(concurrency) FILTER (WHERE model = 'openai/gpt-4o-mini'), 1) AS "gpt-4o-mini concurrency %"
+	FROM rates GROUP BY second ORDER BY second
+) TO STDOUT WITH (FORMAT csv, HEADER)
+SQL
+
+# The picture of that data (scripts/demo.gp)
+render_picture() {
+	local boundaries limits_4o limits_mini
+	# the minute boundaries of the limiter's clock, in seconds since the start
+	boundaries=$(psql -XAt -c "SELECT string_agg(round(extract(epoch FROM b - c0), 2)::text, ' ')
+							   FROM (SELECT min(clock) AS c0, max(clock) AS c1 FROM demo_samples) c,
+									generate_series(date_trunc('minute', c0) + interval '1 minute', c1,
+													interval '1 minute') b")
+	limits() {
+		psql -XAt -c "SELECT concat_ws(', ', 'rpm ' || rpm, 'tpm ' || tpm, 'rpd ' || rpd,
+										 'tpd ' || tpd, max_concurrent || ' concurrent')
+					  FROM rl_status WHERE model = '$1'"
+	}
+	limits_4o=$(limits openai/gpt-4o)
+	limits_mini=$(limits openai/gpt-4o-mini)
+	gnuplot -e "csv = '$OUT/demo.csv'; png = '$OUT/demo.png'; workers = $WORKERS; max_wait = $MAX_WAIT" \
+		-e "boundaries = '$boundaries'; limits_4o = '$limits_4o'; limits_mini = '$limits_mini'" \
+		"$REPO_ROOT/scripts/demo.gp"
+}
+echo
+if command -v gnuplot >/dev/null; then
+	render_picture || die "gnuplot failed"
+	echo "== the picture: $OUT/demo.png (its data: $OUT/demo.csv)"
+else
+	echo "== the per-second data: $OUT/demo.csv (install gnuplot-nox for its picture)"
+fi
+
 if $keep; then
 	echo
 	echo "The server keeps running. Connect with:"
 	echo "  psql -h $PGHOST -p $PGPORT -U $PGUSER ratelimit_demo"
 	echo "or, from a libpq client, with the connection string:"
 	echo "  \"host=$PGHOST port=$PGPORT user=$PGUSER dbname=ratelimit_demo\""
+	echo "The samples behind the picture are in its table demo_samples."
 	echo "Stop it with:"
 	echo "  $(is_root && echo 'runuser -u postgres -- ')$PG_BIN/pg_ctl -D $dir/data stop"
 fi

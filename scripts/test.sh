@@ -15,6 +15,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [ "${1:-}" != "--inner" ]; then
 	# tests/t/020_pooler.pl runs PgBouncer and the psycopg example through it
 	install_deps pgbouncer python3-psycopg
+	# the demo suite draws the demo's picture with gnuplot
+	install_deps gnuplot-nox
 	# the extension's own assertions (lock preconditions) are checked in tests
 	export ASSERTS=1
 	build_and_install
@@ -57,7 +59,7 @@ count_results() {
 	failed=$((failed + bad))
 }
 
-SUITES=${SUITES:-structure regress isolation stress tap}
+SUITES=${SUITES:-structure regress isolation stress tap demo}
 run_suite() {
 	local name=$1
 	shift
@@ -78,6 +80,33 @@ run_suite regress make -s installcheck ISOLATION= TAP_TESTS=
 run_suite isolation make -s installcheck REGRESS= TAP_TESTS=
 run_suite stress bash tests/stress/run.sh
 run_suite tap make -s installcheck REGRESS= ISOLATION= PROVE_FLAGS=--verbose
+
+# scripts/demo.sh, shortened to 5 s, on a server of its own: it runs, finds no
+# admission past a limit, and draws its picture from its per-second samples
+check_demo() {
+	local out="$dir/demo_output" rows
+	if DURATION=5 DEMO_OUTPUT="$out" bash scripts/demo.sh >"$dir/demo_run.log" 2>&1 &&
+		grep -q '^ok: requests and concurrency within their limits' "$dir/demo_run.log"; then
+		echo "ok 1 - scripts/demo.sh runs and no admission passed a limit"
+	else
+		cat "$dir/demo_run.log"
+		echo "not ok 1 - scripts/demo.sh runs and no admission passed a limit"
+	fi
+	rows=$(awk -F, 'NR > 1 && $2 + $3 > 0' "$out/demo.csv" 2>/dev/null | wc -l)
+	if [ "$rows" -ge 1 ]; then
+		echo "ok 2 - demo.csv has samples with admissions: $rows"
+	else
+		echo "not ok 2 - demo.csv has samples with admissions: ${rows:-none}"
+	fi
+	if ! command -v gnuplot >/dev/null; then
+		echo "ok 3 # skip gnuplot is not installed"
+	elif [ "$(head -c 8 "$out/demo.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then
+		echo "ok 3 - demo.png is a PNG"
+	else
+		echo "not ok 3 - demo.png is a PNG"
+	fi
+}
+run_suite demo check_demo
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
