@@ -789,7 +789,8 @@ pgrl_check_config_triggers(void)
 		ereport(WARNING,
 				(errmsg("pg_ratelimit configuration triggers are not ENABLE ALWAYS"),
 				 errdetail("The worker reads the configuration tables again every round until they are."),
-				 errhint("For each of rl_model, rl_job_type and rl_job_type_wait: ALTER TABLE rl_model ENABLE ALWAYS TRIGGER rl_model_changed, ENABLE ALWAYS TRIGGER rl_model_truncated.")));
+				 errhint("For each of rl_model, rl_job_type and rl_job_type_wait: ALTER TABLE %s.rl_model ENABLE ALWAYS TRIGGER rl_model_changed, ENABLE ALWAYS TRIGGER rl_model_truncated.",
+						 quote_identifier(get_namespace_name(schema)))));
 		warned_at = GetCurrentTimestamp();
 	}
 	if (config_relation_changed || !all_enabled)
