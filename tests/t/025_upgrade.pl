@@ -222,9 +222,11 @@ is(query(q{SELECT count(*) FROM rl_usage WHERE day = '2030-01-01'}), '3',
 
 my %before = state($old);
 
-# The update, while the worker saves every 200 ms
+# The update, while the worker saves every 200 ms; its transaction stays
+# open a second longer, so that worker rounds start while it runs and wait
+# for it
 $log_offset = -s $old->logfile;
-query('ALTER EXTENSION pg_ratelimit UPDATE');
+query('BEGIN; ALTER EXTENSION pg_ratelimit UPDATE; SELECT pg_sleep(1); COMMIT;');
 is(query(q{SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension
 		   WHERE extname = 'pg_ratelimit'}),
 	'1.1 ratelimit', 'updated to 1.1, in ratelimit');
@@ -335,6 +337,32 @@ is($new->safe_psql('app', q{SELECT rpm || ' ' || max_concurrent FROM rl_status W
 	'100 10', 'the limiter has the restored limits');
 is($new->safe_psql('app', q{SELECT granted FROM ratelimit.rl_acquire('gpt', 'chat')}), 't',
 	'the restored database serves rl_acquire');
+
+# 1.0 installations made as the README of 1.0 advised, in a schema
+# ratelimit of one's own, or in another schema: the update ends with the
+# same objects (the schema ratelimit keeps what its owner gave it)
+my $fresh_objects = $new->safe_psql('app', $objects_sql);
+sub without_schema_line { return join("\n", grep { !/^schema ratelimit / } split /\n/, shift); }
+foreach my $schema ('ratelimit', 'limits')
+{
+	query(qq{
+		DROP EXTENSION pg_ratelimit;
+		DROP SCHEMA ratelimit;
+		CREATE SCHEMA $schema;
+		GRANT USAGE ON SCHEMA $schema TO PUBLIC;
+		CREATE EXTENSION pg_ratelimit VERSION '1.0' SCHEMA $schema;
+	});
+	query(qq{SELECT $schema.rl_define_model('kept', rpm => 7)});
+	query('ALTER EXTENSION pg_ratelimit UPDATE');
+	same_text(without_schema_line(query($objects_sql)), without_schema_line($fresh_objects),
+		"1.0 in the schema $schema, updated, has the objects of a fresh 1.1");
+	is(query(q{SELECT rpm FROM ratelimit.rl_status WHERE model = 'kept'}), '7',
+		"1.0 in the schema $schema, updated, keeps its configuration");
+	is(query(q{SELECT coalesce(obj_description('ratelimit'::regnamespace, 'pg_namespace'), '-')}),
+		'-', "the update leaves the owner's schema ratelimit as it was")
+	  if $schema eq 'ratelimit';
+	query('DROP SCHEMA limits') if $schema eq 'limits';    # empty: no CASCADE
+}
 
 $old->stop;
 $new->stop;
