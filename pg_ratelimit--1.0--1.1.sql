@@ -39,9 +39,9 @@
 ------------------------------------------------------------------------------
 
 -- Lock the tables the background worker reads and writes before anything
--- below does: a save in progress finishes first (we wait for its locks),
--- and the next round, which opens the configuration tables first, waits
--- for our commit and then finds the tables where this script put them.
+-- below does: a worker round in progress (it holds rl_model from its start,
+-- src/config.c) finishes first, and the next one waits for our commit and
+-- then finds the tables where this script put them.
 LOCK TABLE rl_model, rl_job_type, rl_job_type_wait, rl_counter, rl_share_counter,
 	rl_lease_state, rl_usage_daily, rl_mark, rl_instance_state, rl_saved_clock
 	IN ACCESS EXCLUSIVE MODE;
