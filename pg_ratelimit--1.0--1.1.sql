@@ -535,8 +535,10 @@ BEGIN
 										  dest::pg_catalog.regnamespace);
 			END IF;
 		ELSIF member.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass THEN
-			SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'v' THEN 'VIEW'
-						WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' END
+			SELECT CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'r'::"char" THEN 'TABLE'
+						WHEN c.relkind OPERATOR(pg_catalog.=) 'v'::"char" THEN 'VIEW'
+						WHEN c.relkind OPERATOR(pg_catalog.=) 'm'::"char" THEN 'MATERIALIZED VIEW'
+						WHEN c.relkind OPERATOR(pg_catalog.=) 'S'::"char" THEN 'SEQUENCE' END
 			INTO kind
 			FROM pg_catalog.pg_class c
 			WHERE c.oid OPERATOR(pg_catalog.=) member.objid
@@ -546,7 +548,7 @@ BEGIN
 										  kind, member.objid::pg_catalog.regclass);
 			END IF;
 		ELSIF member.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass THEN
-			SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
+			SELECT CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd'::"char" THEN 'DOMAIN' ELSE 'TYPE' END
 			INTO kind
 			FROM pg_catalog.pg_type t
 			WHERE t.oid OPERATOR(pg_catalog.=) member.objid
