@@ -43,9 +43,11 @@ else
 fi
 # a throwaway server: with --keep, rl_debug_set_clock() can be tried on it
 start_server "$dir" ratelimit_demo "ratelimit.enable_test_clock = on"
-# the extension's objects are in public (1.0) or in schema ratelimit (1.1)
-export PGOPTIONS="-c client_min_messages=warning -c search_path=public,ratelimit"
-psql -Xq -c "CREATE DATABASE ratelimit_demo"
+export PGOPTIONS="-c client_min_messages=warning"
+# the extension lives in the schema ratelimit: every session of the demo
+# (and of a kept server) finds it through the database's search_path
+psql -Xq -c "CREATE DATABASE ratelimit_demo" \
+	-c "ALTER DATABASE ratelimit_demo SET search_path = public, ratelimit"
 export PGDATABASE=ratelimit_demo
 
 log "configuring two models and two job types"

@@ -57,7 +57,7 @@ ms_since(PGconn *conn, const char *at)
 {
 	const char *params[1] = {at};
 	PGresult   *res = PQexecParams(conn,
-								   "SELECT extract(epoch FROM rl_clock() - $1::timestamptz) * 1000",
+								   "SELECT extract(epoch FROM ratelimit.rl_clock() - $1::timestamptz) * 1000",
 								   1, NULL, params, NULL, NULL, 0);
 	double		ms;
 
@@ -100,7 +100,7 @@ main(int argc, char **argv)
 		PGnotify   *notify;
 		int			granted;
 
-		res = PQexecParams(conn, "SELECT granted, lease_id, limited_by FROM rl_acquire($1)",
+		res = PQexecParams(conn, "SELECT granted, lease_id, limited_by FROM ratelimit.rl_acquire($1)",
 						   1, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 			die(conn, "rl_acquire");
@@ -118,7 +118,7 @@ main(int argc, char **argv)
 
 			/* ... call the provider here, then settle with its usage ... */
 			rel = PQexecParams(conn,
-							   "SELECT released FROM rl_release($1, input_tokens => 120, output_tokens => 40)",
+							   "SELECT released FROM ratelimit.rl_release($1, input_tokens => 120, output_tokens => 40)",
 							   1, NULL, release_params, NULL, NULL, 0);
 			if (PQresultStatus(rel) != PGRES_TUPLES_OK)
 				die(conn, "rl_release");
