@@ -60,8 +60,25 @@ is(query('restored', q{
 	'claude=-,gpt=100 chat=0.5 1', 'the configuration tables are restored');
 
 # Functions refuse there, clearly
-foreach my $sql ("SELECT rl_acquire('gpt')", "SELECT * FROM rl_status",
-	"SELECT rl_define_model('x', rpm => 1)", "SELECT * FROM rl_capacity('gpt')")
+foreach my $sql (
+	"SELECT rl_acquire('gpt')",
+	"SELECT rl_acquire_any(ARRAY['gpt'])",
+	"SELECT rl_release(1)",
+	"SELECT * FROM rl_capacity('gpt')",
+	"SELECT * FROM rl_status",
+	"SELECT * FROM rl_job_status",
+	"SELECT * FROM rl_leases",
+	"SELECT * FROM rl_instances",
+	"SELECT rl_heartbeat('i')",
+	"SELECT rl_unregister('i')",
+	"SELECT * FROM rl_allocation('i')",
+	"SELECT rl_clock()",
+	"SELECT rl_debug_set_clock(NULL)",
+	"SELECT rl_define_model('x', rpm => 1)",
+	"SELECT rl_drop_model('gpt')",
+	"SELECT rl_define_job_type('j')",
+	"SELECT rl_set_max_wait('chat', 'gpt', '1 s')",
+	"SELECT rl_drop_job_type('chat')")
 {
 	like(error_of('restored', $sql),
 		qr/ERROR:  55000: pg_ratelimit is configured for database "app", not "restored".*DETAIL:  The limiter keeps the state of one database in shared memory.*HINT:  Use pg_ratelimit in database "app", or set ratelimit.database = 'restored'/s,
