@@ -10,12 +10,20 @@
  * it is released.  Waiting registers in the wait queue (wait.c) and sleeps
  * until a wake-up, the window reset that can help, or max_wait.
  *
+ * How a call ends is counted on the models (ledger.c, for rl_stats): a
+ * refused call once on each model that refused it, under the limit that
+ * did; a call that waited by how its wait ended (granted, timed out,
+ * cancelled) and how long it took.  This backend's wait in progress is
+ * kept in a static record, so that a session that ends while waiting
+ * counts it from its exit callback.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -56,9 +64,35 @@ typedef struct RlAttempt
 	int			never_fits_index;	/* first model the request can never fit */
 	RlAdmission never_fits;
 	bool		awaiting_mark;	/* a model that fits waits for new marks */
-	bool	   *refused;		/* [num_models]: refused this pass */
+	int		   *refused_by;		/* [num_models]: limited_by of the model's
+								 * refusal this pass, or -1 */
+	uint32		generations[RL_MAX_WAIT_MODELS];	/* of slots[], this pass */
+	bool		limit_refused[RL_MAX_WAIT_MODELS];	/* refused by a limit this
+													 * pass, not waiting for
+													 * new marks */
+	uint32		granted_generation; /* of the model granted */
 	RlMemoryCap memory;			/* of the instance named, for its job type */
 } RlAttempt;
+
+/*
+ * The wait in progress in this backend, for counting how it ends: when it
+ * began, and the models whose limits refused the call while it waited (by
+ * their place in the call's list, with the slot and generation they had
+ * then).  A call that only waited for new high-water marks, which fit every
+ * limit, did not wait for capacity and counts no wait.
+ */
+typedef struct RlWaitRecord
+{
+	bool		active;
+	TimestampTz started;		/* real time */
+	int			num_models;
+	bool		refused[RL_MAX_WAIT_MODELS];
+	int			slots[RL_MAX_WAIT_MODELS];
+	uint32		generations[RL_MAX_WAIT_MODELS];
+} RlWaitRecord;
+
+static RlWaitRecord current_wait;
+static bool wait_exit_callback_registered = false;
 
 /* What made an attempt fail; raised once config_lock is released */
 typedef enum RlAttemptFailure
@@ -208,12 +242,18 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 				return RL_ATTEMPT_LEASE_NOT_STORED;
 			pgrl_holders_granted(lease.lease_id, args->session_bound);
 			attempt->granted_index = i;
+			attempt->granted_generation = admission.model_generation;
 			attempt->lease_id = lease.lease_id;
 			break;
 		}
 
 		/* counted as a denial only if the call ends refused */
-		attempt->refused[i] = true;
+		attempt->refused_by[i] = admission.limited_by;
+		if (i < RL_MAX_WAIT_MODELS)
+		{
+			attempt->generations[i] = admission.model_generation;
+			attempt->limit_refused[i] = !admission.awaiting_mark;
+		}
 
 		/*
 		 * A model that fits but waits for new marks (a moment) is taken over
@@ -258,7 +298,9 @@ pgrl_attempt(const RlAcquireArgs *args, int64 ticket, TimestampTz now, RlAttempt
 	attempt->never_fits_index = -1;
 	attempt->awaiting_mark = false;
 	attempt->max_wait_us = 0;
-	memset(attempt->refused, 0, sizeof(bool) * num_models);
+	for (int i = 0; i < num_models; i++)
+		attempt->refused_by[i] = -1;
+	memset(attempt->limit_refused, 0, sizeof(attempt->limit_refused));
 
 	pgrl_config_lock(LW_SHARED);
 	failure = pgrl_attempt_locked(args, ticket, now, attempt, &failed_index);
@@ -367,6 +409,64 @@ pgrl_sleep_unless_woken(uint32 wakeups, long sleep_ms)
 	}
 }
 
+/* Note the models a pass of the waiting call was refused by */
+static void
+pgrl_wait_note_refusals(const RlAttempt *attempt)
+{
+	for (int i = 0; i < current_wait.num_models; i++)
+		if (attempt->limit_refused[i])
+		{
+			current_wait.refused[i] = true;
+			current_wait.slots[i] = attempt->slots[i];
+			current_wait.generations[i] = attempt->generations[i];
+		}
+}
+
+/*
+ * The wait in progress ended: count how, and how long it took, on the
+ * model that granted it, or else on each model whose limits refused it
+ * while it waited.  Takes config_lock: call with no lock held.
+ */
+static void
+pgrl_wait_count_end(RlWaitOutcome outcome, const RlAttempt *attempt)
+{
+	int64		waited_us;
+	bool		for_capacity = false;
+
+	if (!current_wait.active)
+		return;
+	current_wait.active = false;
+	for (int i = 0; i < current_wait.num_models; i++)
+		for_capacity |= current_wait.refused[i];
+	if (!for_capacity)
+		return;
+	waited_us = GetCurrentTimestamp() - current_wait.started;
+	pgrl_config_lock(LW_SHARED);
+	if (outcome == RL_WAIT_GRANTED)
+		pgrl_ledger_count_wait(attempt->all_slots[attempt->granted_index],
+							   attempt->granted_generation, outcome, waited_us);
+	else
+		for (int i = 0; i < current_wait.num_models; i++)
+			if (current_wait.refused[i])
+				pgrl_ledger_count_wait(current_wait.slots[i], current_wait.generations[i],
+									   outcome, waited_us);
+	pgrl_config_unlock();
+}
+
+/*
+ * The session ends while it waits (terminated, its client gone, the
+ * postmaster gone): the wait was cancelled.  A FATAL error skips the wait's
+ * error handling; the locks it may have left are released at exit anyway.
+ */
+static void
+pgrl_wait_exit(int code, Datum arg)
+{
+	if (!current_wait.active)
+		return;
+	LWLockReleaseAll();
+	pgrl_wait_count_end(RL_WAIT_CANCELLED, NULL);
+}
+
 /*
  * Wait in the queue of the models until an attempt admits or max_wait has
  * passed (real time); while a model that fits waits only for new
@@ -392,6 +492,17 @@ pgrl_wait_for_capacity(const RlAcquireArgs *args, int64 max_wait_us, RlAttempt *
 	pass_context = AllocSetContextCreate(caller_context, "pg_ratelimit wait pass",
 										 ALLOCSET_SMALL_SIZES);
 
+	if (!wait_exit_callback_registered)
+	{
+		before_shmem_exit(pgrl_wait_exit, (Datum) 0);
+		wait_exit_callback_registered = true;
+	}
+	memset(&current_wait, 0, sizeof(current_wait));
+	current_wait.started = start;
+	current_wait.num_models = num_models;
+	pgrl_wait_note_refusals(attempt);
+	current_wait.active = true;
+
 	memcpy(registered, attempt->slots, sizeof(int) * num_models);
 	ticket = pgrl_register_waiter(registered, num_models, attempt->request.tokens,
 								  attempt->request.requests, attempt->request.job_type_slot,
@@ -415,6 +526,7 @@ pgrl_wait_for_capacity(const RlAcquireArgs *args, int64 max_wait_us, RlAttempt *
 			pgrl_expire_due_leases(now);
 			pgrl_attempt(args, ticket, now, attempt);
 			MemoryContextSwitchTo(caller_context);
+			pgrl_wait_note_refusals(attempt);
 			if (attempt->granted_index >= 0 || attempt->reported_index < 0)
 				break;
 
@@ -448,11 +560,16 @@ pgrl_wait_for_capacity(const RlAcquireArgs *args, int64 max_wait_us, RlAttempt *
 		LWLockReleaseAll();
 		MemoryContextSwitchTo(caller_context);
 		pgrl_unregister_waiter();
+		pgrl_wait_count_end(RL_WAIT_CANCELLED, attempt);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	pgrl_unregister_waiter();
 	MemoryContextDelete(pass_context);
+	/* refused in the end: max_wait passed (or an error follows: never fits) */
+	pgrl_wait_count_end(attempt->granted_index >= 0 ? RL_WAIT_GRANTED :
+						attempt->reported_index >= 0 ? RL_WAIT_TIMED_OUT : RL_WAIT_CANCELLED,
+						attempt);
 }
 
 /* The login role holds ratelimit.max_leases_per_role leases already */
@@ -477,8 +594,9 @@ pgrl_report_role_cap(int refusal)
 
 /*
  * A call refused on every model it tried: count one denial on each model
- * that refused it (and on the job type's share of each), however often it
- * was tried while it waited.
+ * that refused it (and on the job type's share of each), under the limit
+ * that refused it in its last pass, however often it was tried while it
+ * waited.
  */
 static void
 pgrl_count_refusal(const RlAcquireArgs *args, const RlAttempt *attempt)
@@ -488,8 +606,8 @@ pgrl_count_refusal(const RlAcquireArgs *args, const RlAttempt *attempt)
 	{
 		int			slot;
 
-		if (attempt->refused[i] && (slot = pgrl_model_slot(args->names[i])) >= 0)
-			pgrl_ledger_count_refusal(slot, &attempt->request);
+		if (attempt->refused_by[i] >= 0 && (slot = pgrl_model_slot(args->names[i])) >= 0)
+			pgrl_ledger_count_refusal(slot, &attempt->request, attempt->refused_by[i]);
 	}
 	pgrl_config_unlock();
 }
@@ -530,7 +648,7 @@ pgrl_acquire(RlAcquireArgs *args, RlAcquireResult *result)
 	args->role_slot = role_slot;
 
 	/* everything an attempt needs, allocated before it takes a lock */
-	attempt.refused = palloc(sizeof(bool) * num_models);
+	attempt.refused_by = palloc(sizeof(int) * num_models);
 	attempt.all_slots = palloc(sizeof(int) * num_models);
 	pgrl_ledger_prepare();
 	now = pgrl_now();

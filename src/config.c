@@ -331,7 +331,7 @@ pgrl_read_config(MemoryContext context, bool with_state)
 	pgrl_read_models(snap, context, session.qschema);
 	pgrl_read_job_types(snap, context, session.qschema);
 	if (with_state)
-		snap->state = pgrl_read_state(context, session.qschema);
+		snap->state = pgrl_read_state(context, &session);
 	/* back in the caller's memory context: the SPI one is gone */
 	pgrl_extsql_end(&session);
 	return snap;

@@ -46,11 +46,12 @@
 #define RL_EXTENSION_NAME	"pg_ratelimit"
 
 /*
- * Find the installed extension: its OID, schema and owner.  False when it
- * is not installed (as seen by the catalog snapshot).
+ * Find the installed extension: its OID, schema, owner and (when version
+ * is not NULL) its version, palloc'd.  False when it is not installed (as
+ * seen by the catalog snapshot).
  */
-bool
-pgrl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner)
+static bool
+pgrl_extension_find(Oid *extension_oid, Oid *schema, Oid *owner, char **version)
 {
 	Relation	rel;
 	SysScanDesc scan;
@@ -70,11 +71,26 @@ pgrl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner)
 		*extension_oid = form->oid;
 		*schema = form->extnamespace;
 		*owner = form->extowner;
+		if (version != NULL)
+		{
+			bool		isnull;
+			Datum		value = heap_getattr(tuple, Anum_pg_extension_extversion,
+											 RelationGetDescr(rel), &isnull);
+
+			*version = isnull ? pstrdup("") : TextDatumGetCString(value);
+		}
 		found = true;
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return found;
+}
+
+/* The installed extension's OID, schema and owner; false when it is not */
+bool
+pgrl_extension_lookup(Oid *extension_oid, Oid *schema, Oid *owner)
+{
+	return pgrl_extension_find(extension_oid, schema, owner, NULL);
 }
 
 /*
@@ -91,7 +107,8 @@ pgrl_extsql_begin(RlExtSql *session, bool latest_snapshot)
 	char	   *schema_name;
 
 	memset(session, 0, sizeof(*session));
-	if (!pgrl_extension_lookup(&session->extension_oid, &schema, &session->owner))
+	if (!pgrl_extension_find(&session->extension_oid, &schema, &session->owner,
+							 &session->version))
 		return false;
 	schema_name = get_namespace_name(schema);
 	if (schema_name == NULL)

@@ -21,6 +21,8 @@ typedef struct RlExtSql
 	Oid			extension_oid;
 	Oid			owner;
 	const char *qschema;		/* the extension's schema, quoted */
+	char	   *version;		/* the installed version (extversion): the
+								 * tables are of its script */
 
 	/* what pgrl_extsql_end() restores */
 	Oid			save_userid;

@@ -8,9 +8,11 @@
  * through a name index), the model x job type matrix of shares
  * (ledger_shares.c) and each model's high-water marks (ledger_marks.c).
  * Their structures are private to these three files (ledger_internal.h);
- * the rest of the extension asks through ledger.h: admit, count a refusal,
- * settle, expire, roll windows, copy for the views and for saving, restore,
- * and apply a configuration.  A new limit dimension or a new kind of limit
+ * the rest of the extension asks through ledger.h: admit, count a refusal
+ * or how a wait ended, settle, expire, roll windows, copy for the views and
+ * for saving, restore, and apply a configuration.  Besides the counters of
+ * the current windows, a model keeps totals that only grow (rl_status,
+ * rl_stats): they start over only when the model is defined again.  A new limit dimension or a new kind of limit
  * holder changes this module and limits.h.
  *
  * Every change of a model keeps these rules, in the functions that make
@@ -271,6 +273,9 @@ pgrl_init_model(RlModel *model, const RlModelConfig *config)
 	memset(model->used, 0, sizeof(model->used));
 	model->granted = model->denied = model->expired = 0;
 	model->overage_events = model->overage_tokens = 0;
+	/* rl_stats counts from here: a model defined again starts over */
+	memset(&model->stats, 0, sizeof(model->stats));
+	model->stats.since = GetCurrentTimestamp();
 	model->denied_in_minute = model->denied_in_day = model->denied_since_notify = false;
 	model->notify_reason = RL_NOTIFY_NONE;
 	memset(&model->usage, 0, sizeof(model->usage));
@@ -413,6 +418,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	pgrl_roll_windows(model, now);
+	result->model_generation = model->generation;
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -498,6 +504,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 																   request->requests));
 	model->granted++;
 	model->usage.requests = pgrl_add_saturating(model->usage.requests, request->requests);
+	model->stats.requests = pgrl_add_saturating(model->stats.requests, request->requests);
 	if (share)
 		pgrl_share_grant(share, model, request->tokens, request->requests);
 	if (ticket != RL_NEWCOMER_TICKET)
@@ -506,7 +513,6 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	pgrl_mark_note_lease(model, expires_at);
 	*wake_worker = pgrl_mark_note_usage(model);
 	result->granted = true;
-	result->model_generation = model->generation;
 	result->minute_start = model->minute_start;
 	result->day_start = model->day_start;
 }
@@ -549,19 +555,23 @@ pgrl_ledger_admit(int slot, const RlRequest *request, const RlMemoryCap *memory,
 
 /*
  * A call returns refused: count one denial on a model that refused it, and
- * on its job type's share.  Once per call, however often it was tried
- * while it waited.  Caller holds config_lock.
+ * on its job type's share, under the limit that refused it there
+ * (limited_by of the model's last refusal).  Once per call, however often
+ * it was tried while it waited.  Caller holds config_lock.
  */
 void
-pgrl_ledger_count_refusal(int slot, const RlRequest *request)
+pgrl_ledger_count_refusal(int slot, const RlRequest *request, int limited_by)
 {
 	RlModel    *model = &pgrl_models[slot];
 	const RlJobType *job_type = request->job_type_slot >= 0 ?
 		pgrl_job_type(request->job_type_slot) : NULL;
 
 	Assert(pgrl_config_lock_held(LW_SHARED));
+	Assert(limited_by >= 0 && limited_by < RL_NUM_LIMITED_BY);
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 	model->denied++;
+	if (limited_by >= 0 && limited_by < RL_NUM_LIMITED_BY)
+		model->stats.denied_by[limited_by]++;
 	model->version++;
 	if (job_type && job_type->in_use && job_type->generation == request->job_type_generation)
 	{
@@ -573,6 +583,30 @@ pgrl_ledger_count_refusal(int slot, const RlRequest *request)
 			share->denied++;
 			share->version++;
 		}
+	}
+	LWLockRelease(&model->lock);
+}
+
+/*
+ * A call that waited on a model ended (acquire.c): count how, and how long
+ * it waited.  Nothing when the slot no longer holds the model of that
+ * generation.  Not on the way of an acquire that does not wait.  Caller
+ * holds config_lock.
+ */
+void
+pgrl_ledger_count_wait(int slot, uint32 generation, RlWaitOutcome outcome, int64 waited_us)
+{
+	RlModel    *model = &pgrl_models[slot];
+
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	Assert(outcome >= 0 && outcome < RL_NUM_WAIT_OUTCOMES);
+	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+	if (model->in_use && model->generation == generation)
+	{
+		model->stats.waits[outcome]++;
+		model->stats.wait_us[outcome] =
+			pgrl_add_saturating(model->stats.wait_us[outcome], Max(waited_us, 0));
+		model->version++;
 	}
 	LWLockRelease(&model->lock);
 }
@@ -669,24 +703,28 @@ pgrl_add_day_usage(RlDayUsage *day, const RlUsage *usage, int64 overage)
 	}
 }
 
-/* Add cost to a day's cost; false when the sum has too many digits to keep */
+/* Add cost to an inline sum; false when the sum has too many digits to keep */
 static bool
-pgrl_add_day_cost(RlDayUsage *day, Numeric cost)
+pgrl_add_cost_to(RlNumeric *sum, Numeric cost)
 {
 	Datum		total = DirectFunctionCall2(numeric_add,
-											NumericGetDatum(pgrl_numeric_load(&day->cost)),
+											NumericGetDatum(pgrl_numeric_load(sum)),
 											NumericGetDatum(cost));
 
 	total = DirectFunctionCall1(numeric_trim_scale, total);
-	return pgrl_numeric_store(&day->cost, DatumGetNumeric(total));
+	return pgrl_numeric_store(sum, DatumGetNumeric(total));
 }
 
-/* A lease's cost, added to today's cost of its model and job type */
+/*
+ * A lease's cost, added to today's cost of its model and job type, and to
+ * the model's running total
+ */
 static void
 pgrl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 {
 	RlModel    *model = &pgrl_models[lease->model_slot];
 	bool		kept = true;
+	bool		kept_total = true;
 	char		name[RL_NAME_MAX_LEN + 1];
 
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
@@ -695,12 +733,13 @@ pgrl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 		RlShare    *share = pgrl_lease_share(lease);
 
 		pgrl_roll_windows(model, now);
-		kept = pgrl_add_day_cost(&model->usage, cost);
+		kept = pgrl_add_cost_to(&model->usage.cost, cost);
+		kept_total = pgrl_add_cost_to(&model->stats.cost, cost);
 		strlcpy(name, model->name, sizeof(name));
 		if (share)
 		{
 			AssertShareDay(share, model);
-			(void) pgrl_add_day_cost(&share->usage, cost);
+			(void) pgrl_add_cost_to(&share->usage.cost, cost);
 			share->version++;
 		}
 		model->version++;
@@ -709,6 +748,9 @@ pgrl_add_cost_today(const RlLease *lease, Numeric cost, TimestampTz now)
 	/* reported only now: never with an LWLock held */
 	if (!kept)
 		elog(WARNING, "pg_ratelimit cost of the day of model \"%s\" has too many digits to keep",
+			 name);
+	if (!kept_total)
+		elog(WARNING, "pg_ratelimit total cost of model \"%s\" has too many digits to keep",
 			 name);
 }
 
@@ -781,6 +823,12 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 		model->overage_tokens = pgrl_add_saturating(model->overage_tokens, overage);
 	}
 	pgrl_add_day_usage(&model->usage, usage, overage);
+	if (usage->has_tokens)
+	{
+		model->stats.input = pgrl_add_saturating(model->stats.input, usage->input);
+		model->stats.output = pgrl_add_saturating(model->stats.output, usage->output);
+		model->stats.cached = pgrl_add_saturating(model->stats.cached, usage->cached);
+	}
 	if (share)
 	{
 		AssertShareDay(share, model);
@@ -942,6 +990,31 @@ pgrl_ledger_model_status(int slot, TimestampTz now, RlModelStatus *status)
 	return true;
 }
 
+/* A model's row of rl_stats; false when the slot is not in use */
+bool
+pgrl_ledger_model_stats(int slot, RlModelStatsRow *row)
+{
+	RlModel    *model = &pgrl_models[slot];
+
+	if (!model->in_use)
+		return false;
+	LWLockAcquire(&model->lock, LW_SHARED);
+	if (!model->in_use)
+	{
+		LWLockRelease(&model->lock);
+		return false;
+	}
+	strlcpy(row->name, model->name, sizeof(row->name));
+	row->granted = model->granted;
+	row->denied = model->denied;
+	row->expired = model->expired;
+	row->overage_events = model->overage_events;
+	row->overage_tokens = model->overage_tokens;
+	row->stats = model->stats;
+	LWLockRelease(&model->lock);
+	return true;
+}
+
 /*
  * For rl_allocation: a model's name and limits, and the ratio in force of
  * each of the given job types on it.  False when the slot is not in use.
@@ -1045,6 +1118,7 @@ pgrl_ledger_snapshot(int slot, uint32 saved_generation, uint64 saved_version,
 	snapshot->overage_tokens = model->overage_tokens;
 	snapshot->usage = model->usage;
 	snapshot->usage_ended = model->usage_ended;
+	snapshot->stats = model->stats;
 	for (int k = 0; k < num_job_types; k++)
 	{
 		RlShare    *share = pgrl_share(slot, job_types[k].slot);
@@ -1155,6 +1229,15 @@ pgrl_ledger_restore_counter(const RlSavedCounter *c)
 	model->expired = c->expired;
 	model->overage_events = c->overage_events;
 	model->overage_tokens = c->overage_tokens;
+	if (c->has_stats)
+	{
+		TimestampTz since = model->stats.since;
+
+		model->stats = c->stats;
+		/* a row saved before 1.1 was updated to it: counting starts now */
+		if (c->stats.since == DT_NOBEGIN)
+			model->stats.since = since;
+	}
 	if (c->usage.day_start == restore_day_start)
 		model->usage = c->usage;
 	else

@@ -60,8 +60,9 @@ typedef struct RlAdmission
 	bool		leases_full;	/* the lease table has no room */
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
-	uint32		model_generation;	/* the rest only when granted */
-	bool		memory_counted; /* counted against the instance's memory */
+	uint32		model_generation;	/* of the model tried */
+	bool		memory_counted; /* the rest only when granted: counted
+								 * against the instance's memory */
 	TimestampTz minute_start;
 	TimestampTz day_start;
 } RlAdmission;
@@ -92,6 +93,45 @@ typedef struct RlSettlement
 	int64		overage;
 	Numeric		cost;
 } RlSettlement;
+
+/* How a call that waited for capacity ended, on a model it waited on */
+typedef enum RlWaitOutcome
+{
+	RL_WAIT_GRANTED = 0,		/* the model granted it */
+	RL_WAIT_TIMED_OUT,			/* max_wait passed: it returned refused */
+	RL_WAIT_CANCELLED,			/* an error ended it: cancel,
+								 * statement_timeout, the session's end */
+	RL_NUM_WAIT_OUTCOMES
+} RlWaitOutcome;
+
+/*
+ * A model's counters for monitoring (rl_stats).  They only grow, from the
+ * model's definition (since) on, and are saved with its other counters.
+ */
+typedef struct RlModelStats
+{
+	TimestampTz since;			/* real time; DT_NOBEGIN: not known */
+	int64		denied_by[RL_NUM_LIMITED_BY];	/* refused calls, by limited_by */
+	int64		waits[RL_NUM_WAIT_OUTCOMES];	/* calls that waited */
+	int64		wait_us[RL_NUM_WAIT_OUTCOMES];	/* and how long (real time) */
+	int64		requests;		/* admitted, as rl_usage counts them */
+	int64		input;			/* reported by releases */
+	int64		output;
+	int64		cached;
+	RlNumeric	cost;			/* empty (size 0) means zero */
+} RlModelStats;
+
+/* A model's row of rl_stats */
+typedef struct RlModelStatsRow
+{
+	char		name[RL_NAME_MAX_LEN + 1];
+	int64		granted;
+	int64		denied;
+	int64		expired;
+	int64		overage_events;
+	int64		overage_tokens;
+	RlModelStats stats;
+} RlModelStatsRow;
 
 /* What rl_capacity shows of a model for a request */
 typedef struct RlCapacity
@@ -150,6 +190,7 @@ typedef struct RlModelSnapshot
 	int64		overage_tokens;
 	RlDayUsage	usage;			/* the current day */
 	RlDayUsage	usage_ended;	/* the day before, until saved */
+	RlModelStats stats;
 } RlModelSnapshot;
 
 /* ... and of a job type's share of it (rl_share_counter) */
@@ -184,6 +225,8 @@ typedef struct RlSavedCounter
 	int64		overage_events;
 	int64		overage_tokens;
 	RlDayUsage	usage;			/* of the day the row was saved in */
+	bool		has_stats;		/* the row has them (extension 1.1 on) */
+	RlModelStats stats;
 } RlSavedCounter;
 
 /* A saved rl_share_counter row */
@@ -251,7 +294,9 @@ extern void pgrl_ledger_clear(void);
 extern void pgrl_ledger_admit(int slot, const RlRequest *request, const RlMemoryCap *memory,
 							  int64 ticket, TimestampTz now, TimestampTz expires_at,
 							  RlAdmission *result);
-extern void pgrl_ledger_count_refusal(int slot, const RlRequest *request);
+extern void pgrl_ledger_count_refusal(int slot, const RlRequest *request, int limited_by);
+extern void pgrl_ledger_count_wait(int slot, uint32 generation, RlWaitOutcome outcome,
+								   int64 waited_us);
 extern void pgrl_ledger_settle(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 							   RlSettlement *result);
 extern void pgrl_ledger_expire(const RlLease *lease, TimestampTz now);
@@ -260,6 +305,7 @@ extern void pgrl_ledger_expire(const RlLease *lease, TimestampTz now);
 extern bool pgrl_ledger_capacity(int slot, const RlRequest *request, TimestampTz now,
 								 RlCapacity *capacity);
 extern bool pgrl_ledger_model_status(int slot, TimestampTz now, RlModelStatus *status);
+extern bool pgrl_ledger_model_stats(int slot, RlModelStatsRow *row);
 extern int	pgrl_ledger_share_status(int slot, TimestampTz now, char *model,
 									 RlShareStatus *rows);
 extern bool pgrl_ledger_model_limits(int slot, char *name, int64 *limits,

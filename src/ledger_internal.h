@@ -78,6 +78,7 @@ typedef struct RlModel
 	int64		expired;
 	int64		overage_events;
 	int64		overage_tokens;
+	RlModelStats stats;			/* for rl_stats: never reset */
 
 	/* For NOTIFY rl_capacity, sent by the worker (notify.c) */
 	bool		denied_in_minute;	/* a minute limit denied in this minute */

@@ -10,7 +10,7 @@
 
 #include "limits.h"
 
-const char *const pgrl_dimension_names[RL_NUM_DIMS + 2] = {
+const char *const pgrl_dimension_names[RL_NUM_LIMITED_BY] = {
 	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type", "memory"
 };
 

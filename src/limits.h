@@ -31,11 +31,14 @@ typedef enum RlDimension
 /* limited_by of a request refused by its instance's memory */
 #define RL_LIMITED_BY_MEMORY	(RL_NUM_DIMS + 1)
 
+/* How many limited_by values a refusal can have (rl_stats counts each) */
+#define RL_NUM_LIMITED_BY		(RL_NUM_DIMS + 2)
+
 /* "Not limited" in a limit slot, or in the room a limit leaves */
 #define RL_UNLIMITED			(-1)
 
 /* Indexed by RlDimension, then RL_LIMITED_BY_JOB_TYPE and _MEMORY */
-extern const char *const pgrl_dimension_names[RL_NUM_DIMS + 2];
+extern const char *const pgrl_dimension_names[RL_NUM_LIMITED_BY];
 
 /* Does this dimension count in the day window (else minute, or none)? */
 static inline bool

@@ -4,8 +4,9 @@
  *		Saving the limiter's state to tables and reading it back.
  *
  * The background worker saves what changed every ratelimit.persist_interval
- * and at a clean shutdown: window counters, totals and the usage of the
- * current UTC day (rl_counter), each job type's ratio and counters on the
+ * and at a clean shutdown: window counters, totals (the counters of
+ * rl_stats too, from version 1.1) and the usage of the current UTC day
+ * (rl_counter), each job type's ratio and counters on the
  * model (rl_share_counter), registered instances (rl_instance_state), open
  * leases (rl_lease_state), the usage of each ended day (rl_usage_daily,
  * written once when the day ends) and the test clock's offset
@@ -26,7 +27,10 @@
  * the last save is not granted again.
  *
  * All SQL here runs in an extsql.c session: as the extension's owner, with
- * a pinned search_path.
+ * a pinned search_path.  The tables are those of the installed version of
+ * the extension, which may be older than the library (the library was
+ * updated, ALTER EXTENSION ... UPDATE not yet run): columns a later version
+ * added are written and read only when it is installed.
  *
  *-------------------------------------------------------------------------
  */
@@ -141,8 +145,28 @@ enum
 #define RL_COUNTER_USAGE_FIRST	12
 #define RL_COUNTER_COLUMNS	(RL_COUNTER_USAGE_FIRST + RL_DAY_USAGE_COLUMNS)
 
+/*
+ * The columns of rl_counter that keep a model's rl_stats counters, added in
+ * version 1.1, in the order pgrl_stats_datums fills them: the denials in
+ * limited_by order (pgrl_dimension_names), then the waits, the running
+ * totals and since.  Passed as arrays after the RL_COUNTER_COLUMNS.
+ */
+static const char *const stats_columns[] = {
+	"denied_rpd", "denied_tpd", "denied_rpm", "denied_tpm", "denied_concurrency",
+	"denied_job_type", "denied_memory",
+	"waits_granted", "waits_timed_out", "waits_cancelled",
+	"wait_us_granted", "wait_us_timed_out", "wait_us_cancelled",
+	"requests_total", "input_tokens_total", "output_tokens_total", "cached_tokens_total",
+	"cost_total", "stats_since"
+};
+#define RL_STATS_COLUMNS	19
+#define RL_STATS_FIRST_WAIT	RL_NUM_LIMITED_BY
+#define RL_STATS_FIRST_TOTAL	(RL_STATS_FIRST_WAIT + 2 * RL_NUM_WAIT_OUTCOMES)
+StaticAssertDecl(lengthof(stats_columns) == RL_STATS_COLUMNS, "stats_columns");
+StaticAssertDecl(RL_STATS_FIRST_TOTAL + 6 == RL_STATS_COLUMNS, "stats_columns order");
+
 /* The most array parameters of any statement */
-#define RL_MAX_ARRAY_COLUMNS	24
+#define RL_MAX_ARRAY_COLUMNS	(RL_COUNTER_COLUMNS + RL_STATS_COLUMNS)
 
 /* What the worker last wrote, per model slot (worker-local) */
 typedef struct RlPersisted
@@ -175,6 +199,7 @@ static int64 persisted_clock_offset = 0;
 static bool persisted_clock = false;
 static bool persisted_anything = false;
 static Oid	persisted_extension = InvalidOid;
+static bool persisted_stats = false;	/* the last save wrote rl_stats' columns */
 
 /* A bigint or timestamptz column by name constant; 0 when NULL */
 #define COL(name)	pgrl_spi_int64(tup, desc, pgrl_spi_column(desc, (name)), 0)
@@ -209,6 +234,43 @@ pgrl_read_usage(HeapTuple tup, TupleDesc desc, RlDayUsage *usage)
 	cost = SPI_getbinval(tup, desc, pgrl_spi_column(desc, "usage_cost"), &isnull);
 	if (!isnull)
 		(void) pgrl_numeric_store(&usage->cost, DatumGetNumeric(cost));
+}
+
+/*
+ * Does the installed version's rl_counter have the columns of rl_stats?
+ * They came with 1.1.
+ */
+static bool
+pgrl_has_stats_columns(const char *version)
+{
+	return strcmp(version, "1.0") != 0;
+}
+
+/* Read the stats_columns of a row */
+static void
+pgrl_read_stats(HeapTuple tup, TupleDesc desc, RlModelStats *stats)
+{
+	bool		isnull;
+	Datum		cost;
+	int			col = 0;
+
+	for (int k = 0; k < RL_NUM_LIMITED_BY; k++)
+		stats->denied_by[k] = COL(stats_columns[col++]);
+	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
+		stats->waits[k] = COL(stats_columns[col++]);
+	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
+		stats->wait_us[k] = COL(stats_columns[col++]);
+	stats->requests = COL(stats_columns[col++]);
+	stats->input = COL(stats_columns[col++]);
+	stats->output = COL(stats_columns[col++]);
+	stats->cached = COL(stats_columns[col++]);
+	cost = SPI_getbinval(tup, desc, pgrl_spi_column(desc, stats_columns[col++]), &isnull);
+	if (!isnull)
+		(void) pgrl_numeric_store(&stats->cost, DatumGetNumeric(cost));
+	/* NULL in a row saved before 1.1 */
+	stats->since = pgrl_spi_int64(tup, desc, pgrl_spi_column(desc, stats_columns[col++]),
+								  DT_NOBEGIN);
+	Assert(col == RL_STATS_COLUMNS);
 }
 
 /* Run a state query in the caller's extsql session */
@@ -396,13 +458,15 @@ pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qsch
 }
 
 /*
- * Read the saved state.  The caller is in an extsql session; the result
- * lives in the given context.
+ * Read the saved state in the caller's extsql session; the result lives in
+ * the given context.
  */
 RlStateSnapshot *
-pgrl_read_state(MemoryContext context, const char *qschema)
+pgrl_read_state(MemoryContext context, const RlExtSql *session)
 {
 	RlStateSnapshot *state = MemoryContextAllocZero(context, sizeof(RlStateSnapshot));
+	const char *qschema = session->qschema;
+	bool		has_stats = pgrl_has_stats_columns(session->version);
 	StringInfoData sql;
 	TupleDesc	desc;
 
@@ -424,7 +488,10 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 	appendStringInfo(&sql,
 					 "SELECT model, minute_start, requests_minute, tokens_minute, day_start,"
 					 " requests_day, tokens_day, granted, denied, expired, overage_events,"
-					 " overage_tokens, %s FROM %s.rl_counter", RL_SAVED_USAGE_COLUMNS, qschema);
+					 " overage_tokens, %s", RL_SAVED_USAGE_COLUMNS);
+	for (int k = 0; has_stats && k < RL_STATS_COLUMNS; k++)
+		appendStringInfo(&sql, ", %s", stats_columns[k]);
+	appendStringInfo(&sql, " FROM %s.rl_counter", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_counters = SPI_processed;
@@ -447,6 +514,9 @@ pgrl_read_state(MemoryContext context, const char *qschema)
 		c->overage_events = COL("overage_events");
 		c->overage_tokens = COL("overage_tokens");
 		pgrl_read_usage(tup, desc, &c->usage);
+		c->has_stats = has_stats;
+		if (has_stats)
+			pgrl_read_stats(tup, desc, &c->stats);
 	}
 
 	resetStringInfo(&sql);
@@ -720,6 +790,27 @@ pgrl_usage_datums(const RlDayUsage *day, Datum **columns, int n)
 	columns[USAGE_OVERAGE_TOKENS][n] = Int64GetDatum(day->overage_tokens);
 }
 
+/* The RL_STATS_COLUMNS of a model, at row n of the column arrays */
+static void
+pgrl_stats_datums(const RlModelStats *stats, Datum **columns, int n)
+{
+	int			col = 0;
+
+	for (int k = 0; k < RL_NUM_LIMITED_BY; k++)
+		columns[col++][n] = Int64GetDatum(stats->denied_by[k]);
+	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
+		columns[col++][n] = Int64GetDatum(stats->waits[k]);
+	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
+		columns[col++][n] = Int64GetDatum(stats->wait_us[k]);
+	columns[col++][n] = Int64GetDatum(stats->requests);
+	columns[col++][n] = Int64GetDatum(stats->input);
+	columns[col++][n] = Int64GetDatum(stats->output);
+	columns[col++][n] = Int64GetDatum(stats->cached);
+	columns[col++][n] = NumericGetDatum(pgrl_numeric_load(&stats->cost));
+	columns[col++][n] = TimestampTzGetDatum(stats->since);
+	Assert(col == RL_STATS_COLUMNS);
+}
+
 /* Columns of rl_share_counter passed as arrays */
 #define RL_SHARE_USAGE_FIRST	14
 #define RL_SHARE_COLUMNS	(RL_SHARE_USAGE_FIRST + RL_DAY_USAGE_COLUMNS)
@@ -903,15 +994,23 @@ pgrl_write_share_rows(const char *qschema, RlShareRows *rows)
 		persisted_share_versions[rows->shares[i]] = rows->versions[i];
 }
 
-/* Save counters, totals and daily usage of models that changed */
+/*
+ * Save counters, totals and daily usage of models that changed; with_stats:
+ * rl_stats' counters too (the installed version has their columns).
+ */
 static void
-pgrl_persist_models(const char *qschema, TimestampTz now)
+pgrl_persist_models(const char *qschema, bool with_stats)
 {
 	int			n = 0;
-	Datum	   *c[RL_COUNTER_COLUMNS];
-	Oid			ctypes[RL_COUNTER_COLUMNS] = {TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID,
-		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-	TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID};
+	int			num_columns = RL_COUNTER_COLUMNS + (with_stats ? RL_STATS_COLUMNS : 0);
+	Datum	   *c[RL_COUNTER_COLUMNS + RL_STATS_COLUMNS];
+	Oid			ctypes[RL_COUNTER_COLUMNS + RL_STATS_COLUMNS] = {TEXTOID, TIMESTAMPTZOID,
+		INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID,
+		/* stats_columns */
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+	INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, TIMESTAMPTZOID};
 	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
 	uint32	   *generations = palloc(sizeof(uint32) * pgrl_max_models);
@@ -924,7 +1023,7 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 
 	memset(&share_rows, 0, sizeof(share_rows));
 	memset(&usage_rows, 0, sizeof(usage_rows));
-	for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
+	for (int i = 0; i < num_columns; i++)
 		c[i] = palloc(sizeof(Datum) * pgrl_max_models);
 
 	for (int slot = 0; slot < pgrl_max_models; slot++)
@@ -956,6 +1055,8 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 		c[10][n] = Int64GetDatum(copy.overage_events);
 		c[11][n] = Int64GetDatum(copy.overage_tokens);
 		pgrl_usage_datums(&copy.usage, &c[RL_COUNTER_USAGE_FIRST], n);
+		if (with_stats)
+			pgrl_stats_datums(&copy.stats, &c[RL_COUNTER_COLUMNS], n);
 		n++;
 
 		/* the day before, once, when its window has ended */
@@ -968,9 +1069,9 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 
 	if (n > 0)
 	{
-		Datum		args[RL_COUNTER_COLUMNS];
+		Datum		args[RL_COUNTER_COLUMNS + RL_STATS_COLUMNS];
 
-		for (int i = 0; i < RL_COUNTER_COLUMNS; i++)
+		for (int i = 0; i < num_columns; i++)
 			args[i] = pgrl_array(c[i], n, ctypes[i]);
 		initStringInfo(&sql);
 		appendStringInfo(&sql,
@@ -978,29 +1079,42 @@ pgrl_persist_models(const char *qschema, TimestampTz now)
 						 " tokens_minute, day_start, requests_day, tokens_day, granted, denied,"
 						 " expired, overage_events, overage_tokens, usage_day, usage_requests,"
 						 " usage_input, usage_output, usage_cached, usage_cost,"
-						 " usage_overage_events, usage_overage_tokens, saved_at)"
-						 " SELECT m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot,"
-						 " (nullif(ud, '-infinity') AT TIME ZONE 'UTC')::date,"
-						 " ur, ui, uo, uc, uco, uoe, uot, now()"
-						 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-						 " $14, $15, $16, $17, $18, $19, $20)"
-						 " AS x(m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot, ud, ur, ui, uo, uc,"
-						 " uco, uoe, uot)"
-						 " ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
-						 " requests_minute = excluded.requests_minute,"
-						 " tokens_minute = excluded.tokens_minute, day_start = excluded.day_start,"
-						 " requests_day = excluded.requests_day, tokens_day = excluded.tokens_day,"
-						 " granted = excluded.granted, denied = excluded.denied,"
-						 " expired = excluded.expired, overage_events = excluded.overage_events,"
-						 " overage_tokens = excluded.overage_tokens, usage_day = excluded.usage_day,"
-						 " usage_requests = excluded.usage_requests,"
-						 " usage_input = excluded.usage_input, usage_output = excluded.usage_output,"
-						 " usage_cached = excluded.usage_cached, usage_cost = excluded.usage_cost,"
-						 " usage_overage_events = excluded.usage_overage_events,"
-						 " usage_overage_tokens = excluded.usage_overage_tokens,"
-						 " saved_at = excluded.saved_at",
-						 qschema);
-		pgrl_execute_arrays(sql.data, RL_COUNTER_COLUMNS, ctypes, args);
+						 " usage_overage_events, usage_overage_tokens", qschema);
+		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
+			appendStringInfo(&sql, ", %s", stats_columns[k]);
+		appendStringInfoString(&sql,
+							   ", saved_at)"
+							   " SELECT m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot,"
+							   " (nullif(ud, '-infinity') AT TIME ZONE 'UTC')::date,"
+							   " ur, ui, uo, uc, uco, uoe, uot");
+		/* the arrays of stats_columns are unnested under the columns' names */
+		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
+			appendStringInfo(&sql, ", %s", stats_columns[k]);
+		appendStringInfoString(&sql, ", now() FROM unnest($1");
+		for (int i = 1; i < num_columns; i++)
+			appendStringInfo(&sql, ", $%d", i + 1);
+		appendStringInfoString(&sql,
+							   ") AS x(m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot, ud, ur, ui, uo,"
+							   " uc, uco, uoe, uot");
+		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
+			appendStringInfo(&sql, ", %s", stats_columns[k]);
+		appendStringInfoString(&sql,
+							   ") ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
+							   " requests_minute = excluded.requests_minute,"
+							   " tokens_minute = excluded.tokens_minute, day_start = excluded.day_start,"
+							   " requests_day = excluded.requests_day, tokens_day = excluded.tokens_day,"
+							   " granted = excluded.granted, denied = excluded.denied,"
+							   " expired = excluded.expired, overage_events = excluded.overage_events,"
+							   " overage_tokens = excluded.overage_tokens, usage_day = excluded.usage_day,"
+							   " usage_requests = excluded.usage_requests,"
+							   " usage_input = excluded.usage_input, usage_output = excluded.usage_output,"
+							   " usage_cached = excluded.usage_cached, usage_cost = excluded.usage_cost,"
+							   " usage_overage_events = excluded.usage_overage_events,"
+							   " usage_overage_tokens = excluded.usage_overage_tokens,");
+		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
+			appendStringInfo(&sql, " %s = excluded.%s,", stats_columns[k], stats_columns[k]);
+		appendStringInfoString(&sql, " saved_at = excluded.saved_at");
+		pgrl_execute_arrays(sql.data, num_columns, ctypes, args);
 	}
 	pgrl_write_usage_rows(qschema, &usage_rows);
 	pgrl_write_share_rows(qschema, &share_rows);
@@ -1384,6 +1498,7 @@ pgrl_forget_persisted(void)
 		persisted_share_ended[i] = RL_NO_WINDOW;	/* 0 is a day */
 	persisted_anything = false;
 	persisted_clock = false;
+	persisted_stats = false;
 }
 
 /* Worker-local bookkeeping, allocated once */
@@ -1485,7 +1600,14 @@ pgrl_persist_state(bool save_state, bool save_marks, bool final)
 		pgrl_propose_marks(now, true, true);
 	if (save_state)
 	{
-		pgrl_persist_models(session.qschema, now);
+		bool		with_stats = pgrl_has_stats_columns(session.version);
+
+		/* updated to a version with rl_stats' columns: fill them in for all */
+		if (with_stats && !persisted_stats)
+			for (int slot = 0; slot < pgrl_max_models; slot++)
+				persisted[slot].version = 0;
+		persisted_stats = with_stats;
+		pgrl_persist_models(session.qschema, with_stats);
 		pgrl_persist_instances(session.qschema);
 		pgrl_persist_leases(session.qschema, session.extension_oid, final);
 

@@ -10,11 +10,12 @@
 
 #include "utils/palloc.h"
 
+#include "extsql.h"
 #include "pg_ratelimit.h"
 
 typedef struct RlStateSnapshot RlStateSnapshot;
 
-extern RlStateSnapshot *pgrl_read_state(MemoryContext context, const char *qschema);
+extern RlStateSnapshot *pgrl_read_state(MemoryContext context, const RlExtSql *session);
 extern void pgrl_restore_saved_state(RlStateSnapshot *state);
 extern void pgrl_report_restore(const RlStateSnapshot *state);
 extern void pgrl_persist_state(bool save_state, bool save_marks, bool final);

@@ -2,7 +2,7 @@
  *
  * views.c
  *		The SQL-callable functions behind the views: rl_status,
- *		rl_job_status, rl_leases, rl_instances and rl_allocation.
+ *		rl_job_status, rl_leases, rl_instances, rl_allocation and rl_stats.
  *
  * They read copies (ledger.h, lease.h, instance.h) and build their rows
  * with no lock held: the tuplestore may write a file, and fail.
@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(rl_job_status_internal);
 PG_FUNCTION_INFO_V1(rl_leases_internal);
 PG_FUNCTION_INFO_V1(rl_instances_internal);
 PG_FUNCTION_INFO_V1(rl_allocation_internal);
+PG_FUNCTION_INFO_V1(rl_stats_internal);
 
 /* Columns of each view's function */
 #define STATUS_COLUMNS		20
@@ -41,6 +42,7 @@ PG_FUNCTION_INFO_V1(rl_allocation_internal);
 #define LEASES_COLUMNS		11
 #define INSTANCES_COLUMNS	7
 #define ALLOCATION_COLUMNS	7
+#define STATS_COLUMNS		25
 
 /* pool_slots of a model none of whose limits the estimates consume */
 #define RL_UNLIMITED_POOL_SLOTS		100
@@ -104,6 +106,68 @@ rl_status_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(status.overage_events);
 		values[col++] = Int64GetDatum(status.overage_tokens);
 		values[col++] = NumericGetDatum(pgrl_numeric_load(&status.cost_today));
+		Assert(col == lengthof(values));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* The order of the denial columns of rl_stats, by limited_by */
+static const int denied_order[RL_NUM_LIMITED_BY] = {
+	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD, RL_DIM_CONCURRENCY,
+	RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY
+};
+
+/*
+ * rl_stats_internal(): one row per model, behind the rl_stats view: the
+ * counters that never reset, for monitoring.
+ */
+Datum
+rl_stats_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	/* expiries due now count in expired */
+	pgrl_expire_due_leases(pgrl_now());
+
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+	{
+		RlModelStatsRow row;
+		const RlModelStats *stats = &row.stats;
+		Datum		values[STATS_COLUMNS];
+		bool		nulls[STATS_COLUMNS];
+		int			col = 0;
+		bool		known;
+
+		/* config_lock: the slot keeps its model while it is copied */
+		pgrl_config_lock(LW_SHARED);
+		known = pgrl_ledger_model_stats(slot, &row);
+		pgrl_config_unlock();
+		if (!known)
+			continue;
+
+		memset(nulls, false, sizeof(nulls));
+		values[col++] = CStringGetTextDatum(row.name);
+		values[col++] = Int64GetDatum(row.granted);
+		values[col++] = Int64GetDatum(row.denied);
+		for (int k = 0; k < (int) lengthof(denied_order); k++)
+			values[col++] = Int64GetDatum(stats->denied_by[denied_order[k]]);
+		for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
+			values[col++] = Int64GetDatum(stats->waits[k]);
+		for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
+			values[col++] = Float8GetDatum((double) stats->wait_us[k] / USECS_PER_SEC);
+		values[col++] = Int64GetDatum(stats->requests);
+		values[col++] = Int64GetDatum(stats->input);
+		values[col++] = Int64GetDatum(stats->output);
+		values[col++] = Int64GetDatum(stats->cached);
+		values[col++] = NumericGetDatum(pgrl_numeric_load(&stats->cost));
+		values[col++] = Int64GetDatum(row.expired);
+		values[col++] = Int64GetDatum(row.overage_events);
+		values[col++] = Int64GetDatum(row.overage_tokens);
+		values[col] = TimestampTzGetDatum(stats->since);
+		nulls[col++] = stats->since == DT_NOBEGIN;
 		Assert(col == lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
