@@ -18,6 +18,7 @@ OBJS = \
 	src/grant.o \
 	src/holders.o \
 	src/instance.o \
+	src/launcher.o \
 	src/lease.o \
 	src/ledger.o \
 	src/ledger_marks.o \
@@ -29,9 +30,11 @@ OBJS = \
 	src/pg_ratelimit.o \
 	src/settings.o \
 	src/shmem.o \
+	src/utility.o \
 	src/views.o \
 	src/wait.o \
-	src/worker.o
+	src/worker.o \
+	src/workerstate.o
 
 EXTENSION = pg_ratelimit
 DATA = pg_ratelimit--1.0.sql pg_ratelimit--1.0--1.1.sql
@@ -75,7 +78,7 @@ include $(PGXS)
 
 # Symbol visibility: the library exports only what PostgreSQL looks up by
 # name (Pg_magic_func, _PG_init, the SQL-callable functions and their
-# pg_finfo_ records, the worker's rl_worker_main), all declared PGDLLEXPORT;
+# pg_finfo_ records, rl_launcher_main and rl_worker_main), all declared PGDLLEXPORT;
 # every other name stays inside it (tests/t/024_exports.pl).  PostgreSQL 16+
 # does this itself: PGXS compiles with -fvisibility=hidden (CFLAGS_SL_MODULE)
 # and PGDLLEXPORT means visibility("default").  Before 16, PGDLLEXPORT is

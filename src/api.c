@@ -624,8 +624,10 @@ rl_config_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("rl_config_trigger must be called as a trigger")));
-	pgrl_require_library();
-	pgrl_config_changed_in_xact();
+	pgrl_require_library_loaded();
+	/* elsewhere (a restored dump, a copy) shared memory is not these tables' */
+	if (pgrl_in_served_database())
+		pgrl_config_changed_in_xact();
 	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		PG_RETURN_POINTER(NULL);
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
@@ -636,16 +638,14 @@ rl_config_trigger(PG_FUNCTION_ARGS)
 /*
  * Called by the install script: at commit, make shared memory mirror the
  * (new, empty) tables and forget the instances of an earlier installation.
- * Without the preloaded library there is nothing to do.
+ * Without the preloaded library, or in a database the limiter does not
+ * serve, there is nothing to do.
  */
 Datum
 rl_internal_resync(PG_FUNCTION_ARGS)
 {
-	if (pgrl_preloaded)
-	{
-		pgrl_require_library();
+	if (pgrl_preloaded && pgrl_in_served_database())
 		pgrl_config_reinstalled_in_xact();
-	}
 	PG_RETURN_VOID();
 }
 

@@ -70,11 +70,11 @@ pgrl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
  * when it commits.  A model gets at most one release or config notice per
  * RL_NOTIFY_MIN_GAP_MS (a busy model that denies and releases all the time
  * would otherwise notify on every round); window resets go out at once.
- * Returns when a held-back notice is due (real time), or DT_NOEND.  Worker
- * only.
+ * Returns when a held-back notice is due (real time), or DT_NOEND, and
+ * adds the notices queued to *queued.  Worker only.
  */
 TimestampTz
-pgrl_roll_and_queue_notifications(TimestampTz now)
+pgrl_roll_and_queue_notifications(TimestampTz now, int *queued)
 {
 	static TimestampTz *last_sent = NULL;	/* real time, per model slot */
 	TimestampTz real_now = GetCurrentTimestamp();
@@ -97,6 +97,7 @@ pgrl_roll_and_queue_notifications(TimestampTz now)
 			Async_Notify(RL_NOTIFY_CHANNEL, pgrl_notify_payload(notice.model, notice.reason,
 																notice.at));
 			last_sent[slot] = real_now;
+			(*queued)++;
 		}
 	}
 	return next_due;
@@ -110,11 +111,11 @@ pgrl_roll_and_queue_notifications(TimestampTz now)
  * only while some instance is registered or when the last one left.
  * Flexible ratios can move every 100 ms under load, so a notice for moved
  * ratios alone waits until RL_RATIO_NOTICE_GAP_MS after the last notice.
- * Returns when such a held-back notice is due (real time), or DT_NOEND.
- * Worker only.
+ * Returns when such a held-back notice is due (real time), or DT_NOEND,
+ * and adds the notice queued to *queued.  Worker only.
  */
 TimestampTz
-pgrl_queue_allocation_notice(TimestampTz now)
+pgrl_queue_allocation_notice(TimestampTz now, int *queued)
 {
 	static TimestampTz last_sent = 0;	/* real time */
 	static bool initialized = false;
@@ -169,6 +170,7 @@ pgrl_queue_allocation_notice(TimestampTz now)
 											TIMESTAMPTZOID, &utc));
 		Async_Notify(RL_ALLOCATION_CHANNEL, payload.data);
 		last_sent = GetCurrentTimestamp();
+		(*queued)++;
 	}
 	sent_membership = membership;
 	sent_config = config;

@@ -198,6 +198,7 @@ static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
 static bool persisted_clock = false;
 static bool persisted_anything = false;
+static uint64 rows_written = 0;	/* by this round's statements */
 static Oid	persisted_extension = InvalidOid;
 static bool persisted_stats = false;	/* the last save wrote rl_stats' columns */
 
@@ -761,6 +762,7 @@ pgrl_execute_arrays(const char *sql, int nargs, const Oid *element_types, Datum 
 		types[i] = get_array_type(element_types[i]);
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
 		elog(ERROR, "pg_ratelimit could not save its state: %s", sql);
+	rows_written += SPI_processed;
 }
 
 /* Run a statement with scalar parameters */
@@ -769,6 +771,7 @@ pgrl_execute(const char *sql, int nargs, Oid *types, Datum *values)
 {
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
 		elog(ERROR, "pg_ratelimit could not save its state: %s", sql);
+	rows_written += SPI_processed;
 }
 
 /*
@@ -1575,9 +1578,9 @@ pgrl_persist_clock(const char *qschema)
  * high-water marks where needed (see ledger_marks.c).  final: the worker is about
  * to stop: exact marks first, so that nothing more is granted, then
  * everything.  The caller commits synchronously and then calls
- * pgrl_publish_marks().
+ * pgrl_publish_marks().  Returns the number of rows written (for rl_worker).
  */
-void
+int64
 pgrl_persist_state(bool save_state, bool save_marks, bool final)
 {
 	RlExtSql	session;
@@ -1586,8 +1589,9 @@ pgrl_persist_state(bool save_state, bool save_marks, bool final)
 
 	pgrl_init_persisted();
 	proposals.count = 0;
+	rows_written = 0;
 	if (!pgrl_extsql_begin(&session, false))
-		return;
+		return 0;
 
 	/* a re-created extension has empty tables: write everything again */
 	if (session.extension_oid != persisted_extension)
@@ -1627,4 +1631,5 @@ pgrl_persist_state(bool save_state, bool save_marks, bool final)
 		pgrl_propose_marks(now, false, save_state);
 	pgrl_write_marks(session.qschema);
 	pgrl_extsql_end(&session);
+	return (int64) rows_written;
 }

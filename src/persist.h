@@ -18,7 +18,7 @@ typedef struct RlStateSnapshot RlStateSnapshot;
 extern RlStateSnapshot *pgrl_read_state(MemoryContext context, const RlExtSql *session);
 extern void pgrl_restore_saved_state(RlStateSnapshot *state);
 extern void pgrl_report_restore(const RlStateSnapshot *state);
-extern void pgrl_persist_state(bool save_state, bool save_marks, bool final);
+extern int64 pgrl_persist_state(bool save_state, bool save_marks, bool final);
 extern void pgrl_publish_marks(void);
 
 #endif							/* RL_PERSIST_H */

@@ -13,9 +13,10 @@
 #include "utils/guc.h"
 
 #include "debug.h"
+#include "launcher.h"
 #include "settings.h"
 #include "shmem.h"
-#include "worker.h"
+#include "utility.h"
 
 PG_MODULE_MAGIC;
 
@@ -33,5 +34,6 @@ _PG_init(void)
 	pgrl_debug_define_settings();
 	MarkGUCPrefixReserved("ratelimit");
 	pgrl_install_shmem_hooks();
-	pgrl_register_worker();
+	pgrl_install_utility_hook();
+	pgrl_register_launcher();
 }

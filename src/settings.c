@@ -236,24 +236,48 @@ bool		pgrl_preloaded = false;
 /* The configured database's OID, looked up once per backend */
 static Oid	pgrl_database_oid = InvalidOid;
 
-/* The library must have been preloaded and we must be in its database */
+/*
+ * Is this backend connected to the database the limiter serves?  The
+ * extension may be created in any database (a restored dump, a copy made
+ * with CREATE DATABASE ... TEMPLATE); shared memory holds the state of
+ * ratelimit.database's only.
+ */
+bool
+pgrl_in_served_database(void)
+{
+	if (!OidIsValid(pgrl_database_oid))
+		pgrl_database_oid = get_database_oid(pgrl_database_name, true);
+	return OidIsValid(MyDatabaseId) && MyDatabaseId == pgrl_database_oid;
+}
+
+/* The library must have been preloaded: without it there is no shared memory */
 void
-pgrl_require_library(void)
+pgrl_require_library_loaded(void)
 {
 	if (!pgrl_preloaded)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_ratelimit must be loaded via shared_preload_libraries"),
 				 errhint("Add pg_ratelimit to shared_preload_libraries and restart the server.")));
+}
 
-	if (!OidIsValid(pgrl_database_oid))
-		pgrl_database_oid = get_database_oid(pgrl_database_name, true);
-	if (MyDatabaseId != pgrl_database_oid)
+/* The library must have been preloaded and we must be in its database */
+void
+pgrl_require_library(void)
+{
+	pgrl_require_library_loaded();
+	if (!pgrl_in_served_database())
+	{
+		char	   *here = get_database_name(MyDatabaseId);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_ratelimit is configured for database \"%s\"",
-						pgrl_database_name),
-				 errhint("Use pg_ratelimit in that database, or set ratelimit.database and restart the server.")));
+				 errmsg("pg_ratelimit is configured for database \"%s\", not \"%s\"",
+						pgrl_database_name, here ? here : "?"),
+				 errdetail("The limiter keeps the state of one database in shared memory; its functions work only there."),
+				 errhint("Use pg_ratelimit in database \"%s\", or set ratelimit.database = '%s' and restart the server to serve this one.",
+						 pgrl_database_name, here ? here : "?")));
+	}
 }
 
 /*

@@ -25,6 +25,8 @@ extern bool pgrl_enable_test_clock;
 extern bool pgrl_preloaded;
 
 extern void pgrl_define_settings(void);
+extern bool pgrl_in_served_database(void);
+extern void pgrl_require_library_loaded(void);
 extern void pgrl_require_library(void);
 extern void pgrl_require_primary(const char *action);
 

@@ -27,6 +27,7 @@
 #include "ledger.h"
 #include "shmem.h"
 #include "wait.h"
+#include "workerstate.h"
 
 /* The tranche of every pg_ratelimit LWLock, shared by all backends */
 typedef struct RlShmemHeader
@@ -50,6 +51,7 @@ pgrl_shmem_size(void)
 	size = add_size(size, MAXALIGN(pgrl_waiters_shmem_size()));
 	size = add_size(size, MAXALIGN(pgrl_instances_shmem_size()));
 	size = add_size(size, MAXALIGN(pgrl_holders_shmem_size()));
+	size = add_size(size, MAXALIGN(pgrl_worker_state_shmem_size()));
 	return size;
 }
 
@@ -83,6 +85,7 @@ pgrl_shmem_startup(void)
 	pgrl_waiters_shmem_init();
 	pgrl_instances_shmem_init(header->tranche_id);
 	pgrl_holders_shmem_init(header->tranche_id);
+	pgrl_worker_state_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 
 	LWLockRegisterTranche(header->tranche_id, "pg_ratelimit");

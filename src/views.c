@@ -2,7 +2,8 @@
  *
  * views.c
  *		The SQL-callable functions behind the views: rl_status,
- *		rl_job_status, rl_leases, rl_instances, rl_allocation and rl_stats.
+ *		rl_job_status, rl_leases, rl_instances, rl_allocation, rl_stats and
+ *		rl_worker.
  *
  * They read copies (ledger.h, lease.h, instance.h) and build their rows
  * with no lock held: the tuplestore may write a file, and fail.
@@ -13,6 +14,8 @@
 
 #include "fmgr.h"
 #include "funcapi.h"
+#include "access/htup_details.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -28,6 +31,7 @@
 #include "names.h"
 #include "settings.h"
 #include "wait.h"
+#include "workerstate.h"
 
 PG_FUNCTION_INFO_V1(rl_status_internal);
 PG_FUNCTION_INFO_V1(rl_job_status_internal);
@@ -35,6 +39,7 @@ PG_FUNCTION_INFO_V1(rl_leases_internal);
 PG_FUNCTION_INFO_V1(rl_instances_internal);
 PG_FUNCTION_INFO_V1(rl_allocation_internal);
 PG_FUNCTION_INFO_V1(rl_stats_internal);
+PG_FUNCTION_INFO_V1(rl_worker_internal);
 
 /* Columns of each view's function */
 #define STATUS_COLUMNS		20
@@ -43,6 +48,7 @@ PG_FUNCTION_INFO_V1(rl_stats_internal);
 #define INSTANCES_COLUMNS	7
 #define ALLOCATION_COLUMNS	7
 #define STATS_COLUMNS		25
+#define WORKER_COLUMNS		19
 
 /* pool_slots of a model none of whose limits the estimates consume */
 #define RL_UNLIMITED_POOL_SLOTS		100
@@ -682,4 +688,121 @@ rl_allocation_internal(PG_FUNCTION_ARGS)
 		}
 	}
 	return (Datum) 0;
+}
+
+/* A worker that has not finished a round for this long is not healthy */
+#define RL_HEALTHY_ROUND_MIN_US		(10 * USECS_PER_SEC)
+
+/* The state column of rl_worker */
+static const char *
+pgrl_worker_state_name(const RlWorkerStatus *status)
+{
+	if (RecoveryInProgress())
+		return "standby";
+	if (status->worker_pid != 0)
+		return status->detach_requested ? "detaching" : "running";
+	if (status->launcher_pid == 0)
+		return "stopped";
+	switch (status->phase)
+	{
+		case RL_LAUNCHER_IDLE:
+		case RL_LAUNCHER_STARTING:
+			return "starting";
+		case RL_LAUNCHER_WAITING_DATABASE:
+			return "waiting for database";
+		case RL_LAUNCHER_WAITING_CONNECTIONS:
+			return "waiting for connections";
+		case RL_LAUNCHER_DETACHED:
+			return "detached";
+		case RL_LAUNCHER_RESTARTING:
+			return "restarting";
+	}
+	return "unknown";
+}
+
+/*
+ * Healthy: on a standby (which has no worker), or a worker is connected
+ * and finished a round lately: rounds come at least every
+ * ratelimit.persist_interval, so within three of them (at least 10 s).
+ */
+static bool
+pgrl_worker_healthy(const RlWorkerStatus *status, TimestampTz now)
+{
+	TimestampTz last;
+	int64		allowed = Max((int64) pgrl_persist_interval_ms * 3000, RL_HEALTHY_ROUND_MIN_US);
+
+	if (RecoveryInProgress())
+		return true;
+	if (status->worker_pid == 0 || status->detach_requested)
+		return false;
+	last = Max(status->last_round_at, status->started_at);
+	return now - last <= allowed;
+}
+
+/* A timestamp column, NULL for 0 (never) */
+static void
+pgrl_time_column(TimestampTz t, Datum *value, bool *isnull)
+{
+	*isnull = t == 0;
+	*value = TimestampTzGetDatum(t);
+}
+
+/*
+ * rl_worker_internal(): one row about the launcher and the worker, behind
+ * the rl_worker view.  Server-wide, so it answers in any database (the
+ * database may not exist yet).
+ */
+Datum
+rl_worker_internal(PG_FUNCTION_ARGS)
+{
+	RlWorkerStatus status;
+	TupleDesc	desc;
+	Datum		values[WORKER_COLUMNS];
+	bool		nulls[WORKER_COLUMNS];
+	int			c = 0;
+
+	pgrl_require_library_loaded();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	desc = BlessTupleDesc(desc);
+	pgrl_worker_status(&status);
+	memset(nulls, 0, sizeof(nulls));
+
+	values[c] = Int32GetDatum(status.launcher_pid);
+	nulls[c++] = status.launcher_pid == 0;
+	values[c] = Int32GetDatum(status.worker_pid);
+	nulls[c++] = status.worker_pid == 0;
+	values[c++] = CStringGetTextDatum(pgrl_worker_state_name(&status));
+	values[c++] = BoolGetDatum(pgrl_worker_healthy(&status, GetCurrentTimestamp()));
+	values[c++] = CStringGetTextDatum(pgrl_database_name);
+	pgrl_time_column(status.started_at, &values[c], &nulls[c]);
+	c++;
+	values[c++] = Int64GetDatum(status.restarts);
+	values[c++] = Int64GetDatum(status.rounds);
+	pgrl_time_column(status.last_round_at, &values[c], &nulls[c]);
+	c++;
+	values[c++] = Int64GetDatum(status.persist_rounds);
+	pgrl_time_column(status.last_persist_at, &values[c], &nulls[c]);
+	c++;
+	values[c] = Float8GetDatum((double) status.last_persist_us / 1000.0);
+	nulls[c++] = status.persist_rounds == 0;
+	values[c] = Int64GetDatum(status.last_persist_rows);
+	nulls[c++] = status.persist_rounds == 0;
+	values[c++] = Int64GetDatum(status.notifications_sent);
+	values[c++] = Int64GetDatum((int64) pgrl_waiters_woken());
+	values[c] = CStringGetTextDatum(status.last_error);
+	nulls[c++] = status.last_error[0] == '\0';
+	pgrl_time_column(status.last_error_at, &values[c], &nulls[c]);
+	c++;
+	pgrl_time_column(status.worker_pid == 0 && status.launcher_pid != 0 &&
+					 (status.phase == RL_LAUNCHER_WAITING_DATABASE ||
+					  status.phase == RL_LAUNCHER_WAITING_CONNECTIONS ||
+					  status.phase == RL_LAUNCHER_RESTARTING) ? status.next_attempt_at : 0,
+					 &values[c], &nulls[c]);
+	c++;
+	pgrl_time_column(status.stats_since, &values[c], &nulls[c]);
+	c++;
+	Assert(c == WORKER_COLUMNS);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

@@ -81,6 +81,7 @@ typedef struct RlWaitQueue
 	Latch	   *worker_latch;	/* the background worker's, or NULL */
 	pg_atomic_uint64 next_ticket;
 	pg_atomic_uint32 memory_waiters;	/* waiters held to a memory cap */
+	pg_atomic_uint64 waiters_woken; /* wake-ups since start, for rl_worker */
 	int			num_records;
 	RlWaiter	records[FLEXIBLE_ARRAY_MEMBER];
 } RlWaitQueue;
@@ -134,6 +135,7 @@ pgrl_waiters_shmem_init(void)
 		queue->worker_latch = NULL;
 		pg_atomic_init_u64(&queue->next_ticket, 1);
 		pg_atomic_init_u32(&queue->memory_waiters, 0);
+		pg_atomic_init_u64(&queue->waiters_woken, 0);
 		queue->num_records = MaxBackends + 1;
 		memset(queue->records, 0, sizeof(RlWaiter) * queue->num_records);
 		for (int i = 0; i < queue->num_records; i++)
@@ -444,7 +446,15 @@ static void
 pgrl_wake_one(RlWaiter *record, Latch *latch)
 {
 	pg_atomic_fetch_add_u32(&record->wakeups, 1);
+	pg_atomic_fetch_add_u64(&queue->waiters_woken, 1);
 	SetLatch(latch);
+}
+
+/* How many wake-ups waiters were sent since shared memory was set up */
+uint64
+pgrl_waiters_woken(void)
+{
+	return pg_atomic_read_u64(&queue->waiters_woken);
 }
 
 /*

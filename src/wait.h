@@ -48,5 +48,6 @@ extern void pgrl_wake_worker(void);
 extern void pgrl_wake_waiters(int slot);
 extern void pgrl_wake_all_waiters(void);
 extern void pgrl_wake_memory_waiters(void);
+extern uint64 pgrl_waiters_woken(void);
 
 #endif							/* RL_WAIT_H */

@@ -12,14 +12,20 @@
  * expires leases on time, wakes at every minute boundary of the limiter's
  * clock to wake waiters, and sends the NOTIFY rl_capacity notifications.
  * Acquire and release load, expire and roll windows themselves when they
- * need to; they depend on the worker only for new marks.  After an error
- * the postmaster restarts it within a second.
+ * need to; they depend on the worker only for new marks.
+ *
+ * The launcher (launcher.c) starts it once the database exists, and again
+ * after it exits.  It leaves, after saving its state as at a clean stop,
+ * when a backend needs the database alone (DROP DATABASE and the like,
+ * utility.c) or when a newer launcher took over (workerstate.c).  It
+ * counts its rounds for the rl_worker view, and its errors are kept there.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -45,7 +51,7 @@
 #include "persist.h"
 #include "settings.h"
 #include "wait.h"
-#include "worker.h"
+#include "workerstate.h"
 
 PGDLLEXPORT void rl_worker_main(Datum main_arg);
 
@@ -71,28 +77,11 @@ static const char *const worker_settings[][2] = {
 /* How long to sleep when the extension is not installed yet */
 #define RL_NO_EXTENSION_SLEEP_MS	1000
 
-/* Register the worker; called from _PG_init while preloading */
-void
-pgrl_register_worker(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* not on a standby: the primary's state is authoritative */
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
-	strlcpy(worker.bgw_library_name, "pg_ratelimit", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "rl_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "pg_ratelimit worker", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "pg_ratelimit worker", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
-
 static void
 pgrl_worker_exit(int code, Datum arg)
 {
 	pgrl_set_worker_latch(NULL);
+	pgrl_worker_release();
 }
 
 /*
@@ -141,6 +130,10 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 {
 	bool		installed;
 	long		sleep_ms = RL_NO_EXTENSION_SLEEP_MS;
+	bool		save_state = false;
+	TimestampTz persist_start = 0;
+	int64		rows = 0;
+	int			notices = 0;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -158,7 +151,6 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		TimestampTz next_ratios;
 		TimestampTz next_stale;
 		TimestampTz next_allocation_notice;
-		bool		save_state;
 		bool		new_minute = false;
 
 		pgrl_check_config_triggers();
@@ -175,7 +167,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 			new_minute = true;
 			pgrl_wake_all_waiters();
 		}
-		next_notice = pgrl_roll_and_queue_notifications(now);
+		next_notice = pgrl_roll_and_queue_notifications(now, &notices);
 		if (real_now >= *last_ratios + (int64) pgrl_ratio_interval_ms * 1000)
 		{
 			next_ratios = pgrl_ledger_adjust_ratios(now, real_now, true);
@@ -183,12 +175,13 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		}
 		else
 			next_ratios = pgrl_ledger_adjust_ratios(now, real_now, false);
-		next_allocation_notice = pgrl_queue_allocation_notice(now);
+		next_allocation_notice = pgrl_queue_allocation_notice(now, &notices);
 
 		save_state = shutting_down ||
 			real_now >= *last_save + (int64) pgrl_persist_interval_ms * 1000;
-		pgrl_persist_state(save_state, save_state || new_minute || pgrl_marks_requested(),
-						   shutting_down);
+		persist_start = GetCurrentTimestamp();
+		rows = pgrl_persist_state(save_state, save_state || new_minute || pgrl_marks_requested(),
+								  shutting_down);
 		if (save_state)
 			*last_save = real_now;
 
@@ -218,24 +211,63 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		SetConfigOption("synchronous_commit", "local", PGC_USERSET, PGC_S_OVERRIDE);
 	CommitTransactionCommand();
 	pgrl_publish_marks();
+	{
+		TimestampTz end = GetCurrentTimestamp();
+
+		/* a save's time includes its synchronous commit */
+		pgrl_worker_count_round(end, installed && save_state, end - persist_start, rows,
+								notices);
+	}
 	/* let autovacuum see the rows we rewrite every interval */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return sleep_ms;
 }
 
-/* Entry point of the background worker */
+/*
+ * Connected to database dboid: is it still called ratelimit.database?  It
+ * may have been renamed between the launcher's look and our connection.
+ */
+static bool
+pgrl_database_is_ours(void)
+{
+	char	   *name;
+	bool		ours;
+
+	StartTransactionCommand();
+	name = get_database_name(MyDatabaseId);
+	ours = name != NULL && strcmp(name, pgrl_database_name) == 0;
+	CommitTransactionCommand();
+	return ours;
+}
+
+/*
+ * Entry point of the background worker, started by the launcher: main_arg
+ * is the database's OID, bgw_extra the launcher's generation.
+ */
 void
 rl_worker_main(Datum main_arg)
 {
+	Oid			dboid = DatumGetObjectId(main_arg);
+	uint32		generation;
 	TimestampTz last_save = 0;
 	TimestampTz minute = 0;
 	TimestampTz last_ratios = 0;
+	bool		leaving = false;
 
+	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(pgrl_database_name, NULL, 0);
+	pgrl_worker_capture_errors();
+
+	/* asked to leave before we even connected: do not */
+	if (!pgrl_worker_may_run(generation))
+	{
+		pgrl_worker_set_exit(generation, RL_WORKER_EXIT_DETACHED);
+		proc_exit(0);
+	}
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
 	/*
 	 * Nothing the worker does may depend on settings a role or the owner of
@@ -246,6 +278,13 @@ rl_worker_main(Datum main_arg)
 	for (int i = 0; i < (int) lengthof(worker_settings); i++)
 		SetConfigOption(worker_settings[i][0], worker_settings[i][1], PGC_SUSET,
 						PGC_S_OVERRIDE);
+
+	/* renamed meanwhile, or asked to leave: the launcher looks again */
+	if (!pgrl_database_is_ours() || !pgrl_worker_claim(generation))
+	{
+		pgrl_worker_set_exit(generation, RL_WORKER_EXIT_DETACHED);
+		proc_exit(0);
+	}
 	CacheRegisterRelcacheCallback(pgrl_config_relcache_callback, (Datum) 0);
 
 	before_shmem_exit(pgrl_worker_exit, (Datum) 0);
@@ -256,9 +295,12 @@ rl_worker_main(Datum main_arg)
 
 	for (;;)
 	{
-		bool		shutting_down = ShutdownRequestPending;
+		bool		shutting_down;
 		long		sleep_ms;
 
+		/* a statement needs the database alone, or a newer launcher runs */
+		leaving = !pgrl_worker_may_run(generation);
+		shutting_down = ShutdownRequestPending || leaving;
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -270,12 +312,26 @@ rl_worker_main(Datum main_arg)
 		if (shutting_down)
 			break;
 
+		/*
+		 * Idle: no wait event (PostgreSQL 15 has no names of its own for an
+		 * extension's), so that wait_event_type = 'Extension' lists only
+		 * the callers waiting in rl_acquire.
+		 */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+						 Max(sleep_ms, 1), 0);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	elog(LOG, "pg_ratelimit worker saved its state and stopped");
-	/* not 0: terminated outside a shutdown, the postmaster starts us again */
-	proc_exit(1);
+	if (leaving)
+	{
+		pgrl_worker_set_exit(generation, RL_WORKER_EXIT_DETACHED);
+		elog(LOG, "pg_ratelimit worker saved its state and left database \"%s\"",
+			 pgrl_database_name);
+	}
+	else
+	{
+		pgrl_worker_set_exit(generation, RL_WORKER_EXIT_STOPPED);
+		elog(LOG, "pg_ratelimit worker saved its state and stopped");
+	}
+	proc_exit(0);
 }

@@ -1,7 +1,7 @@
 # The shared library exports only what PostgreSQL looks up by name: its magic
-# block, _PG_init, the background worker's entry point, and each C function
-# the extension's SQL scripts name with its pg_finfo_ record.  Everything
-# else is hidden, so no internal name can collide with another library's
+# block, _PG_init, the entry points of the launcher and the worker, and each
+# C function the extension's SQL scripts name with its pg_finfo_ record.
+# Everything else is hidden, so no internal name can collide with another library's
 # (GNU readline has an rl_restore_state, for one).  And hidden as it is, the
 # library still loads, its worker starts and its functions answer.
 use strict;
@@ -48,7 +48,7 @@ foreach my $script (@scripts)
 cmp_ok(scalar(keys %sql_functions), '>=', 10,
 	'the scripts name C functions: ' . join(' ', sort keys %sql_functions));
 
-my %expected = map { $_ => 1 } qw(Pg_magic_func _PG_init rl_worker_main),
+my %expected = map { $_ => 1 } qw(Pg_magic_func _PG_init rl_launcher_main rl_worker_main),
   map { ($_, "pg_finfo_$_") } keys %sql_functions;
 
 # Every symbol the library defines in its dynamic symbol table, whatever its

@@ -1,0 +1,239 @@
+/*-------------------------------------------------------------------------
+ *
+ * utility.c
+ *		Statements that need the served database without other sessions.
+ *
+ * DROP DATABASE, ALTER DATABASE ... RENAME, ALTER DATABASE ... SET
+ * TABLESPACE and CREATE DATABASE ... TEMPLATE refuse to run while another
+ * session is connected to the database concerned, and the worker always
+ * is.  The library is preloaded, so every backend runs this ProcessUtility
+ * hook: before such a statement on ratelimit.database it asks the worker to
+ * leave (workerstate.c) and waits until the worker has saved its state, as
+ * at a clean stop, and its process is gone: at most RL_DETACH_TIMEOUT_MS,
+ * then the statement runs and fails as it would have.  The request is given
+ * back when the transaction ends, not when the statement does: DROP
+ * DATABASE commits after the hook returns, and a worker back earlier would
+ * connect to a database being dropped.  The launcher then starts the worker
+ * again if the database is (still) there.
+ *
+ * ALTER DATABASE ... ALLOW_CONNECTIONS false makes the worker leave too,
+ * and the launcher waits until connections are allowed again: the way to
+ * keep it off the database for as long as an operator needs.
+ *
+ * Only a role that may run the statement makes the worker leave: the
+ * database's owner (or a superuser); for a copy, a role that may create
+ * databases and copy this one.  Statements that fail anyway (DROP DATABASE
+ * in a transaction block, or of the database one is connected to) do not.
+ *
+ * A statement after which the database may be there or accept connections
+ * (CREATE DATABASE or a rename to its name, ALTER DATABASE on it) wakes the
+ * launcher at commit, so that it looks at once rather than after its
+ * backoff.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
+
+#include "settings.h"
+#include "utility.h"
+#include "workerstate.h"
+
+/* How long a statement waits for the worker to leave */
+#define RL_DETACH_TIMEOUT_MS	10000
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* This transaction may have made the database appear: wake the launcher */
+static bool wake_launcher_at_commit = false;
+static bool callback_registered = false;
+
+/* Release the request to leave and wake the launcher when the transaction ends */
+static void
+pgrl_utility_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			pgrl_release_detach();
+			if (wake_launcher_at_commit && event == XACT_EVENT_COMMIT)
+				pgrl_wake_launcher();
+			wake_launcher_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+pgrl_register_utility_callback(void)
+{
+	if (callback_registered)
+		return;
+	RegisterXactCallback(pgrl_utility_xact_callback, NULL);
+	callback_registered = true;
+}
+
+static bool
+pgrl_is_served(const char *dbname)
+{
+	return dbname != NULL && strcmp(dbname, pgrl_database_name) == 0;
+}
+
+/* An option of CREATE or ALTER DATABASE, or NULL */
+static DefElem *
+pgrl_option(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *option = lfirst_node(DefElem, lc);
+
+		if (strcmp(option->defname, name) == 0)
+			return option;
+	}
+	return NULL;
+}
+
+/* May the current role copy database dboid (CREATE DATABASE ... TEMPLATE)? */
+static bool
+pgrl_may_copy(Oid dboid)
+{
+	HeapTuple	tuple;
+	bool		is_template;
+
+	if (!have_createdb_privilege())
+		return false;
+	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
+	ReleaseSysCache(tuple);
+	return is_template || pg_database_ownercheck(dboid, GetUserId());
+}
+
+static void
+pgrl_wake_launcher_at_commit(void)
+{
+	pgrl_register_utility_callback();
+	wake_launcher_at_commit = true;
+}
+
+/*
+ * Before a statement runs: if it needs the served database alone, make the
+ * worker leave (see the top of this file).
+ */
+static void
+pgrl_before_utility(Node *parsetree, bool top_level)
+{
+	const char *target = NULL;
+	bool		copy = false;
+	bool		in_block = false;	/* may run in a transaction block */
+	Oid			dboid;
+
+	switch (nodeTag(parsetree))
+	{
+		case T_DropdbStmt:
+			target = ((DropdbStmt *) parsetree)->dbname;
+			break;
+		case T_RenameStmt:
+			{
+				RenameStmt *stmt = (RenameStmt *) parsetree;
+
+				if (stmt->renameType != OBJECT_DATABASE)
+					return;
+				if (pgrl_is_served(stmt->newname))
+					pgrl_wake_launcher_at_commit();
+				target = stmt->subname;
+				in_block = true;
+				break;
+			}
+		case T_CreatedbStmt:
+			{
+				CreatedbStmt *stmt = (CreatedbStmt *) parsetree;
+				DefElem    *template = pgrl_option(stmt->options, "template");
+
+				if (pgrl_is_served(stmt->dbname))
+					pgrl_wake_launcher_at_commit();
+				if (template == NULL || template->arg == NULL)
+					return;
+				target = defGetString(template);
+				copy = true;
+				break;
+			}
+		case T_AlterDatabaseStmt:
+			{
+				AlterDatabaseStmt *stmt = (AlterDatabaseStmt *) parsetree;
+				DefElem    *allow = pgrl_option(stmt->options, "allow_connections");
+
+				if (!pgrl_is_served(stmt->dbname))
+					return;
+				pgrl_wake_launcher_at_commit();
+				if (pgrl_option(stmt->options, "tablespace") != NULL)
+					target = stmt->dbname;
+				else if (allow != NULL && allow->arg != NULL && !defGetBoolean(allow))
+				{
+					target = stmt->dbname;
+					in_block = true;
+				}
+				break;
+			}
+		default:
+			return;
+	}
+
+	if (!pgrl_is_served(target))
+		return;
+	if (!in_block && (!top_level || IsTransactionBlock()))
+		return;
+	dboid = get_database_oid(target, true);
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
+		return;
+	if (copy ? !pgrl_may_copy(dboid) : !pg_database_ownercheck(dboid, GetUserId()))
+		return;
+
+	pgrl_register_utility_callback();
+	if (!pgrl_request_detach(RL_DETACH_TIMEOUT_MS))
+		ereport(WARNING,
+				(errmsg("the pg_ratelimit worker did not leave database \"%s\" within %d s",
+						target, RL_DETACH_TIMEOUT_MS / 1000)));
+}
+
+static void
+pgrl_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					 ProcessUtilityContext context, ParamListInfo params,
+					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	/* a standby has no worker, and refuses these statements */
+	if (!RecoveryInProgress())
+		pgrl_before_utility(pstmt->utilityStmt, context == PROCESS_UTILITY_TOPLEVEL);
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+/* Called from _PG_init while shared_preload_libraries is processed */
+void
+pgrl_install_utility_hook(void)
+{
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = pgrl_process_utility;
+}
