@@ -60,7 +60,7 @@ $node->safe_psql('postgres', q{
 query(q{
 	SELECT rl_debug_set_clock('2030-01-01 00:00:10+00');
 	SELECT rl_define_model('chat', rpm => 4, tpm => 1000, rpd => 100, tpd => 100000,
-						   max_concurrent => 3, price_input => 0.001, price_output => 0.002);
+						   max_concurrent => 3, price_input => 2, price_output => 8);
 	SELECT rl_define_model('embed', max_concurrent => 1);
 	SELECT rl_define_model('unlimited');
 	SELECT rl_define_job_type('batch', est_tokens => 100, ratio => 0.25, flexible => false);
@@ -88,6 +88,8 @@ is(query("SELECT granted::text || ' ' || limited_by FROM rl_acquire('chat', toke
 my $e1 = query("SELECT lease_id FROM rl_acquire('embed')");
 is(query("SELECT granted::text || ' ' || limited_by FROM rl_acquire('embed')"),
 	'false concurrency', 'embed: a denial by concurrency');
+is(query("SELECT granted::text || ' ' || limited_by FROM rl_acquire('embed', max_wait => '10ms')"),
+	'false concurrency', 'embed: a wait that timed out');
 my $waiter = $node->background_psql('postgres', on_error_stop => 1);
 $waiter->query_safe('SET search_path = public, ratelimit');
 $waiter->query_until(qr/started/, q{\echo started
@@ -223,9 +225,33 @@ ok($served{$_}, "$_ is declared in queries.yaml")
 is(value($m, 'pg_ratelimit_model_granted_total', model => 'chat'), '4', 'chat: 4 grants');
 is(value($m, 'pg_ratelimit_model_denied_total', model => 'chat'), '3', 'chat: 3 refused calls');
 is(value($m, 'pg_ratelimit_model_in_flight', model => 'chat'), '2', 'chat: 2 leases open');
+is(value($m, 'pg_ratelimit_model_requests_total', model => 'chat'), '4', 'chat: 4 requests');
+is(value($m, 'pg_ratelimit_model_input_tokens_total', model => 'chat'), '250', 'chat: input tokens');
+is(value($m, 'pg_ratelimit_model_output_tokens_total', model => 'chat'), '50', 'chat: output tokens');
+# 250 input tokens at 2 and 50 output tokens at 8 per million
+cmp_ok(value($m, 'pg_ratelimit_model_cost_total', model => 'chat'), '==', 0.0009, 'chat: cost');
+cmp_ok(value($m, 'pg_ratelimit_model_cost_today', model => 'chat'), '==', 0.0009, 'chat: cost today');
+foreach my $limit (qw(rpm tpm job_type))
+{
+	is(value($m, 'pg_ratelimit_denials_total', model => 'chat', limit => $limit), '1',
+		"chat: one denial by $limit");
+}
+foreach my $limit (qw(rpd tpd concurrency memory))
+{
+	is(value($m, 'pg_ratelimit_denials_total', model => 'chat', limit => $limit), '0',
+		"chat: no denial by $limit");
+}
+is(value($m, 'pg_ratelimit_model_denied_total', model => 'embed'), '2', 'embed: 2 refused calls');
+is(value($m, 'pg_ratelimit_denials_total', model => 'embed', limit => 'concurrency'), '2',
+	'embed: both by concurrency');
+is(value($m, 'pg_ratelimit_waits_total', model => 'embed', outcome => 'timed_out'), '1',
+	'embed: one wait timed out');
+ok(value($m, 'pg_ratelimit_waits_seconds_total', model => 'embed', outcome => 'timed_out') > 0,
+	'embed: the seconds it waited');
+is(value($m, 'pg_ratelimit_waits_total', model => 'embed', outcome => 'granted'), '0',
+	'embed: no wait granted yet');
 is(value($m, 'pg_ratelimit_model_waiting', model => 'embed'), '1', 'embed: one waiter');
 is(value($m, 'pg_ratelimit_model_waiting', model => 'chat'), '0', 'chat: no waiter');
-ok(value($m, 'pg_ratelimit_model_cost_today', model => 'chat') > 0, 'chat: a cost today');
 is(value($m, 'pg_ratelimit_model_limit_value', model => 'chat', limit => 'rpm'), '4', 'chat: rpm limit');
 is(value($m, 'pg_ratelimit_model_limit_used', model => 'chat', limit => 'rpm'), '4', 'chat: rpm used');
 is(value($m, 'pg_ratelimit_model_limit_value', model => 'chat', limit => 'tpm'), '1000', 'chat: tpm limit');
@@ -247,6 +273,11 @@ is(value($m, 'pg_ratelimit_usage_today_requests', model => 'chat', job_type => '
 	'usage today: one request of batch on chat');
 is(value($m, 'pg_ratelimit_instances_live'), '1', 'one live instance');
 is(value($m, 'pg_ratelimit_instances_leases'), '1', 'the instance holds one lease');
+is(value($m, 'pg_ratelimit_worker_healthy'), '1', 'the worker is healthy');
+is(value($m, 'pg_ratelimit_worker_running'), '1', 'the worker is running');
+ok(value($m, 'pg_ratelimit_worker_persist_rounds_total') > 0, 'the worker saved the state');
+ok(value($m, 'pg_ratelimit_worker_last_persist_age_seconds') >= 0, 'the age of the last save');
+is(value($m, 'pg_ratelimit_worker_last_error_timestamp_seconds'), '0', 'the worker logged no error');
 
 # the waiter is granted once the slot is freed
 query("SELECT rl_release($e1)");
@@ -255,6 +286,10 @@ $waiter->quit;
 $m = scrape();
 is(value($m, 'pg_ratelimit_model_waiting', model => 'embed'), '0', 'embed: the waiter left');
 is(value($m, 'pg_ratelimit_model_granted_total', model => 'embed'), '2', 'embed: the waiter was granted');
+is(value($m, 'pg_ratelimit_waits_total', model => 'embed', outcome => 'granted'), '1',
+	'embed: one wait granted');
+ok(value($m, 'pg_ratelimit_waits_seconds_total', model => 'embed', outcome => 'granted') > 0,
+	'embed: the seconds the granted wait took');
 
 ######################################################################
 # The dashboard
