@@ -109,10 +109,6 @@ query(q{
 	SELECT rl_heartbeat('worker-1', memory_kb => 1024);
 	SELECT rl_acquire('unlimited', instance => 'worker-1');
 });
-# the worker saves the day's usage (rl_usage) within persist_interval
-$node->poll_query_until('postgres',
-	"SELECT cost > 0 FROM ratelimit.rl_usage WHERE model = 'chat' AND job_type IS NULL")
-  or die 'the usage of chat was not saved';
 
 ######################################################################
 # The exporter
@@ -274,10 +270,6 @@ is(value($m, 'pg_ratelimit_job_type_denied_total', model => 'chat', job_type => 
 	'batch on chat: one refused call');
 is(value($m, 'pg_ratelimit_job_type_limit_share', model => 'chat', job_type => 'batch', limit => 'rpm'),
 	'1', 'batch on chat: its share of rpm');
-ok(value($m, 'pg_ratelimit_usage_today_cost', model => 'chat', job_type => '') > 0,
-	'usage today: the cost of chat without a job type');
-is(value($m, 'pg_ratelimit_usage_today_requests', model => 'chat', job_type => 'batch'), '1',
-	'usage today: one request of batch on chat');
 is(value($m, 'pg_ratelimit_instances_live'), '1', 'one live instance');
 is(value($m, 'pg_ratelimit_instances_leases'), '1', 'the instance holds one lease');
 is(value($m, 'pg_ratelimit_worker_healthy'), '1', 'the worker is healthy');
