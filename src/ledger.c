@@ -12,8 +12,9 @@
  * or how a wait ended, settle, expire, roll windows, copy for the views and
  * for saving, restore, and apply a configuration.  Besides the counters of
  * the current windows, a model keeps totals that only grow (rl_status,
- * rl_stats): they start over only when the model is defined again.  A new limit dimension or a new kind of limit
- * holder changes this module and limits.h.
+ * rl_stats): they start over only when the model is defined again.  A new
+ * limit dimension or a new kind of limit holder changes this module and
+ * limits.h.
  *
  * Every change of a model keeps these rules, in the functions that make
  * it: windows are rolled first (pgrl_roll_windows: they only move
