@@ -40,10 +40,9 @@ EXTENSION = pg_ratelimit
 DATA = pg_ratelimit--1.0.sql pg_ratelimit--1.0--1.1.sql
 PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 
-# The background worker stays connected to ratelimit.database, which
-# pg_regress therefore cannot drop and re-create: the tests use an existing
-# database (contrib_regression, see below), and the first test re-creates
-# the extension in it.
+# The tests use an existing database, the one ratelimit.database names on
+# the test server (contrib_regression, see below), with its worker
+# connected: the first test re-creates the extension in it.
 REGRESS = setup config acquire release capacity clock wait usage shares instances holders errors ledger stats
 REGRESS_OPTS = --use-existing
 

@@ -88,7 +88,7 @@ CREATE FUNCTION rl_worker_internal(
 	OUT healthy boolean, OUT database text, OUT started_at timestamptz,
 	OUT restarts bigint, OUT rounds bigint, OUT last_round_at timestamptz,
 	OUT persist_rounds bigint, OUT last_persist_at timestamptz,
-	OUT last_persist_ms float8, OUT last_persist_rows bigint,
+	OUT last_persist_ms float8, OUT last_persist_rows bigint, OUT rows_written bigint,
 	OUT notifications_sent bigint, OUT waiters_woken bigint,
 	OUT last_error text, OUT last_error_at timestamptz,
 	OUT next_attempt_at timestamptz, OUT stats_since timestamptz)

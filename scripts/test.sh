@@ -43,7 +43,7 @@ trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 start_server "$dir" contrib_regression "fsync = off" "ratelimit.ratio_interval = '1h'" \
 	"ratelimit.enable_test_clock = on"
 psql -Xq -c "CREATE DATABASE contrib_regression"
-# the background worker retries its connection every second until it exists
+# the launcher starts the background worker once the database exists
 for _ in $(seq 50); do
 	[ "$(psql -XAtq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'")" = 1 ] && break
 	sleep 0.2

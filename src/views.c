@@ -48,7 +48,7 @@ PG_FUNCTION_INFO_V1(rl_worker_internal);
 #define INSTANCES_COLUMNS	7
 #define ALLOCATION_COLUMNS	7
 #define STATS_COLUMNS		25
-#define WORKER_COLUMNS		19
+#define WORKER_COLUMNS		20
 
 /* pool_slots of a model none of whose limits the estimates consume */
 #define RL_UNLIMITED_POOL_SLOTS		100
@@ -788,6 +788,7 @@ rl_worker_internal(PG_FUNCTION_ARGS)
 	nulls[c++] = status.persist_rounds == 0;
 	values[c] = Int64GetDatum(status.last_persist_rows);
 	nulls[c++] = status.persist_rounds == 0;
+	values[c++] = Int64GetDatum(status.rows_written);
 	values[c++] = Int64GetDatum(status.notifications_sent);
 	values[c++] = Int64GetDatum((int64) pgrl_waiters_woken());
 	values[c] = CStringGetTextDatum(status.last_error);

@@ -134,6 +134,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 	TimestampTz persist_start = 0;
 	int64		rows = 0;
 	int			notices = 0;
+	TimestampTz end;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -211,13 +212,9 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		SetConfigOption("synchronous_commit", "local", PGC_USERSET, PGC_S_OVERRIDE);
 	CommitTransactionCommand();
 	pgrl_publish_marks();
-	{
-		TimestampTz end = GetCurrentTimestamp();
-
-		/* a save's time includes its synchronous commit */
-		pgrl_worker_count_round(end, installed && save_state, end - persist_start, rows,
-								notices);
-	}
+	/* for rl_worker; a save's time includes its synchronous commit */
+	end = GetCurrentTimestamp();
+	pgrl_worker_count_round(end, save_state, end - persist_start, rows, notices);
 	/* let autovacuum see the rows we rewrite every interval */
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);

@@ -66,6 +66,7 @@ typedef struct RlWorkerShared
 	TimestampTz last_persist_at;
 	int64		last_persist_us;
 	int64		last_persist_rows;
+	int64		rows_written;	/* by every save since start */
 	int64		notifications_sent;
 	char		last_error[RL_WORKER_ERROR_LEN];
 	TimestampTz last_error_at;
@@ -301,6 +302,7 @@ pgrl_worker_count_round(TimestampTz at, bool persisted, int64 persist_us, int64 
 		shared->last_persist_at = at;
 		shared->last_persist_us = persist_us;
 		shared->last_persist_rows = rows;
+		shared->rows_written += rows;
 	}
 	shared->notifications_sent += notifications;
 	SpinLockRelease(&shared->mutex);
@@ -428,6 +430,7 @@ pgrl_worker_status(RlWorkerStatus *status)
 	status->last_persist_at = shared->last_persist_at;
 	status->last_persist_us = shared->last_persist_us;
 	status->last_persist_rows = shared->last_persist_rows;
+	status->rows_written = shared->rows_written;
 	status->notifications_sent = shared->notifications_sent;
 	memcpy(status->last_error, shared->last_error, sizeof(status->last_error));
 	status->last_error_at = shared->last_error_at;

@@ -60,6 +60,7 @@ typedef struct RlWorkerStatus
 	TimestampTz last_persist_at;
 	int64		last_persist_us;
 	int64		last_persist_rows;
+	int64		rows_written;
 	int64		notifications_sent;
 	char		last_error[RL_WORKER_ERROR_LEN];
 	TimestampTz last_error_at;

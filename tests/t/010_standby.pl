@@ -104,6 +104,10 @@ like($err, qr/NOTICE:  .*standby/, 'rl_instances on a standby raises the NOTICE'
 ($out, $err) = run_sql($standby1, "SELECT limit_value FROM rl_capacity('m1') WHERE dimension = 'rpm'");
 is($out, '3', 'standby rl_capacity shows the changed rpm');
 like($err, qr/NOTICE:  .*standby/, 'rl_capacity on a standby raises the NOTICE');
+($out, $err) = run_sql($standby1, q{SET search_path = public, ratelimit;
+	SELECT state || ' ' || healthy || ' ' || (launcher_pid IS NULL) || ' ' || (worker_pid IS NULL)
+	FROM rl_worker});
+is($out, 'standby true true true', 'standby rl_worker: no launcher, no worker, as it should be');
 
 ######################################################################
 # Everything that changes the state refuses on a standby with 25006
