@@ -14,9 +14,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [ "${1:-}" != "--inner" ]; then
 	# tests/t/020_pooler.pl runs PgBouncer and the psycopg example through it
-	install_deps pgbouncer python3-psycopg
+	optional=(pgbouncer python3-psycopg)
+	# tests/t/050_prometheus.pl runs contrib/prometheus/queries.yaml through
+	# the Prometheus PostgreSQL exporter
+	optional+=(prometheus-postgres-exporter)
 	# the demo suite draws the demo's picture with gnuplot
-	install_deps gnuplot-nox
+	optional+=(gnuplot-nox)
+	install_deps "${optional[@]}"
 	# the extension's own assertions (lock preconditions) are checked in tests
 	export ASSERTS=1
 	build_and_install
