@@ -50,7 +50,7 @@ def run_job(acquire_conn, release_conn, model, prompt):
     """One rate-limited call; True when it was granted and released."""
     granted, lease_id, retry_after, limited_by = acquire_conn.execute(
         "SELECT granted, lease_id, retry_after, limited_by"
-        " FROM rl_acquire(%s, tokens => %s, max_wait => '30 seconds')",
+        " FROM ratelimit.rl_acquire(%s, tokens => %s, max_wait => '30 seconds')",
         (model, 1200)).fetchone()
     if not granted:
         print(f"denied by {limited_by}, retry after {retry_after}", file=sys.stderr)
@@ -59,10 +59,10 @@ def run_job(acquire_conn, release_conn, model, prompt):
         input_tokens, output_tokens, cached_tokens = provider_call(prompt)
     except Exception:
         # release without usage keeps the estimate
-        release_conn.execute("SELECT * FROM rl_release(%s)", (lease_id,))
+        release_conn.execute("SELECT * FROM ratelimit.rl_release(%s)", (lease_id,))
         raise
     released, = release_conn.execute(
-        "SELECT released FROM rl_release(%s, input_tokens => %s,"
+        "SELECT released FROM ratelimit.rl_release(%s, input_tokens => %s,"
         " output_tokens => %s, cached_tokens => %s)",
         (lease_id, input_tokens, output_tokens, cached_tokens)).fetchone()
     return released

@@ -15,6 +15,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [ "${1:-}" != "--inner" ]; then
 	# tests/t/020_pooler.pl runs PgBouncer and the psycopg example through it
 	install_deps pgbouncer python3-psycopg
+	# tests/t/030_examples.pl runs the README's Python and Node clients (npm
+	# installs their pg; some nodejs packages bring their own npm)
+	command -v npm >/dev/null || install_deps nodejs npm
 	# the extension's own assertions (lock preconditions) are checked in tests
 	export ASSERTS=1
 	build_and_install
