@@ -39,8 +39,7 @@ make -s clean >/dev/null 2>&1 || true
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 # the tests move the limiter's clock: a throwaway server may enable it
-start_server "$dir" contrib_regression "fsync = off" "ratelimit.ratio_interval = '1h'" \
-	"ratelimit.enable_test_clock = on"
+start_server "$dir" contrib_regression "fsync = off" "ratelimit.enable_test_clock = on"
 psql -Xq -c "CREATE DATABASE contrib_regression"
 # the background worker retries its connection every second until it exists
 for _ in $(seq 50); do
