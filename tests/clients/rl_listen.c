@@ -72,10 +72,12 @@ ms_since(PGconn *conn, const char *at)
 /*
  * Sleep on the connection's socket until a notification on rl_capacity names
  * the model; copy its "at" (the reset or release, on the limiter's clock) into
- * at.  False when the deadline passes first.
+ * at.  False when the deadline passes first.  A notification that arrived
+ * with the results of the acquire is already queued: it counts.
  */
 static bool
-wait_for_notification(PGconn *conn, const char *model, time_t deadline, char *at, size_t atlen)
+wait_for_notification(PGconn *conn, const char *model, time_t deadline,
+					  char *at, size_t atlen)
 {
 	for (;;)
 	{
@@ -86,16 +88,6 @@ wait_for_notification(PGconn *conn, const char *model, time_t deadline, char *at
 		bool		found = false;
 		time_t		now = time(NULL);
 
-		if (now >= deadline)
-			return false;
-		FD_ZERO(&input);
-		FD_SET(sock, &input);
-		timeout.tv_sec = deadline - now;
-		timeout.tv_usec = 0;
-		if (select(sock + 1, &input, NULL, NULL, &timeout) < 0 && errno != EINTR)
-			die(conn, "select");
-		if (!PQconsumeInput(conn))
-			die(conn, "PQconsumeInput");
 		while ((notify = PQnotifies(conn)) != NULL)
 		{
 			char		name[256];
@@ -108,6 +100,16 @@ wait_for_notification(PGconn *conn, const char *model, time_t deadline, char *at
 		}
 		if (found)
 			return true;
+		if (now >= deadline)
+			return false;
+		FD_ZERO(&input);
+		FD_SET(sock, &input);
+		timeout.tv_sec = deadline - now;
+		timeout.tv_usec = 0;
+		if (select(sock + 1, &input, NULL, NULL, &timeout) < 0 && errno != EINTR)
+			die(conn, "select");
+		if (!PQconsumeInput(conn))
+			die(conn, "PQconsumeInput");
 	}
 }
 
