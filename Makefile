@@ -34,14 +34,14 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = pg_ratelimit
-DATA = pg_ratelimit--1.0.sql
+DATA = pg_ratelimit--1.0.sql pg_ratelimit--1.0--1.1.sql
 PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 
 # The background worker stays connected to ratelimit.database, which
 # pg_regress therefore cannot drop and re-create: the tests use an existing
 # database (contrib_regression, see below), and the first test re-creates
 # the extension in it.
-REGRESS = setup config acquire release capacity clock wait usage shares instances holders errors ledger
+REGRESS = setup config alter acquire release capacity clock wait usage shares instances holders errors ledger
 REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency race_share race_window config_repeatable_read config_serializable wait_lost_wakeup role_cap

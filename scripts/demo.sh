@@ -28,7 +28,10 @@ fi
 # a throwaway server: with --keep, rl_debug_set_clock() can be tried on it
 start_server "$dir" ratelimit_demo "ratelimit.enable_test_clock = on"
 export PGOPTIONS="-c client_min_messages=warning"
-psql -Xq -c "CREATE DATABASE ratelimit_demo"
+# the extension lives in the schema ratelimit: every session of the demo
+# (and of a kept server) finds it through the database's search_path
+psql -Xq -c "CREATE DATABASE ratelimit_demo" \
+	-c "ALTER DATABASE ratelimit_demo SET search_path = public, ratelimit"
 export PGDATABASE=ratelimit_demo
 
 log "configuring two models and two job types"

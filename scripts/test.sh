@@ -76,6 +76,8 @@ run_suite() {
 
 # the modules call each other without cycles (src/README.md)
 run_suite structure bash -c 'make -s with_llvm=no >/dev/null && python3 tools/module_graph.py'
+# the control file, upgrade scripts, Makefile and META.json agree
+run_suite structure python3 tools/check_packaging.py
 run_suite regress make -s installcheck ISOLATION= TAP_TESTS=
 run_suite isolation make -s installcheck REGRESS= TAP_TESTS=
 run_suite stress bash tests/stress/run.sh

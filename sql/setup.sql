@@ -5,6 +5,15 @@ SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS pg_ratelimit;
 CREATE EXTENSION pg_ratelimit;
 RESET client_min_messages;
+-- The objects live in the schema ratelimit: the tests (each file is a new
+-- session) and the isolation specs that follow find them through the
+-- database's search_path, as an application may (README, "Schemas")
+DO $$
+BEGIN
+	EXECUTE format('ALTER DATABASE %I SET search_path = public, ratelimit', current_database());
+END
+$$;
+SET search_path = public, ratelimit;
 SHOW ratelimit.database;
 SHOW ratelimit.max_models;
 SHOW ratelimit.max_job_types;
@@ -47,6 +56,41 @@ LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
 LEFT JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
 WHERE d.deptype = 'e'
   AND coalesce(p.proname, c.relname, t.typname) NOT LIKE 'rl\_%';
+
+-- the schema layout (README, "Schemas"): every object and where it lives;
+-- nothing in public
+SELECT n.nspname AS schema,
+	   CASE d.classid
+		   WHEN 'pg_proc'::regclass THEN 'function'
+		   WHEN 'pg_type'::regclass THEN 'type'
+		   WHEN 'pg_namespace'::regclass THEN 'schema'
+		   ELSE CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' END
+	   END AS kind,
+	   coalesce(p.proname, c.relname, t.typname, s.nspname) AS name
+FROM pg_depend d
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_ratelimit'
+LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+LEFT JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
+LEFT JOIN pg_namespace s ON d.classid = 'pg_namespace'::regclass AND s.oid = d.objid
+JOIN pg_namespace n ON n.oid = coalesce(p.pronamespace, c.relnamespace, t.typnamespace, s.oid)
+WHERE d.deptype = 'e'
+ORDER BY 1, 2, 3;
+-- the extension is recorded in ratelimit, which is not a member (pg_dump
+-- creates it ahead of CREATE EXTENSION ... WITH SCHEMA ratelimit); PUBLIC
+-- may look into ratelimit but not into ratelimit_internal
+SELECT extversion, extnamespace::regnamespace AS schema, extrelocatable FROM pg_extension
+WHERE extname = 'pg_ratelimit';
+SELECT nspname,
+	   EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
+			   AND d.objid = n.oid AND d.deptype = 'e') AS member,
+	   has_schema_privilege('public', n.oid, 'USAGE') AS public_usage
+FROM pg_namespace n WHERE nspname LIKE 'ratelimit%' ORDER BY nspname;
+-- every object says what it is for (the Description column of psql's lists)
+SELECT count(*) AS without_comment
+FROM pg_depend d
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_ratelimit'
+WHERE d.deptype = 'e' AND obj_description(d.objid, d.classid::regclass::text::name) IS NULL;
 
 SELECT attname, format_type(atttypid, atttypmod)
 FROM pg_attribute WHERE attrelid = 'rl_grant'::regclass AND attnum > 0 ORDER BY attnum;

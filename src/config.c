@@ -773,13 +773,21 @@ pgrl_check_config_triggers(void)
 	Oid			schema;
 	Oid			owner;
 	bool		all_enabled = true;
+	bool		all_found = true;
 
 	if (!pgrl_extension_lookup(&extension_oid, &schema, &owner))
 		return;
 	for (int i = 0; i < (int) lengthof(config_tables); i++)
 	{
+		/*
+		 * A table missing from the extension's schema was just moved
+		 * (ALTER EXTENSION UPDATE, which this round waited for in
+		 * table_open) or dropped: look again next round, no warning.
+		 */
 		config_relids[i] = get_relname_relid(config_tables[i], schema);
-		if (!OidIsValid(config_relids[i]) || !pgrl_config_triggers_enabled(config_relids[i]))
+		if (!OidIsValid(config_relids[i]))
+			all_found = false;
+		else if (!pgrl_config_triggers_enabled(config_relids[i]))
 			all_enabled = false;
 	}
 	if (all_enabled)
@@ -789,10 +797,11 @@ pgrl_check_config_triggers(void)
 		ereport(WARNING,
 				(errmsg("pg_ratelimit configuration triggers are not ENABLE ALWAYS"),
 				 errdetail("The worker reads the configuration tables again every round until they are."),
-				 errhint("For each of rl_model, rl_job_type and rl_job_type_wait: ALTER TABLE rl_model ENABLE ALWAYS TRIGGER rl_model_changed, ENABLE ALWAYS TRIGGER rl_model_truncated.")));
+				 errhint("For each of rl_model, rl_job_type and rl_job_type_wait: ALTER TABLE %s.rl_model ENABLE ALWAYS TRIGGER rl_model_changed, ENABLE ALWAYS TRIGGER rl_model_truncated.",
+						 quote_identifier(get_namespace_name(schema)))));
 		warned_at = GetCurrentTimestamp();
 	}
-	if (config_relation_changed || !all_enabled)
+	if (config_relation_changed || !all_enabled || !all_found)
 	{
 		config_relation_changed = false;
 		pgrl_request_config_resync();

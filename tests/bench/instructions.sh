@@ -37,6 +37,8 @@ as_server_user valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind/%p
 	"$PG_BIN/postgres" -D "$dir/data" >"$dir/server.log" 2>&1 &
 trap 'as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 export PGHOST=$dir PGDATABASE=postgres
+# the extension lives in the schema ratelimit
+export PGOPTIONS="-c search_path=public,ratelimit"
 if is_root; then export PGUSER=postgres; fi
 for _ in $(seq 120); do "$PG_BIN/pg_isready" -q && break; sleep 1; done
 psql -XAtq -v ON_ERROR_STOP=1 >/dev/null <<'SQL'

@@ -37,7 +37,9 @@ trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 start_server "$dir" ratelimit_bench "max_connections = 200" "ratelimit.max_models = 22000" \
 	"ratelimit.max_leases = 200000" "ratelimit.enable_test_clock = on"
 export PGOPTIONS="-c client_min_messages=warning"
-psql -Xq -c "CREATE DATABASE ratelimit_bench"
+# the extension lives in the schema ratelimit
+psql -Xq -c "CREATE DATABASE ratelimit_bench" \
+	-c "ALTER DATABASE ratelimit_bench SET search_path = public, ratelimit"
 export PGDATABASE=ratelimit_bench
 # the worker connects to the new database within a second
 sleep 1.5

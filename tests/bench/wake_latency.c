@@ -190,7 +190,7 @@ main(int argc, char **argv)
 	rounds = argc > 4 ? atoi(argv[4]) : 10;
 
 	admin = connect_or_die(conninfo);
-	snprintf(sql, sizeof(sql), "SELECT rl_define_model('%s', rpm => %d)", MODEL, waiters);
+	snprintf(sql, sizeof(sql), "SELECT ratelimit.rl_define_model('%s', rpm => %d)", MODEL, waiters);
 	query_double(admin, sql);
 
 	wconn = calloc(waiters, sizeof(PGconn *));
@@ -220,12 +220,12 @@ main(int argc, char **argv)
 
 		/* the middle of a fresh minute, with rpm used up */
 		snprintf(sql, sizeof(sql),
-				 "SELECT rl_debug_set_clock('2030-01-01 00:00:30+00'::timestamptz + interval '%d min')",
+				 "SELECT ratelimit.rl_debug_set_clock('2030-01-01 00:00:30+00'::timestamptz + interval '%d min')",
 				 round * 2);
 		query_double(admin, sql);
 		snprintf(sql, sizeof(sql),
 				 "SELECT count(*) FROM generate_series(1, %d) i"
-				 " WHERE (rl_acquire('%s', tokens => i - i, ttl => '1 hour')).granted",
+				 " WHERE (ratelimit.rl_acquire('%s', tokens => i - i, ttl => '1 hour')).granted",
 				 waiters, MODEL);
 		if ((int) query_double(admin, sql) != waiters)
 		{
@@ -236,8 +236,8 @@ main(int argc, char **argv)
 		for (int i = 0; i < waiters; i++)
 		{
 			snprintf(sql, sizeof(sql),
-					 "SELECT granted, extract(epoch FROM rl_clock()) * 1000"
-					 " FROM rl_acquire('%s', max_wait => '5 min', ttl => '1 hour')",
+					 "SELECT granted, extract(epoch FROM ratelimit.rl_clock()) * 1000"
+					 " FROM ratelimit.rl_acquire('%s', max_wait => '5 min', ttl => '1 hour')",
 					 MODEL);
 			if (!PQsendQuery(wconn[i], sql))
 			{
@@ -245,7 +245,7 @@ main(int argc, char **argv)
 				return 1;
 			}
 		}
-		snprintf(sql, sizeof(sql), "SELECT waiting FROM rl_status WHERE model = '%s'", MODEL);
+		snprintf(sql, sizeof(sql), "SELECT waiting FROM ratelimit.rl_status WHERE model = '%s'", MODEL);
 		for (double started = now_ms(); (int) query_double(admin, sql) < waiters;)
 		{
 			if (now_ms() - started > 30000)
@@ -267,11 +267,11 @@ main(int argc, char **argv)
 
 		/* 200 ms before the boundary; remember where the boundary is */
 		snprintf(sql, sizeof(sql),
-				 "SELECT rl_debug_set_clock('2030-01-01 00:00:59.8+00'::timestamptz + interval '%d min')",
+				 "SELECT ratelimit.rl_debug_set_clock('2030-01-01 00:00:59.8+00'::timestamptz + interval '%d min')",
 				 round * 2);
 		query_double(admin, sql);
 		offset_ms = query_double(admin,
-								 "SELECT extract(epoch FROM rl_clock() - clock_timestamp()) * 1000");
+								 "SELECT extract(epoch FROM ratelimit.rl_clock() - clock_timestamp()) * 1000");
 		snprintf(sql, sizeof(sql),
 				 "SELECT extract(epoch FROM '2030-01-01 00:01:00+00'::timestamptz + interval '%d min') * 1000",
 				 round * 2);
@@ -356,8 +356,8 @@ main(int argc, char **argv)
 	printf("ratio blocked rl_acquire / pg_sleep_until baseline: p50 %.2f, p99 %.2f\n",
 		   wake_p50 / base_p50, wake_p99 / base_p99);
 
-	query_double(admin, "SELECT rl_debug_set_clock(NULL)");
-	snprintf(sql, sizeof(sql), "SELECT rl_drop_model('%s')", MODEL);
+	query_double(admin, "SELECT ratelimit.rl_debug_set_clock(NULL)");
+	snprintf(sql, sizeof(sql), "SELECT ratelimit.rl_drop_model('%s')", MODEL);
 	query_double(admin, sql);
 	return 0;
 }

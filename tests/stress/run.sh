@@ -9,7 +9,8 @@ set -euo pipefail
 
 CLIENTS=${CLIENTS:-16}
 db=$(psql -XAtq -d postgres -c "SHOW ratelimit.database")
-export PGDATABASE=$db PGOPTIONS="-c client_min_messages=warning"
+# the extension lives in the schema ratelimit
+export PGDATABASE=$db PGOPTIONS="-c client_min_messages=warning -c search_path=public,ratelimit"
 sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 quietly() { sql "$1" >/dev/null; }
 work=$(mktemp -d)

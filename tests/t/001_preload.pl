@@ -7,6 +7,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_ratelimit');

@@ -8,6 +8,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('config_restart');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $node->start;
 

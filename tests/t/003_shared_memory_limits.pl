@@ -8,6 +8,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('limits');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.max_models = 2

@@ -13,6 +13,7 @@ my $client = "$ENV{TESTDIR}/tests/clients/rl_listen";
 
 my $node = PostgreSQL::Test::Cluster->new('notify');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $node->append_conf('postgresql.conf', "ratelimit.enable_test_clock = on");
 $node->start;

@@ -12,6 +12,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('job_types');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $node->append_conf('postgresql.conf', "ratelimit.enable_test_clock = on");
 $node->append_conf('postgresql.conf', "ratelimit.ratio_interval = '1h'");

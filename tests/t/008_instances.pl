@@ -11,6 +11,7 @@ use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('instances');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $node->append_conf('postgresql.conf', "ratelimit.enable_test_clock = on");
 $node->start;

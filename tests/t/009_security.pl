@@ -4,16 +4,17 @@
 # puts public ahead of pg_catalog in the database's search_path, plants
 # operators (*(numeric,integer), =(oid,oid), =(text,text), ...) and now()
 # in public, each noting that it ran and making the attacker superuser
-# when run by one, overloads of the extension's own helper function in
-# public (the extension's schema), and look-alike rl_* tables (other limits, counters and
-# a test clock offset of a century) with an =(oid,oid) that points the
-# extension's schema at them in a schema of its own.  Through a job type
-# defined by a superuser, a clean restart (the worker loads the state), a
-# crash restart, and restarts without a worker after which the attacker,
-# then an ordinary role without any privilege on the internal tables,
-# calls first: no planted function runs, the attacker never becomes
-# superuser, the first call succeeds and the limiter keeps its own limits,
-# counters and clock.
+# when run by one, overloads of the extension's own helper functions in
+# public (the schema of a 1.0 installation), and look-alike rl_* tables
+# (other limits, counters and a test clock offset of a century) with an
+# =(oid,oid) that points the extension's schema at them in a schema of its
+# own.  Through the update of a 1.0 installation (in public) to 1.1 (in
+# ratelimit, where the attacker cannot create), a job type defined by a
+# superuser, a clean restart (the worker loads the state), a crash restart,
+# and restarts without a worker after which the attacker, then an ordinary
+# role without any privilege on the internal tables, calls first: no
+# planted function runs, the attacker never becomes superuser, the first
+# call succeeds and the limiter keeps its own limits, counters and clock.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -23,6 +24,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('security');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.persist_interval = '200ms'
@@ -67,10 +69,11 @@ $node->append_conf('postgresql.conf', "ratelimit.database = 'app'");
 $node->restart;
 my $worker = wait_for_worker_round('');
 
-# The administrator sets the limiter up as the README says: the extension in
-# public, a model, an instance and some traffic (3 granted, one lease open).
+# The administrator set the limiter up as the README of 1.0 said: the
+# extension in public, a model, an instance and some traffic (3 granted, one
+# lease open).
 query(q{
-	CREATE EXTENSION pg_ratelimit;
+	CREATE EXTENSION pg_ratelimit VERSION '1.0';
 	SELECT rl_define_model('gpt', rpm => 60, tpm => 100000, max_concurrent => 5);
 	SELECT rl_heartbeat('w1');
 	SELECT rl_release((rl_acquire('gpt', tokens => 100, instance => 'w1')).lease_id);
@@ -81,7 +84,7 @@ query(q{
 # From now on the test's own queries put pg_catalog first, so that they
 # never call what the attacker plants; the sessions under attack clear this
 # and get the database's search_path (victim() above).
-$ENV{PGOPTIONS} = '-c search_path=pg_catalog,public';
+$ENV{PGOPTIONS} = '-c search_path=pg_catalog,ratelimit,public';
 
 # Then the attacker plants, as the owner of the database and without any
 # other privilege.
@@ -171,10 +174,10 @@ INSERT INTO evil.rl_instance_state VALUES ('evil-instance', NULL, now(), now());
 INSERT INTO evil.rl_saved_clock VALUES (1, 100::bigint * 365 * 86400 * 1000000, now());
 
 -- in its own schema, an =(oid,oid) that says the extension's schema
--- (public) is this one
+-- (public in 1.0, ratelimit in 1.1) is this one
 CREATE FUNCTION evil.oideq(oid, oid) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
-	ext oid := 'public'::regnamespace;
+	ext oid := coalesce(pg_catalog.to_regnamespace('ratelimit'), 'public'::regnamespace);
 	mine oid := 'evil'::regnamespace;
 BEGIN
 	PERFORM evil.note('evil.=(oid,oid)');
@@ -230,9 +233,10 @@ CREATE OPERATOR public.= (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTIO
 CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
 BEGIN PERFORM evil.note('now()'); RETURN pg_catalog.now(); END $$;
 
--- overloads, in the extension's own schema, of the helper the SECURITY
--- DEFINER configuration functions call, closer to the types of their
--- bigint and integer arguments than its numeric
+-- overloads, in the extension's schema of 1.0, of the helpers the
+-- SECURITY DEFINER configuration functions call, closer to the types of
+-- their bigint and integer arguments than its numeric (1.1 calls them in
+-- ratelimit_internal, where nobody else can create)
 CREATE FUNCTION public.rl_internal_check_amount(bigint, text, boolean) RETURNS void
 LANGUAGE plpgsql AS $$ BEGIN PERFORM evil.note('rl_internal_check_amount(bigint)'); END $$;
 CREATE FUNCTION public.rl_internal_check_amount(integer, text, boolean) RETURNS void
@@ -304,18 +308,47 @@ sub wait_for_saved_state
 wait_for_saved_state(0);
 check_step('after planting', '');
 
+# 0. A superuser updates the extension to 1.1, in a session with the
+# database's search_path: the update script runs as that superuser with
+# public (the extension's schema so far) first, and calls nothing planted.
+# Everything leaves public, for schemas where only superusers create.
+my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
+my ($ret, $stdout, $stderr) = victim($superuser, 'ALTER EXTENSION pg_ratelimit UPDATE');
+is($ret, 0, 'a superuser updates the extension to 1.1') or diag($stderr);
+is(query(q{SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension
+		   WHERE extname = 'pg_ratelimit'}),
+	'1.1 ratelimit', 'the extension is now 1.1, in ratelimit');
+check_step('updated to 1.1', '');
+wait_for_saved_state(0);
+
+# The attacker, owner of the database, can plant nothing in the new schemas
+# nor call the internal helpers
+($ret, $stdout, $stderr) = victim('attacker', q{
+	CREATE FUNCTION ratelimit.rl_clock(integer) RETURNS timestamptz
+	LANGUAGE sql AS 'SELECT pg_catalog.now()'});
+like($stderr, qr/permission denied for schema ratelimit/,
+	'the attacker cannot create in ratelimit');
+($ret, $stdout, $stderr) = victim('attacker', q{
+	CREATE FUNCTION ratelimit_internal.rl_internal_check_amount(bigint, text, boolean)
+	RETURNS void LANGUAGE sql AS ''});
+like($stderr, qr/permission denied for schema ratelimit_internal/,
+	'the attacker cannot create in ratelimit_internal');
+($ret, $stdout, $stderr) =
+  victim('attacker', q{SELECT ratelimit_internal.rl_internal_resync()});
+like($stderr, qr/permission denied for schema ratelimit_internal/,
+	'the attacker cannot call the internal helpers');
+
 # 1. A superuser changes the configuration: the commit hands it to shared
-# memory, in the superuser's session with the database's search_path.
-my ($ret, $stdout, $stderr) =
-  victim($node->safe_psql('postgres', 'SELECT current_user'),
-	q{SELECT rl_define_job_type('chat', max_wait => '2 seconds')});
+# memory, in the superuser's session with the database's search_path
+# (calling the function by its qualified name, as the README says).
+($ret, $stdout, $stderr) =
+  victim($superuser, q{SELECT ratelimit.rl_define_job_type('chat', max_wait => '2 seconds')});
 is($ret, 0, 'a superuser defines a job type') or diag($stderr);
 check_step('job type defined', 'chat');
 
 # 1b. The same with a model, whose limits are bigint and integer arguments
-($ret, $stdout, $stderr) =
-  victim($node->safe_psql('postgres', 'SELECT current_user'),
-	q{SELECT rl_define_model('gpt', rpm => 60, tpm => 100000, max_concurrent => 5)});
+($ret, $stdout, $stderr) = victim($superuser,
+	q{SELECT ratelimit.rl_define_model('gpt', rpm => 60, tpm => 100000, max_concurrent => 5)});
 is($ret, 0, 'a superuser redefines a model') or diag($stderr);
 check_step('model redefined', 'chat');
 wait_for_saved_state(1);
@@ -347,7 +380,7 @@ is($node->safe_psql('postgres',
 $node->safe_psql('postgres', 'ALTER ROLE attacker NOSUPERUSER');
 query(q{TRUNCATE evil.log; SELECT setval('evil.hits', 1, false)});
 ($ret, $stdout, $stderr) =
-  victim('attacker', q{SET search_path = evil, pg_catalog; SELECT public.rl_clock()});
+  victim('attacker', q{SET search_path = evil, pg_catalog; SELECT ratelimit.rl_clock()});
 is($ret, 0, 'the attacker calls rl_clock() first after a start') or diag($stderr);
 unlike($stderr, qr/permission denied/, 'it needs no privilege on the internal tables');
 check_step('attacker first after a start', 'chat');
@@ -356,7 +389,7 @@ check_step('attacker first after a start', 'chat');
 # privilege on the internal tables either.
 wait_for_saved_state(1);
 $node->restart;
-($ret, $stdout, $stderr) = victim('app_user', q{SELECT rpm FROM rl_status});
+($ret, $stdout, $stderr) = victim('app_user', q{SELECT rpm FROM ratelimit.rl_status});
 is($ret, 0, 'an ordinary role reads rl_status first after a start') or diag($stderr);
 unlike($stderr, qr/permission denied/, 'it needs no privilege on the internal tables');
 is($stdout, '60', 'it sees the configured limit');

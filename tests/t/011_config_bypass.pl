@@ -18,6 +18,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('config_bypass');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $node->append_conf('postgresql.conf', "ratelimit.enable_test_clock = on");
 $node->start;
@@ -211,6 +212,7 @@ ok($node->poll_query_until('postgres', models_sql('base'), 'base=77'),
 
 my $publisher = PostgreSQL::Test::Cluster->new('publisher');
 $publisher->init(allows_streaming => 'logical');
+$publisher->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $publisher->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $publisher->start;
 $publisher->safe_psql('postgres', q{

@@ -19,6 +19,7 @@ use Test::More;
 
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
+$primary->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $primary->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.enable_test_clock = on

@@ -11,6 +11,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('no_worker');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 # no background worker can register: the limiter's worker does not run
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'

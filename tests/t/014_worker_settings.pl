@@ -11,6 +11,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('worker_settings');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.persist_interval = '200ms'
@@ -32,7 +33,7 @@ $node->restart;
 # the test's own sessions undo the database's settings
 $ENV{PGOPTIONS} = join(' ', '-c default_transaction_read_only=off', '-c statement_timeout=0',
 	'-c lock_timeout=0', '-c idle_in_transaction_session_timeout=0',
-	'-c default_transaction_isolation=read\ committed', '-c search_path=public');
+	'-c default_transaction_isolation=read\ committed', '-c search_path=public,ratelimit');
 sub query { return $node->safe_psql('postgres', shift); }
 
 is(query("SELECT count(*) FILTER (WHERE (rl_acquire('m', max_wait => '1 min')).granted) FROM generate_series(1, 5)"),

@@ -13,6 +13,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('holds');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.enable_test_clock = on

@@ -23,6 +23,7 @@ my $without = $n - $with_instance;
 
 my $node = PostgreSQL::Test::Cluster->new('many_leases');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.enable_test_clock = on

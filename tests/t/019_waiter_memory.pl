@@ -14,6 +14,7 @@ use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('memory');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.ratio_interval = '1h'

@@ -28,6 +28,7 @@ if (!$pgbouncer)
 
 my $node = PostgreSQL::Test::Cluster->new('pooler');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $node->start;
 

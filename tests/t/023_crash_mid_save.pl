@@ -12,6 +12,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('mid_save');
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'pg_ratelimit'
 ratelimit.max_leases = 200000

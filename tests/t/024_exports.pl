@@ -81,6 +81,7 @@ foreach my $name (sort keys %expected)
 # (found by name through bgw_function_name) starts and grants, and a call
 # answers
 $node->init;
+$node->append_conf('postgresql.conf', "search_path = 'public, ratelimit'");
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_ratelimit'");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_ratelimit');

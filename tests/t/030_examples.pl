@@ -62,7 +62,7 @@ ratelimit.enable_test_clock = on
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE ratelimit_demo');
-$node->safe_psql('ratelimit_demo', 'CREATE SCHEMA ratelimit; CREATE EXTENSION pg_ratelimit SCHEMA ratelimit');  # TEMP until 1.1
+$node->safe_psql('ratelimit_demo', 'CREATE EXTENSION pg_ratelimit');
 
 sub query { return $node->safe_psql('ratelimit_demo', shift); }
 
