@@ -39,9 +39,9 @@
 ------------------------------------------------------------------------------
 
 -- Lock the tables the background worker reads and writes before anything
--- below does: a save in progress finishes first (we wait for its locks),
--- and the next round, which opens the configuration tables first, waits
--- for our commit and then finds the tables where this script put them.
+-- below does: a worker round in progress (it holds rl_model from its start,
+-- src/config.c) finishes first, and the next one waits for our commit and
+-- then finds the tables where this script put them.
 LOCK TABLE rl_model, rl_job_type, rl_job_type_wait, rl_counter, rl_share_counter,
 	rl_lease_state, rl_usage_daily, rl_mark, rl_instance_state, rl_saved_clock
 	IN ACCESS EXCLUSIVE MODE;
@@ -535,8 +535,10 @@ BEGIN
 										  dest::pg_catalog.regnamespace);
 			END IF;
 		ELSIF member.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass THEN
-			SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'v' THEN 'VIEW'
-						WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' END
+			SELECT CASE WHEN c.relkind OPERATOR(pg_catalog.=) 'r'::"char" THEN 'TABLE'
+						WHEN c.relkind OPERATOR(pg_catalog.=) 'v'::"char" THEN 'VIEW'
+						WHEN c.relkind OPERATOR(pg_catalog.=) 'm'::"char" THEN 'MATERIALIZED VIEW'
+						WHEN c.relkind OPERATOR(pg_catalog.=) 'S'::"char" THEN 'SEQUENCE' END
 			INTO kind
 			FROM pg_catalog.pg_class c
 			WHERE c.oid OPERATOR(pg_catalog.=) member.objid
@@ -546,7 +548,7 @@ BEGIN
 										  kind, member.objid::pg_catalog.regclass);
 			END IF;
 		ELSIF member.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass THEN
-			SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
+			SELECT CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd'::"char" THEN 'DOMAIN' ELSE 'TYPE' END
 			INTO kind
 			FROM pg_catalog.pg_type t
 			WHERE t.oid OPERATOR(pg_catalog.=) member.objid

@@ -753,7 +753,12 @@ pgrl_config_triggers_enabled(Oid relid)
 		if (trigger->tgenabled != TRIGGER_FIRES_ALWAYS)
 			enabled = false;
 	}
-	table_close(rel, AccessShareLock);
+	/*
+	 * Keep the lock to the end of the round's transaction: an update of the
+	 * extension that moves its tables (pg_ratelimit--1.0--1.1.sql locks them
+	 * first) then waits for a round that has looked up their schema to end.
+	 */
+	table_close(rel, NoLock);
 	return enabled && ours > 0;
 }
 
