@@ -114,6 +114,19 @@ EXTRA_CLEAN += $(ASSERTS_STAMP)
 tests/clients/rl_listen: tests/clients/rl_listen.c
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
 installcheck: tests/clients/rl_listen
+
+# The TAP tests start servers of their own, and initdb refuses to run as
+# root: say so before any test runs (scripts/test.sh runs them as postgres)
+ifdef TAP_TESTS
+installcheck: installcheck-not-root
+endif
+.PHONY: installcheck-not-root
+installcheck-not-root:
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "make installcheck cannot run as root: its TAP tests run initdb, which refuses root." >&2; \
+		echo "Run it as the user that owns the checkout (README.md, Testing), or run scripts/test.sh." >&2; \
+		exit 1; \
+	fi
 EXTRA_CLEAN += tests/clients/rl_listen
 tests/bench/wake_latency: tests/bench/wake_latency.c
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq

@@ -243,11 +243,11 @@ else
 fi
 
 if $keep; then
+	url="postgresql://$PGUSER@/ratelimit_demo?host=$PGHOST&port=$PGPORT"
 	echo
-	echo "The server keeps running. Connect with:"
-	echo "  psql -h $PGHOST -p $PGPORT -U $PGUSER ratelimit_demo"
-	echo "or, from a libpq client, with the connection string:"
-	echo "  \"host=$PGHOST port=$PGPORT user=$PGUSER dbname=ratelimit_demo\""
+	echo "The server keeps running. Its connection string, for psql, the examples and any client:"
+	echo "  export DATABASE_URL=\"$url\""
+	echo "  psql \"\$DATABASE_URL\""
 	echo "The samples behind the picture are in its table demo_samples."
 	echo "Stop it with:"
 	echo "  $(is_root && echo 'runuser -u postgres -- ')$PG_BIN/pg_ctl -D $dir/data stop"

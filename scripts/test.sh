@@ -21,6 +21,9 @@ if [ "${1:-}" != "--inner" ]; then
 	# the demo suite draws the demo's picture with gnuplot
 	optional+=(gnuplot-nox)
 	install_deps "${optional[@]}"
+	# tests/t/026_examples.pl runs the README's Python and Node clients (npm
+	# installs their pg; some nodejs packages bring their own npm)
+	command -v npm >/dev/null || install_deps nodejs npm
 	# the extension's own assertions (lock preconditions) are checked in tests
 	export ASSERTS=1
 	build_and_install
@@ -42,8 +45,7 @@ make -s clean >/dev/null 2>&1 || true
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
 # the tests move the limiter's clock: a throwaway server may enable it
-start_server "$dir" contrib_regression "fsync = off" "ratelimit.ratio_interval = '1h'" \
-	"ratelimit.enable_test_clock = on"
+start_server "$dir" contrib_regression "fsync = off" "ratelimit.enable_test_clock = on"
 psql -Xq -c "CREATE DATABASE contrib_regression"
 # the launcher starts the background worker once the database exists
 for _ in $(seq 50); do

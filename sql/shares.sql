@@ -1,8 +1,9 @@
 -- Job types' shares of a model: exact capacity, fixed and flexible ratios,
 -- the minimum slots, refunds, escalation across models and per-model waits.
--- The test server runs with ratelimit.ratio_interval = 1h, so ratios move
--- only when this file makes the worker move them (10 releases).
+-- setup.sql set ratelimit.ratio_interval = 1h, so ratios move only when
+-- this file makes the worker move them (10 releases).
 SET timezone = 'UTC';
+SHOW ratelimit.ratio_interval;
 SELECT rl_debug_set_clock('2030-03-01 10:00:05+00');
 SHOW ratelimit.min_job_type_slots;
 

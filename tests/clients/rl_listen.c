@@ -13,6 +13,7 @@
  * Exit status: 0 granted, 1 timed out, 2 error.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +69,57 @@ ms_since(PGconn *conn, const char *at)
 	return ms;
 }
 
+/*
+ * Sleep on the connection's socket until a notification on rl_capacity names
+ * the model; copy its "at" (the reset or release, on the limiter's clock) into
+ * at.  False when the deadline passes first.  A notification that arrived
+ * with the results of the acquire is already queued: it counts.
+ */
+static bool
+wait_for_notification(PGconn *conn, const char *model, time_t deadline,
+					  char *at, size_t atlen)
+{
+	for (;;)
+	{
+		int			sock = PQsocket(conn);
+		fd_set		input;
+		struct timeval timeout;
+		PGnotify   *notify;
+		bool		found = false;
+		time_t		now = time(NULL);
+
+		while ((notify = PQnotifies(conn)) != NULL)
+		{
+			char		name[256];
+
+			if (json_string_field(notify->extra, "model", name, sizeof(name)) &&
+				strcmp(name, model) == 0 &&
+				json_string_field(notify->extra, "at", at, atlen))
+				found = true;
+			PQfreemem(notify);
+		}
+		if (found)
+			return true;
+		if (now >= deadline)
+			return false;
+		FD_ZERO(&input);
+		FD_SET(sock, &input);
+		timeout.tv_sec = deadline - now;
+		timeout.tv_usec = 0;
+		if (select(sock + 1, &input, NULL, NULL, &timeout) < 0 && errno != EINTR)
+			die(conn, "select");
+		if (!PQconsumeInput(conn))
+			die(conn, "PQconsumeInput");
+	}
+}
+
 int
 main(int argc, char **argv)
 {
 	PGconn	   *conn;
 	PGresult   *res;
-	const char *model;
+	PGresult   *rel;
+	const char *params[1];
 	time_t		deadline;
 	char		reset_at[64] = "";
 	double		notified_ms = -1;
@@ -83,7 +129,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: rl_listen CONNINFO MODEL [TIMEOUT_SECONDS]\n");
 		return 2;
 	}
-	model = argv[2];
+	params[0] = argv[2];		/* the model */
 	deadline = time(NULL) + (argc > 3 ? atoi(argv[3]) : 60);
 
 	conn = PQconnectdb(argv[1]);
@@ -94,86 +140,44 @@ main(int argc, char **argv)
 		die(conn, "LISTEN");
 	PQclear(res);
 
+	/* try; when denied, sleep until a notification names the model, retry */
 	for (;;)
 	{
-		const char *params[1] = {model};
-		PGnotify   *notify;
-		int			granted;
-
-		res = PQexecParams(conn, "SELECT granted, lease_id, limited_by FROM ratelimit.rl_acquire($1)",
+		res = PQexecParams(conn,
+						   "SELECT granted, lease_id, limited_by FROM ratelimit.rl_acquire($1)",
 						   1, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 			die(conn, "rl_acquire");
-		granted = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-		if (granted)
-		{
-			const char *release_params[1] = {PQgetvalue(res, 0, 1)};
-			PGresult   *rel;
-
-			if (reset_at[0] != '\0')
-				printf("acquired %.1f ms after the reset (notified after %.1f ms)\n",
-					   ms_since(conn, reset_at), notified_ms);
-			else
-				printf("acquired at once\n");
-
-			/* ... call the provider here, then settle with its usage ... */
-			rel = PQexecParams(conn,
-							   "SELECT released FROM ratelimit.rl_release($1, input_tokens => 120, output_tokens => 40)",
-							   1, NULL, release_params, NULL, NULL, 0);
-			if (PQresultStatus(rel) != PGRES_TUPLES_OK)
-				die(conn, "rl_release");
-			printf("released: %s\n", PQgetvalue(rel, 0, 0));
-			PQclear(rel);
-			PQclear(res);
-			PQfinish(conn);
-			return 0;
-		}
+		if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+			break;
 		printf("denied by %s, waiting for a notification\n", PQgetvalue(res, 0, 2));
 		fflush(stdout);
 		PQclear(res);
-
-		/* sleep on the socket until a notification names our model */
-		for (;;)
+		if (!wait_for_notification(conn, argv[2], deadline, reset_at, sizeof(reset_at)))
 		{
-			int			sock = PQsocket(conn);
-			fd_set		input;
-			struct timeval timeout;
-			int			found = 0;
-			time_t		now = time(NULL);
-
-			if (now >= deadline)
-			{
-				printf("timed out\n");
-				PQfinish(conn);
-				return 1;
-			}
-			FD_ZERO(&input);
-			FD_SET(sock, &input);
-			timeout.tv_sec = deadline - now;
-			timeout.tv_usec = 0;
-			if (select(sock + 1, &input, NULL, NULL, &timeout) < 0 && errno != EINTR)
-				die(conn, "select");
-			if (!PQconsumeInput(conn))
-				die(conn, "PQconsumeInput");
-			while ((notify = PQnotifies(conn)) != NULL)
-			{
-				char		name[256];
-				char		at[64];
-
-				if (json_string_field(notify->extra, "model", name, sizeof(name)) &&
-					strcmp(name, model) == 0 &&
-					json_string_field(notify->extra, "at", at, sizeof(at)))
-				{
-					strcpy(reset_at, at);
-					found = 1;
-				}
-				PQfreemem(notify);
-			}
-			if (found)
-			{
-				notified_ms = ms_since(conn, reset_at);
-				break;
-			}
+			printf("timed out\n");
+			PQfinish(conn);
+			return 1;
 		}
+		notified_ms = ms_since(conn, reset_at);
 	}
+
+	if (reset_at[0] != '\0')
+		printf("acquired %.1f ms after the reset (notified after %.1f ms)\n",
+			   ms_since(conn, reset_at), notified_ms);
+	else
+		printf("acquired at once\n");
+
+	/* ... call the provider here, then settle the lease with its usage ... */
+	params[0] = PQgetvalue(res, 0, 1);	/* the lease */
+	rel = PQexecParams(conn,
+					   "SELECT released FROM ratelimit.rl_release($1, input_tokens => 120, output_tokens => 40)",
+					   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(rel) != PGRES_TUPLES_OK)
+		die(conn, "rl_release");
+	printf("released: %s\n", PQgetvalue(rel, 0, 0));
+	PQclear(rel);
+	PQclear(res);
+	PQfinish(conn);
+	return 0;
 }
