@@ -257,6 +257,7 @@ rl_worker_main(Datum main_arg)
 	for (;;)
 	{
 		bool		shutting_down = ShutdownRequestPending;
+		uint32		wakeups = pgrl_worker_wakeups();
 		long		sleep_ms;
 
 		if (ConfigReloadPending)
@@ -270,8 +271,14 @@ rl_worker_main(Datum main_arg)
 		if (shutting_down)
 			break;
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+		/*
+		 * Woken during the round: its commit may have waited for a
+		 * synchronous standby, which resets our latch.  Go again at once, or
+		 * a request for marks made meanwhile waits for the next timed round.
+		 */
+		if (pgrl_worker_wakeups() == wakeups)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
