@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every pg_ratelimit test on a throwaway server:
 #   pg_regress (sql/, expected/), isolation specs (tests/isolation/),
-#   the many-client stress test (tests/stress/) and TAP tests (tests/t/).
+#   the many-client stress test (tests/stress/), TAP tests (tests/t/) and
+#   failovers under Patroni (tests/ha/).
 #
 # Installs missing Debian packages when run as root, builds and installs the
 # extension, then runs the suites as the postgres user (as root) or as the
@@ -24,6 +25,8 @@ if [ "${1:-}" != "--inner" ]; then
 	# tests/t/026_examples.pl runs the README's Python and Node clients (npm
 	# installs their pg; some nodejs packages bring their own npm)
 	command -v npm >/dev/null || install_deps nodejs npm
+	# tests/ha/run.sh runs etcd and three PostgreSQL nodes under Patroni
+	install_deps patroni etcd-server
 	# the extension's own assertions (lock preconditions) are checked in tests
 	export ASSERTS=1
 	build_and_install
@@ -65,7 +68,7 @@ count_results() {
 	failed=$((failed + bad))
 }
 
-SUITES=${SUITES:-structure regress isolation stress tap demo}
+SUITES=${SUITES:-structure regress isolation stress tap ha demo}
 run_suite() {
 	local name=$1
 	shift
@@ -88,6 +91,8 @@ run_suite regress make -s installcheck ISOLATION= TAP_TESTS=
 run_suite isolation make -s installcheck REGRESS= TAP_TESTS=
 run_suite stress bash tests/stress/run.sh
 run_suite tap make -s installcheck REGRESS= ISOLATION= PROVE_FLAGS=--verbose
+# failovers under Patroni, on servers of its own (about 80 s)
+run_suite ha bash tests/ha/run.sh
 
 # scripts/demo.sh, shortened to 5 s, on a server of its own: it runs, finds no
 # admission past a limit, and draws its picture from its per-second samples

@@ -23,7 +23,10 @@
  * worker's latch.  The modules below the worker report what it must look
  * at by waking it here (pgrl_wake_worker), and freed capacity by waking
  * the waiters of a model (pgrl_wake_waiters): the one way lower layers
- * reach higher ones (src/README.md).
+ * reach higher ones (src/README.md).  The worker's wake-ups are counted as
+ * well as set on its latch: its round may wait on that latch for something
+ * else (a commit waiting for a synchronous standby resets it), and a
+ * wake-up counted during the round starts the next one at once.
  *
  * Locking: none for the records.  Only its owner writes a record, and it
  * brackets every change with two increments of the record's changecount
@@ -79,6 +82,7 @@ typedef struct RlWaiter
 typedef struct RlWaitQueue
 {
 	Latch	   *worker_latch;	/* the background worker's, or NULL */
+	pg_atomic_uint32 worker_wakeups;	/* bumped by everyone who wakes it */
 	pg_atomic_uint64 next_ticket;
 	pg_atomic_uint32 memory_waiters;	/* waiters held to a memory cap */
 	pg_atomic_uint64 waiters_woken; /* wake-ups since start, for rl_worker */
@@ -133,6 +137,7 @@ pgrl_waiters_shmem_init(void)
 	if (!found)
 	{
 		queue->worker_latch = NULL;
+		pg_atomic_init_u32(&queue->worker_wakeups, 0);
 		pg_atomic_init_u64(&queue->next_ticket, 1);
 		pg_atomic_init_u32(&queue->memory_waiters, 0);
 		pg_atomic_init_u64(&queue->waiters_woken, 0);
@@ -433,8 +438,22 @@ pgrl_wake_worker(void)
 {
 	Latch	   *latch = queue->worker_latch;
 
+	pg_atomic_fetch_add_u32(&queue->worker_wakeups, 1);
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+/*
+ * The worker's wake-up count: the worker reads it before a round, and
+ * sleeps after the round only while it is unchanged.  A wake-up during the
+ * round may have found its latch reset by a wait of the round's own (a
+ * commit waiting for a synchronous standby, a lock): a request for new
+ * marks would then wait for the next timed round.
+ */
+uint32
+pgrl_worker_wakeups(void)
+{
+	return pg_atomic_read_u32(&queue->worker_wakeups);
 }
 
 /*

@@ -45,6 +45,7 @@ extern uint32 pgrl_model_waiters(int model_slot);
 extern uint32 pgrl_share_waiters(int model_slot, int job_type_slot);
 extern void pgrl_set_worker_latch(Latch *latch);
 extern void pgrl_wake_worker(void);
+extern uint32 pgrl_worker_wakeups(void);
 extern void pgrl_wake_waiters(int slot);
 extern void pgrl_wake_all_waiters(void);
 extern void pgrl_wake_memory_waiters(void);

@@ -293,6 +293,7 @@ rl_worker_main(Datum main_arg)
 	for (;;)
 	{
 		bool		shutting_down;
+		uint32		wakeups = pgrl_worker_wakeups();
 		long		sleep_ms;
 
 		/* a statement needs the database alone, or a newer launcher runs */
@@ -312,10 +313,14 @@ rl_worker_main(Datum main_arg)
 		/*
 		 * Idle: no wait event (PostgreSQL 15 has no names of its own for an
 		 * extension's), so that wait_event_type = 'Extension' lists only
-		 * the callers waiting in rl_acquire.
+		 * the callers waiting in rl_acquire.  Woken during the round: its
+		 * commit may have waited for a synchronous standby, which resets our
+		 * latch.  Go again at once, or a request for marks made meanwhile
+		 * waits for the next timed round.
 		 */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(sleep_ms, 1), 0);
+		if (pgrl_worker_wakeups() == wakeups)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(sleep_ms, 1), 0);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
