@@ -23,6 +23,7 @@ shared_preload_libraries = 'pg_ratelimit'
 ratelimit.enable_test_clock = on
 ratelimit.persist_interval = '1h'
 ratelimit.ratio_interval = '1h'
+search_path = 'public, ratelimit'
 });
 $primary->start;
 
