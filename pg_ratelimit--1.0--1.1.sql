@@ -46,10 +46,25 @@ LOCK TABLE rl_model, rl_job_type, rl_job_type_wait, rl_counter, rl_share_counter
 	rl_lease_state, rl_usage_daily, rl_mark, rl_instance_state, rl_saved_clock
 	IN ACCESS EXCLUSIVE MODE;
 
+-- A schema ratelimit that is already there (made by a restored dump, or
+-- by the administrator for CREATE EXTENSION ... SCHEMA ratelimit) is used
+-- only if a superuser owns it: its owner may drop or replace anything in
+-- it, and everything the extension holds is about to move there.
 DO $$
+DECLARE
+	owner_name pg_catalog.name;
+	owner_is_superuser boolean;
 BEGIN
-	IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace n
-				   WHERE n.nspname OPERATOR(pg_catalog.=) 'ratelimit'::pg_catalog.name) THEN
+	SELECT r.rolname, r.rolsuper INTO owner_name, owner_is_superuser
+	  FROM pg_catalog.pg_namespace n
+	  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+	 WHERE n.nspname OPERATOR(pg_catalog.=) 'ratelimit'::pg_catalog.name;
+	IF FOUND AND NOT owner_is_superuser THEN
+		RAISE EXCEPTION 'schema "ratelimit" is owned by role "%", which is not a superuser', owner_name
+			USING ERRCODE = 'insufficient_privilege',
+				  HINT = 'pg_ratelimit keeps its objects in the schema ratelimit, and its owner could replace them. Give the schema to a superuser (ALTER SCHEMA ratelimit OWNER TO ...), or rename it, and try again.';
+	END IF;
+	IF NOT FOUND THEN
 		CREATE SCHEMA ratelimit;
 		-- what 1.0 gave by living in public: object privileges decide
 		GRANT USAGE ON SCHEMA ratelimit TO PUBLIC;

@@ -21,9 +21,11 @@
  * keep it off the database for as long as an operator needs.
  *
  * Only a role that may run the statement makes the worker leave: the
- * database's owner (or a superuser); for a copy, a role that may create
- * databases and copy this one.  Statements that fail anyway (DROP DATABASE
- * in a transaction block, or of the database one is connected to) do not.
+ * database's owner (or a superuser), with CREATEDB for a rename; for a
+ * copy, a role that may create databases and copy this one.  Statements
+ * that fail anyway (DROP DATABASE in a transaction block, or of the
+ * database one is connected to) do not.  A subtransaction that rolls back
+ * gives the request back; PREPARE TRANSACTION while holding one fails.
  *
  * A statement after which the database may be there or accept connections
  * (CREATE DATABASE or a rename to its name, ALTER DATABASE on it) wakes the
@@ -59,16 +61,38 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 static bool wake_launcher_at_commit = false;
 static bool callback_registered = false;
 
+/*
+ * The subtransaction whose statement made the worker leave: if it rolls
+ * back (ROLLBACK TO SAVEPOINT, a failed statement in a PL/pgSQL block), the
+ * statement is undone and the worker may come back at once.
+ */
+static SubTransactionId detach_subxact = InvalidSubTransactionId;
+
 /* Release the request to leave and wake the launcher when the transaction ends */
 static void
 pgrl_utility_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * A prepared rename would keep the worker away until COMMIT
+			 * PREPARED, from another session that cannot give the request
+			 * back.
+			 */
+			if (pgrl_detach_held())
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that made the pg_ratelimit worker leave database \"%s\"",
+								pgrl_database_name),
+						 errhint("Run the statement outside a prepared transaction.")));
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
 			pgrl_release_detach();
+			detach_subxact = InvalidSubTransactionId;
 			if (wake_launcher_at_commit && event == XACT_EVENT_COMMIT)
 				pgrl_wake_launcher();
 			wake_launcher_at_commit = false;
@@ -79,11 +103,27 @@ pgrl_utility_xact_callback(XactEvent event, void *arg)
 }
 
 static void
+pgrl_utility_subxact_callback(SubXactEvent event, SubTransactionId subid,
+							  SubTransactionId parent_subid, void *arg)
+{
+	if (!pgrl_detach_held() || subid != detach_subxact)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		pgrl_release_detach();
+		detach_subxact = InvalidSubTransactionId;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		detach_subxact = parent_subid;
+}
+
+static void
 pgrl_register_utility_callback(void)
 {
 	if (callback_registered)
 		return;
 	RegisterXactCallback(pgrl_utility_xact_callback, NULL);
+	RegisterSubXactCallback(pgrl_utility_subxact_callback, NULL);
 	callback_registered = true;
 }
 
@@ -143,6 +183,7 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 	const char *target = NULL;
 	bool		copy = false;
 	bool		in_block = false;	/* may run in a transaction block */
+	bool		own_database = false;	/* may run connected to the target */
 	Oid			dboid;
 
 	switch (nodeTag(parsetree))
@@ -173,6 +214,7 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 					return;
 				target = defGetString(template);
 				copy = true;
+				own_database = true;
 				break;
 			}
 		case T_AlterDatabaseStmt:
@@ -189,6 +231,7 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 				{
 					target = stmt->dbname;
 					in_block = true;
+					own_database = true;
 				}
 				break;
 			}
@@ -201,12 +244,17 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 	if (!in_block && (!top_level || IsTransactionBlock()))
 		return;
 	dboid = get_database_oid(target, true);
-	if (!OidIsValid(dboid) || dboid == MyDatabaseId)
+	if (!OidIsValid(dboid) || (dboid == MyDatabaseId && !own_database))
 		return;
 	if (copy ? !pgrl_may_copy(dboid) : !pg_database_ownercheck(dboid, GetUserId()))
 		return;
+	/* a rename also needs CREATEDB */
+	if (nodeTag(parsetree) == T_RenameStmt && !have_createdb_privilege())
+		return;
 
 	pgrl_register_utility_callback();
+	if (!pgrl_detach_held())
+		detach_subxact = GetCurrentSubTransactionId();
 	if (!pgrl_request_detach(RL_DETACH_TIMEOUT_MS))
 		ereport(WARNING,
 				(errmsg("the pg_ratelimit worker did not leave database \"%s\" within %d s",

@@ -16,7 +16,9 @@
 #include "funcapi.h"
 #include "access/htup_details.h"
 #include "access/xlog.h"
+#include "catalog/pg_authid.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -791,7 +793,13 @@ rl_worker_internal(PG_FUNCTION_ARGS)
 	values[c++] = Int64GetDatum(status.rows_written);
 	values[c++] = Int64GetDatum(status.notifications_sent);
 	values[c++] = Int64GetDatum((int64) pgrl_waiters_woken());
-	values[c] = CStringGetTextDatum(status.last_error);
+	/*
+	 * An error message may quote table contents or settings: only roles
+	 * that may read every session's statistics see it (as with the query
+	 * column of pg_stat_activity); the others see that there was one.
+	 */
+	values[c] = CStringGetTextDatum(has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS) ?
+									status.last_error : "<insufficient privilege>");
 	nulls[c++] = status.last_error[0] == '\0';
 	pgrl_time_column(status.last_error_at, &values[c], &nulls[c]);
 	c++;

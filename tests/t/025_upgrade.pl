@@ -364,6 +364,32 @@ foreach my $schema ('ratelimit', 'limits')
 	query('DROP SCHEMA limits') if $schema eq 'limits';    # empty: no CASCADE
 }
 
+# A schema ratelimit that a role other than a superuser owns (made ahead of
+# the administrator by a role with CREATE on the database): its owner could
+# drop or replace what the extension keeps there, so neither the install
+# nor the update uses it, and both change nothing
+query(q{
+	DROP EXTENSION pg_ratelimit;
+	DROP SCHEMA ratelimit;
+	CREATE ROLE squatter;
+	CREATE SCHEMA ratelimit AUTHORIZATION squatter;
+});
+my $squatted = qr/ERROR:  schema "ratelimit" is owned by role "squatter", which is not a superuser/;
+my ($ret, $stdout, $stderr) = $old->psql('app', 'CREATE EXTENSION pg_ratelimit',
+	on_error_stop => 0, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($stderr, qr/ERROR:  42501: schema "ratelimit" is owned by role "squatter"/,
+	'CREATE EXTENSION refuses a schema ratelimit owned by a role that is not a superuser (42501)');
+is(query(q{SELECT count(*) FROM pg_extension WHERE extname = 'pg_ratelimit'}), '0',
+	'and installs nothing');
+query(q{CREATE EXTENSION pg_ratelimit VERSION '1.0'});
+($ret, $stdout, $stderr) = $old->psql('app', 'ALTER EXTENSION pg_ratelimit UPDATE');
+like($stderr, $squatted, 'ALTER EXTENSION UPDATE refuses it too');
+is(query(q{SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension WHERE extname = 'pg_ratelimit'}),
+	'1.0 public', 'and leaves 1.0 where it was');
+query(q{ALTER SCHEMA ratelimit OWNER TO CURRENT_USER; ALTER EXTENSION pg_ratelimit UPDATE});
+is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'}), '1.1',
+	'once a superuser owns the schema, the update runs');
+
 $old->stop;
 $new->stop;
 done_testing();

@@ -7,6 +7,9 @@
 #   worker reconnects afterwards;
 # - ALTER DATABASE ... SET TABLESPACE: the same;
 # - a role that may not run the statement does not make the worker leave;
+# - CREATE DATABASE ... TEMPLATE from inside the served database;
+# - a rolled-back savepoint gives the worker back at once, and a prepared
+#   transaction cannot keep it away;
 # - ALTER DATABASE ... RENAME: the worker waits for the old name; with
 #   ratelimit.database set to the new name and a restart, the configuration,
 #   counters and open leases are all there;
@@ -28,6 +31,7 @@ shared_preload_libraries = 'pg_ratelimit'
 ratelimit.database = 'app'
 ratelimit.persist_interval = '1h'
 ratelimit.enable_test_clock = on
+max_prepared_transactions = 2
 });
 $node->start;
 
@@ -116,6 +120,64 @@ like($stderr, qr/must be owner of database app/, 'a role that does not own the d
 like($stderr, qr/permission denied to create database/, 'nor copy it');
 is(query('postgres', 'SELECT worker_pid || state || restarts FROM rl_worker'), "${worker}running0",
 	'and the worker stayed');
+
+# The owner of the database without CREATEDB may not rename it
+query('postgres', 'CREATE ROLE keeper LOGIN NOCREATEDB; ALTER DATABASE app OWNER TO keeper');
+($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER DATABASE app RENAME TO kept',
+	extra_params => [ '-U', 'keeper' ]);
+like($stderr, qr/permission denied to rename database/,
+	'the owner without CREATEDB cannot rename the database');
+is(query('postgres', 'SELECT worker_pid || state || restarts FROM rl_worker'), "${worker}running0",
+	'and the worker stayed');
+query('postgres', 'ALTER DATABASE app OWNER TO CURRENT_USER');
+
+######################################################################
+# CREATE DATABASE ... TEMPLATE from the served database itself
+######################################################################
+
+query('app', 'CREATE DATABASE copy_from_inside TEMPLATE app');
+is(query('copy_from_inside', 'SELECT count(*) FROM rl_model'), '1',
+	'CREATE DATABASE ... TEMPLATE app succeeds from a session connected to app');
+$worker = wait_for_worker('app', $worker);
+pass('and the worker reconnects');
+
+######################################################################
+# Savepoints and prepared transactions
+######################################################################
+
+# In one session: the rename in a savepoint makes the worker leave; rolled
+# back, the worker comes back while the transaction is still open
+is(query('postgres', qq{
+	BEGIN;
+	SAVEPOINT s;
+	ALTER DATABASE app RENAME TO app_for_a_moment;
+	SELECT worker_pid IS NULL FROM rl_worker;
+	ROLLBACK TO s;
+	DO \$\$
+	BEGIN
+		FOR i IN 1..600 LOOP
+			EXIT WHEN (SELECT worker_pid IS NOT NULL AND worker_pid <> $worker FROM rl_worker);
+			PERFORM pg_sleep(0.1);
+		END LOOP;
+	END
+	\$\$;
+	SELECT worker_pid IS NOT NULL AND worker_pid <> $worker FROM rl_worker;
+	COMMIT;
+}), "t\nt", 'a rename rolled back to its savepoint lets the worker back before the transaction ends');
+$worker = wait_for_worker('app', $worker);
+
+($ret, $stdout, $stderr) = $node->psql('postgres', q{
+	BEGIN;
+	ALTER DATABASE app RENAME TO app_prepared;
+	PREPARE TRANSACTION 'rename';
+});
+like($stderr, qr/cannot PREPARE a transaction that made the pg_ratelimit worker leave database "app"/,
+	'PREPARE TRANSACTION after a rename fails');
+is(query('postgres', q{SELECT (SELECT count(*) FROM pg_prepared_xacts) || ' '
+	|| (SELECT count(*) FROM pg_database WHERE datname = 'app')}), '0 1',
+	'nothing is prepared and the database keeps its name');
+$worker = wait_for_worker('app', $worker);
+pass('and the worker comes back');
 
 ######################################################################
 # ALTER DATABASE ... RENAME, then ratelimit.database = the new name

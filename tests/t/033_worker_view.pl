@@ -6,7 +6,8 @@
 # (pg_cancel_backend: logged by the launcher, kept in last_error, started
 # again after a backoff that doubles with each error in a row) each count one.  A SIGKILL is a crash: the server
 # resets shared memory, so the counters start over (stats_since moves) and a
-# new launcher starts a new worker.
+# new launcher starts a new worker.  The error message itself is shown to
+# members of pg_read_all_stats (pg_monitor) only.
 #
 # And in pg_stat_activity, wait_event_type = 'Extension' lists only the
 # callers blocked in rl_acquire: the idle worker and launcher show no wait
@@ -136,6 +137,15 @@ ok($node->poll_query_until('postgres', "SELECT state = 'running' AND restarts = 
 	'after an error the worker is back and it counts as a restart');
 is(query('SELECT last_error || (last_error_at <= now()) FROM rl_worker'),
 	'canceling statement due to user requesttrue', 'rl_worker keeps the error and its time');
+# the message is for monitoring roles (pg_read_all_stats, as in pg_monitor)
+sub last_error_as_watcher
+{
+	return $node->safe_psql('postgres', 'SELECT last_error FROM rl_worker',
+		extra_params => [ '-U', 'watcher' ]);
+}
+is(last_error_as_watcher(), '<insufficient privilege>', 'another role sees that there was an error');
+query('GRANT pg_monitor TO watcher');
+is(last_error_as_watcher(), 'canceling statement due to user request', 'a member of pg_monitor reads it');
 is(log_lines(qr/pg_ratelimit worker exited with an error; the launcher starts it again in 1 s/, $offset),
 	1, 'the launcher logged the failure once');
 
