@@ -180,7 +180,7 @@ static const char *const limit_columns[RL_NUM_DIMS] = {
 
 /* Read rl_model */
 static void
-pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qschema)
+pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const RlExtSql *session)
 {
 	StringInfoData sql;
 	TupleDesc	desc;
@@ -188,21 +188,27 @@ pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qsch
 	int			col_name;
 	int			col_limit[RL_NUM_DIMS];
 	int			col_count_cached;
+	int			col_window_type;
 	int			col_price_input;
 	int			col_price_output;
 	int			col_price_cached;
 
 	initStringInfo(&sql);
+	/* window_type came with 1.2: every model was fixed before */
 	appendStringInfo(&sql,
 					 "SELECT model, rpd, tpd, rpm, tpm, max_concurrent, count_cached,"
-					 " price_input, price_output, price_cached FROM %s.rl_model",
-					 qschema);
+					 " price_input, price_output, price_cached, %s AS window_type"
+					 " FROM %s.rl_model",
+					 pgrl_version_at_least(session->version, 1, 2) ?
+					 "window_type" : "'fixed'::text",
+					 session->qschema);
 	n = pgrl_spi_select(sql.data, pgrl_max_models, "models", "ratelimit.max_models");
 	desc = SPI_tuptable->tupdesc;
 	col_name = pgrl_spi_column(desc, "model");
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		col_limit[d] = pgrl_spi_column(desc, limit_columns[d]);
 	col_count_cached = pgrl_spi_column(desc, "count_cached");
+	col_window_type = pgrl_spi_column(desc, "window_type");
 	col_price_input = pgrl_spi_column(desc, "price_input");
 	col_price_output = pgrl_spi_column(desc, "price_output");
 	col_price_cached = pgrl_spi_column(desc, "price_cached");
@@ -219,6 +225,9 @@ pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const char *qsch
 			m->limit[d] = pgrl_spi_int64(tup, desc, col_limit[d], RL_UNLIMITED);
 		m->count_cached = DatumGetBool(SPI_getbinval(tup, desc, col_count_cached,
 													 &isnull)) || isnull;
+		/* the table's CHECK allows only these two */
+		m->window_type = strcmp(SPI_getvalue(tup, desc, col_window_type), "bucket") == 0 ?
+			RL_WINDOW_BUCKET : RL_WINDOW_FIXED;
 		m->priced = pgrl_spi_numeric(tup, desc, col_price_input, &m->price_input, m->name);
 		m->priced |= pgrl_spi_numeric(tup, desc, col_price_output, &m->price_output,
 									  m->name);
@@ -328,7 +337,7 @@ pgrl_read_config(MemoryContext context, bool with_state)
 
 	if (!pgrl_extsql_begin(&session, true))
 		return snap;
-	pgrl_read_models(snap, context, session.qschema);
+	pgrl_read_models(snap, context, &session);
 	pgrl_read_job_types(snap, context, session.qschema);
 	if (with_state)
 		snap->state = pgrl_read_state(context, &session);

@@ -180,3 +180,18 @@ pgrl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null)
 
 	return isnull ? if_null : DatumGetInt64(value);
 }
+
+/*
+ * Is an installed version (extversion, "major.minor") at least this one?
+ * The tables are those of its scripts: columns added later are not there.
+ */
+bool
+pgrl_version_at_least(const char *version, int major, int minor)
+{
+	int			have_major = 0;
+	int			have_minor = 0;
+
+	if (sscanf(version, "%d.%d", &have_major, &have_minor) < 1)
+		return false;
+	return have_major > major || (have_major == major && have_minor >= minor);
+}

@@ -37,5 +37,6 @@ extern void pgrl_extsql_end(RlExtSql *session);
 extern void pgrl_extsql_query(const char *sql, const char *purpose);
 extern int	pgrl_spi_column(TupleDesc desc, const char *name);
 extern int64 pgrl_spi_int64(HeapTuple tuple, TupleDesc desc, int column, int64 if_null);
+extern bool pgrl_version_at_least(const char *version, int major, int minor);
 
 #endif							/* RL_EXTSQL_H */

@@ -30,6 +30,13 @@
  * limit is never exceeded by an admission, whatever the concurrency.
  * Windows are fixed and epoch-aligned (the UTC minute and the UTC day) and
  * are rolled lazily, by whoever touches the model first after a boundary.
+ * A bucket model (window_type 'bucket') counts its rate limits as token
+ * buckets instead: usage is what the bucket lacks to be full, and it
+ * refills continuously, limit per window, refilled lazily in the same
+ * place (pgrl_roll_windows), exactly (pgrl_refill carries the fractions).
+ * Refunds return to the bucket (never above full), overages are taken from
+ * it (it may go below empty), and a refused request's retry_after is when
+ * the bucket will hold it.
  * They only move forward: every caller reads the time before it takes the
  * model's lock, so one that read it just before a boundary may get the
  * lock after another rolled into the new window, and is then counted in
@@ -167,6 +174,77 @@ pgrl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at)
 }
 
 /*
+ * A bucket's usage (what it lacks to be full) at now, refilled from
+ * refilled_at with the carried fraction: for readers that may not change
+ * the model (it holds the lock shared).
+ */
+int64
+pgrl_bucket_used_at(int64 used, int64 limit, RlDimension dim, int64 carry,
+					TimestampTz refilled_at, TimestampTz now)
+{
+	int64		refilled;
+
+	if (used <= 0 || now <= refilled_at || refilled_at == RL_NO_WINDOW)
+		return used;
+	refilled = pgrl_refill(limit, dim, now - refilled_at, &carry);
+	return refilled >= used ? 0 : used - refilled;
+}
+
+/* Refill one bucket by what elapsed_us gives; never fuller than full */
+void
+pgrl_refill_bucket(int64 *used, int64 *carry, int64 limit, RlDimension dim, int64 elapsed_us)
+{
+	int64		refilled;
+
+	if (*used <= 0)
+	{
+		/* full: nothing to carry toward a fuller one */
+		*carry = 0;
+		return;
+	}
+	refilled = pgrl_refill(limit, dim, elapsed_us, carry);
+	if (refilled >= *used)
+	{
+		*used = 0;
+		*carry = 0;
+	}
+	else
+		*used -= refilled;
+}
+
+/*
+ * Refill a model's buckets, and its shares', up to now.  refilled_at moves
+ * forward for every model, so that a model made a bucket starts from the
+ * time it was; a time before it (read before another backend refilled,
+ * or a clock that stepped back) refills nothing.  A bucket that now holds
+ * what was last refused has listeners told.  Caller holds the model's lock
+ * exclusively.
+ */
+static void
+pgrl_refill_buckets(RlModel *model, TimestampTz now)
+{
+	int64		elapsed_us;
+
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	if (now <= model->refilled_at)
+		return;
+	elapsed_us = model->refilled_at == RL_NO_WINDOW ? 0 : now - model->refilled_at;
+	model->refilled_at = now;
+	if (model->window_type != RL_WINDOW_BUCKET || elapsed_us == 0)
+		return;
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_is_bucket(model, d))
+			pgrl_refill_bucket(&model->used[d], &model->refill_carry[d], model->limit[d], d,
+							   elapsed_us);
+	pgrl_refill_shares(model, elapsed_us);
+	if (model->refill_notice_at != 0 && now >= model->refill_notice_at)
+	{
+		model->refill_notice_at = 0;
+		(void) pgrl_note_capacity_freed(model, RL_NOTIFY_REFILL, now);
+	}
+}
+
+/*
  * Start new windows when the clock has passed the stored ones (and free the
  * slots held after a restore once their time is up).  Windows only move
  * forward: a time before the stored windows (read before another backend
@@ -184,6 +262,7 @@ pgrl_roll_windows(RlModel *model, TimestampTz now)
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	pgrl_mark_release_held(model, now);
+	pgrl_refill_buckets(model, now);
 	if (new_minute || new_day)
 		pgrl_roll_share_windows(model, new_minute, new_day ? day_start : RL_NO_WINDOW);
 	if (new_minute)
@@ -193,15 +272,19 @@ pgrl_roll_windows(RlModel *model, TimestampTz now)
 			pgrl_note_capacity_freed(model, RL_NOTIFY_WINDOW_RESET, minute_start);
 		model->denied_in_minute = false;
 		model->minute_start = minute_start;
-		model->used[RL_DIM_RPM] = 0;
-		model->used[RL_DIM_TPM] = 0;
+		if (!pgrl_is_bucket(model, RL_DIM_RPM))
+			model->used[RL_DIM_RPM] = 0;
+		if (!pgrl_is_bucket(model, RL_DIM_TPM))
+			model->used[RL_DIM_TPM] = 0;
 	}
 	if (new_day)
 	{
 		model->denied_in_day = false;
 		model->day_start = day_start;
-		model->used[RL_DIM_RPD] = 0;
-		model->used[RL_DIM_TPD] = 0;
+		if (!pgrl_is_bucket(model, RL_DIM_RPD))
+			model->used[RL_DIM_RPD] = 0;
+		if (!pgrl_is_bucket(model, RL_DIM_TPD))
+			model->used[RL_DIM_TPD] = 0;
 		/* keep the ended day's usage until the worker has persisted it */
 		if (pgrl_day_used(&model->usage))
 			model->usage_ended = model->usage;
@@ -211,12 +294,33 @@ pgrl_roll_windows(RlModel *model, TimestampTz now)
 	}
 }
 
-/* When the window of a dimension ends, or 0 when only releases free it */
+/*
+ * When the window of a dimension ends, or 0 when only releases free it;
+ * for a bucket, when it will be full.  Caller has refilled the model to now.
+ */
 static TimestampTz
-pgrl_resets_at(const RlModel *model, RlDimension dim)
+pgrl_resets_at(const RlModel *model, RlDimension dim, TimestampTz now)
 {
+	if (pgrl_is_bucket(model, dim))
+		return model->limit[dim] == 0 ? DT_NOEND :
+			pgrl_add_saturating(now, pgrl_refill_time(model->limit[dim], dim,
+													  model->used[dim],
+													  model->refill_carry[dim]));
 	return pgrl_window_reset(pgrl_dimension_is_daily(dim) ? model->day_start :
 							 model->minute_start, dim);
+}
+
+/*
+ * When a request short by shortfall of a bucket limit (of capacity limit,
+ * the model's or a job type's share of it) will fit, as the bucket refills.
+ */
+static TimestampTz
+pgrl_bucket_fits_at(int64 limit, RlDimension dim, int64 shortfall, int64 carry,
+					TimestampTz now)
+{
+	if (limit <= 0)
+		return DT_NOEND;
+	return pgrl_add_saturating(now, pgrl_refill_time(limit, dim, shortfall, carry));
 }
 
 /*
@@ -229,6 +333,9 @@ pgrl_used_now(const RlModel *model, RlDimension dim, TimestampTz now)
 {
 	if (dim == RL_DIM_CONCURRENCY)
 		return model->used[dim];
+	if (pgrl_is_bucket(model, dim))
+		return pgrl_bucket_used_at(model->used[dim], model->limit[dim], dim,
+								   model->refill_carry[dim], model->refilled_at, now);
 	if (pgrl_dimension_is_daily(dim))
 		return model->day_start >= pgrl_window_start(now, USECS_PER_DAY) ?
 			model->used[dim] : 0;
@@ -247,12 +354,14 @@ pgrl_set_model_config(RlModel *model, const RlModelConfig *config)
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	changed = memcmp(model->limit, config->limit, sizeof(model->limit)) != 0 ||
+		model->window_type != config->window_type ||
 		model->count_cached != config->count_cached ||
 		model->priced != config->priced ||
 		memcmp(&model->price_input, &config->price_input, sizeof(RlNumeric)) != 0 ||
 		memcmp(&model->price_output, &config->price_output, sizeof(RlNumeric)) != 0 ||
 		memcmp(&model->price_cached, &config->price_cached, sizeof(RlNumeric)) != 0;
 	memcpy(model->limit, config->limit, sizeof(model->limit));
+	model->window_type = config->window_type;
 	model->count_cached = config->count_cached;
 	model->price_input = config->price_input;
 	model->price_output = config->price_output;
@@ -272,6 +381,9 @@ pgrl_init_model(RlModel *model, const RlModelConfig *config)
 	model->minute_start = RL_NO_WINDOW;
 	model->day_start = RL_NO_WINDOW;
 	memset(model->used, 0, sizeof(model->used));
+	model->refilled_at = RL_NO_WINDOW;
+	memset(model->refill_carry, 0, sizeof(model->refill_carry));
+	model->refill_notice_at = 0;
 	model->granted = model->denied = model->expired = 0;
 	model->overage_events = model->overage_tokens = 0;
 	/* rl_stats counts from here: a model defined again starts over */
@@ -379,11 +491,18 @@ pgrl_ledger_clear(void)
  * pgrl_ledger_count_refusal.  Caller holds the model's lock.
  */
 static void
-pgrl_deny(RlModel *model, RlShare *share, int limited_by, int window, RlAdmission *result)
+pgrl_deny(RlModel *model, RlShare *share, int limited_by, int window, TimestampTz retry_at,
+		  RlAdmission *result)
 {
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	model->version++;
-	if (window >= 0 && pgrl_dimension_is_daily(window))
+	if (window >= 0 && pgrl_is_bucket(model, window))
+	{
+		/* listeners hear when the bucket holds it (pgrl_refill_buckets) */
+		if (model->refill_notice_at == 0 || retry_at < model->refill_notice_at)
+			model->refill_notice_at = retry_at;
+	}
+	else if (window >= 0 && pgrl_dimension_is_daily(window))
 		model->denied_in_day = true;
 	else if (window >= 0 && window != RL_DIM_CONCURRENCY)
 		model->denied_in_minute = true;
@@ -391,7 +510,7 @@ pgrl_deny(RlModel *model, RlShare *share, int limited_by, int window, RlAdmissio
 	if (share)
 		share->denied_recently = true;
 	result->limited_by = limited_by;
-	result->retry_at = window >= 0 ? pgrl_resets_at(model, window) : 0;
+	result->retry_at = retry_at;
 }
 
 /* The first dimension (blocks-longest order) whose room is short, or -1 */
@@ -458,10 +577,30 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	blocking = pgrl_first_short(room, request);
 	if (blocking < 0 && share)
 		share_blocking = pgrl_share_blocking(&share_room, request->tokens, request->requests);
-	if (blocking >= 0 || share_blocking >= 0)
+	if (blocking >= 0)
 	{
-		pgrl_deny(model, share, blocking >= 0 ? blocking : RL_LIMITED_BY_JOB_TYPE,
-				  blocking >= 0 ? blocking : share_blocking, result);
+		int64		shortfall = pgrl_dimension_amount(blocking, request->tokens,
+													  request->requests) - room[blocking];
+
+		pgrl_deny(model, share, blocking, blocking,
+				  pgrl_is_bucket(model, blocking) ?
+				  pgrl_bucket_fits_at(model->limit[blocking], blocking, shortfall,
+									  model->refill_carry[blocking], now) :
+				  pgrl_resets_at(model, blocking, now), result);
+		return;
+	}
+	if (share_blocking >= 0)
+	{
+		int64		shortfall = pgrl_dimension_amount(share_blocking, request->tokens,
+													  request->requests) -
+			share_room.room[share_blocking];
+
+		pgrl_deny(model, share, RL_LIMITED_BY_JOB_TYPE, share_blocking,
+				  pgrl_is_bucket(model, share_blocking) ?
+				  pgrl_bucket_fits_at(pgrl_share_limit(model, share, share_blocking),
+									  share_blocking, shortfall,
+									  share->refill_carry[share_blocking], now) :
+				  pgrl_resets_at(model, share_blocking, now), result);
 		return;
 	}
 
@@ -492,7 +631,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		if (!pgrl_memory_take(memory))
 		{
 			pgrl_leases_return_room();
-			pgrl_deny(model, share, RL_LIMITED_BY_MEMORY, -1, result);
+			pgrl_deny(model, share, RL_LIMITED_BY_MEMORY, -1, 0, result);
 			return;
 		}
 		result->memory_counted = true;
@@ -796,9 +935,11 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 	{
 		int64		delta = pgrl_dimension_amount(d, out->actual_tokens, actual_requests) -
 			pgrl_dimension_amount(d, lease->tokens, lease->requests);
-		bool		same_window = pgrl_dimension_is_daily(d) ?
-			lease->day_start == model->day_start :
-			lease->minute_start == model->minute_start;
+		/* a bucket takes refunds back whenever they come, up to full */
+		bool		same_window = pgrl_is_bucket(model, d) ||
+			(pgrl_dimension_is_daily(d) ?
+			 lease->day_start == model->day_start :
+			 lease->minute_start == model->minute_start);
 
 		out->any_window_current |= same_window;
 		/* the job type's share moves with the model */
@@ -927,7 +1068,7 @@ pgrl_ledger_capacity(int slot, const RlRequest *request, TimestampTz now,
 	{
 		capacity->limit[d] = model->limit[d];
 		capacity->used[d] = model->used[d];
-		capacity->resets_at[d] = pgrl_resets_at(model, d);
+		capacity->resets_at[d] = pgrl_resets_at(model, d, now);
 	}
 	if (share)
 		pgrl_share_room(model, share, &share_room);
@@ -1055,6 +1196,7 @@ pgrl_ledger_roll(int slot, TimestampTz now, bool hold_release, RlNotice *notice)
 	/* called for every slot each round: cheap for the free ones */
 	notice->reason = RL_NOTIFY_NONE;
 	notice->held = false;
+	notice->refill_at = DT_NOEND;
 	if (!model->in_use)
 		return;
 	LWLockAcquire(&model->lock, LW_EXCLUSIVE);
@@ -1064,6 +1206,11 @@ pgrl_ledger_roll(int slot, TimestampTz now, bool hold_release, RlNotice *notice)
 		/* slots held after a restore just came free: waiters look again */
 		wake = model->marks.held_released;
 		model->marks.held_released = false;
+		/* a bucket refilled for what it refused: so do the waiters */
+		if (model->notify_reason == RL_NOTIFY_REFILL)
+			wake = true;
+		if (model->refill_notice_at != 0)
+			notice->refill_at = model->refill_notice_at;
 		if (model->notify_reason != RL_NOTIFY_NONE &&
 			model->notify_reason != RL_NOTIFY_WINDOW_RESET && hold_release)
 			notice->held = true;
@@ -1111,6 +1258,8 @@ pgrl_ledger_snapshot(int slot, uint32 saved_generation, uint64 saved_version,
 	snapshot->version = model->version;
 	snapshot->minute_start = model->minute_start;
 	snapshot->day_start = model->day_start;
+	snapshot->refilled_at = model->window_type == RL_WINDOW_BUCKET ? model->refilled_at :
+		RL_NO_WINDOW;
 	memcpy(snapshot->used, model->used, sizeof(model->used));
 	snapshot->granted = model->granted;
 	snapshot->denied = model->denied;
@@ -1133,6 +1282,7 @@ pgrl_ledger_snapshot(int slot, uint32 saved_generation, uint64 saved_version,
 		copy->version = share->version;
 		copy->base_ratio = share->base_ratio;
 		copy->ratio = share->ratio;
+		copy->refilled_at = snapshot->refilled_at;
 		memcpy(copy->used, share->used, sizeof(share->used));
 		copy->jobs_minute = share->jobs_minute;
 		copy->jobs_day = share->jobs_day;
@@ -1159,6 +1309,7 @@ pgrl_ledger_snapshot(int slot, uint32 saved_generation, uint64 saved_version,
  * over-counted.  config_lock, held exclusively, keeps every other user of
  * the ledger out meanwhile.
  */
+static TimestampTz restore_now;
 static TimestampTz restore_minute_start;
 static TimestampTz restore_day_start;
 static int64 *restore_floor;	/* [model slot * RL_DIM_CONCURRENCY + dim] */
@@ -1172,9 +1323,11 @@ pgrl_ledger_restore_scratch_size(void)
 
 /* Begin a restore into these windows; scratch from the caller, zeroed */
 void
-pgrl_ledger_restore_begin(TimestampTz minute_start, TimestampTz day_start, int64 *scratch)
+pgrl_ledger_restore_begin(TimestampTz now, TimestampTz minute_start, TimestampTz day_start,
+						  int64 *scratch)
 {
 	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
+	restore_now = now;
 	restore_minute_start = minute_start;
 	restore_day_start = day_start;
 	restore_floor = scratch;
@@ -1193,6 +1346,8 @@ pgrl_restored_model(const char *name)
 	if (slot < 0)
 		return NULL;
 	model = &pgrl_models[slot];
+	/* a bucket's usage is as of the restore, whatever the window */
+	model->refilled_at = Max(model->refilled_at, restore_now);
 	if (model->minute_start != restore_minute_start)
 	{
 		model->minute_start = restore_minute_start;
@@ -1204,6 +1359,29 @@ pgrl_restored_model(const char *name)
 		model->used[RL_DIM_RPD] = model->used[RL_DIM_TPD] = 0;
 	}
 	return model;
+}
+
+/*
+ * A bucket model's saved usage (as of refilled_at), refilled from then to
+ * the restore: what it lacked then can only have refilled since, and what
+ * was granted after the save is bounded by the marks (restored after).
+ * With a share, the share's buckets (its part of each limit).
+ */
+static void
+pgrl_restore_buckets(const RlModel *model, const RlShare *share, int64 *used, int64 *carry,
+					 const int64 *saved, TimestampTz refilled_at)
+{
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+	{
+		if (!pgrl_is_bucket(model, d))
+			continue;
+		used[d] = saved[d];
+		carry[d] = 0;
+		if (restore_now > refilled_at)
+			pgrl_refill_bucket(&used[d], &carry[d],
+							   share ? pgrl_share_limit(model, share, d) : model->limit[d],
+							   d, restore_now - refilled_at);
+	}
 }
 
 /* A model's saved counters, for windows that are still current */
@@ -1224,6 +1402,17 @@ pgrl_ledger_restore_counter(const RlSavedCounter *c)
 	{
 		model->used[RL_DIM_RPD] = c->requests_day;
 		model->used[RL_DIM_TPD] = c->tokens_day;
+	}
+	if (model->window_type == RL_WINDOW_BUCKET && c->refilled_at != RL_NO_WINDOW)
+	{
+		int64		saved[RL_DIM_CONCURRENCY];
+
+		saved[RL_DIM_RPM] = c->requests_minute;
+		saved[RL_DIM_TPM] = c->tokens_minute;
+		saved[RL_DIM_RPD] = c->requests_day;
+		saved[RL_DIM_TPD] = c->tokens_day;
+		pgrl_restore_buckets(model, NULL, model->used, model->refill_carry, saved,
+							 c->refilled_at);
 	}
 	model->granted = c->granted;
 	model->denied = c->denied;
@@ -1258,16 +1447,25 @@ void
 pgrl_ledger_restore_marks(const char *name, const RlMarkSet *saved)
 {
 	RlModel    *model = pgrl_restored_model(name);
+	RlMarkSet	marks;
 
 	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	if (model == NULL)
 		return;
+	marks = *saved;
+	marks.bucket = model->window_type == RL_WINDOW_BUCKET;
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-		if (model->limit[d] != RL_UNLIMITED)
-			model->used[d] = Max(model->used[d],
-								 pgrl_mark_bound(saved, d, restore_minute_start,
-												 restore_day_start));
-	model->marks.saved = *saved;
+	{
+		if (model->limit[d] == RL_UNLIMITED)
+			continue;
+		/* after a clean stop a bucket is as saved, refilled since */
+		if (pgrl_is_bucket(model, d) && marks.clean)
+			continue;
+		model->used[d] = Max(model->used[d],
+							 pgrl_mark_bound(&marks, d, restore_minute_start,
+											 restore_day_start));
+	}
+	model->marks.saved = marks;
 	/* exact marks of a clean stop: nothing more until new ones are saved */
 	model->marks.closed = saved->clean;
 }
@@ -1314,6 +1512,18 @@ pgrl_ledger_restore_share(const RlSavedShare *saved)
 	if (share->flexible && saved->base_ratio == share->base_ratio &&
 		saved->ratio >= 0 && saved->ratio <= 1)
 		share->ratio = saved->ratio;
+	if (pgrl_models[model_slot].window_type == RL_WINDOW_BUCKET &&
+		saved->refilled_at != RL_NO_WINDOW)
+	{
+		int64		used[RL_DIM_CONCURRENCY];
+
+		used[RL_DIM_RPM] = saved->requests_minute;
+		used[RL_DIM_TPM] = saved->tokens_minute;
+		used[RL_DIM_RPD] = saved->requests_day;
+		used[RL_DIM_TPD] = saved->tokens_day;
+		pgrl_restore_buckets(&pgrl_models[model_slot], share, share->used,
+							 share->refill_carry, used, saved->refilled_at);
+	}
 }
 
 /*
@@ -1363,7 +1573,8 @@ pgrl_ledger_restore_lease_counted(const RlLease *lease)
 			lease->minute_start == restore_minute_start;
 		int64	   *floor = &restore_floor[(Size) lease->model_slot * RL_DIM_CONCURRENCY + d];
 
-		if (current)
+		/* a bucket's saved usage and marks hold it already, refilled since */
+		if (current && !pgrl_is_bucket(model, d))
 			*floor = pgrl_add_saturating(*floor,
 										 pgrl_dimension_amount(d, lease->tokens, lease->requests));
 	}

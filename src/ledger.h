@@ -25,7 +25,8 @@ typedef enum RlNotifyReason
 	RL_NOTIFY_NONE = 0,
 	RL_NOTIFY_WINDOW_RESET,
 	RL_NOTIFY_RELEASE,
-	RL_NOTIFY_CONFIG
+	RL_NOTIFY_CONFIG,
+	RL_NOTIFY_REFILL			/* a bucket model holds what it refused */
 } RlNotifyReason;
 
 /* A model as configured in rl_model */
@@ -33,6 +34,7 @@ typedef struct RlModelConfig
 {
 	char		name[RL_NAME_MAX_LEN + 1];
 	int64		limit[RL_NUM_DIMS]; /* RL_UNLIMITED when not configured */
+	RlWindowType window_type;
 	bool		count_cached;
 	RlNumeric	price_input;
 	RlNumeric	price_output;
@@ -182,6 +184,7 @@ typedef struct RlModelSnapshot
 	uint64		version;
 	TimestampTz minute_start;
 	TimestampTz day_start;
+	TimestampTz refilled_at;	/* used[] of bucket limits is as of then */
 	int64		used[RL_NUM_DIMS];
 	int64		granted;
 	int64		denied;
@@ -200,6 +203,7 @@ typedef struct RlShareSnapshot
 	uint64		version;
 	double		base_ratio;
 	double		ratio;
+	TimestampTz refilled_at;	/* the model's */
 	int64		used[RL_NUM_DIMS];
 	int64		jobs_minute;
 	int64		jobs_day;
@@ -219,6 +223,8 @@ typedef struct RlSavedCounter
 	TimestampTz day_start;
 	int64		requests_day;
 	int64		tokens_day;
+	TimestampTz refilled_at;	/* a bucket model's: its usage is as of then
+								 * (RL_NO_WINDOW: saved by a fixed model) */
 	int64		granted;
 	int64		denied;
 	int64		expired;
@@ -244,6 +250,7 @@ typedef struct RlSavedShare
 	int64		requests_day;
 	int64		tokens_day;
 	int64		jobs_day;
+	TimestampTz refilled_at;	/* as in RlSavedCounter */
 	int64		granted;
 	int64		denied;
 	RlDayUsage	usage;
@@ -262,6 +269,9 @@ typedef struct RlMarkSet
 	int64		next[RL_NUM_DIMS];	/* the same for the windows that follow */
 	TimestampTz horizon;		/* no lease granted under it expires later */
 	bool		clean;			/* exact: saved when nothing more was granted */
+	bool		bucket;			/* of a bucket model: mark[] bounds usage
+								 * whatever the window (not saved: the
+								 * model's configuration says) */
 } RlMarkSet;
 
 /* A pending rl_capacity notice of a model (notify.c) */
@@ -270,6 +280,8 @@ typedef struct RlNotice
 	RlNotifyReason reason;		/* RL_NOTIFY_NONE: none to send now */
 	TimestampTz at;
 	bool		held;			/* one is pending but held back */
+	TimestampTz refill_at;		/* limiter's clock: a refill notice is due
+								 * then (DT_NOEND: none) */
 	char		model[RL_NAME_MAX_LEN + 1];
 } RlNotice;
 
@@ -335,8 +347,8 @@ extern int64 pgrl_mark_bound(const RlMarkSet *set, RlDimension dim,
 
 /* restoring saved state (persist.c; config_lock held exclusively) */
 extern Size pgrl_ledger_restore_scratch_size(void);
-extern void pgrl_ledger_restore_begin(TimestampTz minute_start, TimestampTz day_start,
-									  int64 *scratch);
+extern void pgrl_ledger_restore_begin(TimestampTz now, TimestampTz minute_start,
+									  TimestampTz day_start, int64 *scratch);
 extern void pgrl_ledger_restore_counter(const RlSavedCounter *saved);
 extern void pgrl_ledger_restore_marks(const char *model, const RlMarkSet *saved);
 extern void pgrl_ledger_restore_share(const RlSavedShare *saved);

@@ -58,6 +58,7 @@ typedef struct RlModel
 	char		name[RL_NAME_MAX_LEN + 1];
 
 	int64		limit[RL_NUM_DIMS]; /* RL_UNLIMITED when not configured */
+	RlWindowType window_type;
 	bool		count_cached;
 	RlNumeric	price_input;
 	RlNumeric	price_output;
@@ -71,6 +72,17 @@ typedef struct RlModel
 	TimestampTz minute_start;
 	TimestampTz day_start;
 	int64		used[RL_NUM_DIMS];
+
+	/*
+	 * Bucket limits (pgrl_is_bucket): used[] is what the bucket lacks to be
+	 * full, refilled (decreased) up to refilled_at, with the fraction of a
+	 * unit refilled since carried over.  refilled_at only moves forward, for
+	 * fixed models too, so that one made a bucket starts from now.
+	 */
+	TimestampTz refilled_at;
+	int64		refill_carry[RL_NUM_DIMS];
+	TimestampTz refill_notice_at;	/* when the bucket holds what was last
+									 * refused: a notice is due (0: none) */
 
 	/* Totals since the model was defined (or the server started) */
 	int64		granted;
@@ -112,6 +124,8 @@ typedef struct RlShare
 	double		ratio;			/* in force: moves when flexible */
 	bool		flexible;
 	int64		used[RL_NUM_DIMS];	/* [RL_DIM_CONCURRENCY] is in flight */
+	int64		refill_carry[RL_NUM_DIMS];	/* bucket limits: refilled with
+											 * the model's */
 	int64		jobs_minute;	/* jobs admitted in the minute window */
 	int64		jobs_day;		/* jobs admitted in the day window */
 	int64		granted;
@@ -147,6 +161,18 @@ typedef struct RlLedger
 extern RlLedger *pgrl_ledger;
 extern RlModel *pgrl_models;
 
+/*
+ * Does this limit of the model refill continuously (a bucket limit)?  Only
+ * configured rate limits of a bucket model do; concurrency and what is not
+ * limited count as in a fixed model.
+ */
+static inline bool
+pgrl_is_bucket(const RlModel *model, int dim)
+{
+	return model->window_type == RL_WINDOW_BUCKET && dim != RL_DIM_CONCURRENCY &&
+		model->limit[dim] != RL_UNLIMITED;
+}
+
 /* For assertions: the model's lock is held (exclusively when asked) */
 #define AssertModelLocked(model, mode) \
 	Assert((mode) == LW_EXCLUSIVE ? \
@@ -163,6 +189,10 @@ extern RlModel *pgrl_models;
 /* ledger.c */
 extern bool pgrl_note_capacity_freed(RlModel *model, RlNotifyReason reason, TimestampTz at);
 extern void pgrl_roll_windows(RlModel *model, TimestampTz now);
+extern void pgrl_refill_bucket(int64 *used, int64 *carry, int64 limit, RlDimension dim,
+							   int64 elapsed_us);
+extern int64 pgrl_bucket_used_at(int64 used, int64 limit, RlDimension dim, int64 carry,
+								 TimestampTz refilled_at, TimestampTz now);
 
 /* ledger_shares.c */
 extern Size pgrl_shares_shmem_size(void);
@@ -175,6 +205,8 @@ extern int	pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requ
 extern void pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
 							 int32 requests);
 extern void pgrl_roll_share_windows(RlModel *model, bool minute, TimestampTz new_day);
+extern void pgrl_refill_shares(RlModel *model, int64 elapsed_us);
+extern int64 pgrl_share_limit(const RlModel *model, const RlShare *share, RlDimension dim);
 extern bool pgrl_note_share_release(RlModel *model);
 extern void pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *request,
 										 int64 *room, RlShareRoom *share_room);

@@ -28,6 +28,14 @@
  * for the next minute and day are saved ahead (the headroom), so a busy
  * model does not stall at a boundary.
  *
+ * A bucket model's usage of a rate limit does not start over with a
+ * window: it is what the bucket lacks, which refills.  Its marks bound that
+ * usage whatever the window, as concurrency's bound what is in flight: a
+ * restore counts the bucket as lacking its mark (no refill is credited for
+ * the time before the restore, when grants up to the mark may have been
+ * made), and as usage refills, room under the mark comes back without a
+ * new one.
+ *
  * Lowering a mark is safe because proposing is two-phase: the worker first
  * sets the proposed marks in shared memory, and from then on admission
  * keeps under both the saved and the proposed ones; after the commit, the
@@ -105,7 +113,7 @@ pgrl_mark_bound(const RlMarkSet *set, RlDimension dim, TimestampTz minute_start,
 	TimestampTz window = daily ? day_start : minute_start;
 	TimestampTz saved_window = daily ? set->day_start : set->minute_start;
 
-	if (dim == RL_DIM_CONCURRENCY)
+	if (dim == RL_DIM_CONCURRENCY || set->bucket)
 		return set->mark[dim];
 	/* an empty set (all zero) bounds every window to 0 */
 	if (window == saved_window)
@@ -364,6 +372,7 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 	memset(proposal, 0, sizeof(*proposal));
 	proposal->minute_start = model->minute_start;
 	proposal->day_start = model->day_start;
+	proposal->bucket = model->window_type == RL_WINDOW_BUCKET;
 	proposal->horizon = marks->saved.horizon;
 	/* exact, and no slots held for a crash's unknown leases */
 	proposal->clean = exact && now >= marks->held_until;
@@ -385,7 +394,7 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 			continue;
 		if (d == RL_DIM_CONCURRENCY)
 			grown = granted_since;
-		else if (pgrl_dimension_is_daily(d) ? same_day : same_minute)
+		else if (proposal->bucket || (pgrl_dimension_is_daily(d) ? same_day : same_minute))
 			grown = used - marks->used_at_proposal[d];
 		else
 			grown = used;
@@ -396,7 +405,9 @@ pgrl_mark_propose(RlModel *model, TimestampTz now, bool exact, bool lower,
 		if (proposal->mark[d] > in_force ||
 			(lower && in_force - proposal->mark[d] > headroom))
 			changed = true;
-		if (d != RL_DIM_CONCURRENCY)
+		if (proposal->bucket)
+			proposal->next[d] = proposal->mark[d];	/* unused: no windows */
+		else if (d != RL_DIM_CONCURRENCY)
 		{
 			int64		next_saved = pgrl_mark_bound(&marks->saved, d,
 													 pgrl_window_reset(model->minute_start, RL_DIM_RPM),

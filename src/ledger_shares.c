@@ -132,6 +132,16 @@ pgrl_lease_share(const RlLease *lease)
 	return share;
 }
 
+/*
+ * A share's part of a limit the model has: also the capacity of its bucket
+ * (and what refills it) on a bucket model.
+ */
+int64
+pgrl_share_limit(const RlModel *model, const RlShare *share, RlDimension dim)
+{
+	return pgrl_share_of(model->limit[dim], share->ratio);
+}
+
 /* What the share still admits; caller holds the model's lock */
 void
 pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room)
@@ -147,7 +157,7 @@ pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room)
 			room->guaranteed[d] = PG_INT64_MAX;
 			continue;
 		}
-		room->room[d] = pgrl_share_of(model->limit[d], share->ratio) - share->used[d];
+		room->room[d] = pgrl_share_limit(model, share, d) - share->used[d];
 		jobs = d == RL_DIM_CONCURRENCY ? share->used[d] :
 			pgrl_dimension_is_daily(d) ? share->jobs_day : share->jobs_minute;
 		room->guaranteed[d] = Max(0, pgrl_min_job_type_slots - jobs);
@@ -211,20 +221,27 @@ pgrl_roll_share_windows(RlModel *model, bool minute, TimestampTz new_day)
 	{
 		RlShare    *share = pgrl_share(model_slot, j);
 
-		/* most shares of most models are idle: leave them as they are */
+		/*
+		 * Most shares of most models are idle: leave them as they are.  A
+		 * bucket limit's usage refills instead (pgrl_refill_shares).
+		 */
 		if (minute && (share->jobs_minute != 0 || share->used[RL_DIM_RPM] != 0 ||
 					   share->used[RL_DIM_TPM] != 0))
 		{
-			share->used[RL_DIM_RPM] = 0;
-			share->used[RL_DIM_TPM] = 0;
+			if (!pgrl_is_bucket(model, RL_DIM_RPM))
+				share->used[RL_DIM_RPM] = 0;
+			if (!pgrl_is_bucket(model, RL_DIM_TPM))
+				share->used[RL_DIM_TPM] = 0;
 			share->jobs_minute = 0;
 			share->version++;
 		}
 		if (day && (share->jobs_day != 0 || share->used[RL_DIM_RPD] != 0 ||
 					share->used[RL_DIM_TPD] != 0))
 		{
-			share->used[RL_DIM_RPD] = 0;
-			share->used[RL_DIM_TPD] = 0;
+			if (!pgrl_is_bucket(model, RL_DIM_RPD))
+				share->used[RL_DIM_RPD] = 0;
+			if (!pgrl_is_bucket(model, RL_DIM_TPD))
+				share->used[RL_DIM_TPD] = 0;
 			share->jobs_day = 0;
 			share->version++;
 		}
@@ -242,6 +259,29 @@ pgrl_roll_share_windows(RlModel *model, bool minute, TimestampTz new_day)
 			memset(&share->usage, 0, sizeof(share->usage));
 			share->usage.day_start = new_day;
 		}
+	}
+}
+
+/*
+ * Refill the buckets of every share of a bucket model by what elapsed_us
+ * gives each: its share of the limit per window, so that every share
+ * refills in proportion to its ratio.  Caller holds the model's lock
+ * exclusively (pgrl_roll_windows).
+ */
+void
+pgrl_refill_shares(RlModel *model, int64 elapsed_us)
+{
+	int			model_slot = model - pgrl_models;
+
+	AssertModelLocked(model, LW_EXCLUSIVE);
+	for (int j = 0; j < pgrl_max_job_types; j++)
+	{
+		RlShare    *share = pgrl_share(model_slot, j);
+
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+			if (pgrl_is_bucket(model, d))
+				pgrl_refill_bucket(&share->used[d], &share->refill_carry[d],
+								   pgrl_share_limit(model, share, d), d, elapsed_us);
 	}
 }
 
@@ -604,7 +644,12 @@ pgrl_ledger_share_status(int slot, TimestampTz now, char *name, RlShareStatus *r
 
 			row->share[d] = model->limit[d] == RL_UNLIMITED ? RL_UNLIMITED :
 				pgrl_share_of(model->limit[d], share->ratio);
-			row->used[d] = current ? share->used[d] : 0;
+			if (pgrl_is_bucket(model, d))
+				row->used[d] = pgrl_bucket_used_at(share->used[d], row->share[d], d,
+												   share->refill_carry[d],
+												   model->refilled_at, now);
+			else
+				row->used[d] = current ? share->used[d] : 0;
 		}
 		row->granted = share->granted;
 		row->denied = share->denied;

@@ -35,6 +35,49 @@ pgrl_window_reset(TimestampTz window_start, RlDimension dim)
 	return pgrl_add_saturating(window_start, pgrl_window_length(dim));
 }
 
+const char *const pgrl_window_type_names[] = {"fixed", "bucket"};
+
+/*
+ * How much a bucket of capacity limit refills in elapsed_us, as a whole
+ * number of units: it refills limit per window of the dimension.  carry
+ * keeps the fraction of a unit (numerator over the window's length) from
+ * one call to the next, so that refilling in many small steps gives what
+ * one large step would.  Exact: the product needs 128 bits.
+ */
+int64
+pgrl_refill(int64 limit, RlDimension dim, int64 elapsed_us, int64 *carry)
+{
+	int64		window = pgrl_window_length(dim);
+	int128		numerator;
+	int128		whole;
+
+	Assert(dim != RL_DIM_CONCURRENCY && limit >= 0 && elapsed_us >= 0);
+	numerator = (int128) limit * elapsed_us + *carry;
+	whole = numerator / window;
+	*carry = (int64) (numerator % window);
+	return whole > PG_INT64_MAX ? PG_INT64_MAX : (int64) whole;
+}
+
+/*
+ * How long until a bucket of capacity limit (limit > 0) has refilled
+ * amount units, given the carried fraction: the least t with
+ * floor((limit * t + carry) / window) >= amount.
+ */
+int64
+pgrl_refill_time(int64 limit, RlDimension dim, int64 amount, int64 carry)
+{
+	int64		window = pgrl_window_length(dim);
+	int128		needed;
+	int128		t;
+
+	Assert(dim != RL_DIM_CONCURRENCY && limit > 0);
+	if (amount <= 0)
+		return 0;
+	needed = (int128) amount * window - carry;
+	t = (needed + limit - 1) / limit;
+	return t > PG_INT64_MAX ? PG_INT64_MAX : (int64) t;
+}
+
 /*
  * The dimension with the fewest slots (slots[d] < 0: not limited), or -1.
  * Dimensions come longest window first: a tie keeps the earlier.

@@ -64,7 +64,24 @@ pgrl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
 	}
 }
 
+/*
+ * How a model's rate limits count (rl_model.window_type).  Fixed: in UTC
+ * minutes and days, reset at each boundary.  Bucket: each limit L is a
+ * bucket of capacity L that refills continuously at L per window (minute
+ * or day); a model's usage of the dimension is then what the bucket lacks
+ * to be full, which shrinks as it refills.
+ */
+typedef enum RlWindowType
+{
+	RL_WINDOW_FIXED = 0,
+	RL_WINDOW_BUCKET
+} RlWindowType;
+
+extern const char *const pgrl_window_type_names[];
+
 extern TimestampTz pgrl_window_reset(TimestampTz window_start, RlDimension dim);
+extern int64 pgrl_refill(int64 limit, RlDimension dim, int64 elapsed_us, int64 *carry);
+extern int64 pgrl_refill_time(int64 limit, RlDimension dim, int64 amount, int64 carry);
 extern int	pgrl_min_dimension(const int64 *slots);
 extern int64 pgrl_fit(const int64 *room, int64 tokens, int32 requests, int *limited_by);
 extern int64 pgrl_share_of(int64 limit, double ratio);

@@ -4,8 +4,9 @@
  *		NOTIFY rl_capacity: telling listening clients that capacity freed.
  *
  * Backends only mark a model (under its lock) when capacity frees on it
- * after it denied something: its window reset, a release or expiry, or a
- * configuration change.  At most one notice per model is pending, and
+ * after it denied something: its window reset, a release or expiry, a
+ * configuration change, or (a bucket model) its buckets refilled enough for
+ * what was refused.  At most one notice per model is pending, and
  * release notices of one model are at least RL_NOTIFY_MIN_GAP_MS apart, so
  * a busy model makes at most a few notifications a second however often it
  * denies and releases.  The worker sends them from its own transaction in
@@ -44,6 +45,7 @@ static const char *const reason_names[] = {
 	[RL_NOTIFY_WINDOW_RESET] = "window_reset",
 	[RL_NOTIFY_RELEASE] = "release",
 	[RL_NOTIFY_CONFIG] = "config",
+	[RL_NOTIFY_REFILL] = "refill",
 };
 
 /* The JSON payload: {"model": ..., "reason": ..., "at": ...} */
@@ -70,16 +72,19 @@ pgrl_notify_payload(const char *model, RlNotifyReason reason, TimestampTz at)
  * when it commits.  A model gets at most one release or config notice per
  * RL_NOTIFY_MIN_GAP_MS (a busy model that denies and releases all the time
  * would otherwise notify on every round); window resets go out at once.
- * Returns when a held-back notice is due (real time), or DT_NOEND, and
- * adds the notices queued to *queued.  Worker only.
+ * Returns when a held-back notice is due (real time), or DT_NOEND, sets
+ * *next_refill to when a bucket model will hold what it refused (limiter's
+ * clock, DT_NOEND: none), and adds the notices queued to *queued.  Worker
+ * only.
  */
 TimestampTz
-pgrl_roll_and_queue_notifications(TimestampTz now, int *queued)
+pgrl_roll_and_queue_notifications(TimestampTz now, TimestampTz *next_refill, int *queued)
 {
 	static TimestampTz *last_sent = NULL;	/* real time, per model slot */
 	TimestampTz real_now = GetCurrentTimestamp();
 	TimestampTz next_due = DT_NOEND;
 
+	*next_refill = DT_NOEND;
 	if (last_sent == NULL)
 		last_sent = MemoryContextAllocZero(TopMemoryContext,
 										   sizeof(TimestampTz) * pgrl_max_models);
@@ -90,6 +95,7 @@ pgrl_roll_and_queue_notifications(TimestampTz now, int *queued)
 		RlNotice	notice;
 
 		pgrl_ledger_roll(slot, now, real_now < due, &notice);
+		*next_refill = Min(*next_refill, notice.refill_at);
 		if (notice.held)
 			next_due = Min(next_due, due);	/* held back */
 		if (notice.reason != RL_NOTIFY_NONE)

@@ -165,8 +165,11 @@ static const char *const stats_columns[] = {
 StaticAssertDecl(lengthof(stats_columns) == RL_STATS_COLUMNS, "stats_columns");
 StaticAssertDecl(RL_STATS_FIRST_TOTAL + 6 == RL_STATS_COLUMNS, "stats_columns order");
 
+/* Then, from 1.2 on, refilled_at */
+#define RL_REFILL_COLUMN	(RL_COUNTER_COLUMNS + RL_STATS_COLUMNS)
+
 /* The most array parameters of any statement */
-#define RL_MAX_ARRAY_COLUMNS	(RL_COUNTER_COLUMNS + RL_STATS_COLUMNS)
+#define RL_MAX_ARRAY_COLUMNS	(RL_REFILL_COLUMN + 1)
 
 /* What the worker last wrote, per model slot (worker-local) */
 typedef struct RlPersisted
@@ -244,7 +247,32 @@ pgrl_read_usage(HeapTuple tup, TupleDesc desc, RlDayUsage *usage)
 static bool
 pgrl_has_stats_columns(const char *version)
 {
-	return strcmp(version, "1.0") != 0;
+	return pgrl_version_at_least(version, 1, 1);
+}
+
+/*
+ * Does the installed version's rl_counter and rl_share_counter have the
+ * column refilled_at, which a bucket model's usage is as of?  It came with
+ * 1.2.  Before, nothing can be a bucket model: the configuration had no
+ * window_type.
+ */
+static bool
+pgrl_has_refill_columns(const char *version)
+{
+	return pgrl_version_at_least(version, 1, 2);
+}
+
+/* A row's refilled_at, RL_NO_WINDOW when NULL or not there */
+static TimestampTz
+pgrl_read_refilled_at(HeapTuple tup, TupleDesc desc, bool has_column)
+{
+	bool		isnull;
+	Datum		value;
+
+	if (!has_column)
+		return RL_NO_WINDOW;
+	value = SPI_getbinval(tup, desc, pgrl_spi_column(desc, "refilled_at"), &isnull);
+	return isnull ? RL_NO_WINDOW : DatumGetTimestampTz(value);
 }
 
 /* Read the stats_columns of a row */
@@ -468,6 +496,7 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 	RlStateSnapshot *state = MemoryContextAllocZero(context, sizeof(RlStateSnapshot));
 	const char *qschema = session->qschema;
 	bool		has_stats = pgrl_has_stats_columns(session->version);
+	bool		has_refill = pgrl_has_refill_columns(session->version);
 	StringInfoData sql;
 	TupleDesc	desc;
 
@@ -492,6 +521,8 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 					 " overage_tokens, %s", RL_SAVED_USAGE_COLUMNS);
 	for (int k = 0; has_stats && k < RL_STATS_COLUMNS; k++)
 		appendStringInfo(&sql, ", %s", stats_columns[k]);
+	if (has_refill)
+		appendStringInfoString(&sql, ", refilled_at");
 	appendStringInfo(&sql, " FROM %s.rl_counter", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
@@ -509,6 +540,7 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 		c->day_start = COL("day_start");
 		c->requests_day = COL("requests_day");
 		c->tokens_day = COL("tokens_day");
+		c->refilled_at = pgrl_read_refilled_at(tup, desc, has_refill);
 		c->granted = COL("granted");
 		c->denied = COL("denied");
 		c->expired = COL("expired");
@@ -524,8 +556,8 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 	appendStringInfo(&sql,
 					 "SELECT model, job_type, base_ratio, ratio, minute_start, requests_minute,"
 					 " tokens_minute, jobs_minute, day_start, requests_day, tokens_day, jobs_day,"
-					 " granted, denied, %s FROM %s.rl_share_counter", RL_SAVED_USAGE_COLUMNS,
-					 qschema);
+					 " granted, denied, %s%s FROM %s.rl_share_counter", RL_SAVED_USAGE_COLUMNS,
+					 has_refill ? ", refilled_at" : "", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_shares = SPI_processed;
@@ -550,6 +582,7 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 		sh->requests_day = COL("requests_day");
 		sh->tokens_day = COL("tokens_day");
 		sh->jobs_day = COL("jobs_day");
+		sh->refilled_at = pgrl_read_refilled_at(tup, desc, has_refill);
 		sh->granted = COL("granted");
 		sh->denied = COL("denied");
 		pgrl_read_usage(tup, desc, &sh->usage);
@@ -642,7 +675,7 @@ pgrl_restore_saved_state(RlStateSnapshot *state)
 	day_start = pgrl_window_start(now, USECS_PER_DAY);
 	pgrl_restored_windows(state, &minute_start, &day_start);
 
-	pgrl_ledger_restore_begin(minute_start, day_start, state->restore_scratch);
+	pgrl_ledger_restore_begin(now, minute_start, day_start, state->restore_scratch);
 	for (int i = 0; i < state->num_counters; i++)
 		pgrl_ledger_restore_counter(&state->counters[i]);
 	for (int i = 0; i < state->num_marks; i++)
@@ -817,6 +850,8 @@ pgrl_stats_datums(const RlModelStats *stats, Datum **columns, int n)
 /* Columns of rl_share_counter passed as arrays */
 #define RL_SHARE_USAGE_FIRST	14
 #define RL_SHARE_COLUMNS	(RL_SHARE_USAGE_FIRST + RL_DAY_USAGE_COLUMNS)
+/* and refilled_at, written from 1.2 on */
+#define RL_SHARE_REFILL_COLUMN	RL_SHARE_COLUMNS
 
 /* Columns of rl_usage_daily passed as arrays */
 #define RL_USAGE_USAGE_FIRST	2
@@ -827,7 +862,7 @@ typedef struct RlShareRows
 {
 	int			count;
 	int			room;
-	Datum	   *columns[RL_SHARE_COLUMNS];
+	Datum	   *columns[RL_SHARE_COLUMNS + 1];
 	Size	   *shares;			/* the share each row saves, and its version */
 	uint64	   *versions;
 } RlShareRows;
@@ -909,7 +944,7 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 	{
 		int			room = Max(rows->room * 2, rows->count + count + 64);
 
-		for (int i = 0; i < RL_SHARE_COLUMNS; i++)
+		for (int i = 0; i <= RL_SHARE_REFILL_COLUMN; i++)
 			rows->columns[i] = pgrl_grow(rows->columns[i], sizeof(Datum), room);
 		rows->shares = pgrl_grow(rows->shares, sizeof(Size), room);
 		rows->versions = pgrl_grow(rows->versions, sizeof(uint64), room);
@@ -940,6 +975,7 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 		c[12][n] = Int64GetDatum(share->granted);
 		c[13][n] = Int64GetDatum(share->denied);
 		pgrl_usage_datums(&share->usage, &c[RL_SHARE_USAGE_FIRST], n);
+		c[RL_SHARE_REFILL_COLUMN][n] = TimestampTzGetDatum(share->refilled_at);
 
 		if (pgrl_day_used(&share->usage_ended) &&
 			persisted_share_ended[rows->shares[n]] != share->usage_ended.day_start)
@@ -952,18 +988,19 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 
 /* Write the gathered share rows */
 static void
-pgrl_write_share_rows(const char *qschema, RlShareRows *rows)
+pgrl_write_share_rows(const char *qschema, RlShareRows *rows, bool with_refill)
 {
-	Oid			types[RL_SHARE_COLUMNS] = {TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID,
+	Oid			types[RL_SHARE_COLUMNS + 1] = {TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID,
 		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID,
 		INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID,
-	INT8OID, INT8OID};
-	Datum		args[RL_SHARE_COLUMNS];
+	INT8OID, INT8OID, TIMESTAMPTZOID};
+	Datum		args[RL_SHARE_COLUMNS + 1];
+	int			num_columns = RL_SHARE_COLUMNS + (with_refill ? 1 : 0);
 	StringInfoData sql;
 
 	if (rows->count == 0)
 		return;
-	for (int i = 0; i < RL_SHARE_COLUMNS; i++)
+	for (int i = 0; i < num_columns; i++)
 		args[i] = pgrl_array(rows->columns[i], rows->count, types[i]);
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
@@ -971,14 +1008,14 @@ pgrl_write_share_rows(const char *qschema, RlShareRows *rows)
 					 " minute_start, requests_minute, tokens_minute, jobs_minute, day_start,"
 					 " requests_day, tokens_day, jobs_day, granted, denied, usage_day,"
 					 " usage_requests, usage_input, usage_output, usage_cached, usage_cost,"
-					 " usage_overage_events, usage_overage_tokens, saved_at)"
+					 " usage_overage_events, usage_overage_tokens, saved_at%s)"
 					 " SELECT m, j, br, r, ms, rm, tm, jm, ds, rd, td, jd, g, de,"
 					 " (nullif(ud, '-infinity') AT TIME ZONE 'UTC')::date,"
-					 " ur, ui, uo, uc, uco, uoe, uot, now()"
+					 " ur, ui, uo, uc, uco, uoe, uot, now()%s"
 					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
-					 " $15, $16, $17, $18, $19, $20, $21, $22)"
+					 " $15, $16, $17, $18, $19, $20, $21, $22%s)"
 					 " AS x(m, j, br, r, ms, rm, tm, jm, ds, rd, td, jd, g, de, ud, ur, ui, uo, uc,"
-					 " uco, uoe, uot)"
+					 " uco, uoe, uot%s)"
 					 " ON CONFLICT (model, job_type) DO UPDATE SET base_ratio = excluded.base_ratio,"
 					 " ratio = excluded.ratio, minute_start = excluded.minute_start,"
 					 " requests_minute = excluded.requests_minute,"
@@ -991,8 +1028,13 @@ pgrl_write_share_rows(const char *qschema, RlShareRows *rows)
 					 " usage_cached = excluded.usage_cached, usage_cost = excluded.usage_cost,"
 					 " usage_overage_events = excluded.usage_overage_events,"
 					 " usage_overage_tokens = excluded.usage_overage_tokens,"
-					 " saved_at = excluded.saved_at", qschema);
-	pgrl_execute_arrays(sql.data, RL_SHARE_COLUMNS, types, args);
+					 " saved_at = excluded.saved_at%s", qschema,
+					 with_refill ? ", refilled_at" : "",
+					 with_refill ? ", nullif(ra, '-infinity')" : "",
+					 with_refill ? ", $23" : "",
+					 with_refill ? ", ra" : "",
+					 with_refill ? ", refilled_at = excluded.refilled_at" : "");
+	pgrl_execute_arrays(sql.data, num_columns, types, args);
 	for (int i = 0; i < rows->count; i++)
 		persisted_share_versions[rows->shares[i]] = rows->versions[i];
 }
@@ -1002,18 +1044,21 @@ pgrl_write_share_rows(const char *qschema, RlShareRows *rows)
  * rl_stats' counters too (the installed version has their columns).
  */
 static void
-pgrl_persist_models(const char *qschema, bool with_stats)
+pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 {
 	int			n = 0;
-	int			num_columns = RL_COUNTER_COLUMNS + (with_stats ? RL_STATS_COLUMNS : 0);
-	Datum	   *c[RL_COUNTER_COLUMNS + RL_STATS_COLUMNS];
-	Oid			ctypes[RL_COUNTER_COLUMNS + RL_STATS_COLUMNS] = {TEXTOID, TIMESTAMPTZOID,
+	int			num_columns = with_refill ? RL_REFILL_COLUMN + 1 :
+		RL_COUNTER_COLUMNS + (with_stats ? RL_STATS_COLUMNS : 0);
+	Datum	   *c[RL_MAX_ARRAY_COLUMNS];
+	Oid			ctypes[RL_MAX_ARRAY_COLUMNS] = {TEXTOID, TIMESTAMPTZOID,
 		INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID,
 		/* stats_columns */
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-	INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, TIMESTAMPTZOID};
+	INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, TIMESTAMPTZOID,
+		/* refilled_at */
+	TIMESTAMPTZOID};
 	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
 	uint32	   *generations = palloc(sizeof(uint32) * pgrl_max_models);
@@ -1060,6 +1105,8 @@ pgrl_persist_models(const char *qschema, bool with_stats)
 		pgrl_usage_datums(&copy.usage, &c[RL_COUNTER_USAGE_FIRST], n);
 		if (with_stats)
 			pgrl_stats_datums(&copy.stats, &c[RL_COUNTER_COLUMNS], n);
+		if (with_refill)
+			c[RL_REFILL_COLUMN][n] = TimestampTzGetDatum(copy.refilled_at);
 		n++;
 
 		/* the day before, once, when its window has ended */
@@ -1072,7 +1119,7 @@ pgrl_persist_models(const char *qschema, bool with_stats)
 
 	if (n > 0)
 	{
-		Datum		args[RL_COUNTER_COLUMNS + RL_STATS_COLUMNS];
+		Datum		args[RL_MAX_ARRAY_COLUMNS];
 
 		for (int i = 0; i < num_columns; i++)
 			args[i] = pgrl_array(c[i], n, ctypes[i]);
@@ -1085,6 +1132,8 @@ pgrl_persist_models(const char *qschema, bool with_stats)
 						 " usage_overage_events, usage_overage_tokens", qschema);
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
+		if (with_refill)
+			appendStringInfoString(&sql, ", refilled_at");
 		appendStringInfoString(&sql,
 							   ", saved_at)"
 							   " SELECT m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot,"
@@ -1093,6 +1142,8 @@ pgrl_persist_models(const char *qschema, bool with_stats)
 		/* the arrays of stats_columns are unnested under the columns' names */
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
+		if (with_refill)
+			appendStringInfoString(&sql, ", nullif(ra, '-infinity')");
 		appendStringInfoString(&sql, ", now() FROM unnest($1");
 		for (int i = 1; i < num_columns; i++)
 			appendStringInfo(&sql, ", $%d", i + 1);
@@ -1101,6 +1152,8 @@ pgrl_persist_models(const char *qschema, bool with_stats)
 							   " uc, uco, uoe, uot");
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
+		if (with_refill)
+			appendStringInfoString(&sql, ", ra");
 		appendStringInfoString(&sql,
 							   ") ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
 							   " requests_minute = excluded.requests_minute,"
@@ -1116,11 +1169,13 @@ pgrl_persist_models(const char *qschema, bool with_stats)
 							   " usage_overage_tokens = excluded.usage_overage_tokens,");
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, " %s = excluded.%s,", stats_columns[k], stats_columns[k]);
+		if (with_refill)
+			appendStringInfoString(&sql, " refilled_at = excluded.refilled_at,");
 		appendStringInfoString(&sql, " saved_at = excluded.saved_at");
 		pgrl_execute_arrays(sql.data, num_columns, ctypes, args);
 	}
 	pgrl_write_usage_rows(qschema, &usage_rows);
-	pgrl_write_share_rows(qschema, &share_rows);
+	pgrl_write_share_rows(qschema, &share_rows, with_refill);
 
 	/* Only now that the rows are written: they are saved */
 	for (int i = 0; i < n; i++)
@@ -1611,7 +1666,8 @@ pgrl_persist_state(bool save_state, bool save_marks, bool final)
 			for (int slot = 0; slot < pgrl_max_models; slot++)
 				persisted[slot].version = 0;
 		persisted_stats = with_stats;
-		pgrl_persist_models(session.qschema, with_stats);
+		pgrl_persist_models(session.qschema, with_stats,
+							pgrl_has_refill_columns(session.version));
 		pgrl_persist_instances(session.qschema);
 		pgrl_persist_leases(session.qschema, session.extension_oid, final);
 

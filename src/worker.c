@@ -149,6 +149,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		TimestampTz next_save;
 		TimestampTz next_minute;
 		TimestampTz next_notice;
+		TimestampTz next_refill;
 		TimestampTz next_ratios;
 		TimestampTz next_stale;
 		TimestampTz next_allocation_notice;
@@ -168,7 +169,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 			new_minute = true;
 			pgrl_wake_all_waiters();
 		}
-		next_notice = pgrl_roll_and_queue_notifications(now, &notices);
+		next_notice = pgrl_roll_and_queue_notifications(now, &next_refill, &notices);
 		if (real_now >= *last_ratios + (int64) pgrl_ratio_interval_ms * 1000)
 		{
 			next_ratios = pgrl_ledger_adjust_ratios(now, real_now, true);
@@ -192,6 +193,7 @@ pgrl_worker_round(bool shutting_down, TimestampTz *last_save, TimestampTz *minut
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, pgrl_earliest_expiry()));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, pgrl_marks_next_release()));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now, next_notice));
+		sleep_ms = Min(sleep_ms, pgrl_ms_until(now, next_refill));
 		sleep_ms = Min(sleep_ms, pgrl_ms_until(real_now,
 											   *last_ratios + (int64) pgrl_ratio_interval_ms * 1000));
 		if (next_ratios != 0)
