@@ -48,23 +48,56 @@ LOCK TABLE rl_model, rl_job_type, rl_job_type_wait, rl_counter, rl_share_counter
 
 -- A schema ratelimit that is already there (made by a restored dump, or
 -- by the administrator for CREATE EXTENSION ... SCHEMA ratelimit) is used
--- only if a superuser owns it: its owner may drop or replace anything in
--- it, and everything the extension holds is about to move there.
+-- only if nobody but superusers can have put anything in it: a superuser
+-- owns it, only superusers may CREATE in it, and everything in it belongs to
+-- superusers.  Otherwise another role could drop or replace what the
+-- extension is about to move there, or shadow what sessions call.
 DO $$
 DECLARE
-	owner_name pg_catalog.name;
-	owner_is_superuser boolean;
+	schema_oid pg_catalog.oid;
+	culprit pg_catalog.text;
 BEGIN
-	SELECT r.rolname, r.rolsuper INTO owner_name, owner_is_superuser
-	  FROM pg_catalog.pg_namespace n
-	  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+	SELECT n.oid INTO schema_oid FROM pg_catalog.pg_namespace n
 	 WHERE n.nspname OPERATOR(pg_catalog.=) 'ratelimit'::pg_catalog.name;
-	IF FOUND AND NOT owner_is_superuser THEN
-		RAISE EXCEPTION 'schema "ratelimit" is owned by role "%", which is not a superuser', owner_name
-			USING ERRCODE = 'insufficient_privilege',
-				  HINT = 'pg_ratelimit keeps its objects in the schema ratelimit, and its owner could replace them. Give the schema to a superuser (ALTER SCHEMA ratelimit OWNER TO ...), or rename it, and try again.';
-	END IF;
-	IF NOT FOUND THEN
+	IF FOUND THEN
+		SELECT pg_catalog.format('it is owned by role "%s"', r.rolname) INTO culprit
+		  FROM pg_catalog.pg_namespace n
+		  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+		 WHERE n.oid OPERATOR(pg_catalog.=) schema_oid AND NOT r.rolsuper;
+		IF culprit IS NULL THEN
+			SELECT pg_catalog.format('role "%s" may create objects in it',
+									 coalesce(r.rolname, 'PUBLIC')) INTO culprit
+			  FROM pg_catalog.pg_namespace n,
+				   pg_catalog.aclexplode(n.nspacl) a
+			  LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.grantee
+			 WHERE n.oid OPERATOR(pg_catalog.=) schema_oid
+			   AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+			   AND NOT coalesce(r.rolsuper, false)
+			 LIMIT 1;
+		END IF;
+		IF culprit IS NULL THEN
+			SELECT pg_catalog.format('role "%s" owns objects in it', r.rolname) INTO culprit
+			  FROM (SELECT c.relowner AS owner FROM pg_catalog.pg_class c
+					 WHERE c.relnamespace OPERATOR(pg_catalog.=) schema_oid
+					UNION ALL
+					SELECT p.proowner FROM pg_catalog.pg_proc p
+					 WHERE p.pronamespace OPERATOR(pg_catalog.=) schema_oid
+					UNION ALL
+					SELECT t.typowner FROM pg_catalog.pg_type t
+					 WHERE t.typnamespace OPERATOR(pg_catalog.=) schema_oid
+					UNION ALL
+					SELECT o.oprowner FROM pg_catalog.pg_operator o
+					 WHERE o.oprnamespace OPERATOR(pg_catalog.=) schema_oid) x
+			  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) x.owner
+			 WHERE NOT r.rolsuper
+			 LIMIT 1;
+		END IF;
+		IF culprit IS NOT NULL THEN
+			RAISE EXCEPTION 'schema "ratelimit" is not safe for pg_ratelimit: %, which is not a superuser', culprit
+				USING ERRCODE = 'insufficient_privilege',
+					  HINT = 'pg_ratelimit keeps its objects in the schema ratelimit, where only superusers may create. Rename or drop that schema (ALTER SCHEMA ratelimit RENAME TO ...), and try again.';
+		END IF;
+	ELSE
 		CREATE SCHEMA ratelimit;
 		-- what 1.0 gave by living in public: object privileges decide
 		GRANT USAGE ON SCHEMA ratelimit TO PUBLIC;

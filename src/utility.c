@@ -212,6 +212,9 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 					pgrl_wake_launcher_at_commit();
 				if (template == NULL || template->arg == NULL)
 					return;
+				/* a copy to a name taken fails anyway */
+				if (OidIsValid(get_database_oid(stmt->dbname, true)))
+					return;
 				target = defGetString(template);
 				copy = true;
 				own_database = true;
@@ -229,9 +232,9 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 					target = stmt->dbname;
 				else if (allow != NULL && allow->arg != NULL && !defGetBoolean(allow))
 				{
+					/* refused from a session connected to it: not own_database */
 					target = stmt->dbname;
 					in_block = true;
-					own_database = true;
 				}
 				break;
 			}

@@ -8,7 +8,7 @@
 # public (the schema of a 1.0 installation), and look-alike rl_* tables
 # (other limits, counters and a test clock offset of a century) with an
 # =(oid,oid) that points the extension's schema at them in a schema of its
-# own.  Through the update of a 1.0 installation (in public) to 1.1 (in
+# own.  Through the update of a 1.0 installation (in public) to 1.2 (in
 # ratelimit, where the attacker cannot create), a job type defined by a
 # superuser, a clean restart (the worker loads the state), a crash restart,
 # and restarts without a worker after which the attacker, then an ordinary
@@ -308,17 +308,17 @@ sub wait_for_saved_state
 wait_for_saved_state(0);
 check_step('after planting', '');
 
-# 0. A superuser updates the extension to 1.1, in a session with the
+# 0. A superuser updates the extension to 1.2 (through 1.1), in a session with the
 # database's search_path: the update script runs as that superuser with
 # public (the extension's schema so far) first, and calls nothing planted.
 # Everything leaves public, for schemas where only superusers create.
 my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
 my ($ret, $stdout, $stderr) = victim($superuser, 'ALTER EXTENSION pg_ratelimit UPDATE');
-is($ret, 0, 'a superuser updates the extension to 1.1') or diag($stderr);
+is($ret, 0, 'a superuser updates the extension to 1.2') or diag($stderr);
 is(query(q{SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension
 		   WHERE extname = 'pg_ratelimit'}),
-	'1.1 ratelimit', 'the extension is now 1.1, in ratelimit');
-check_step('updated to 1.1', '');
+	'1.2 ratelimit', 'the extension is now 1.2, in ratelimit');
+check_step('updated to 1.2', '');
 wait_for_saved_state(0);
 
 # The attacker, owner of the database, can plant nothing in the new schemas

@@ -1,10 +1,11 @@
-# Upgrading 1.0 to 1.1.  A 1.0 installation (in public) with models, job
-# types, per-model waits, instances, open leases and usage of the current
-# and of an ended day is served by the 1.1 library; ALTER EXTENSION UPDATE
-# then moves it into the schemas ratelimit and ratelimit_internal and loses
+# Upgrading 1.0 to the current version (1.2, through 1.1).  A 1.0
+# installation (in public) with models, job types, per-model waits,
+# instances, open leases and usage of the current and of an ended day is
+# served by the current library; ALTER EXTENSION UPDATE then moves it into
+# the schemas ratelimit and ratelimit_internal and loses
 # nothing: configuration, counters, open leases (still releasable, settled
 # as before), usage and instances.  The updated database has exactly the
-# objects of a fresh 1.1 installation (same definitions, privileges and
+# objects of a fresh installation (same definitions, privileges and
 # comments; same pg_dump --schema-only), and its pg_dump restores on
 # another server into the same objects, with the configuration and the
 # daily usage history, and serves acquires.
@@ -129,7 +130,10 @@ sub schema_dump
 
 # What must survive the update, as text
 my %state_sql = (
-	models => q{SELECT string_agg(m::text, E'\n' ORDER BY model) FROM rl_model m},
+	# the columns of 1.0 (1.2 adds window_type, checked after the update)
+	models => q{SELECT string_agg((m.model, m.rpm, m.tpm, m.rpd, m.tpd, m.max_concurrent, m.price_input,
+								   m.price_output, m.price_cached, m.count_cached, m.created_at,
+								   m.updated_at)::text, E'\n' ORDER BY model) FROM rl_model m},
 	job_types => q{SELECT string_agg(j::text, E'\n' ORDER BY job_type) FROM rl_job_type j},
 	waits => q{SELECT string_agg(w::text, E'\n' ORDER BY job_type, model) FROM rl_job_type_wait w},
 	status => q{SELECT string_agg(concat_ws(' ', model, rpm, tpm, rpd, tpd, max_concurrent,
@@ -205,7 +209,7 @@ my %lease = split /[|\n]/, query(q{
 	SELECT job_type, lease_id FROM rl_leases WHERE job_type IS NOT NULL
 	UNION ALL SELECT model, lease_id FROM rl_leases WHERE job_type IS NULL});
 
-# The 1.1 library serves the 1.0 schema: the worker saves it all, without
+# The current library serves the 1.0 schema: the worker saves it all, without
 # an error
 $old->poll_query_until('app', q{
 	SELECT (SELECT count(*) FROM rl_lease_state) = 4
@@ -229,13 +233,15 @@ $log_offset = -s $old->logfile;
 query('BEGIN; ALTER EXTENSION pg_ratelimit UPDATE; SELECT pg_sleep(1); COMMIT;');
 is(query(q{SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension
 		   WHERE extname = 'pg_ratelimit'}),
-	'1.1 ratelimit', 'updated to 1.1, in ratelimit');
+	'1.2 ratelimit', 'updated to 1.2, in ratelimit');
 is(query(q{
 	SELECT count(*) FROM (
 		SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace
 		UNION ALL SELECT oid FROM pg_proc WHERE pronamespace = 'public'::regnamespace
 		UNION ALL SELECT oid FROM pg_type WHERE typnamespace = 'public'::regnamespace) o}),
 	'0', 'nothing is left in public');
+is(query(q{SELECT string_agg(DISTINCT window_type, ',') FROM ratelimit.rl_model}), 'fixed',
+	'every model counts in fixed windows, as before');
 is(query(q{
 	SELECT string_agg(DISTINCT pronamespace::regnamespace::text, ',')
 	FROM pg_proc WHERE proname LIKE '%\_internal' OR proname LIKE 'rl\_internal\_%'
@@ -268,7 +274,7 @@ is(query(q{SELECT concat_ws(' ', granted, limited_by) FROM ratelimit.rl_acquire(
 	'f rpd', 'the day\'s requests still count');
 query(q{SELECT ratelimit.rl_alter_model('tiny', clear => '{rpd}')});
 is(query(q{SELECT granted FROM ratelimit.rl_acquire('tiny')}), 't',
-	'the 1.1 functions work: a limit removed with rl_alter_model');
+	'the 1.2 functions work: a limit removed with rl_alter_model');
 
 # The worker saves the updated schema, without an error
 $old->poll_query_until('app', q{
@@ -276,7 +282,7 @@ $old->poll_query_until('app', q{
 	   AND (SELECT overage_tokens FROM ratelimit.rl_counter WHERE model = 'gpt') = 700})
   or die 'the worker did not save after the update';
 $log = slurp_file($old->logfile, $log_offset);
-unlike($log, qr/ERROR|WARNING|FATAL/, 'the worker saves the 1.1 schema without errors')
+unlike($log, qr/ERROR|WARNING|FATAL/, 'the worker saves the 1.2 schema without errors')
   or diag($log);
 
 # A role given nothing reads the views (their functions in
@@ -297,16 +303,16 @@ is($stdout, '3 6 2 2 7 9', 'and sees their rows');
 like($stderr, qr/permission denied for function rl_acquire/, 'but may not acquire');
 query(q{DROP ROLE reader});
 
-# A fresh 1.1 installation has exactly the same objects
+# A fresh installation has exactly the same objects
 my $new = new_node('new');
 $new->safe_psql('app', 'CREATE EXTENSION pg_ratelimit');
 my $updated_objects = $old->safe_psql('app', $objects_sql);
 same_text($updated_objects, $new->safe_psql('app', $objects_sql),
-	'an updated and a fresh 1.1 installation have the same objects');
+	'an updated and a fresh 1.2 installation have the same objects');
 like($updated_objects, qr/^function ratelimit_internal\.rl_status_internal\(\) owner \S+ acl -/m,
 	'(the objects are listed)');
 same_text(schema_dump($old), schema_dump($new),
-	'an updated and a fresh 1.1 installation dump the same schema');
+	'an updated and a fresh 1.2 installation dump the same schema');
 
 # The dump of the updated database restores on the other server, into a
 # fresh database of the same name
@@ -319,7 +325,7 @@ $new->safe_psql('postgres', 'CREATE DATABASE app');
 is($ret, 0, 'the dump restores without an error') or diag($stderr);
 is($new->safe_psql('app', q{SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension
 							WHERE extname = 'pg_ratelimit'}),
-	'1.1 ratelimit', 'the restored extension is 1.1, in ratelimit');
+	'1.2 ratelimit', 'the restored extension is 1.2, in ratelimit');
 same_text($new->safe_psql('app', $objects_sql), $updated_objects,
 	'the restored database has the same objects');
 my %restored = state($new);
@@ -355,7 +361,7 @@ foreach my $schema ('ratelimit', 'limits')
 	query(qq{SELECT $schema.rl_define_model('kept', rpm => 7)});
 	query('ALTER EXTENSION pg_ratelimit UPDATE');
 	same_text(without_schema_line(query($objects_sql)), without_schema_line($fresh_objects),
-		"1.0 in the schema $schema, updated, has the objects of a fresh 1.1");
+		"1.0 in the schema $schema, updated, has the objects of a fresh 1.2");
 	is(query(q{SELECT rpm FROM ratelimit.rl_status WHERE model = 'kept'}), '7',
 		"1.0 in the schema $schema, updated, keeps its configuration");
 	is(query(q{SELECT coalesce(obj_description('ratelimit'::regnamespace, 'pg_namespace'), '-')}),
@@ -364,31 +370,75 @@ foreach my $schema ('ratelimit', 'limits')
 	query('DROP SCHEMA limits') if $schema eq 'limits';    # empty: no CASCADE
 }
 
-# A schema ratelimit that a role other than a superuser owns (made ahead of
-# the administrator by a role with CREATE on the database): its owner could
-# drop or replace what the extension keeps there, so neither the install
-# nor the update uses it, and both change nothing
+# A schema ratelimit where a role other than a superuser could have put
+# something (made ahead of the administrator by a role with CREATE on the
+# database, or opened to it): that role could drop or replace what the
+# extension keeps there, or shadow what sessions call, so neither the
+# install nor the update uses it, and both change nothing
 query(q{
 	DROP EXTENSION pg_ratelimit;
 	DROP SCHEMA ratelimit;
 	CREATE ROLE squatter;
 	CREATE SCHEMA ratelimit AUTHORIZATION squatter;
 });
-my $squatted = qr/ERROR:  schema "ratelimit" is owned by role "squatter", which is not a superuser/;
-my ($ret, $stdout, $stderr) = $old->psql('app', 'CREATE EXTENSION pg_ratelimit',
+($ret, $stdout, $stderr) = $old->psql('app', 'CREATE EXTENSION pg_ratelimit',
 	on_error_stop => 0, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-like($stderr, qr/ERROR:  42501: schema "ratelimit" is owned by role "squatter"/,
+like($stderr, qr/ERROR:  42501: schema "ratelimit" is not safe for pg_ratelimit: it is owned by role "squatter", which is not a superuser/,
 	'CREATE EXTENSION refuses a schema ratelimit owned by a role that is not a superuser (42501)');
 is(query(q{SELECT count(*) FROM pg_extension WHERE extname = 'pg_ratelimit'}), '0',
 	'and installs nothing');
 query(q{CREATE EXTENSION pg_ratelimit VERSION '1.0'});
 ($ret, $stdout, $stderr) = $old->psql('app', 'ALTER EXTENSION pg_ratelimit UPDATE');
-like($stderr, $squatted, 'ALTER EXTENSION UPDATE refuses it too');
+like($stderr, qr/it is owned by role "squatter"/, 'ALTER EXTENSION UPDATE refuses it too');
 is(query(q{SELECT extversion || ' ' || extnamespace::regnamespace FROM pg_extension WHERE extname = 'pg_ratelimit'}),
 	'1.0 public', 'and leaves 1.0 where it was');
-query(q{ALTER SCHEMA ratelimit OWNER TO CURRENT_USER; ALTER EXTENSION pg_ratelimit UPDATE});
-is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'}), '1.1',
-	'once a superuser owns the schema, the update runs');
+
+# given to a superuser, what the squatter made in it is still theirs
+query(q{
+	CREATE FUNCTION ratelimit.lower(varchar) RETURNS text LANGUAGE sql AS 'SELECT $1';
+	ALTER FUNCTION ratelimit.lower(varchar) OWNER TO squatter;
+	ALTER SCHEMA ratelimit OWNER TO CURRENT_USER;
+});
+($ret, $stdout, $stderr) = $old->psql('app', 'ALTER EXTENSION pg_ratelimit UPDATE');
+like($stderr, qr/role "squatter" owns objects in it/, 'an object a squatter owns in it is refused');
+query(q{DROP FUNCTION ratelimit.lower(varchar); GRANT CREATE ON SCHEMA ratelimit TO squatter});
+($ret, $stdout, $stderr) = $old->psql('app', 'ALTER EXTENSION pg_ratelimit UPDATE');
+like($stderr, qr/role "squatter" may create objects in it/, 'and so is CREATE granted on it');
+query(q{REVOKE CREATE ON SCHEMA ratelimit FROM squatter; ALTER EXTENSION pg_ratelimit UPDATE});
+is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'}), '1.2',
+	'once only superusers can have put anything in it, the update runs');
+
+# 1.1 to 1.2: rl_define_model and rl_alter_model get a new argument, so
+# they are new functions; the grants made on the old ones carry over, are
+# dumped as the administrator's, and the grantee can define bucket models
+my $old_define = 'ratelimit.rl_define_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean)';
+my $old_alter = 'ratelimit.rl_alter_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean, text[])';
+my $new_define = 'ratelimit.rl_define_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean, text)';
+query(qq{
+	DROP EXTENSION pg_ratelimit;
+	CREATE EXTENSION pg_ratelimit VERSION '1.1';
+	SELECT ratelimit.rl_define_model('kept', rpm => 7);
+	CREATE ROLE model_admin LOGIN;
+	GRANT USAGE ON SCHEMA ratelimit TO model_admin;   -- this schema was made by hand above
+	GRANT EXECUTE ON FUNCTION $old_define, $old_alter TO model_admin WITH GRANT OPTION;
+	ALTER EXTENSION pg_ratelimit UPDATE;
+});
+is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'}), '1.2',
+	'1.1 is updated to 1.2');
+is(query(q{SELECT rpm || ' ' || window_type FROM ratelimit.rl_model WHERE model = 'kept'}), '7 fixed',
+	'its models keep their limits and count in fixed windows');
+is(query(qq{SELECT has_function_privilege('model_admin', '$new_define', 'EXECUTE WITH GRANT OPTION')
+			  AND NOT has_function_privilege('squatter', '$new_define', 'EXECUTE')}), 't',
+	'the grant on rl_define_model carried over, grant option included, and nothing more');
+is(query(q{SELECT count(*) FROM pg_proc WHERE proname IN ('rl_define_model', 'rl_alter_model')}), '2',
+	'the old functions are gone');
+like(`pg_dump -d '@{[ $old->connstr('app') ]}' --schema-only`,
+	qr/GRANT ALL ON FUNCTION ratelimit\.rl_define_model\(.*window_type text\) TO model_admin WITH GRANT OPTION;/,
+	'pg_dump writes the carried grant as the administrator\'s');
+is($old->safe_psql('app', q{SELECT ratelimit.rl_define_model('b', rpm => 6, window_type => 'bucket');
+							  SELECT window_type FROM ratelimit.rl_model WHERE model = 'b'},
+		extra_params => [ '-U', 'model_admin' ]),
+	"\nbucket", 'the grantee defines a bucket model');
 
 $old->stop;
 $new->stop;

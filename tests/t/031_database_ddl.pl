@@ -8,8 +8,10 @@
 # - ALTER DATABASE ... SET TABLESPACE: the same;
 # - a role that may not run the statement does not make the worker leave;
 # - CREATE DATABASE ... TEMPLATE from inside the served database;
-# - a rolled-back savepoint gives the worker back at once, and a prepared
-#   transaction cannot keep it away;
+# - a rolled-back savepoint (or exception block) gives the worker back at
+#   once, and a prepared transaction cannot keep it away;
+# - statements that fail anyway (ALLOW_CONNECTIONS false from inside) leave
+#   it be;
 # - ALTER DATABASE ... RENAME: the worker waits for the old name; with
 #   ratelimit.database set to the new name and a restart, the configuration,
 #   counters and open leases are all there;
@@ -178,6 +180,39 @@ is(query('postgres', q{SELECT (SELECT count(*) FROM pg_prepared_xacts) || ' '
 	'nothing is prepared and the database keeps its name');
 $worker = wait_for_worker('app', $worker);
 pass('and the worker comes back');
+
+# A rename undone by a PL/pgSQL exception block gives the worker back too,
+# and the transaction can then be prepared
+is(query('postgres', qq{
+	BEGIN;
+	DO \$\$
+	BEGIN
+		ALTER DATABASE app RENAME TO app_in_a_block;
+		RAISE EXCEPTION 'undo';
+	EXCEPTION WHEN raise_exception THEN
+		NULL;
+	END
+	\$\$;
+	DO \$\$
+	BEGIN
+		FOR i IN 1..600 LOOP
+			EXIT WHEN (SELECT worker_pid IS NOT NULL AND worker_pid <> $worker FROM rl_worker);
+			PERFORM pg_sleep(0.1);
+		END LOOP;
+	END
+	\$\$;
+	SELECT worker_pid IS NOT NULL AND worker_pid <> $worker FROM rl_worker;
+	PREPARE TRANSACTION 'after_the_block';
+	COMMIT PREPARED 'after_the_block';
+}), 't', 'a rename caught in an exception block lets the worker back, and PREPARE works after it');
+$worker = wait_for_worker('app', $worker);
+
+# ALTER DATABASE ... ALLOW_CONNECTIONS false from inside the database fails
+# in PostgreSQL: it does not make the worker leave
+($ret, $stdout, $stderr) = $node->psql('app', 'ALTER DATABASE app ALLOW_CONNECTIONS false');
+like($stderr, qr/cannot disallow connections for current database/,
+	'ALLOW_CONNECTIONS false is refused from inside the database');
+is(query('postgres', 'SELECT worker_pid FROM rl_worker'), $worker, 'and the worker stayed');
 
 ######################################################################
 # ALTER DATABASE ... RENAME, then ratelimit.database = the new name

@@ -126,8 +126,8 @@ unlike(slurp_file($node->logfile, $log_offset), qr/ERROR|WARNING/, 'without erro
 # updated: the worker saves the counters of rl_stats, also of models that
 # did not change since
 query("ALTER EXTENSION pg_ratelimit UPDATE");
-is(query("SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'"), '1.1',
-	'the extension is at 1.1');
+is(query("SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'"), '1.2',
+	'the extension is at 1.2');
 $node->poll_query_until('postgres',
 	"SELECT stats_since IS NOT NULL FROM rl_counter WHERE model = 'p'")
   or die 'the worker did not save the counters of rl_stats after the update';
