@@ -22,10 +22,12 @@ OBJS = \
 	src/lease.o \
 	src/ledger.o \
 	src/ledger_marks.o \
+	src/ledger_provider.o \
 	src/ledger_shares.o \
 	src/limits.o \
 	src/names.o \
 	src/notify.o \
+	src/observe.o \
 	src/persist.o \
 	src/pg_ratelimit.o \
 	src/settings.o \
@@ -43,7 +45,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 # The tests use an existing database, the one ratelimit.database names on
 # the test server (contrib_regression, see below), with its worker
 # connected: the first test re-creates the extension in it.
-REGRESS = setup config alter acquire release capacity clock wait usage shares instances holders errors ledger stats bucket
+REGRESS = setup config alter acquire release capacity clock wait usage shares instances holders errors ledger stats bucket observe
 REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency race_share race_window config_repeatable_read config_serializable wait_lost_wakeup role_cap

@@ -235,3 +235,82 @@ COMMENT ON FUNCTION rl_alter_model(text, bigint, bigint, bigint, bigint, integer
 	'change the settings given of an existing model, leaving the others; clear names limits to remove (rpm, tpm, rpd, tpd, max_concurrent)';
 COMMENT ON FUNCTION ratelimit_internal.rl_internal_check_window_type(text) IS
 	'pg_ratelimit internal: refuse a window_type other than fixed and bucket';
+
+------------------------------------------------------------------------------
+-- Feedback from the provider: rl_observe (src/observe.c,
+-- src/ledger_provider.c).  What a response's rate-limit headers said raises
+-- the limiter's usage where the provider has less left, puts the model in a
+-- cooldown after a 429, and shows in rl_status.
+------------------------------------------------------------------------------
+
+CREATE TYPE rl_observation AS (
+	understood		integer,
+	ignored			integer,
+	raised			text[],
+	cooldown_until	timestamptz
+);
+COMMENT ON TYPE rl_observation IS
+	'what rl_observe took from a response: headers understood and ignored (malformed), the limits whose usage rose to the provider''s, and the end of the model''s cooldown (NULL: none)';
+
+CREATE FUNCTION rl_observe(model text, headers jsonb, status integer DEFAULT NULL)
+RETURNS rl_observation
+AS 'MODULE_PATHNAME', 'rl_observe'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION rl_observe(text, jsonb, integer) IS
+	'report a provider response''s rate-limit headers (OpenAI x-ratelimit-*, Anthropic anthropic-ratelimit-*, retry-after) and status: usage rises where the provider has less left, a 429 pauses the model for every session';
+-- as rl_acquire: it moves every session's limits
+REVOKE ALL ON FUNCTION rl_observe(text, jsonb, integer) FROM PUBLIC;
+
+-- Refusals while the provider's cooldown lasts, by model
+ALTER TABLE rl_counter ADD COLUMN denied_provider bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN rl_counter.denied_provider IS
+	'refused calls whose limited_by on this model was provider: a 429 reported with rl_observe (rl_stats)';
+
+-- rl_stats gets denied_provider, after the other denials: its function's
+-- row changes, so both are made again (SELECT stays granted to PUBLIC)
+DROP VIEW rl_stats;
+DROP FUNCTION ratelimit_internal.rl_stats_internal();
+CREATE FUNCTION ratelimit_internal.rl_stats_internal(
+	OUT model text, OUT granted bigint, OUT denied bigint,
+	OUT denied_rpm bigint, OUT denied_tpm bigint, OUT denied_rpd bigint,
+	OUT denied_tpd bigint, OUT denied_concurrency bigint,
+	OUT denied_job_type bigint, OUT denied_memory bigint, OUT denied_provider bigint,
+	OUT waits_granted bigint, OUT waits_timed_out bigint, OUT waits_cancelled bigint,
+	OUT wait_seconds_granted float8, OUT wait_seconds_timed_out float8,
+	OUT wait_seconds_cancelled float8,
+	OUT requests_total bigint, OUT input_tokens_total bigint,
+	OUT output_tokens_total bigint, OUT cached_tokens_total bigint,
+	OUT cost_total numeric,
+	OUT expired bigint, OUT overage_events bigint, OUT overage_tokens bigint,
+	OUT since timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rl_stats_internal'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION ratelimit_internal.rl_stats_internal() IS 'pg_ratelimit internal: the rows of the rl_stats view';
+CREATE VIEW rl_stats AS
+	SELECT * FROM ratelimit_internal.rl_stats_internal() ORDER BY model;
+COMMENT ON VIEW rl_stats IS 'pg_ratelimit counters per model that never reset, for monitoring: denials by limit, wait outcomes, running totals of usage and cost';
+GRANT SELECT ON rl_stats TO PUBLIC;
+
+-- rl_status gets, at its end, how the model counts and what the provider
+-- said (columns are added at the end, so views over it keep working)
+CREATE FUNCTION ratelimit_internal.rl_provider_internal(
+	OUT model text, OUT window_type text,
+	OUT provider_rpm bigint, OUT provider_tpm bigint,
+	OUT provider_itpm bigint, OUT provider_otpm bigint,
+	OUT provider_remaining_requests bigint, OUT provider_remaining_tokens bigint,
+	OUT provider_limits_differ boolean, OUT provider_cooldown_until timestamptz,
+	OUT provider_observed_at timestamptz, OUT provider_headers_ignored bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'rl_provider_internal'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION ratelimit_internal.rl_provider_internal() IS
+	'pg_ratelimit internal: the window type and the provider''s last report of each model, the last columns of rl_status';
+
+CREATE OR REPLACE VIEW rl_status AS
+	SELECT s.*, p.window_type, p.provider_rpm, p.provider_tpm, p.provider_itpm, p.provider_otpm,
+		   p.provider_remaining_requests, p.provider_remaining_tokens, p.provider_limits_differ,
+		   p.provider_cooldown_until, p.provider_observed_at, p.provider_headers_ignored
+	FROM ratelimit_internal.rl_status_internal() s
+	LEFT JOIN ratelimit_internal.rl_provider_internal() p ON p.model OPERATOR(pg_catalog.=) s.model
+	ORDER BY s.model;

@@ -65,7 +65,7 @@ SELECT rl_define_job_type('chat', est_tokens => 900, est_memory_kb => 50000,
 SELECT rl_define_job_type('summarize', est_tokens => 3000, est_memory_kb => 200000);
 -- the applications connect as their own role, allowed to take capacity
 CREATE ROLE demo_app LOGIN;
-GRANT EXECUTE ON FUNCTION rl_acquire, rl_acquire_any, rl_release, rl_heartbeat, rl_unregister
+GRANT EXECUTE ON FUNCTION rl_acquire, rl_acquire_any, rl_release, rl_observe, rl_heartbeat, rl_unregister
 	TO demo_app;
 SQL
 # the workers announce themselves, each with 2 GB of memory, and keep doing

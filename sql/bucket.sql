@@ -32,8 +32,11 @@ FROM generate_series(1, 61);
 SELECT granted, limited_by, retry_after BETWEEN '0.7 s' AND '1 s' AS about_a_second
 FROM rl_acquire('bkt/m', tokens => 10);
 -- used is what each bucket lacks; resets_at, when it will be full again
+-- (tpm refills 100 tokens a second: a few have, since)
 SELECT dimension, limit_value, used, remaining, slots, date_trunc('second', resets_at) AS full_at
-FROM rl_capacity('bkt/m', tokens => 10);
+FROM rl_capacity('bkt/m', tokens => 10) WHERE dimension IN ('rpm', 'total');
+SELECT dimension, limit_value, used BETWEEN 550 AND 600 AS about_600, slots
+FROM rl_capacity('bkt/m', tokens => 10) WHERE dimension = 'tpm';
 
 -- Half a second later half a request has refilled: still refused, about
 -- half a second to go

@@ -237,10 +237,20 @@ pgrl_refill_buckets(RlModel *model, TimestampTz now)
 			pgrl_refill_bucket(&model->used[d], &model->refill_carry[d], model->limit[d], d,
 							   elapsed_us);
 	pgrl_refill_shares(model, elapsed_us);
-	if (model->refill_notice_at != 0 && now >= model->refill_notice_at)
+}
+
+/*
+ * A notice due at a time (a bucket that will hold what it refused, the end
+ * of the provider's cooldown): the earliest is kept.  Caller holds the
+ * model's lock.
+ */
+static void
+pgrl_notice_due(RlModel *model, TimestampTz at, RlNotifyReason reason)
+{
+	if (model->notice_due_at == 0 || at < model->notice_due_at)
 	{
-		model->refill_notice_at = 0;
-		(void) pgrl_note_capacity_freed(model, RL_NOTIFY_REFILL, now);
+		model->notice_due_at = at;
+		model->notice_due_reason = reason;
 	}
 }
 
@@ -263,6 +273,11 @@ pgrl_roll_windows(RlModel *model, TimestampTz now)
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	pgrl_mark_release_held(model, now);
 	pgrl_refill_buckets(model, now);
+	if (model->notice_due_at != 0 && now >= model->notice_due_at)
+	{
+		model->notice_due_at = 0;
+		(void) pgrl_note_capacity_freed(model, model->notice_due_reason, now);
+	}
 	if (new_minute || new_day)
 		pgrl_roll_share_windows(model, new_minute, new_day ? day_start : RL_NO_WINDOW);
 	if (new_minute)
@@ -383,7 +398,10 @@ pgrl_init_model(RlModel *model, const RlModelConfig *config)
 	memset(model->used, 0, sizeof(model->used));
 	model->refilled_at = RL_NO_WINDOW;
 	memset(model->refill_carry, 0, sizeof(model->refill_carry));
-	model->refill_notice_at = 0;
+	model->notice_due_at = 0;
+	memset(&model->provider, 0, sizeof(model->provider));
+	for (int p = 0; p < RL_NUM_PROVIDER_DIMS; p++)
+		model->provider.limit[p] = model->provider.remaining[p] = -1;
 	model->granted = model->denied = model->expired = 0;
 	model->overage_events = model->overage_tokens = 0;
 	/* rl_stats counts from here: a model defined again starts over */
@@ -496,12 +514,10 @@ pgrl_deny(RlModel *model, RlShare *share, int limited_by, int window, TimestampT
 {
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	model->version++;
-	if (window >= 0 && pgrl_is_bucket(model, window))
-	{
-		/* listeners hear when the bucket holds it (pgrl_refill_buckets) */
-		if (model->refill_notice_at == 0 || retry_at < model->refill_notice_at)
-			model->refill_notice_at = retry_at;
-	}
+	if (limited_by == RL_LIMITED_BY_PROVIDER)
+		pgrl_notice_due(model, retry_at, RL_NOTIFY_COOLDOWN_END);
+	else if (window >= 0 && pgrl_is_bucket(model, window))
+		pgrl_notice_due(model, retry_at, RL_NOTIFY_REFILL);
 	else if (window >= 0 && pgrl_dimension_is_daily(window))
 		model->denied_in_day = true;
 	else if (window >= 0 && window != RL_DIM_CONCURRENCY)
@@ -554,6 +570,13 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		/* used can exceed limit after an overage: room may be < 0 */
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
 		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : pgrl_mark_room(model, d);
+	}
+	/* the provider answered 429 (rl_observe): nothing until it says */
+	if (now < model->provider.cooldown_until)
+	{
+		pgrl_deny(model, share, RL_LIMITED_BY_PROVIDER, -1, model->provider.cooldown_until,
+				  result);
+		return;
 	}
 	if (share)
 		pgrl_share_room(model, share, &share_room);
@@ -1128,6 +1151,8 @@ pgrl_ledger_model_status(int slot, TimestampTz now, RlModelStatus *status)
 		status->cost_today = model->usage.cost;
 	else
 		memset(&status->cost_today, 0, sizeof(status->cost_today));
+	status->window_type = model->window_type;
+	status->provider = model->provider;
 	LWLockRelease(&model->lock);
 	return true;
 }
@@ -1206,11 +1231,12 @@ pgrl_ledger_roll(int slot, TimestampTz now, bool hold_release, RlNotice *notice)
 		/* slots held after a restore just came free: waiters look again */
 		wake = model->marks.held_released;
 		model->marks.held_released = false;
-		/* a bucket refilled for what it refused: so do the waiters */
-		if (model->notify_reason == RL_NOTIFY_REFILL)
+		/* a bucket refilled for what it refused, a cooldown ended: waiters look */
+		if (model->notify_reason == RL_NOTIFY_REFILL ||
+			model->notify_reason == RL_NOTIFY_COOLDOWN_END)
 			wake = true;
-		if (model->refill_notice_at != 0)
-			notice->refill_at = model->refill_notice_at;
+		if (model->notice_due_at != 0)
+			notice->refill_at = model->notice_due_at;
 		if (model->notify_reason != RL_NOTIFY_NONE &&
 			model->notify_reason != RL_NOTIFY_WINDOW_RESET && hold_release)
 			notice->held = true;

@@ -17,6 +17,7 @@
 #include "instance.h"
 #include "lease.h"
 #include "limits.h"
+#include "observe.h"
 #include "pg_ratelimit.h"
 
 /* Why capacity freed up, for the rl_capacity notification */
@@ -26,8 +27,31 @@ typedef enum RlNotifyReason
 	RL_NOTIFY_WINDOW_RESET,
 	RL_NOTIFY_RELEASE,
 	RL_NOTIFY_CONFIG,
-	RL_NOTIFY_REFILL			/* a bucket model holds what it refused */
+	RL_NOTIFY_REFILL,			/* a bucket model holds what it refused */
+	RL_NOTIFY_COOLDOWN_END		/* the provider's pause (a 429) is over */
 } RlNotifyReason;
+
+/*
+ * What the provider last said of a model (rl_observe), per limit it
+ * reports on; -1 or 0 where it said nothing.  Kept in shared memory only.
+ */
+typedef struct RlProviderState
+{
+	int64		limit[RL_NUM_PROVIDER_DIMS];
+	int64		remaining[RL_NUM_PROVIDER_DIMS];
+	TimestampTz reset_at[RL_NUM_PROVIDER_DIMS];
+	TimestampTz observed_at;	/* 0: never */
+	TimestampTz cooldown_until; /* refuse everything until then (a 429) */
+	int64		observations;
+	int64		headers_ignored;	/* malformed, since the model was defined */
+} RlProviderState;
+
+/* What an observation did to a model */
+typedef struct RlProviderEffect
+{
+	bool		raised[RL_NUM_DIMS];	/* usage rose to the provider's */
+	TimestampTz cooldown_until; /* 0: not in a cooldown */
+} RlProviderEffect;
 
 /* A model as configured in rl_model */
 typedef struct RlModelConfig
@@ -159,6 +183,8 @@ typedef struct RlModelStatus
 	int64		overage_events;
 	int64		overage_tokens;
 	RlNumeric	cost_today;
+	RlWindowType window_type;
+	RlProviderState provider;
 } RlModelStatus;
 
 /* A job type's row of rl_job_status on one model */
@@ -312,6 +338,8 @@ extern void pgrl_ledger_count_wait(int slot, uint32 generation, RlWaitOutcome ou
 extern void pgrl_ledger_settle(const RlLease *lease, const RlUsage *usage, TimestampTz now,
 							   RlSettlement *result);
 extern void pgrl_ledger_expire(const RlLease *lease, TimestampTz now);
+extern bool pgrl_ledger_observe(int slot, const RlObservation *observation, TimestampTz now,
+								RlProviderEffect *effect);
 
 /* what the views and rl_capacity show */
 extern bool pgrl_ledger_capacity(int slot, const RlRequest *request, TimestampTz now,

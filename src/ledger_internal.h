@@ -81,8 +81,12 @@ typedef struct RlModel
 	 */
 	TimestampTz refilled_at;
 	int64		refill_carry[RL_NUM_DIMS];
-	TimestampTz refill_notice_at;	/* when the bucket holds what was last
-									 * refused: a notice is due (0: none) */
+	TimestampTz notice_due_at;	/* a notice is due then (0: none): a bucket
+								 * holds what it refused, or the provider's
+								 * cooldown ends */
+	RlNotifyReason notice_due_reason;
+
+	RlProviderState provider;	/* what the provider said (rl_observe) */
 
 	/* Totals since the model was defined (or the server started) */
 	int64		granted;

@@ -278,6 +278,13 @@ pgrl_refill_shares(RlModel *model, int64 elapsed_us)
 	{
 		RlShare    *share = pgrl_share(model_slot, j);
 
+		/* most shares are full (unused): nothing to refill, nothing to carry */
+		if ((share->used[RL_DIM_RPD] | share->used[RL_DIM_TPD] |
+			 share->used[RL_DIM_RPM] | share->used[RL_DIM_TPM]) == 0)
+		{
+			memset(share->refill_carry, 0, sizeof(share->refill_carry));
+			continue;
+		}
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 			if (pgrl_is_bucket(model, d))
 				pgrl_refill_bucket(&share->used[d], &share->refill_carry[d],

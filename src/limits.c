@@ -11,7 +11,7 @@
 #include "limits.h"
 
 const char *const pgrl_dimension_names[RL_NUM_LIMITED_BY] = {
-	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type", "memory"
+	"rpd", "tpd", "rpm", "tpm", "concurrency", "job_type", "memory", "provider"
 };
 
 /* The length of a dimension's window; 0 for concurrency, which has none */

@@ -31,13 +31,16 @@ typedef enum RlDimension
 /* limited_by of a request refused by its instance's memory */
 #define RL_LIMITED_BY_MEMORY	(RL_NUM_DIMS + 1)
 
+/* limited_by of a request refused while the provider asked for a pause */
+#define RL_LIMITED_BY_PROVIDER	(RL_NUM_DIMS + 2)
+
 /* How many limited_by values a refusal can have (rl_stats counts each) */
-#define RL_NUM_LIMITED_BY		(RL_NUM_DIMS + 2)
+#define RL_NUM_LIMITED_BY		(RL_NUM_DIMS + 3)
 
 /* "Not limited" in a limit slot, or in the room a limit leaves */
 #define RL_UNLIMITED			(-1)
 
-/* Indexed by RlDimension, then RL_LIMITED_BY_JOB_TYPE and _MEMORY */
+/* Indexed by RlDimension, then RL_LIMITED_BY_JOB_TYPE, _MEMORY, _PROVIDER */
 extern const char *const pgrl_dimension_names[RL_NUM_LIMITED_BY];
 
 /* Does this dimension count in the day window (else minute, or none)? */

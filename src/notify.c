@@ -46,6 +46,7 @@ static const char *const reason_names[] = {
 	[RL_NOTIFY_RELEASE] = "release",
 	[RL_NOTIFY_CONFIG] = "config",
 	[RL_NOTIFY_REFILL] = "refill",
+	[RL_NOTIFY_COOLDOWN_END] = "cooldown_end",
 };
 
 /* The JSON payload: {"model": ..., "reason": ..., "at": ...} */

@@ -160,16 +160,19 @@ static const char *const stats_columns[] = {
 	"cost_total", "stats_since"
 };
 #define RL_STATS_COLUMNS	19
-#define RL_STATS_FIRST_WAIT	RL_NUM_LIMITED_BY
+/* the limited_by values with a column in 1.1 (provider's came with 1.2) */
+#define RL_STATS_DENIALS	(RL_LIMITED_BY_MEMORY + 1)
+#define RL_STATS_FIRST_WAIT	RL_STATS_DENIALS
 #define RL_STATS_FIRST_TOTAL	(RL_STATS_FIRST_WAIT + 2 * RL_NUM_WAIT_OUTCOMES)
 StaticAssertDecl(lengthof(stats_columns) == RL_STATS_COLUMNS, "stats_columns");
 StaticAssertDecl(RL_STATS_FIRST_TOTAL + 6 == RL_STATS_COLUMNS, "stats_columns order");
 
-/* Then, from 1.2 on, refilled_at */
+/* Then, from 1.2 on, refilled_at and denied_provider */
 #define RL_REFILL_COLUMN	(RL_COUNTER_COLUMNS + RL_STATS_COLUMNS)
+#define RL_DENIED_PROVIDER_COLUMN	(RL_REFILL_COLUMN + 1)
 
 /* The most array parameters of any statement */
-#define RL_MAX_ARRAY_COLUMNS	(RL_REFILL_COLUMN + 1)
+#define RL_MAX_ARRAY_COLUMNS	(RL_DENIED_PROVIDER_COLUMN + 1)
 
 /* What the worker last wrote, per model slot (worker-local) */
 typedef struct RlPersisted
@@ -251,10 +254,10 @@ pgrl_has_stats_columns(const char *version)
 }
 
 /*
- * Does the installed version's rl_counter and rl_share_counter have the
- * column refilled_at, which a bucket model's usage is as of?  It came with
- * 1.2.  Before, nothing can be a bucket model: the configuration had no
- * window_type.
+ * Does the installed version have the columns that came with 1.2:
+ * refilled_at in rl_counter and rl_share_counter (what a bucket model's
+ * usage is as of; before 1.2 nothing can be a bucket model) and
+ * denied_provider in rl_counter?
  */
 static bool
 pgrl_has_refill_columns(const char *version)
@@ -283,7 +286,7 @@ pgrl_read_stats(HeapTuple tup, TupleDesc desc, RlModelStats *stats)
 	Datum		cost;
 	int			col = 0;
 
-	for (int k = 0; k < RL_NUM_LIMITED_BY; k++)
+	for (int k = 0; k < RL_STATS_DENIALS; k++)
 		stats->denied_by[k] = COL(stats_columns[col++]);
 	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
 		stats->waits[k] = COL(stats_columns[col++]);
@@ -522,7 +525,7 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 	for (int k = 0; has_stats && k < RL_STATS_COLUMNS; k++)
 		appendStringInfo(&sql, ", %s", stats_columns[k]);
 	if (has_refill)
-		appendStringInfoString(&sql, ", refilled_at");
+		appendStringInfoString(&sql, ", refilled_at, denied_provider");
 	appendStringInfo(&sql, " FROM %s.rl_counter", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
@@ -550,6 +553,8 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 		c->has_stats = has_stats;
 		if (has_stats)
 			pgrl_read_stats(tup, desc, &c->stats);
+		if (has_refill)
+			c->stats.denied_by[RL_LIMITED_BY_PROVIDER] = COL("denied_provider");
 	}
 
 	resetStringInfo(&sql);
@@ -832,7 +837,7 @@ pgrl_stats_datums(const RlModelStats *stats, Datum **columns, int n)
 {
 	int			col = 0;
 
-	for (int k = 0; k < RL_NUM_LIMITED_BY; k++)
+	for (int k = 0; k < RL_STATS_DENIALS; k++)
 		columns[col++][n] = Int64GetDatum(stats->denied_by[k]);
 	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
 		columns[col++][n] = Int64GetDatum(stats->waits[k]);
@@ -1047,7 +1052,7 @@ static void
 pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 {
 	int			n = 0;
-	int			num_columns = with_refill ? RL_REFILL_COLUMN + 1 :
+	int			num_columns = with_refill ? RL_DENIED_PROVIDER_COLUMN + 1 :
 		RL_COUNTER_COLUMNS + (with_stats ? RL_STATS_COLUMNS : 0);
 	Datum	   *c[RL_MAX_ARRAY_COLUMNS];
 	Oid			ctypes[RL_MAX_ARRAY_COLUMNS] = {TEXTOID, TIMESTAMPTZOID,
@@ -1057,8 +1062,8 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 	INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, TIMESTAMPTZOID,
-		/* refilled_at */
-	TIMESTAMPTZOID};
+		/* refilled_at, denied_provider */
+	TIMESTAMPTZOID, INT8OID};
 	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
 	uint32	   *generations = palloc(sizeof(uint32) * pgrl_max_models);
@@ -1106,7 +1111,11 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		if (with_stats)
 			pgrl_stats_datums(&copy.stats, &c[RL_COUNTER_COLUMNS], n);
 		if (with_refill)
+		{
 			c[RL_REFILL_COLUMN][n] = TimestampTzGetDatum(copy.refilled_at);
+			c[RL_DENIED_PROVIDER_COLUMN][n] =
+				Int64GetDatum(copy.stats.denied_by[RL_LIMITED_BY_PROVIDER]);
+		}
 		n++;
 
 		/* the day before, once, when its window has ended */
@@ -1133,7 +1142,7 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
 		if (with_refill)
-			appendStringInfoString(&sql, ", refilled_at");
+			appendStringInfoString(&sql, ", refilled_at, denied_provider");
 		appendStringInfoString(&sql,
 							   ", saved_at)"
 							   " SELECT m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot,"
@@ -1143,7 +1152,7 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
 		if (with_refill)
-			appendStringInfoString(&sql, ", nullif(ra, '-infinity')");
+			appendStringInfoString(&sql, ", nullif(ra, '-infinity'), dp");
 		appendStringInfoString(&sql, ", now() FROM unnest($1");
 		for (int i = 1; i < num_columns; i++)
 			appendStringInfo(&sql, ", $%d", i + 1);
@@ -1153,7 +1162,7 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
 		if (with_refill)
-			appendStringInfoString(&sql, ", ra");
+			appendStringInfoString(&sql, ", ra, dp");
 		appendStringInfoString(&sql,
 							   ") ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
 							   " requests_minute = excluded.requests_minute,"
@@ -1170,7 +1179,8 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, " %s = excluded.%s,", stats_columns[k], stats_columns[k]);
 		if (with_refill)
-			appendStringInfoString(&sql, " refilled_at = excluded.refilled_at,");
+			appendStringInfoString(&sql, " refilled_at = excluded.refilled_at,"
+								   " denied_provider = excluded.denied_provider,");
 		appendStringInfoString(&sql, " saved_at = excluded.saved_at");
 		pgrl_execute_arrays(sql.data, num_columns, ctypes, args);
 	}

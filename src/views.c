@@ -36,6 +36,7 @@
 #include "workerstate.h"
 
 PG_FUNCTION_INFO_V1(rl_status_internal);
+PG_FUNCTION_INFO_V1(rl_provider_internal);
 PG_FUNCTION_INFO_V1(rl_job_status_internal);
 PG_FUNCTION_INFO_V1(rl_leases_internal);
 PG_FUNCTION_INFO_V1(rl_instances_internal);
@@ -49,7 +50,7 @@ PG_FUNCTION_INFO_V1(rl_worker_internal);
 #define LEASES_COLUMNS		11
 #define INSTANCES_COLUMNS	7
 #define ALLOCATION_COLUMNS	7
-#define STATS_COLUMNS		25
+#define STATS_COLUMNS		26	/* 25 before 1.2: no denied_provider */
 #define WORKER_COLUMNS		20
 
 /* pool_slots of a model none of whose limits the estimates consume */
@@ -120,10 +121,79 @@ rl_status_internal(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/* A nullable column: NULL where the provider said nothing (negative or 0) */
+static void
+pgrl_provider_column(int64 value, Datum *datum, bool *isnull)
+{
+	*isnull = value < 0;
+	*datum = Int64GetDatum(value);
+}
+
+#define PROVIDER_COLUMNS	12
+
+/*
+ * rl_provider_internal(): one row per model, the last columns of rl_status:
+ * its window type and what the provider last said of it (rl_observe).
+ * provider_limits_differ is true when a limit the provider reported is not
+ * the one configured (requests: rpm, tokens: tpm).
+ */
+Datum
+rl_provider_internal(PG_FUNCTION_ARGS)
+{
+	TimestampTz now;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	now = pgrl_now();
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+	{
+		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+		RlModelStatus status;
+		const RlProviderState *provider = &status.provider;
+		Datum		values[PROVIDER_COLUMNS];
+		bool		nulls[PROVIDER_COLUMNS];
+		int			col = 0;
+		bool		known;
+		bool		differ = false;
+
+		pgrl_config_lock(LW_SHARED);
+		known = pgrl_ledger_model_status(slot, now, &status);
+		pgrl_config_unlock();
+		if (!known)
+			continue;
+
+		memset(nulls, false, sizeof(nulls));
+		values[col++] = CStringGetTextDatum(status.name);
+		values[col++] = CStringGetTextDatum(pgrl_window_type_names[status.window_type]);
+		for (int p = 0; p < RL_NUM_PROVIDER_DIMS; p++, col++)
+			pgrl_provider_column(provider->limit[p], &values[col], &nulls[col]);
+		pgrl_provider_column(provider->remaining[RL_PROVIDER_REQUESTS], &values[col], &nulls[col]);
+		col++;
+		pgrl_provider_column(provider->remaining[RL_PROVIDER_TOKENS], &values[col], &nulls[col]);
+		col++;
+		if (provider->limit[RL_PROVIDER_REQUESTS] >= 0 &&
+			provider->limit[RL_PROVIDER_REQUESTS] != status.limit[RL_DIM_RPM])
+			differ = true;
+		if (provider->limit[RL_PROVIDER_TOKENS] >= 0 &&
+			provider->limit[RL_PROVIDER_TOKENS] != status.limit[RL_DIM_TPM])
+			differ = true;
+		values[col] = BoolGetDatum(differ);
+		nulls[col++] = provider->observed_at == 0;
+		values[col] = TimestampTzGetDatum(provider->cooldown_until);
+		nulls[col++] = provider->cooldown_until <= now;
+		values[col] = TimestampTzGetDatum(provider->observed_at);
+		nulls[col++] = provider->observed_at == 0;
+		values[col++] = Int64GetDatum(provider->headers_ignored);
+		Assert(col == PROVIDER_COLUMNS);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
 /* The order of the denial columns of rl_stats, by limited_by */
 static const int denied_order[RL_NUM_LIMITED_BY] = {
 	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD, RL_DIM_CONCURRENCY,
-	RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY
+	RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY, RL_LIMITED_BY_PROVIDER
 };
 
 /*
@@ -134,9 +204,13 @@ Datum
 rl_stats_internal(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			num_denials;
 
 	pgrl_api_begin();
 	InitMaterializedSRF(fcinfo, 0);
+	/* the installed version's definition: denied_provider came with 1.2 */
+	num_denials = rsinfo->setDesc->natts == STATS_COLUMNS ? RL_NUM_LIMITED_BY :
+		RL_NUM_LIMITED_BY - 1;
 	/* expiries due now count in expired */
 	pgrl_expire_due_leases(pgrl_now());
 
@@ -160,7 +234,7 @@ rl_stats_internal(PG_FUNCTION_ARGS)
 		values[col++] = CStringGetTextDatum(row.name);
 		values[col++] = Int64GetDatum(row.granted);
 		values[col++] = Int64GetDatum(row.denied);
-		for (int k = 0; k < (int) lengthof(denied_order); k++)
+		for (int k = 0; k < num_denials; k++)
 			values[col++] = Int64GetDatum(stats->denied_by[denied_order[k]]);
 		for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
 			values[col++] = Int64GetDatum(stats->waits[k]);
@@ -176,7 +250,7 @@ rl_stats_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(row.overage_tokens);
 		values[col] = TimestampTzGetDatum(stats->since);
 		nulls[col++] = stats->since == DT_NOBEGIN;
-		Assert(col == lengthof(values));
+		Assert(col == rsinfo->setDesc->natts);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -46,22 +46,27 @@ CREATE EXTENSION pg_ratelimit;
 SELECT rl_define_model('bench/hot', rpm => 1000000000000, tpm => 1000000000000000,
 					   rpd => 10000000000000, tpd => 10000000000000000,
 					   max_concurrent => 1000);
+SELECT rl_define_model('bench/bucket', rpm => 1000000000000, tpm => 1000000000000000,
+					   rpd => 10000000000000, tpd => 10000000000000000,
+					   max_concurrent => 1000, window_type => 'bucket');
 SQL
 
-# pairs N: N acquire + release pairs, as the throughput benchmark sends them
+# pairs N [MODEL]: N acquire + release pairs, as the throughput benchmark sends them
 pairs() {
 	for _ in $(seq "$1"); do
-		echo "SELECT (rl_acquire('bench/hot', tokens => 100)).lease_id \\gset"
+		echo "SELECT (rl_acquire('${2:-bench/hot}', tokens => 100)).lease_id \\gset"
 		echo "SELECT (rl_release(:lease_id, input_tokens => 60, output_tokens => 20)).released;"
 	done
 }
+bucket_pairs() { pairs "$1" bench/bucket; }
 select1() { for _ in $(seq "$1"); do echo "SELECT 1;"; echo "SELECT 1;"; done; }
 # session WORKLOAD N: run it in a session of its own; prints the backend's pid
 session() { { echo "SELECT 'pid ' || pg_backend_pid();"; "$1" "$2"; } | psql -XAtq | sed -n 's/^pid //p'; }
 
 pairs $((PAIRS * 4)) | psql -XAtq >/dev/null		# the marks settle
+bucket_pairs $((PAIRS * 4)) | psql -XAtq >/dev/null
 declare -A pid
-for workload in pairs select1; do
+for workload in pairs bucket_pairs select1; do
 	pid[$workload-1]=$(session "$workload" "$PAIRS")
 	pid[$workload-5]=$(session "$workload" $((PAIRS * 5)))
 done
@@ -69,8 +74,11 @@ as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
 instructions() { sed -n 's/^summary: //p' "$dir/callgrind/$1"; }
 per_pair() { echo $((($(instructions "${pid[$1-5]}") - $(instructions "${pid[$1-1]}")) / (PAIRS * 4))); }
 limiter=$(per_pair pairs)
+bucket=$(per_pair bucket_pairs)
 baseline=$(per_pair select1)
 echo "instructions in the backend, callgrind, $((PAIRS * 4)) pairs:"
 printf 'two SELECT 1                : %8d per pair\n' "$baseline"
 printf 'rl_acquire + rl_release     : %8d per pair\n' "$limiter"
+printf '  on a bucket model         : %8d per pair\n' "$bucket"
 awk -v a="$limiter" -v b="$baseline" 'BEGIN { printf "ratio pg_ratelimit / SELECT 1 pairs: %.3f\n", a / b }'
+awk -v a="$bucket" -v b="$limiter" 'BEGIN { printf "ratio bucket model / fixed model: %.3f\n", a / b }'

@@ -5,7 +5,8 @@
 #
 #   bash tests/bench/run.sh [throughput] [wake] [persist] [leases]   (default: all)
 #
-# throughput: acquire + release on one hot model with all five limits set,
+# throughput: acquire + release on one hot model with all five limits set (and
+#   on the same limits as token buckets, window_type bucket),
 #   against two SELECT 1 round trips and a table-based PL/pgSQL fixed-window
 #   limiter, with pgbench (-M prepared, 8 clients), round robin.
 # wake: from a window reset to (a) blocked rl_acquire calls returning and
@@ -48,6 +49,10 @@ CREATE EXTENSION pg_ratelimit;
 SELECT rl_define_model('bench/hot', rpm => 1000000000000, tpm => 1000000000000000,
 					   rpd => 10000000000000, tpd => 10000000000000000,
 					   max_concurrent => 1000);
+-- the same limits as token buckets, refilled on every call
+SELECT rl_define_model('bench/bucket', rpm => 1000000000000, tpm => 1000000000000000,
+					   rpd => 10000000000000, tpd => 10000000000000000,
+					   max_concurrent => 1000, window_type => 'bucket');
 -- two job types share it: a flexible one (the workload below) and a fixed one
 SELECT rl_define_job_type('bench_chat', ratio => 0.5);
 SELECT rl_define_job_type('bench_batch', ratio => 0.3, flexible => false);
@@ -69,6 +74,11 @@ SQL
 # function scan (which materializes its row in a tuplestore)
 cat >"$scripts/pg_ratelimit_column.sql" <<'SQL'
 SELECT (rl_acquire('bench/hot', tokens => 100)).lease_id \gset
+SELECT (rl_release(:lease_id, input_tokens => 60, output_tokens => 20)).released;
+SQL
+# the column form on a bucket model
+cat >"$scripts/pg_ratelimit_bucket.sql" <<'SQL'
+SELECT (rl_acquire('bench/bucket', tokens => 100)).lease_id \gset
 SELECT (rl_release(:lease_id, input_tokens => 60, output_tokens => 20)).released;
 SQL
 # the column form again, naming a job type: its share is checked and counted too
@@ -108,20 +118,23 @@ declare -A clients_of
 
 if wants throughput; then
 	echo "== throughput"
-	round_robin select1 pg_ratelimit pg_ratelimit_column pg_ratelimit_job_type plpgsql
+	round_robin select1 pg_ratelimit pg_ratelimit_column pg_ratelimit_bucket pg_ratelimit_job_type plpgsql
 	# the limiter must have granted and released everything it was asked
 	psql -XAtq -c "SELECT 'pg_ratelimit status: granted ' || granted || ', denied ' || denied || ', in flight ' || in_flight FROM rl_status WHERE model = 'bench/hot'"
 	echo
 	echo "pgbench -M prepared, $CLIENTS clients, $ROUNDS x ${DURATION}s per workload, $(nproc) cores"
 	awk -v s="${total[select1]}" -v r="${total[pg_ratelimit]}" -v c="${total[pg_ratelimit_column]}" \
-		-v j="${total[pg_ratelimit_job_type]}" -v p="${total[plpgsql]}" -v n="$ROUNDS" 'BEGIN {
+		-v j="${total[pg_ratelimit_job_type]}" -v p="${total[plpgsql]}" -v n="$ROUNDS" \
+		-v b="${total[pg_ratelimit_bucket]}" 'BEGIN {
 		printf "two SELECT 1 round trips          : %10.0f pairs/s\n", s / n
 		printf "pg_ratelimit, SELECT * FROM ...   : %10.0f pairs/s\n", r / n
 		printf "pg_ratelimit, SELECT (...).column : %10.0f pairs/s\n", c / n
+		printf "  the same on a bucket model      : %10.0f pairs/s\n", b / n
 		printf "  the same with a job type        : %10.0f pairs/s\n", j / n
 		printf "PL/pgSQL table limiter            : %10.0f pairs/s\n", p / n
 		printf "ratio pg_ratelimit / SELECT 1 pairs: %.2f (FROM form), %.2f (column form)\n", r / s, c / s
 		printf "ratio with a job type / without    : %.2f (column form)\n", j / c
+		printf "ratio bucket model / fixed model   : %.2f (column form)\n", b / c
 		printf "ratio pg_ratelimit / PL/pgSQL      : %.1f (FROM form), %.1f (column form)\n", r / p, c / p
 	}'
 	echo
