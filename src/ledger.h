@@ -69,7 +69,9 @@ typedef struct RlModelConfig
 /* The size of a request, once defaults are applied */
 typedef struct RlRequest
 {
-	int64		tokens;
+	int64		tokens;			/* input and output */
+	int64		output_tokens;	/* of them, the output's (max_tokens) */
+	bool		has_output;		/* output_tokens was given */
 	int32		requests;
 	int			job_type_slot;	/* -1 without a job type */
 	uint32		job_type_generation;
@@ -84,6 +86,8 @@ typedef struct RlAdmission
 	TimestampTz retry_at;		/* when that limit's window resets, or 0 */
 	bool		awaiting_mark;	/* fits the limits; waits for new marks */
 	bool		leases_full;	/* the lease table has no room */
+	bool		needs_output;	/* the model has otpm; the request no
+								 * output estimate */
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
 	uint32		model_generation;	/* of the model tried */
@@ -251,6 +255,8 @@ typedef struct RlSavedCounter
 	int64		tokens_day;
 	TimestampTz refilled_at;	/* a bucket model's: its usage is as of then
 								 * (RL_NO_WINDOW: saved by a fixed model) */
+	int64		input_tokens_minute;	/* itpm and otpm (1.2 on) */
+	int64		output_tokens_minute;
 	int64		granted;
 	int64		denied;
 	int64		expired;
@@ -277,6 +283,8 @@ typedef struct RlSavedShare
 	int64		tokens_day;
 	int64		jobs_day;
 	TimestampTz refilled_at;	/* as in RlSavedCounter */
+	int64		input_tokens_minute;
+	int64		output_tokens_minute;
 	int64		granted;
 	int64		denied;
 	RlDayUsage	usage;

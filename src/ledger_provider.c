@@ -40,8 +40,8 @@
 static const int provider_dimension[RL_NUM_PROVIDER_DIMS] = {
 	[RL_PROVIDER_REQUESTS] = RL_DIM_RPM,
 	[RL_PROVIDER_TOKENS] = RL_DIM_TPM,
-	[RL_PROVIDER_INPUT_TOKENS] = -1,
-	[RL_PROVIDER_OUTPUT_TOKENS] = -1,
+	[RL_PROVIDER_INPUT_TOKENS] = RL_DIM_ITPM,
+	[RL_PROVIDER_OUTPUT_TOKENS] = RL_DIM_OTPM,
 };
 
 /* The body of pgrl_ledger_observe, with the model locked and in use */
