@@ -133,6 +133,14 @@ SELECT rl_alter_model('bkt/switch', window_type => 'fixed');
 SELECT window_type FROM rl_model WHERE model = 'bkt/switch';
 SELECT regress_bucket_error($$SELECT rl_alter_model('bkt/switch', window_type => 'Bucket')$$);
 
+-- Per-instance allocations split a bucket model's limits like a fixed
+-- model's: two live instances get half of rpm 60 each, its refill included
+SELECT rl_define_model('bkt/alloc', rpm => 60, tpm => 6000, window_type => 'bucket');
+SELECT rl_heartbeat('bkt-w1'), rl_heartbeat('bkt-w2');
+SELECT model, job_type, instances, pool_slots, slots, limited_by
+FROM rl_allocation('bkt-w1') WHERE model = 'bkt/alloc' AND job_type IS NULL;
+SELECT rl_unregister('bkt-w1'), rl_unregister('bkt-w2');
+
 SELECT rl_drop_model(model) FROM rl_model WHERE model LIKE 'bkt/%';
 SELECT rl_drop_job_type('bkt/half');
 DROP FUNCTION regress_bucket_error(text);
