@@ -41,6 +41,20 @@ SELECT requests_minute, tokens_minute FROM rl_status WHERE model = 'obs/openai';
 SELECT granted, limited_by FROM rl_acquire('obs/openai', tokens => 9001);
 SELECT granted FROM rl_acquire('obs/openai', tokens => 9000);
 
+-- The provider settles a call's actual usage when it answers, the limiter
+-- when the lease is released, after rl_observe: an overage the provider
+-- reported raises the usage once, not again at the release
+SELECT rl_define_model('obs/settle', tpm => 10000);
+SELECT lease_id AS obs_lease FROM rl_acquire('obs/settle', tokens => 1000) \gset
+SELECT raised FROM rl_observe('obs/settle', '{"x-ratelimit-limit-tokens": "10000",
+											  "x-ratelimit-remaining-tokens": "8700"}');
+SELECT tokens_minute FROM rl_status WHERE model = 'obs/settle';
+SELECT overage FROM rl_release(:obs_lease, input_tokens => 1000, output_tokens => 300);
+SELECT tokens_minute FROM rl_status WHERE model = 'obs/settle';
+-- with no lease in flight, an overage the provider did not report counts
+SELECT rl_release(lease_id, input_tokens => 500) FROM rl_acquire('obs/settle', tokens => 400);
+SELECT tokens_minute FROM rl_status WHERE model = 'obs/settle';
+
 -- Every duration form OpenAI writes, each understood
 SELECT d, (rl_observe('obs/openai', jsonb_build_object('x-ratelimit-reset-tokens', d))).understood
 FROM unnest(ARRAY['1s', '20ms', '6m0s', '1m30.5s', '1h2m3s', '0.5s', '250ms', '17']) d;

@@ -289,7 +289,7 @@ pgrl_roll_windows(RlModel *model, TimestampTz now)
 		model->minute_start = minute_start;
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 			if (!pgrl_dimension_is_daily(d) && !pgrl_is_bucket(model, d))
-				model->used[d] = 0;
+				model->used[d] = model->provider.advance[d] = 0;
 	}
 	if (new_day)
 	{
@@ -297,7 +297,7 @@ pgrl_roll_windows(RlModel *model, TimestampTz now)
 		model->day_start = day_start;
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 			if (pgrl_dimension_is_daily(d) && !pgrl_is_bucket(model, d))
-				model->used[d] = 0;
+				model->used[d] = model->provider.advance[d] = 0;
 		/* keep the ended day's usage until the worker has persisted it */
 		if (pgrl_day_used(&model->usage))
 			model->usage_ended = model->usage;
@@ -787,6 +787,9 @@ pgrl_free_slot(RlModel *model, RlShare *share, const RlLease *lease, TimestampTz
 {
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	pgrl_mark_free_slot(model, lease, now);
+	/* no lease left whose overage the provider may have counted already */
+	if (model->used[RL_DIM_CONCURRENCY] == 0)
+		memset(model->provider.advance, 0, sizeof(model->provider.advance));
 	if (share)
 	{
 		if (share->used[RL_DIM_CONCURRENCY] > 0)
@@ -972,17 +975,20 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 			 lease->day_start == model->day_start :
 			 lease->minute_start == model->minute_start);
 
+		/* an overage the provider reported (rl_observe) counts once */
+		int64		model_delta = delta - pgrl_absorb_overage(model, d, delta);
+
 		out->any_window_current |= same_window;
 		/* the job type's share moves with the model */
 		if (same_window)
 		{
-			model->used[d] = Max(0, pgrl_add_saturating(model->used[d], delta));
+			model->used[d] = Max(0, pgrl_add_saturating(model->used[d], model_delta));
 			if (share)
 				share->used[d] = Max(0, pgrl_add_saturating(share->used[d], delta));
 		}
 		else if (delta > 0)
 		{
-			model->used[d] = pgrl_add_saturating(model->used[d], delta);
+			model->used[d] = pgrl_add_saturating(model->used[d], model_delta);
 			if (share)
 				share->used[d] = pgrl_add_saturating(share->used[d], delta);
 		}

@@ -44,6 +44,8 @@ typedef struct RlProviderState
 	TimestampTz cooldown_until; /* refuse everything until then (a 429) */
 	int64		observations;
 	int64		headers_ignored;	/* malformed, since the model was defined */
+	int64		advance[RL_NUM_DIMS];	/* raised to the provider's usage and not
+										 * yet met by overages (ledger_provider.c) */
 } RlProviderState;
 
 /* What an observation did to a model */

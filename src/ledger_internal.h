@@ -217,6 +217,9 @@ extern void pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlR
 										 int64 *room, RlShareRoom *share_room);
 extern void pgrl_shares_prepare(void);
 
+/* ledger_provider.c */
+extern int64 pgrl_absorb_overage(RlModel *model, int d, int64 delta);
+
 /* ledger_marks.c */
 extern void pgrl_reset_marks(RlModel *model);
 extern int64 pgrl_mark_room(const RlModel *model, RlDimension dim);

@@ -12,7 +12,16 @@
  * - where the provider reports less remaining of a limit than the limiter
  *   holds, the model's usage rises to match (limit - remaining); it never
  *   falls because of a header, since a response can be older than grants
- *   the limiter made meanwhile.  Requests map to rpm, tokens to tpm.
+ *   the limiter made meanwhile.  Requests map to rpm, tokens to tpm, input
+ *   and output tokens to itpm and otpm.
+ * - the provider settles a call's actual usage when it answers; the limiter
+ *   when the lease is released, usually after rl_observe.  What a raise
+ *   added is kept as an advance on the overages releases will report
+ *   (provider.advance): an overage the advance covers is not counted again.
+ *   The advance ends with the window (fixed models) and when no lease is
+ *   in flight on the model: then no overage is still to come.  A raise for
+ *   another reason (another user of the key) may so excuse a later overage
+ *   once; the next response raises the usage again.
  * - a 429, or a retry-after, puts the model in a cooldown shared by every
  *   session: every acquire is refused (limited_by 'provider', retry_after
  *   the end of it) until then, and then listeners and waiters are told
@@ -44,6 +53,23 @@ static const int provider_dimension[RL_NUM_PROVIDER_DIMS] = {
 	[RL_PROVIDER_OUTPUT_TOKENS] = RL_DIM_OTPM,
 };
 
+/*
+ * How much of an overage (delta > 0) of dimension d the provider already
+ * reported through rl_observe: taken from the model's advance.  Caller
+ * holds the model's lock exclusively.
+ */
+int64
+pgrl_absorb_overage(RlModel *model, int d, int64 delta)
+{
+	int64		absorbed;
+
+	if (delta <= 0 || model->provider.advance[d] <= 0)
+		return 0;
+	absorbed = Min(delta, model->provider.advance[d]);
+	model->provider.advance[d] -= absorbed;
+	return absorbed;
+}
+
 /* The body of pgrl_ledger_observe, with the model locked and in use */
 static bool
 pgrl_observe_locked(RlModel *model, const RlObservation *obs, TimestampTz now,
@@ -68,7 +94,13 @@ pgrl_observe_locked(RlModel *model, const RlObservation *obs, TimestampTz now,
 		if (d >= 0 && model->limit[d] != RL_UNLIMITED &&
 			model->limit[d] - obs->remaining[p] > model->used[d])
 		{
-			model->used[d] = model->limit[d] - obs->remaining[p];
+			int64		provider_used = model->limit[d] - obs->remaining[p];
+
+			/* with no lease in flight, no overage is still to come */
+			if (model->used[RL_DIM_CONCURRENCY] > 0)
+				provider->advance[d] = pgrl_add_saturating(provider->advance[d],
+														   provider_used - model->used[d]);
+			model->used[d] = provider_used;
 			effect->raised[d] = true;
 			model->version++;
 			wake_worker = true;
