@@ -317,13 +317,21 @@ BEGIN
 									  pair.new_fn::pg_catalog.regprocedure,
 									  CASE WHEN grant_item.grantee OPERATOR(pg_catalog.=) 0
 										   THEN 'PUBLIC'
-										   ELSE pg_catalog.quote_ident(grant_item.grantee::pg_catalog.regrole::pg_catalog.text) END,
+										   ELSE grant_item.grantee::pg_catalog.regrole::pg_catalog.text END,
 									  CASE WHEN grant_item.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
 		END LOOP;
-		UPDATE pg_catalog.pg_init_privs i SET initprivs = initial
-		WHERE i.objoid OPERATOR(pg_catalog.=) pair.new_fn
-		  AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-		  AND i.objsubid OPERATOR(pg_catalog.=) 0;
+		-- no initial privileges (the defaults): no row, as after CREATE EXTENSION
+		IF initial IS NULL THEN
+			DELETE FROM pg_catalog.pg_init_privs i
+			WHERE i.objoid OPERATOR(pg_catalog.=) pair.new_fn
+			  AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+			  AND i.objsubid OPERATOR(pg_catalog.=) 0;
+		ELSE
+			UPDATE pg_catalog.pg_init_privs i SET initprivs = initial
+			WHERE i.objoid OPERATOR(pg_catalog.=) pair.new_fn
+			  AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+			  AND i.objsubid OPERATOR(pg_catalog.=) 0;
+		END IF;
 		EXECUTE pg_catalog.format('DROP FUNCTION %s', pair.old_fn::pg_catalog.regprocedure);
 	END LOOP;
 END
@@ -377,33 +385,23 @@ COMMENT ON COLUMN rl_counter.denied_provider IS
 COMMENT ON COLUMN rl_counter.denied_itpm IS 'refused calls whose limited_by was itpm (rl_stats)';
 COMMENT ON COLUMN rl_counter.denied_otpm IS 'refused calls whose limited_by was otpm (rl_stats)';
 
--- rl_stats gets denied_itpm and denied_otpm after denied_tpm, and
--- denied_provider after the other denials: its function's
--- row changes, so both are made again (SELECT stays granted to PUBLIC)
-DROP VIEW rl_stats;
-DROP FUNCTION ratelimit_internal.rl_stats_internal();
-CREATE FUNCTION ratelimit_internal.rl_stats_internal(
-	OUT model text, OUT granted bigint, OUT denied bigint,
-	OUT denied_rpm bigint, OUT denied_tpm bigint,
-	OUT denied_itpm bigint, OUT denied_otpm bigint, OUT denied_rpd bigint,
-	OUT denied_tpd bigint, OUT denied_concurrency bigint,
-	OUT denied_job_type bigint, OUT denied_memory bigint, OUT denied_provider bigint,
-	OUT waits_granted bigint, OUT waits_timed_out bigint, OUT waits_cancelled bigint,
-	OUT wait_seconds_granted float8, OUT wait_seconds_timed_out float8,
-	OUT wait_seconds_cancelled float8,
-	OUT requests_total bigint, OUT input_tokens_total bigint,
-	OUT output_tokens_total bigint, OUT cached_tokens_total bigint,
-	OUT cost_total numeric,
-	OUT expired bigint, OUT overage_events bigint, OUT overage_tokens bigint,
-	OUT since timestamptz)
+-- rl_stats gets, at its end, the refusals of the limits 1.2 brought.  The
+-- views of this script keep their columns and add new ones at the end, from
+-- a function of their own: CREATE OR REPLACE VIEW keeps the grants made on
+-- them and the views built on them.
+CREATE FUNCTION ratelimit_internal.rl_stats_extra_internal(
+	OUT model text, OUT denied_itpm bigint, OUT denied_otpm bigint, OUT denied_provider bigint)
 RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'rl_stats_internal'
+AS 'MODULE_PATHNAME', 'rl_stats_extra_internal'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
-COMMENT ON FUNCTION ratelimit_internal.rl_stats_internal() IS 'pg_ratelimit internal: the rows of the rl_stats view';
-CREATE VIEW rl_stats AS
-	SELECT * FROM ratelimit_internal.rl_stats_internal() ORDER BY model;
-COMMENT ON VIEW rl_stats IS 'pg_ratelimit counters per model that never reset, for monitoring: denials by limit, wait outcomes, running totals of usage and cost';
-GRANT SELECT ON rl_stats TO PUBLIC;
+COMMENT ON FUNCTION ratelimit_internal.rl_stats_extra_internal() IS
+	'pg_ratelimit internal: the refusals by itpm, otpm and the provider''s pause of each model, the last columns of rl_stats';
+CREATE OR REPLACE VIEW rl_stats AS
+	SELECT s.*, e.denied_itpm, e.denied_otpm, e.denied_provider
+	FROM ratelimit_internal.rl_stats_internal() s
+	LEFT JOIN ratelimit_internal.rl_stats_extra_internal() e
+		ON e.model OPERATOR(pg_catalog.=) s.model
+	ORDER BY s.model;
 
 -- rl_status gets, at its end, how the model counts, its input and output
 -- token limits and their usage, and what the provider said (columns are
@@ -432,27 +430,20 @@ CREATE OR REPLACE VIEW rl_status AS
 	LEFT JOIN ratelimit_internal.rl_status_extra_internal() p ON p.model OPERATOR(pg_catalog.=) s.model
 	ORDER BY s.model;
 
--- rl_job_status gets each job type's share of itpm and otpm and its usage of
--- them, at its end: its function's row changes, so both are made again
-DROP VIEW rl_job_status;
-DROP FUNCTION ratelimit_internal.rl_job_status_internal();
-CREATE FUNCTION ratelimit_internal.rl_job_status_internal(
-	OUT model text, OUT job_type text, OUT ratio float8, OUT base_ratio float8,
-	OUT flexible boolean, OUT slots bigint, OUT limited_by text,
-	OUT in_flight bigint, OUT waiting integer,
-	OUT rpm_share bigint, OUT requests_minute bigint,
-	OUT tpm_share bigint, OUT tokens_minute bigint,
-	OUT rpd_share bigint, OUT requests_day bigint,
-	OUT tpd_share bigint, OUT tokens_day bigint,
-	OUT concurrency_share bigint,
-	OUT granted bigint, OUT denied bigint,
+-- rl_job_status gets, at its end, each job type's share of itpm and otpm and
+-- its usage of them
+CREATE FUNCTION ratelimit_internal.rl_job_status_extra_internal(
+	OUT model text, OUT job_type text,
 	OUT itpm_share bigint, OUT input_tokens_minute bigint,
 	OUT otpm_share bigint, OUT output_tokens_minute bigint)
 RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'rl_job_status_internal'
+AS 'MODULE_PATHNAME', 'rl_job_status_extra_internal'
 LANGUAGE C VOLATILE PARALLEL RESTRICTED;
-COMMENT ON FUNCTION ratelimit_internal.rl_job_status_internal() IS 'pg_ratelimit internal: the rows of the rl_job_status view';
-CREATE VIEW rl_job_status AS
-	SELECT * FROM ratelimit_internal.rl_job_status_internal() ORDER BY model, job_type;
-COMMENT ON VIEW rl_job_status IS 'pg_ratelimit job types on each model: ratio, share, slots, usage';
-GRANT SELECT ON rl_job_status TO PUBLIC;
+COMMENT ON FUNCTION ratelimit_internal.rl_job_status_extra_internal() IS
+	'pg_ratelimit internal: each job type''s share of itpm and otpm on each model, the last columns of rl_job_status';
+CREATE OR REPLACE VIEW rl_job_status AS
+	SELECT s.*, e.itpm_share, e.input_tokens_minute, e.otpm_share, e.output_tokens_minute
+	FROM ratelimit_internal.rl_job_status_internal() s
+	LEFT JOIN ratelimit_internal.rl_job_status_extra_internal() e
+		ON e.model OPERATOR(pg_catalog.=) s.model AND e.job_type OPERATOR(pg_catalog.=) s.job_type
+	ORDER BY s.model, s.job_type;

@@ -30,6 +30,12 @@ SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 100)$$);
 SELECT rl_acquire('io/m', tokens => 100);
 \set VERBOSITY default
 SELECT regress_io_error($$SELECT rl_acquire_any(ARRAY['io/m'], tokens => 100)$$);
+-- checked on every model before any is tried: a full model before it is
+-- not refused (no denial counted)
+SELECT rl_define_model('io/full', rpm => 1);
+SELECT granted FROM rl_acquire('io/full');
+SELECT regress_io_error($$SELECT rl_acquire_any(ARRAY['io/full', 'io/m'], tokens => 100)$$);
+SELECT denied FROM rl_stats WHERE model = 'io/full';
 SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 100, output_tokens => -1)$$);
 SELECT tokens_minute, input_tokens_minute, output_tokens_minute, in_flight
 FROM rl_status WHERE model = 'io/m';

@@ -142,6 +142,26 @@ FROM unnest(ARRAY['soon', '-5', 'Fri, 31 Dec 2999 23:59:59 GMT', 'Mon, 32 Jan 20
 				  'Mon, 01 Foo 2030 00:00:00 GMT', '1e9', '999999']) v;
 SELECT granted FROM rl_acquire('obs/pause');
 
+-- A pause lasts at most ratelimit.max_provider_pause (5 minutes by
+-- default), whatever retry-after says, and a change of the model's
+-- configuration ends it
+SHOW ratelimit.max_provider_pause;
+SELECT cooldown_until BETWEEN '2030-01-01 00:06:01' AND '2030-01-01 00:06:03' AS five_minutes
+FROM rl_observe('obs/pause', '{"retry-after": "86400"}', 429);
+SELECT granted, limited_by FROM rl_acquire('obs/pause');
+SELECT rl_alter_model('obs/pause', rpm => 101);
+SELECT granted FROM rl_acquire('obs/pause');
+SELECT provider_cooldown_until FROM rl_status WHERE model = 'obs/pause';
+
+-- Numbers no header holds are ignored, however they are written
+SELECT understood, ignored FROM rl_observe('obs/pause', jsonb_build_object(
+	'x-ratelimit-limit-tokens', '1e131071'::numeric,
+	'X-Ratelimit-Limit-Tokens', '-1e131071'::numeric,
+	'x-RateLimit-limit-tokens', '1e-16383'::numeric,
+	'x-ratelimit-limit-requests', 'NaN'::numeric,
+	'x-ratelimit-remaining-tokens', 12345678901234567890::numeric,
+	'x-ratelimit-remaining-requests', 0.5));
+
 -- Errors: the call's own arguments, and nothing changes
 SELECT regress_observe_error($$SELECT rl_observe(NULL, '{}')$$);
 SELECT regress_observe_error($$SELECT rl_observe('obs/none', '{}')$$);

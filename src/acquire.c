@@ -213,6 +213,12 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 			*failed_index = i;
 			return RL_ATTEMPT_NO_MODEL;
 		}
+		/* checked on every model before any is tried: a failed call changes nothing */
+		if (pgrl_ledger_needs_output(slots[i], &attempt->request))
+		{
+			*failed_index = i;
+			return RL_ATTEMPT_NEEDS_OUTPUT;
+		}
 		if (i < RL_MAX_WAIT_MODELS)
 			attempt->slots[i] = slots[i];
 		attempt->max_wait_us = Max(attempt->max_wait_us,
@@ -226,11 +232,6 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 						  &admission);
 		if (admission.leases_full)
 			return RL_ATTEMPT_LEASES_FULL;
-		if (admission.needs_output)
-		{
-			*failed_index = i;
-			return RL_ATTEMPT_NEEDS_OUTPUT;
-		}
 		if (admission.never_fits >= 0)
 		{
 			if (attempt->never_fits_index < 0)

@@ -484,7 +484,11 @@ pgrl_ledger_apply_models(const RlModelConfig *configs, int count, bool *dropped)
 			model = &pgrl_models[slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 			if (pgrl_set_model_config(model, config))
+			{
+				/* a new configuration ends a pause the provider asked for */
+				model->provider.cooldown_until = 0;
 				(void) pgrl_note_capacity_freed(model, RL_NOTIFY_CONFIG, pgrl_now());
+			}
 			LWLockRelease(&model->lock);
 		}
 	}
@@ -553,11 +557,6 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	pgrl_roll_windows(model, now);
 	result->model_generation = model->generation;
-	if (model->limit[RL_DIM_OTPM] != RL_UNLIMITED && !request->has_output)
-	{
-		result->needs_output = true;
-		return;
-	}
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
@@ -575,6 +574,8 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : pgrl_mark_room(model, d);
 	}
 	/* the provider answered 429 (rl_observe): nothing until it says */
+	model->provider.cooldown_until = Min(model->provider.cooldown_until,
+										 pgrl_provider_pause_limit(now));
 	if (now < model->provider.cooldown_until)
 	{
 		pgrl_deny(model, share, RL_LIMITED_BY_PROVIDER, -1, model->provider.cooldown_until,
@@ -620,12 +621,23 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		int64		shortfall = pgrl_dimension_amount(share_blocking, request->tokens, request->output_tokens, request->requests) -
 			share_room.room[share_blocking];
 
-		pgrl_deny(model, share, RL_LIMITED_BY_JOB_TYPE, share_blocking,
-				  pgrl_is_bucket(model, share_blocking) ?
-				  pgrl_bucket_fits_at(pgrl_share_limit(model, share, share_blocking),
-									  share_blocking, shortfall,
-									  share->refill_carry[share_blocking], now) :
-				  pgrl_resets_at(model, share_blocking, now), result);
+		TimestampTz retry_at;
+
+		if (pgrl_is_bucket(model, share_blocking))
+		{
+			retry_at = pgrl_bucket_fits_at(pgrl_share_limit(model, share, share_blocking),
+										   share_blocking, shortfall,
+										   share->refill_carry[share_blocking], now);
+			/* the guarantee of min_job_type_slots renews with the window */
+			if (pgrl_min_job_type_slots > 0)
+				retry_at = Min(retry_at,
+							   pgrl_window_reset(pgrl_dimension_is_daily(share_blocking) ?
+												 model->day_start : model->minute_start,
+												 share_blocking));
+		}
+		else
+			retry_at = pgrl_resets_at(model, share_blocking, now);
+		pgrl_deny(model, share, RL_LIMITED_BY_JOB_TYPE, share_blocking, retry_at, result);
 		return;
 	}
 
@@ -681,6 +693,18 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	result->granted = true;
 	result->minute_start = model->minute_start;
 	result->day_start = model->day_start;
+}
+
+/*
+ * Does a request of this size lack what the model needs to count it: an
+ * output estimate on a model that limits output tokens?  Caller holds
+ * config_lock (which the limits change under).
+ */
+bool
+pgrl_ledger_needs_output(int slot, const RlRequest *request)
+{
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	return pgrl_models[slot].limit[RL_DIM_OTPM] != RL_UNLIMITED && !request->has_output;
 }
 
 /*

@@ -88,8 +88,6 @@ typedef struct RlAdmission
 	TimestampTz retry_at;		/* when that limit's window resets, or 0 */
 	bool		awaiting_mark;	/* fits the limits; waits for new marks */
 	bool		leases_full;	/* the lease table has no room */
-	bool		needs_output;	/* the model has otpm; the request no
-								 * output estimate */
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
 	uint32		model_generation;	/* of the model tried */
@@ -342,6 +340,8 @@ extern void pgrl_ledger_clear(void);
 extern void pgrl_ledger_admit(int slot, const RlRequest *request, const RlMemoryCap *memory,
 							  int64 ticket, TimestampTz now, TimestampTz expires_at,
 							  RlAdmission *result);
+extern bool pgrl_ledger_needs_output(int slot, const RlRequest *request);
+extern TimestampTz pgrl_provider_pause_limit(TimestampTz now);
 extern void pgrl_ledger_count_refusal(int slot, const RlRequest *request, int limited_by);
 extern void pgrl_ledger_count_wait(int slot, uint32 generation, RlWaitOutcome outcome,
 								   int64 waited_us);

@@ -23,7 +23,8 @@
  *   another reason (another user of the key) may so excuse a later overage
  *   once; the next response raises the usage again.
  * - a 429, or a retry-after, puts the model in a cooldown shared by every
- *   session: every acquire is refused (limited_by 'provider', retry_after
+ *   session, of at most ratelimit.max_provider_pause (lowering it shortens
+ *   pauses in progress; a change of the model's configuration ends one): every acquire is refused (limited_by 'provider', retry_after
  *   the end of it) until then, and then listeners and waiters are told
  *   (notice cooldown_end).  A 429 without retry-after pauses a second.
  * - the last limits, remaining and resets reported are kept for rl_status,
@@ -40,6 +41,7 @@
 
 #include "catalog.h"
 #include "ledger_internal.h"
+#include "settings.h"
 #include "wait.h"
 
 /* How long a 429 without retry-after pauses the model */
@@ -52,6 +54,13 @@ static const int provider_dimension[RL_NUM_PROVIDER_DIMS] = {
 	[RL_PROVIDER_INPUT_TOKENS] = RL_DIM_ITPM,
 	[RL_PROVIDER_OUTPUT_TOKENS] = RL_DIM_OTPM,
 };
+
+/* The latest end of a pause that starts now (ratelimit.max_provider_pause) */
+TimestampTz
+pgrl_provider_pause_limit(TimestampTz now)
+{
+	return pgrl_add_saturating(now, (int64) pgrl_max_provider_pause_s * USECS_PER_SEC);
+}
 
 /*
  * How much of an overage (delta > 0) of dimension d the provider already
@@ -111,6 +120,8 @@ pgrl_observe_locked(RlModel *model, const RlObservation *obs, TimestampTz now,
 		TimestampTz until = obs->has_retry_after ? obs->retry_at :
 			pgrl_add_saturating(now, RL_DEFAULT_COOLDOWN_US);
 
+		/* never longer than ratelimit.max_provider_pause */
+		until = Min(until, pgrl_provider_pause_limit(now));
 		provider->cooldown_until = Max(provider->cooldown_until, until);
 	}
 	if (obs->understood > 0 || obs->status != 0)

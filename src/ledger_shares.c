@@ -198,8 +198,21 @@ pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int64 outpu
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	AssertShareDay(share, model);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		share->used[d] = pgrl_add_saturating(share->used[d],
-											 pgrl_dimension_amount(d, tokens, output, requests));
+	{
+		int64		amount = pgrl_dimension_amount(d, tokens, output, requests);
+		int64		used = pgrl_add_saturating(share->used[d], amount);
+
+		/*
+		 * A job the guarantee (min_job_type_slots) admits past an empty share
+		 * bucket leaves it one job below empty at most: a share that rounds
+		 * to nothing would otherwise never refill what such jobs took
+		 */
+		if (pgrl_is_bucket(model, d))
+			used = Max(share->used[d],
+					   Min(used, pgrl_add_saturating(Max(pgrl_share_limit(model, share, d), 0),
+													 amount)));
+		share->used[d] = used;
+	}
 	share->jobs_minute++;
 	share->jobs_day++;
 	share->granted++;

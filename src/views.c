@@ -38,20 +38,23 @@
 PG_FUNCTION_INFO_V1(rl_status_internal);
 PG_FUNCTION_INFO_V1(rl_status_extra_internal);
 PG_FUNCTION_INFO_V1(rl_job_status_internal);
+PG_FUNCTION_INFO_V1(rl_job_status_extra_internal);
 PG_FUNCTION_INFO_V1(rl_leases_internal);
 PG_FUNCTION_INFO_V1(rl_instances_internal);
 PG_FUNCTION_INFO_V1(rl_allocation_internal);
 PG_FUNCTION_INFO_V1(rl_stats_internal);
+PG_FUNCTION_INFO_V1(rl_stats_extra_internal);
 PG_FUNCTION_INFO_V1(rl_worker_internal);
 
 /* Columns of each view's function */
 #define STATUS_COLUMNS		20
-#define JOB_STATUS_COLUMNS	24	/* 20 before 1.2: no itpm, otpm */
+#define JOB_STATUS_COLUMNS	20
+#define EXTRA_JOB_STATUS_COLUMNS	6
 #define LEASES_COLUMNS		11
 #define INSTANCES_COLUMNS	7
 #define ALLOCATION_COLUMNS	7
-#define STATS_COLUMNS		28	/* 25 before 1.2: no denied_itpm, _otpm,
-									 * _provider */
+#define STATS_COLUMNS		25
+#define EXTRA_STATS_COLUMNS	4
 #define WORKER_COLUMNS		20
 
 /* pool_slots of a model none of whose limits the estimates consume */
@@ -166,6 +169,7 @@ rl_status_extra_internal(PG_FUNCTION_ARGS)
 		int			col = 0;
 		bool		known;
 		bool		differ = false;
+		TimestampTz cooldown_until;
 
 		pgrl_config_lock(LW_SHARED);
 		known = pgrl_ledger_model_status(slot, now, &status);
@@ -194,8 +198,10 @@ rl_status_extra_internal(PG_FUNCTION_ARGS)
 				differ = true;
 		values[col] = BoolGetDatum(differ);
 		nulls[col++] = provider->observed_at == 0;
-		values[col] = TimestampTzGetDatum(provider->cooldown_until);
-		nulls[col++] = provider->cooldown_until <= now;
+		/* as admission sees it: ratelimit.max_provider_pause may have fallen */
+		cooldown_until = Min(provider->cooldown_until, pgrl_provider_pause_limit(now));
+		values[col] = TimestampTzGetDatum(cooldown_until);
+		nulls[col++] = cooldown_until <= now;
 		values[col] = TimestampTzGetDatum(provider->observed_at);
 		nulls[col++] = provider->observed_at == 0;
 		values[col++] = Int64GetDatum(provider->headers_ignored);
@@ -206,16 +212,17 @@ rl_status_extra_internal(PG_FUNCTION_ARGS)
 }
 
 /* The order of the denial columns of rl_stats, by limited_by */
-static const int denied_order[RL_NUM_LIMITED_BY] = {
-	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_ITPM, RL_DIM_OTPM, RL_DIM_RPD, RL_DIM_TPD,
-	RL_DIM_CONCURRENCY, RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY, RL_LIMITED_BY_PROVIDER
-};
-
-/* ... and before 1.2 */
-static const int denied_order_1_1[] = {
+static const int denied_order[] = {
 	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD, RL_DIM_CONCURRENCY,
 	RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY
 };
+
+/* ... and of those rl_stats got at its end in 1.2 */
+static const int denied_order_extra[] = {
+	RL_DIM_ITPM, RL_DIM_OTPM, RL_LIMITED_BY_PROVIDER
+};
+StaticAssertDecl(lengthof(denied_order) + lengthof(denied_order_extra) == RL_NUM_LIMITED_BY,
+				 "every limited_by has a column in rl_stats");
 
 /*
  * rl_stats_internal(): one row per model, behind the rl_stats view: the
@@ -225,22 +232,9 @@ Datum
 rl_stats_internal(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			num_denials;
-	const int  *denials;
 
 	pgrl_api_begin();
 	InitMaterializedSRF(fcinfo, 0);
-	/* the installed version's definition: 1.2 added three denials */
-	if (rsinfo->setDesc->natts == STATS_COLUMNS)
-	{
-		denials = denied_order;
-		num_denials = lengthof(denied_order);
-	}
-	else
-	{
-		denials = denied_order_1_1;
-		num_denials = lengthof(denied_order_1_1);
-	}
 	/* expiries due now count in expired */
 	pgrl_expire_due_leases(pgrl_now());
 
@@ -264,8 +258,8 @@ rl_stats_internal(PG_FUNCTION_ARGS)
 		values[col++] = CStringGetTextDatum(row.name);
 		values[col++] = Int64GetDatum(row.granted);
 		values[col++] = Int64GetDatum(row.denied);
-		for (int k = 0; k < num_denials; k++)
-			values[col++] = Int64GetDatum(stats->denied_by[denials[k]]);
+		for (int k = 0; k < (int) lengthof(denied_order); k++)
+			values[col++] = Int64GetDatum(stats->denied_by[denied_order[k]]);
 		for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
 			values[col++] = Int64GetDatum(stats->waits[k]);
 		for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
@@ -280,18 +274,52 @@ rl_stats_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(row.overage_tokens);
 		values[col] = TimestampTzGetDatum(stats->since);
 		nulls[col++] = stats->since == DT_NOBEGIN;
-		Assert(col == rsinfo->setDesc->natts);
+		Assert(col == lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
 }
 
 /*
- * rl_job_status_internal(): one row per (model, job type), behind the
- * rl_job_status view.
+ * rl_stats_extra_internal(): one row per model, the columns rl_stats got at
+ * its end in 1.2: the refusals by itpm, otpm and the provider's pause.
  */
 Datum
-rl_job_status_internal(PG_FUNCTION_ARGS)
+rl_stats_extra_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+	{
+		RlModelStatsRow row;
+		Datum		values[EXTRA_STATS_COLUMNS];
+		bool		nulls[EXTRA_STATS_COLUMNS] = {false, false, false, false};
+		int			col = 0;
+		bool		known;
+
+		pgrl_config_lock(LW_SHARED);
+		known = pgrl_ledger_model_stats(slot, &row);
+		pgrl_config_unlock();
+		if (!known)
+			continue;
+		values[col++] = CStringGetTextDatum(row.name);
+		for (int k = 0; k < (int) lengthof(denied_order_extra); k++)
+			values[col++] = Int64GetDatum(row.stats.denied_by[denied_order_extra[k]]);
+		Assert(col == lengthof(values));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* Writes one row of a job status view */
+typedef void (*RlJobStatusRow) (ReturnSetInfo *rsinfo, const char *model, const char *job_type,
+								int model_slot, const RlShareStatus *row);
+
+/* Each (model, job type) of the shares in use, to a job status view */
+static void
+pgrl_job_status_rows(FunctionCallInfo fcinfo, RlJobStatusRow write_row)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	RlShareStatus *rows = palloc(sizeof(RlShareStatus) * pgrl_max_job_types);
@@ -316,56 +344,91 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 		pgrl_config_unlock();
 
 		for (int i = 0; i < count; i++)
-		{
-			RlShareStatus *row = &rows[i];
-			Datum		values[JOB_STATUS_COLUMNS];
-			bool		nulls[JOB_STATUS_COLUMNS];
-			int			col = 0;
-
-			memset(nulls, 0, sizeof(nulls));
-			values[col++] = CStringGetTextDatum(model);
-			values[col++] = CStringGetTextDatum(job_types[i].name);
-			values[col++] = Float8GetDatum(row->ratio);
-			values[col++] = Float8GetDatum(row->base_ratio);
-			values[col++] = BoolGetDatum(row->flexible);
-			values[col] = Int64GetDatum(row->slots);
-			nulls[col++] = row->slots < 0;
-			values[col] = row->limited_by >= 0 ?
-				CStringGetTextDatum(pgrl_dimension_names[row->limited_by]) : (Datum) 0;
-			nulls[col++] = row->limited_by < 0;
-			values[col++] = Int64GetDatum(row->used[RL_DIM_CONCURRENCY]);
-			values[col++] = Int32GetDatum((int32) pgrl_share_waiters(m, row->job_type_slot));
-
-			/*
-			 * rpm, tpm, rpd, tpd: the share of the limit, and what is used of
-			 * it
-			 */
-			for (int k = 0; k < (int) lengthof(window_order); k++)
-			{
-				RlDimension d = window_order[k];
-
-				pgrl_limit_column(row->share[d], &values[col], &nulls[col]);
-				col++;
-				values[col++] = Int64GetDatum(row->used[d]);
-			}
-			pgrl_limit_column(row->share[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
-			col++;
-			values[col++] = Int64GetDatum(row->granted);
-			values[col++] = Int64GetDatum(row->denied);
-			/* itpm and otpm came with 1.2 */
-			if (rsinfo->setDesc->natts == JOB_STATUS_COLUMNS)
-			{
-				pgrl_limit_column(row->share[RL_DIM_ITPM], &values[col], &nulls[col]);
-				col++;
-				values[col++] = Int64GetDatum(row->used[RL_DIM_ITPM]);
-				pgrl_limit_column(row->share[RL_DIM_OTPM], &values[col], &nulls[col]);
-				col++;
-				values[col++] = Int64GetDatum(row->used[RL_DIM_OTPM]);
-			}
-			Assert(col == rsinfo->setDesc->natts);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
+			write_row(rsinfo, model, job_types[i].name, m, &rows[i]);
 	}
+}
+
+/* A row of rl_job_status_internal() */
+static void
+pgrl_job_status_row(ReturnSetInfo *rsinfo, const char *model, const char *job_type,
+					int model_slot, const RlShareStatus *row)
+{
+	Datum		values[JOB_STATUS_COLUMNS];
+	bool		nulls[JOB_STATUS_COLUMNS];
+	int			col = 0;
+
+	memset(nulls, 0, sizeof(nulls));
+	values[col++] = CStringGetTextDatum(model);
+	values[col++] = CStringGetTextDatum(job_type);
+	values[col++] = Float8GetDatum(row->ratio);
+	values[col++] = Float8GetDatum(row->base_ratio);
+	values[col++] = BoolGetDatum(row->flexible);
+	values[col] = Int64GetDatum(row->slots);
+	nulls[col++] = row->slots < 0;
+	values[col] = row->limited_by >= 0 ?
+		CStringGetTextDatum(pgrl_dimension_names[row->limited_by]) : (Datum) 0;
+	nulls[col++] = row->limited_by < 0;
+	values[col++] = Int64GetDatum(row->used[RL_DIM_CONCURRENCY]);
+	values[col++] = Int32GetDatum((int32) pgrl_share_waiters(model_slot, row->job_type_slot));
+
+	/* rpm, tpm, rpd, tpd: the share of the limit, and what is used of it */
+	for (int k = 0; k < (int) lengthof(window_order); k++)
+	{
+		RlDimension d = window_order[k];
+
+		pgrl_limit_column(row->share[d], &values[col], &nulls[col]);
+		col++;
+		values[col++] = Int64GetDatum(row->used[d]);
+	}
+	pgrl_limit_column(row->share[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
+	col++;
+	values[col++] = Int64GetDatum(row->granted);
+	values[col++] = Int64GetDatum(row->denied);
+	Assert(col == lengthof(values));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * rl_job_status_internal(): one row per (model, job type), behind the
+ * rl_job_status view.
+ */
+Datum
+rl_job_status_internal(PG_FUNCTION_ARGS)
+{
+	pgrl_job_status_rows(fcinfo, pgrl_job_status_row);
+	return (Datum) 0;
+}
+
+/* A row of rl_job_status_extra_internal(): the share of itpm and otpm */
+static void
+pgrl_job_status_extra_row(ReturnSetInfo *rsinfo, const char *model, const char *job_type,
+						  int model_slot, const RlShareStatus *row)
+{
+	Datum		values[EXTRA_JOB_STATUS_COLUMNS];
+	bool		nulls[EXTRA_JOB_STATUS_COLUMNS];
+	int			col = 0;
+
+	memset(nulls, 0, sizeof(nulls));
+	values[col++] = CStringGetTextDatum(model);
+	values[col++] = CStringGetTextDatum(job_type);
+	pgrl_limit_column(row->share[RL_DIM_ITPM], &values[col], &nulls[col]);
+	col++;
+	values[col++] = Int64GetDatum(row->used[RL_DIM_ITPM]);
+	pgrl_limit_column(row->share[RL_DIM_OTPM], &values[col], &nulls[col]);
+	col++;
+	values[col++] = Int64GetDatum(row->used[RL_DIM_OTPM]);
+	Assert(col == lengthof(values));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * rl_job_status_extra_internal(): one row per (model, job type), the
+ * columns rl_job_status got at its end in 1.2
+ */
+Datum
+rl_job_status_extra_internal(PG_FUNCTION_ARGS)
+{
+	pgrl_job_status_rows(fcinfo, pgrl_job_status_extra_row);
 	return (Datum) 0;
 }
 

@@ -426,6 +426,15 @@ query(qq{
 	GRANT USAGE ON SCHEMA ratelimit TO model_admin;   -- this schema was made by hand above
 	GRANT EXECUTE ON FUNCTION $old_define, $old_alter TO model_admin WITH GRANT OPTION;
 	GRANT EXECUTE ON FUNCTION $old_acquire TO model_admin;
+	-- a role whose name needs quoting, a grant on a function PUBLIC may call,
+	-- a view an operator took from PUBLIC, and a view built on it
+	CREATE ROLE "App Role";
+	GRANT EXECUTE ON FUNCTION $old_acquire TO "App Role";
+	CREATE ROLE monitoring;
+	GRANT EXECUTE ON FUNCTION ratelimit.rl_capacity(text, text, bigint, integer) TO monitoring;
+	REVOKE SELECT ON ratelimit.rl_stats FROM PUBLIC;
+	GRANT SELECT ON ratelimit.rl_stats TO monitoring;
+	CREATE VIEW public.my_denials AS SELECT model, denied FROM ratelimit.rl_stats;
 	ALTER EXTENSION pg_ratelimit UPDATE;
 });
 is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'}), '1.2',
@@ -439,6 +448,18 @@ is(query(qq{SELECT has_function_privilege('model_admin', '$new_acquire', 'EXECUT
 			  AND NOT has_function_privilege('squatter', '$new_acquire', 'EXECUTE')
 			  AND has_function_privilege('squatter', '$new_capacity', 'EXECUTE')}), 't',
 	'so did the grant on rl_acquire; rl_capacity stays callable by every role, rl_acquire not');
+is(query(qq{SELECT has_function_privilege('"App Role"', '$new_acquire', 'EXECUTE')
+			  AND has_function_privilege('monitoring', '$new_capacity', 'EXECUTE')}), 't',
+	'a grant to a role whose name needs quoting carries over, and one on rl_capacity');
+is(query(q{SELECT has_table_privilege('monitoring', 'ratelimit.rl_stats', 'SELECT')
+			  AND NOT has_table_privilege('squatter', 'ratelimit.rl_stats', 'SELECT')
+			  AND has_table_privilege('squatter', 'ratelimit.rl_job_status', 'SELECT')}), 't',
+	'rl_stats keeps the privileges an operator gave it, rl_job_status its own');
+is(query(q{SELECT count(*) FROM public.my_denials}), '1', 'a view built on rl_stats still works');
+is(query(q{SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
+		   WHERE attrelid = 'ratelimit.rl_stats'::regclass AND attnum > 22}),
+	'expired,overage_events,overage_tokens,since,denied_itpm,denied_otpm,denied_provider',
+	'rl_stats gets its new columns at its end');
 is(query(q{SELECT count(*) FROM pg_proc
 		   WHERE proname IN ('rl_define_model', 'rl_alter_model', 'rl_acquire', 'rl_acquire_any',
 							 'rl_capacity')}), '5',
