@@ -398,6 +398,8 @@ pgrl_init_model(RlModel *model, const RlModelConfig *config)
 	memset(model->refill_carry, 0, sizeof(model->refill_carry));
 	model->notice_due_at = 0;
 	memset(&model->provider, 0, sizeof(model->provider));
+	/* any time can be a test clock's, those before 2000 negative ones */
+	model->provider.cooldown_until = DT_NOBEGIN;
 	for (int p = 0; p < RL_NUM_PROVIDER_DIMS; p++)
 		model->provider.limit[p] = model->provider.remaining[p] = -1;
 	model->granted = model->denied = model->expired = 0;
@@ -486,7 +488,7 @@ pgrl_ledger_apply_models(const RlModelConfig *configs, int count, bool *dropped)
 			if (pgrl_set_model_config(model, config))
 			{
 				/* a new configuration ends a pause the provider asked for */
-				model->provider.cooldown_until = 0;
+				model->provider.cooldown_until = DT_NOBEGIN;
 				(void) pgrl_note_capacity_freed(model, RL_NOTIFY_CONFIG, pgrl_now());
 			}
 			LWLockRelease(&model->lock);

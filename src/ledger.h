@@ -41,7 +41,8 @@ typedef struct RlProviderState
 	int64		remaining[RL_NUM_PROVIDER_DIMS];
 	TimestampTz reset_at[RL_NUM_PROVIDER_DIMS];
 	TimestampTz observed_at;	/* 0: never */
-	TimestampTz cooldown_until; /* refuse everything until then (a 429) */
+	TimestampTz cooldown_until; /* refuse everything until then (a 429);
+								 * DT_NOBEGIN: none */
 	int64		observations;
 	int64		headers_ignored;	/* malformed, since the model was defined */
 	int64		advance[RL_NUM_DIMS];	/* raised to the provider's usage and not
@@ -52,7 +53,7 @@ typedef struct RlProviderState
 typedef struct RlProviderEffect
 {
 	bool		raised[RL_NUM_DIMS];	/* usage rose to the provider's */
-	TimestampTz cooldown_until; /* 0: not in a cooldown */
+	TimestampTz cooldown_until; /* DT_NOBEGIN: not in a cooldown */
 } RlProviderEffect;
 
 /* A model as configured in rl_model */

@@ -128,7 +128,8 @@ pgrl_observe_locked(RlModel *model, const RlObservation *obs, TimestampTz now,
 		provider->observed_at = now;
 	provider->observations++;
 	provider->headers_ignored += obs->ignored;
-	effect->cooldown_until = provider->cooldown_until > now ? provider->cooldown_until : 0;
+	effect->cooldown_until = provider->cooldown_until > now ? provider->cooldown_until :
+		DT_NOBEGIN;
 	/* usage past the mark: have a new mark cover it soon */
 	return wake_worker && pgrl_mark_note_usage(model);
 }
