@@ -400,6 +400,7 @@ pgrl_init_model(RlModel *model, const RlModelConfig *config)
 	memset(&model->provider, 0, sizeof(model->provider));
 	/* any time can be a test clock's, those before 2000 negative ones */
 	model->provider.cooldown_until = DT_NOBEGIN;
+	model->shares_idle = false;
 	for (int p = 0; p < RL_NUM_PROVIDER_DIMS; p++)
 		model->provider.limit[p] = model->provider.remaining[p] = -1;
 	model->granted = model->denied = model->expired = 0;
@@ -989,6 +990,9 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 	actual_output = !usage->has_tokens ? lease->output_tokens :
 		Min(usage->output, out->actual_tokens);
 	overage = out->actual_tokens - lease->tokens;
+	/* an overage may give the share usage to refill */
+	if (share)
+		model->shares_idle = false;
 
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 	{
@@ -1553,6 +1557,7 @@ pgrl_ledger_restore_share(const RlSavedShare *saved)
 	if (model_slot < 0 || job_type_slot < 0)
 		return;
 	share = pgrl_share(model_slot, job_type_slot);
+	pgrl_models[model_slot].shares_idle = false;
 	pgrl_saved_usage(used, saved->requests_minute, saved->tokens_minute,
 					 saved->input_tokens_minute, saved->output_tokens_minute,
 					 saved->requests_day, saved->tokens_day);

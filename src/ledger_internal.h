@@ -87,6 +87,9 @@ typedef struct RlModel
 	RlNotifyReason notice_due_reason;
 
 	RlProviderState provider;	/* what the provider said (rl_observe) */
+	bool		shares_idle;	/* no share of a rate limit has usage: a
+								 * refill has nothing to do for them (false
+								 * whenever unsure) */
 
 	/* Totals since the model was defined (or the server started) */
 	int64		granted;
@@ -207,7 +210,7 @@ extern RlShare *pgrl_request_share(int model_slot, const RlRequest *request);
 extern void pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room);
 extern int	pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int64 output,
 								int32 requests);
-extern void pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
+extern void pgrl_share_grant(RlShare *share, RlModel *model, int64 tokens,
 							 int64 output, int32 requests);
 extern void pgrl_roll_share_windows(RlModel *model, bool minute, TimestampTz new_day);
 extern void pgrl_refill_shares(RlModel *model, int64 elapsed_us);

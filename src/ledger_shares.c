@@ -190,13 +190,14 @@ pgrl_share_take(RlShareRoom *room, int64 tokens, int64 output, int32 requests)
 
 /* Count a granted request; caller holds the model's lock */
 void
-pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int64 output,
+pgrl_share_grant(RlShare *share, RlModel *model, int64 tokens, int64 output,
 				 int32 requests)
 {
 	RlDayUsage *usage = &share->usage;
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	AssertShareDay(share, model);
+	model->shares_idle = false;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		int64		amount = pgrl_dimension_amount(d, tokens, output, requests);
@@ -292,8 +293,12 @@ void
 pgrl_refill_shares(RlModel *model, int64 elapsed_us)
 {
 	int			model_slot = model - pgrl_models;
+	bool		idle = true;
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
+	/* a model without job types in use: nothing to look at on the hot path */
+	if (model->shares_idle)
+		return;
 	for (int j = 0; j < pgrl_max_job_types; j++)
 	{
 		RlShare    *share = pgrl_share(model_slot, j);
@@ -304,11 +309,13 @@ pgrl_refill_shares(RlModel *model, int64 elapsed_us)
 			memset(share->refill_carry, 0, sizeof(share->refill_carry));
 			continue;
 		}
+		idle = false;
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 			if (pgrl_is_bucket(model, d))
 				pgrl_refill_bucket(&share->used[d], &share->refill_carry[d],
 								   pgrl_share_limit(model, share, d), d, elapsed_us);
 	}
+	model->shares_idle = idle;
 }
 
 /*
@@ -330,6 +337,7 @@ pgrl_ledger_apply_shares(void)
 		if (!model->in_use)
 			continue;
 		LWLockAcquire(&model->lock, LW_EXCLUSIVE);
+		model->shares_idle = false;
 		for (int j = 0; j < pgrl_max_job_types; j++)
 		{
 			const RlJobType *job_type = pgrl_job_type(j);
