@@ -24,9 +24,10 @@ for Anthropic):
                               clock N seconds forward (buckets refill, reset
                               times move), so that tests need not sleep
 
-The API key is the Authorization: Bearer token (OpenAI) or the x-api-key
-header (Anthropic); a call without one is answered 401.  Every key has its
-own buckets, shared by both endpoints.
+The API key is the x-api-key header (Anthropic's) or the Authorization:
+Bearer token (OpenAI's, and what recent Anthropic SDKs send), on either
+endpoint; a call without one is answered 401.  Every key has its own buckets,
+shared by both endpoints.
 
 Buckets.  Each configured limit L (--rpm requests, --tpm tokens, --itpm input
 tokens, --otpm output tokens, all per minute; an absent one is not limited)
@@ -444,15 +445,18 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_json(404, {"error": {"message": f"no route {self.path}"}})
 
-    def api_key(self, style):
-        if style == "openai":
-            auth = self.headers.get("authorization") or ""
-            return auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        return (self.headers.get("x-api-key") or "").strip() or None
+    def api_key(self):
+        """x-api-key, else the Authorization: Bearer token (both APIs take
+        both: recent Anthropic SDKs send the key as a bearer token)."""
+        key = (self.headers.get("x-api-key") or "").strip()
+        auth = self.headers.get("authorization") or ""
+        if not key and auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+        return key or None
 
     def call(self, style, body):
         provider = self.provider
-        api_key = self.api_key(style)
+        api_key = self.api_key()
         if not api_key:
             if style == "openai":
                 err = {"error": {"message": "Missing bearer authentication in header",

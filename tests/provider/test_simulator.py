@@ -293,6 +293,11 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(body["error"]["code"], "invalid_api_key")
         status, _, body = self.request("POST", "/v1/messages", {"model": "m"})
         self.assertEqual((status, body["error"]["type"]), (401, "authentication_error"))
+        status, _, body = self.request("POST", "/v1/messages", {"model": "m", "max_tokens": 5,
+                                       "messages": [{"role": "user", "content": "hi"}]},
+                                       {"authorization": "Bearer k3"})
+        self.assertEqual(status, 200, "Anthropic with a bearer token, as recent SDKs send it")
+        self.assertEqual(self.p.stats()["keys"]["k3"]["accepted"], 1)
         status, h, body = self.anthropic("k", {"model": "m", "messages": [{"role": "user"}]})
         self.assertEqual((status, body["error"]["type"]), (400, "invalid_request_error"))
         status, h, body = self.openai("k", self.chat(700, 0))
