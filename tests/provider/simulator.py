@@ -505,6 +505,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128        # many clients may connect at once
 
     def __init__(self, address, provider, verbose=False):
         super().__init__(address, Handler)

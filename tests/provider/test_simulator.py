@@ -11,7 +11,6 @@ the actual usage, and the HTTP endpoints through a real server on a free port.
 """
 import http.client
 import json
-import math
 import os
 import re
 import subprocess
