@@ -40,12 +40,14 @@ Scenarios (SCENARIOS picks some, by name):
                    rl_observe: acquire tokens => the input estimate and
                    output_tokens => max_tokens
 
+NETWORK_MS=MIN:MAX adds a one-way network delay each way (default none).
+
 Utilisation is what the provider accepted (requests, and actual tokens, of
 every caller of the key) divided by what an ideal replay of the same demand
 gets under the same limits.  The replay is a fluid model, in steps of 10 ms:
 a bucket of each provider limit L (capacity L, refilling at L/60 a second),
 starting full; in each step the demand asks for d * dt calls, where d is
-CLIENTS / (mean latency) during busy periods (every client calling back to
+CLIENTS / (mean latency, network included) during busy periods (every client calling back to
 back with no overhead: an upper bound of the demand) plus the bypass rate
 always; the step admits a = min(d * dt, min over limits k of
 (level_k + L_k/60 * dt) / u_k) calls, u_k being the mean units a call takes
@@ -82,6 +84,11 @@ TPM = int(os.environ.get("TPM", 60000))
 ITPM = int(os.environ.get("ITPM", 36000))
 OTPM = int(os.environ.get("OTPM", 24000))
 LATENCY_MS = tuple(float(x) for x in os.environ.get("LATENCY_MS", "200:1000").split(":"))
+# one-way network delay between the clients and the provider, each way (0 by
+# default: the simulator is local).  With it, the provider's bucket starts
+# refilling later than the limiter's (see the README proposal), and the
+# headers the limiter is told are older.
+NETWORK_MS = tuple(float(x) for x in os.environ.get("NETWORK_MS", "0:0").split(":"))
 BYPASS = float(os.environ.get("BYPASS", 0.2))
 # busy and idle periods, seconds
 BUSY = (3.0, 30.0)
@@ -164,8 +171,14 @@ class Simulator:
         self.proc.wait()
 
 
+def network_delay():
+    if NETWORK_MS[1] > 0:
+        time.sleep(random.uniform(*NETWORK_MS) / 1000.0)
+
+
 def call_provider(conn, style, api_key, est_in, max_tokens, act_in, act_out):
     """One call: (status, headers, usage (input, output) or None, retry-after seconds)"""
+    network_delay()
     body = {"model": "sim", "messages": [{"role": "user", "content": "benchmark"}],
             "estimated_input_tokens": est_in, "max_tokens": max_tokens,
             "simulate": {"input_tokens": act_in, "output_tokens": act_out}}
@@ -177,6 +190,7 @@ def call_provider(conn, style, api_key, est_in, max_tokens, act_in, act_out):
     r = conn.getresponse()
     answer = json.loads(r.read())
     headers = {k.lower(): v for k, v in r.getheaders()}
+    network_delay()
     usage = None
     if r.status == 200:
         u = answer["usage"]
@@ -349,7 +363,8 @@ class Run:
 
         # enough threads for the calls in flight at the longest latency
         workers = [threading.Thread(target=worker)
-                   for _ in range(2 + math.ceil(rate * LATENCY_MS[1] / 1000.0))]
+                   for _ in range(2 + math.ceil(rate * (LATENCY_MS[1] + 2 * NETWORK_MS[1])
+                                                 / 1000.0))]
         for th in workers:
             th.start()
         n = 0
@@ -419,7 +434,7 @@ def bypass_rate(s):
 
 def ideal(s, periods):
     """The ideal replay (see the top of the file): (requests, tokens) allowed."""
-    mean_latency = (LATENCY_MS[0] + LATENCY_MS[1]) / 2000.0
+    mean_latency = (LATENCY_MS[0] + LATENCY_MS[1] + 2 * (NETWORK_MS[0] + NETWORK_MS[1])) / 2000.0
     demand = CLIENTS / mean_latency
     mean_in = (INPUT_EST[0] + INPUT_EST[1]) / 2.0
     mean_out = (MAX_TOKENS[0] + MAX_TOKENS[1]) / 2.0
@@ -555,7 +570,8 @@ def main():
                     + ", ".join(skipped))
         busy = sum(e - s for s, e in periods)
         log(f"{CLIENTS} clients, {DURATION:g} s per scenario, provider latency"
-            f" {LATENCY_MS[0]:g}-{LATENCY_MS[1]:g} ms, limits rpm {RPM} tpm {TPM}"
+            f" {LATENCY_MS[0]:g}-{LATENCY_MS[1]:g} ms, network {NETWORK_MS[0]:g}-{NETWORK_MS[1]:g} ms"
+            f" each way, limits rpm {RPM} tpm {TPM}"
             f" (anthropic: rpm {RPM} itpm {ITPM} otpm {OTPM}), bypass {BYPASS:.0%} of the limits")
         log(f"waves (seed {SEED}): busy {busy:.0f} s of {DURATION:g} s: "
             + ", ".join(f"{s:.0f}-{e:.0f}" for s, e in periods))
