@@ -487,11 +487,12 @@ def detect_api(admin):
 def probe_tokens_meaning(admin, api):
     """With output_tokens: is tokens the input (the bench's brief) or the total
     (DESIGN.md: input = tokens - output_tokens)?  Acquire 100 + 40 on a probe
-    model and see what its tpm bucket lacks."""
+    model and see what its tpm counts."""
     if not api["output_tokens"]:
         return
+    # a fixed window: nothing refills between the acquire and the look
     admin.execute("SELECT ratelimit.rl_define_model('goodput/probe', tpm => 1000000,"
-                  " window_type => 'bucket')")
+                  " window_type => 'fixed')")
     lease = admin.execute("SELECT lease_id FROM ratelimit.rl_acquire('goodput/probe',"
                           " tokens => 100, output_tokens => 40)").fetchone()[0]
     used = admin.execute("SELECT used FROM ratelimit.rl_capacity('goodput/probe')"
