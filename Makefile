@@ -45,7 +45,7 @@ PGFILEDESC = "pg_ratelimit - shared-memory rate limiter for LLM API keys"
 # The tests use an existing database, the one ratelimit.database names on
 # the test server (contrib_regression, see below), with its worker
 # connected: the first test re-creates the extension in it.
-REGRESS = setup config alter acquire release capacity clock wait usage shares instances holders errors ledger stats bucket observe
+REGRESS = setup config alter acquire release capacity clock wait usage shares instances holders errors ledger stats bucket observe io_limits
 REGRESS_OPTS = --use-existing
 
 ISOLATION = race_rpm race_tpm race_concurrency race_share race_window config_repeatable_read config_serializable wait_lost_wakeup role_cap

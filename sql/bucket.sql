@@ -133,6 +133,32 @@ SELECT rl_alter_model('bkt/switch', window_type => 'fixed');
 SELECT window_type FROM rl_model WHERE model = 'bkt/switch';
 SELECT regress_bucket_error($$SELECT rl_alter_model('bkt/switch', window_type => 'Bucket')$$);
 
+-- A job type whose share rounds to nothing still starts its
+-- min_job_type_slots (1) a minute: retry_after is the next minute, and what
+-- such jobs take leaves its bucket one job below empty at most
+SELECT rl_define_model('bkt/tiny', rpm => 50, window_type => 'bucket');
+SELECT rl_define_job_type('bkt/tiny', ratio => 0.01, flexible => false);
+SELECT rl_debug_set_clock('2030-01-01 00:20:30+00');
+SELECT granted FROM rl_acquire('bkt/tiny', 'bkt/tiny');
+SELECT granted, limited_by, retry_after BETWEEN '29 s' AND '30 s' AS next_minute
+FROM rl_acquire('bkt/tiny', 'bkt/tiny');
+SELECT rl_debug_set_clock('2030-01-01 00:21:00.5+00');
+SELECT granted FROM rl_acquire('bkt/tiny', 'bkt/tiny');
+SELECT rpm_share, requests_minute FROM rl_job_status WHERE model = 'bkt/tiny' AND job_type = 'bkt/tiny';
+-- a larger share is usable at once
+SELECT rl_alter_job_type('bkt/tiny', ratio => 0.4);
+SELECT count(*) FILTER (WHERE (rl_acquire('bkt/tiny', 'bkt/tiny')).granted) AS granted
+FROM generate_series(1, 25);
+SELECT rl_drop_job_type('bkt/tiny');
+
+-- Per-instance allocations split a bucket model's limits like a fixed
+-- model's: two live instances get half of rpm 60 each, its refill included
+SELECT rl_define_model('bkt/alloc', rpm => 60, tpm => 6000, window_type => 'bucket');
+SELECT rl_heartbeat('bkt-w1'), rl_heartbeat('bkt-w2');
+SELECT model, job_type, instances, pool_slots, slots, limited_by
+FROM rl_allocation('bkt-w1') WHERE model = 'bkt/alloc' AND job_type IS NULL;
+SELECT rl_unregister('bkt-w1'), rl_unregister('bkt-w2');
+
 SELECT rl_drop_model(model) FROM rl_model WHERE model LIKE 'bkt/%';
 SELECT rl_drop_job_type('bkt/half');
 DROP FUNCTION regress_bucket_error(text);

@@ -41,6 +41,20 @@ SELECT requests_minute, tokens_minute FROM rl_status WHERE model = 'obs/openai';
 SELECT granted, limited_by FROM rl_acquire('obs/openai', tokens => 9001);
 SELECT granted FROM rl_acquire('obs/openai', tokens => 9000);
 
+-- The provider settles a call's actual usage when it answers, the limiter
+-- when the lease is released, after rl_observe: an overage the provider
+-- reported raises the usage once, not again at the release
+SELECT rl_define_model('obs/settle', tpm => 10000);
+SELECT lease_id AS obs_lease FROM rl_acquire('obs/settle', tokens => 1000) \gset
+SELECT raised FROM rl_observe('obs/settle', '{"x-ratelimit-limit-tokens": "10000",
+											  "x-ratelimit-remaining-tokens": "8700"}');
+SELECT tokens_minute FROM rl_status WHERE model = 'obs/settle';
+SELECT overage FROM rl_release(:obs_lease, input_tokens => 1000, output_tokens => 300);
+SELECT tokens_minute FROM rl_status WHERE model = 'obs/settle';
+-- with no lease in flight, an overage the provider did not report counts
+SELECT rl_release(lease_id, input_tokens => 500) FROM rl_acquire('obs/settle', tokens => 400);
+SELECT tokens_minute FROM rl_status WHERE model = 'obs/settle';
+
 -- Every duration form OpenAI writes, each understood
 SELECT d, (rl_observe('obs/openai', jsonb_build_object('x-ratelimit-reset-tokens', d))).understood
 FROM unnest(ARRAY['1s', '20ms', '6m0s', '1m30.5s', '1h2m3s', '0.5s', '250ms', '17']) d;
@@ -127,6 +141,26 @@ SELECT v, (rl_observe('obs/pause', jsonb_build_object('retry-after', v))).ignore
 FROM unnest(ARRAY['soon', '-5', 'Fri, 31 Dec 2999 23:59:59 GMT', 'Mon, 32 Jan 2030 00:00:00 GMT',
 				  'Mon, 01 Foo 2030 00:00:00 GMT', '1e9', '999999']) v;
 SELECT granted FROM rl_acquire('obs/pause');
+
+-- A pause lasts at most ratelimit.max_provider_pause (5 minutes by
+-- default), whatever retry-after says, and a change of the model's
+-- configuration ends it
+SHOW ratelimit.max_provider_pause;
+SELECT cooldown_until BETWEEN '2030-01-01 00:06:01' AND '2030-01-01 00:06:03' AS five_minutes
+FROM rl_observe('obs/pause', '{"retry-after": "86400"}', 429);
+SELECT granted, limited_by FROM rl_acquire('obs/pause');
+SELECT rl_alter_model('obs/pause', rpm => 101);
+SELECT granted FROM rl_acquire('obs/pause');
+SELECT provider_cooldown_until FROM rl_status WHERE model = 'obs/pause';
+
+-- Numbers no header holds are ignored, however they are written
+SELECT understood, ignored FROM rl_observe('obs/pause', jsonb_build_object(
+	'x-ratelimit-limit-tokens', '1e131071'::numeric,
+	'X-Ratelimit-Limit-Tokens', '-1e131071'::numeric,
+	'x-RateLimit-limit-tokens', '1e-16383'::numeric,
+	'x-ratelimit-limit-requests', 'NaN'::numeric,
+	'x-ratelimit-remaining-tokens', 12345678901234567890::numeric,
+	'x-ratelimit-remaining-requests', 0.5));
 
 -- Errors: the call's own arguments, and nothing changes
 SELECT regress_observe_error($$SELECT rl_observe(NULL, '{}')$$);

@@ -101,6 +101,7 @@ typedef enum RlAttemptFailure
 	RL_ATTEMPT_NO_JOB_TYPE,
 	RL_ATTEMPT_NO_MODEL,		/* names[failed_index] */
 	RL_ATTEMPT_NEVER_FITS,		/* the only model; attempt->never_fits */
+	RL_ATTEMPT_NEEDS_OUTPUT,	/* names[failed_index] limits output tokens */
 	RL_ATTEMPT_LEASES_FULL,
 	RL_ATTEMPT_LEASE_NOT_STORED
 } RlAttemptFailure;
@@ -108,12 +109,13 @@ typedef enum RlAttemptFailure
 /*
  * Resolve the job type (args->job_type, NULL for none) and the request's
  * size: explicit tokens/requests, else the job type's estimates, else 0
- * tokens and 1 request.  False when the job type does not exist.  Caller
- * holds config_lock.
+ * tokens and 1 request.  With an output estimate (output, may be NULL),
+ * the tokens are the input's and the request's tokens are both.  False
+ * when the job type does not exist.  Caller holds config_lock.
  */
 bool
-pgrl_resolve_request(const char *job_type_name, const int64 *tokens, const int32 *requests,
-					 RlRequest *request)
+pgrl_resolve_request(const char *job_type_name, const int64 *tokens, const int64 *output,
+					 const int32 *requests, RlRequest *request)
 {
 	const RlJobType *job_type = NULL;
 
@@ -128,6 +130,9 @@ pgrl_resolve_request(const char *job_type_name, const int64 *tokens, const int32
 		request->job_type_generation = job_type->generation;
 	}
 	request->tokens = tokens ? *tokens : job_type ? job_type->est_tokens : 0;
+	request->has_output = output != NULL;
+	request->output_tokens = output ? *output : 0;
+	request->tokens = pgrl_add_saturating(request->tokens, request->output_tokens);
 	request->requests = requests ? *requests : job_type ? job_type->est_requests : 1;
 	return true;
 }
@@ -148,6 +153,20 @@ pgrl_report_no_model(const char *name)
 			 errmsg("model \"%s\" does not exist", name)));
 }
 
+/*
+ * The error for a request without an output estimate on a model that
+ * limits output tokens: the reservation would be wrong either way
+ */
+void
+pgrl_report_needs_output(const char *model)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+			 errmsg("model \"%s\" limits output tokens (otpm): the request needs an output estimate",
+					model),
+			 errhint("Pass output_tokens => the request's max_tokens, and tokens => its input tokens.")));
+}
+
 /* The error for a request larger than one of a model's limits */
 static void
 pgrl_report_never_fits(const char *model, const RlAdmission *admission,
@@ -155,13 +174,16 @@ pgrl_report_never_fits(const char *model, const RlAdmission *admission,
 {
 	RlDimension dim = admission->never_fits;
 
+	const char *unit = dim == RL_DIM_TPM || dim == RL_DIM_TPD ? "tokens" :
+		dim == RL_DIM_ITPM ? "input tokens" :
+		dim == RL_DIM_OTPM ? "output tokens" : "requests";
+
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("request can never fit model \"%s\"", model),
 			 errdetail("It needs " INT64_FORMAT " %s, and the model's %s limit is " INT64_FORMAT ".",
-					   pgrl_dimension_amount(dim, size->tokens, size->requests),
-					   dim == RL_DIM_TPM || dim == RL_DIM_TPD ? "tokens" : "requests",
-					   pgrl_dimension_names[dim], admission->never_fits_limit)));
+					   pgrl_dimension_amount(dim, size->tokens, size->output_tokens, size->requests),
+					   unit, pgrl_dimension_names[dim], admission->never_fits_limit)));
 }
 
 /* Try the models in order under config_lock; see pgrl_attempt() */
@@ -178,6 +200,7 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 
 	Assert(pgrl_config_lock_held(LW_SHARED));
 	if (!pgrl_resolve_request(args->job_type, args->has_tokens ? &args->tokens : NULL,
+							  args->has_output_tokens ? &args->output_tokens : NULL,
 							  args->has_requests ? &args->requests : NULL,
 							  &attempt->request))
 		return RL_ATTEMPT_NO_JOB_TYPE;
@@ -189,6 +212,12 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 		{
 			*failed_index = i;
 			return RL_ATTEMPT_NO_MODEL;
+		}
+		/* checked on every model before any is tried: a failed call changes nothing */
+		if (pgrl_ledger_needs_output(slots[i], &attempt->request))
+		{
+			*failed_index = i;
+			return RL_ATTEMPT_NEEDS_OUTPUT;
 		}
 		if (i < RL_MAX_WAIT_MODELS)
 			attempt->slots[i] = slots[i];
@@ -225,6 +254,7 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 			lease.job_type_slot = attempt->request.job_type_slot;
 			lease.job_type_generation = attempt->request.job_type_generation;
 			lease.tokens = attempt->request.tokens;
+			lease.output_tokens = attempt->request.output_tokens;
 			lease.requests = attempt->request.requests;
 			lease.minute_start = admission.minute_start;
 			lease.day_start = admission.day_start;
@@ -318,6 +348,9 @@ pgrl_attempt(const RlAcquireArgs *args, int64 ticket, TimestampTz now, RlAttempt
 			break;
 		case RL_ATTEMPT_NEVER_FITS:
 			pgrl_report_never_fits(names[0], &attempt->never_fits, &attempt->request);
+			break;
+		case RL_ATTEMPT_NEEDS_OUTPUT:
+			pgrl_report_needs_output(names[failed_index]);
 			break;
 		case RL_ATTEMPT_LEASES_FULL:
 			ereport(ERROR,
@@ -505,7 +538,7 @@ pgrl_wait_for_capacity(const RlAcquireArgs *args, int64 max_wait_us, RlAttempt *
 
 	memcpy(registered, attempt->slots, sizeof(int) * num_models);
 	ticket = pgrl_register_waiter(registered, num_models, attempt->request.tokens,
-								  attempt->request.requests, attempt->request.job_type_slot,
+								  attempt->request.output_tokens, attempt->request.requests, attempt->request.job_type_slot,
 								  &attempt->memory, 0);
 	pgrl_waiter_awaiting_mark(attempt->awaiting_mark);
 	PG_TRY();
@@ -535,7 +568,7 @@ pgrl_wait_for_capacity(const RlAcquireArgs *args, int64 max_wait_us, RlAttempt *
 			{
 				memcpy(registered, attempt->slots, sizeof(int) * num_models);
 				pgrl_register_waiter(registered, num_models, attempt->request.tokens,
-									 attempt->request.requests,
+									 attempt->request.output_tokens, attempt->request.requests,
 									 attempt->request.job_type_slot, &attempt->memory, ticket);
 				/* a release on the new slot before we were there woke nobody */
 				continue;

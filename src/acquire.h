@@ -17,7 +17,9 @@ typedef struct RlAcquireArgs
 	int			num_models;
 	const char *job_type;		/* checked name, or NULL */
 	bool		has_tokens;
-	int64		tokens;
+	int64		tokens;			/* the input's, when output_tokens is given */
+	bool		has_output_tokens;
+	int64		output_tokens;
 	bool		has_requests;
 	int32		requests;
 	int64		max_wait_us;	/* -1: the job type's wait */
@@ -39,7 +41,9 @@ typedef struct RlAcquireResult
 } RlAcquireResult;
 
 extern void pgrl_acquire(RlAcquireArgs *args, RlAcquireResult *result);
+extern void pgrl_report_needs_output(const char *model);
 extern bool pgrl_resolve_request(const char *job_type_name, const int64 *tokens,
+								 const int64 *output,
 								 const int32 *requests, RlRequest *request);
 extern void pgrl_report_no_job_type(const char *name);
 extern void pgrl_report_no_model(const char *name);

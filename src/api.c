@@ -58,6 +58,7 @@ PG_FUNCTION_INFO_V1(rl_internal_check);
 #define ARG_INSTANCE	5
 #define ARG_TTL			6
 #define ARG_SESSION_BOUND	7
+#define ARG_OUTPUT_TOKENS	8	/* from 1.2 on */
 
 /* Columns of the rl_grant and rl_settlement result types */
 #define GRANT_COLUMNS		5
@@ -66,7 +67,8 @@ PG_FUNCTION_INFO_V1(rl_internal_check);
 
 /* Display order of rl_capacity rows */
 static const RlDimension capacity_order[] = {
-	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD, RL_DIM_CONCURRENCY
+	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_ITPM, RL_DIM_OTPM, RL_DIM_RPD, RL_DIM_TPD,
+	RL_DIM_CONCURRENCY
 };
 
 /* A per-backend cache of a composite result type's descriptor */
@@ -200,6 +202,13 @@ pgrl_acquire_call(FunctionCallInfo fcinfo, char **names, int num_models)
 	pgrl_require_non_negative(fcinfo, ARG_REQUESTS, "requests", true);
 	args.has_tokens = !PG_ARGISNULL(ARG_TOKENS);
 	args.tokens = args.has_tokens ? PG_GETARG_INT64(ARG_TOKENS) : 0;
+	if (PG_NARGS() > ARG_OUTPUT_TOKENS)
+	{
+		pgrl_require_non_negative(fcinfo, ARG_OUTPUT_TOKENS, "output_tokens", false);
+		args.has_output_tokens = !PG_ARGISNULL(ARG_OUTPUT_TOKENS);
+		args.output_tokens = args.has_output_tokens ?
+			PG_GETARG_INT64(ARG_OUTPUT_TOKENS) : 0;
+	}
 	args.has_requests = !PG_ARGISNULL(ARG_REQUESTS);
 	args.requests = args.has_requests ? PG_GETARG_INT32(ARG_REQUESTS) : 0;
 	args.max_wait_us = -1;
@@ -456,7 +465,9 @@ rl_capacity(PG_FUNCTION_ARGS)
 	RlCapacity	capacity;
 	TimestampTz now;
 	int64		tokens;
+	int64		output;
 	int32		requests;
+	bool		has_output;
 	const int	num_dims = (int) lengthof(capacity_order);
 	int			model_slot;
 	bool		known;
@@ -468,6 +479,11 @@ rl_capacity(PG_FUNCTION_ARGS)
 	pgrl_require_non_negative(fcinfo, 3, "requests", true);
 	tokens = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2);
 	requests = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+	/* output_tokens came with 1.2 */
+	has_output = PG_NARGS() > 4 && !PG_ARGISNULL(4);
+	if (has_output)
+		pgrl_require_non_negative(fcinfo, 4, "output_tokens", false);
+	output = has_output ? PG_GETARG_INT64(4) : 0;
 	InitMaterializedSRF(fcinfo, 0);
 
 	now = pgrl_now();
@@ -475,6 +491,7 @@ rl_capacity(PG_FUNCTION_ARGS)
 
 	pgrl_config_lock(LW_SHARED);
 	if (!pgrl_resolve_request(job_type, PG_ARGISNULL(2) ? NULL : &tokens,
+							  has_output ? &output : NULL,
 							  PG_ARGISNULL(3) ? NULL : &requests, &request))
 	{
 		pgrl_config_unlock();

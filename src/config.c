@@ -175,6 +175,8 @@ static const char *const limit_columns[RL_NUM_DIMS] = {
 	[RL_DIM_TPD] = "tpd",
 	[RL_DIM_RPM] = "rpm",
 	[RL_DIM_TPM] = "tpm",
+	[RL_DIM_ITPM] = "itpm",
+	[RL_DIM_OTPM] = "otpm",
 	[RL_DIM_CONCURRENCY] = "max_concurrent"
 };
 
@@ -194,13 +196,14 @@ pgrl_read_models(RlConfigSnapshot *snap, MemoryContext context, const RlExtSql *
 	int			col_price_cached;
 
 	initStringInfo(&sql);
-	/* window_type came with 1.2: every model was fixed before */
+	/* window_type, itpm and otpm came with 1.2: every model was fixed before */
 	appendStringInfo(&sql,
 					 "SELECT model, rpd, tpd, rpm, tpm, max_concurrent, count_cached,"
-					 " price_input, price_output, price_cached, %s AS window_type"
+					 " price_input, price_output, price_cached, %s"
 					 " FROM %s.rl_model",
 					 pgrl_version_at_least(session->version, 1, 2) ?
-					 "window_type" : "'fixed'::text",
+					 "window_type, itpm, otpm" :
+					 "'fixed'::text AS window_type, NULL::bigint AS itpm, NULL::bigint AS otpm",
 					 session->qschema);
 	n = pgrl_spi_select(sql.data, pgrl_max_models, "models", "ratelimit.max_models");
 	desc = SPI_tuptable->tupdesc;

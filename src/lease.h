@@ -25,7 +25,8 @@ typedef struct RlLease
 	uint32		model_generation;
 	int			job_type_slot;	/* -1 when acquired without a job type */
 	uint32		job_type_generation;
-	int64		tokens;
+	int64		tokens;			/* reserved, input and output */
+	int64		output_tokens;	/* of them, output (counted by otpm) */
 	int32		requests;
 	TimestampTz minute_start;	/* windows the reservation was made in */
 	TimestampTz day_start;

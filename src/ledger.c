@@ -287,19 +287,17 @@ pgrl_roll_windows(RlModel *model, TimestampTz now)
 			pgrl_note_capacity_freed(model, RL_NOTIFY_WINDOW_RESET, minute_start);
 		model->denied_in_minute = false;
 		model->minute_start = minute_start;
-		if (!pgrl_is_bucket(model, RL_DIM_RPM))
-			model->used[RL_DIM_RPM] = 0;
-		if (!pgrl_is_bucket(model, RL_DIM_TPM))
-			model->used[RL_DIM_TPM] = 0;
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+			if (!pgrl_dimension_is_daily(d) && !pgrl_is_bucket(model, d))
+				model->used[d] = model->provider.advance[d] = 0;
 	}
 	if (new_day)
 	{
 		model->denied_in_day = false;
 		model->day_start = day_start;
-		if (!pgrl_is_bucket(model, RL_DIM_RPD))
-			model->used[RL_DIM_RPD] = 0;
-		if (!pgrl_is_bucket(model, RL_DIM_TPD))
-			model->used[RL_DIM_TPD] = 0;
+		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+			if (pgrl_dimension_is_daily(d) && !pgrl_is_bucket(model, d))
+				model->used[d] = model->provider.advance[d] = 0;
 		/* keep the ended day's usage until the worker has persisted it */
 		if (pgrl_day_used(&model->usage))
 			model->usage_ended = model->usage;
@@ -400,6 +398,8 @@ pgrl_init_model(RlModel *model, const RlModelConfig *config)
 	memset(model->refill_carry, 0, sizeof(model->refill_carry));
 	model->notice_due_at = 0;
 	memset(&model->provider, 0, sizeof(model->provider));
+	/* any time can be a test clock's, those before 2000 negative ones */
+	model->provider.cooldown_until = DT_NOBEGIN;
 	for (int p = 0; p < RL_NUM_PROVIDER_DIMS; p++)
 		model->provider.limit[p] = model->provider.remaining[p] = -1;
 	model->granted = model->denied = model->expired = 0;
@@ -486,7 +486,11 @@ pgrl_ledger_apply_models(const RlModelConfig *configs, int count, bool *dropped)
 			model = &pgrl_models[slot];
 			LWLockAcquire(&model->lock, LW_EXCLUSIVE);
 			if (pgrl_set_model_config(model, config))
+			{
+				/* a new configuration ends a pause the provider asked for */
+				model->provider.cooldown_until = DT_NOBEGIN;
 				(void) pgrl_note_capacity_freed(model, RL_NOTIFY_CONFIG, pgrl_now());
+			}
 			LWLockRelease(&model->lock);
 		}
 	}
@@ -534,7 +538,7 @@ static int
 pgrl_first_short(const int64 *room, const RlRequest *request)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		if (pgrl_dimension_amount(d, request->tokens, request->requests) > room[d])
+		if (pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests) > room[d])
 			return d;
 	return -1;
 }
@@ -561,7 +565,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		int64		limit = model->limit[d];
 
 		if (limit != RL_UNLIMITED &&
-			pgrl_dimension_amount(d, request->tokens, request->requests) > limit)
+			pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests) > limit)
 		{
 			result->never_fits = d;
 			result->never_fits_limit = limit;
@@ -572,6 +576,8 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : pgrl_mark_room(model, d);
 	}
 	/* the provider answered 429 (rl_observe): nothing until it says */
+	model->provider.cooldown_until = Min(model->provider.cooldown_until,
+										 pgrl_provider_pause_limit(now));
 	if (now < model->provider.cooldown_until)
 	{
 		pgrl_deny(model, share, RL_LIMITED_BY_PROVIDER, -1, model->provider.cooldown_until,
@@ -599,11 +605,11 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		avail[d] = Min(avail[d], room[d]);
 	blocking = pgrl_first_short(room, request);
 	if (blocking < 0 && share)
-		share_blocking = pgrl_share_blocking(&share_room, request->tokens, request->requests);
+		share_blocking = pgrl_share_blocking(&share_room, request->tokens,
+											 request->output_tokens, request->requests);
 	if (blocking >= 0)
 	{
-		int64		shortfall = pgrl_dimension_amount(blocking, request->tokens,
-													  request->requests) - room[blocking];
+		int64		shortfall = pgrl_dimension_amount(blocking, request->tokens, request->output_tokens, request->requests) - room[blocking];
 
 		pgrl_deny(model, share, blocking, blocking,
 				  pgrl_is_bucket(model, blocking) ?
@@ -614,16 +620,26 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	}
 	if (share_blocking >= 0)
 	{
-		int64		shortfall = pgrl_dimension_amount(share_blocking, request->tokens,
-													  request->requests) -
+		int64		shortfall = pgrl_dimension_amount(share_blocking, request->tokens, request->output_tokens, request->requests) -
 			share_room.room[share_blocking];
 
-		pgrl_deny(model, share, RL_LIMITED_BY_JOB_TYPE, share_blocking,
-				  pgrl_is_bucket(model, share_blocking) ?
-				  pgrl_bucket_fits_at(pgrl_share_limit(model, share, share_blocking),
-									  share_blocking, shortfall,
-									  share->refill_carry[share_blocking], now) :
-				  pgrl_resets_at(model, share_blocking, now), result);
+		TimestampTz retry_at;
+
+		if (pgrl_is_bucket(model, share_blocking))
+		{
+			retry_at = pgrl_bucket_fits_at(pgrl_share_limit(model, share, share_blocking),
+										   share_blocking, shortfall,
+										   share->refill_carry[share_blocking], now);
+			/* the guarantee of min_job_type_slots renews with the window */
+			if (pgrl_min_job_type_slots > 0)
+				retry_at = Min(retry_at,
+							   pgrl_window_reset(pgrl_dimension_is_daily(share_blocking) ?
+												 model->day_start : model->minute_start,
+												 share_blocking));
+		}
+		else
+			retry_at = pgrl_resets_at(model, share_blocking, now);
+		pgrl_deny(model, share, RL_LIMITED_BY_JOB_TYPE, share_blocking, retry_at, result);
 		return;
 	}
 
@@ -633,7 +649,8 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		mark_blocking = RL_DIM_CONCURRENCY;
 	if (mark_blocking >= 0)
 	{
-		*wake_worker = pgrl_mark_refused(model, request->tokens, request->requests,
+		*wake_worker = pgrl_mark_refused(model, request->tokens, request->output_tokens,
+										 request->requests,
 										 expires_at);
 		result->awaiting_mark = true;
 		result->limited_by = mark_blocking;
@@ -663,13 +680,13 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	model->version++;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		model->used[d] = pgrl_add_saturating(model->used[d],
-											 pgrl_dimension_amount(d, request->tokens,
-																   request->requests));
+											 pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests));
 	model->granted++;
 	model->usage.requests = pgrl_add_saturating(model->usage.requests, request->requests);
 	model->stats.requests = pgrl_add_saturating(model->stats.requests, request->requests);
 	if (share)
-		pgrl_share_grant(share, model, request->tokens, request->requests);
+		pgrl_share_grant(share, model, request->tokens, request->output_tokens,
+						 request->requests);
 	if (ticket != RL_NEWCOMER_TICKET)
 		pgrl_waiter_granted();
 	/* also without a concurrency limit: one may be set before it is saved */
@@ -678,6 +695,18 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	result->granted = true;
 	result->minute_start = model->minute_start;
 	result->day_start = model->day_start;
+}
+
+/*
+ * Does a request of this size lack what the model needs to count it: an
+ * output estimate on a model that limits output tokens?  Caller holds
+ * config_lock (which the limits change under).
+ */
+bool
+pgrl_ledger_needs_output(int slot, const RlRequest *request)
+{
+	Assert(pgrl_config_lock_held(LW_SHARED));
+	return pgrl_models[slot].limit[RL_DIM_OTPM] != RL_UNLIMITED && !request->has_output;
 }
 
 /*
@@ -784,6 +813,9 @@ pgrl_free_slot(RlModel *model, RlShare *share, const RlLease *lease, TimestampTz
 {
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	pgrl_mark_free_slot(model, lease, now);
+	/* no lease left whose overage the provider may have counted already */
+	if (model->used[RL_DIM_CONCURRENCY] == 0)
+		memset(model->provider.advance, 0, sizeof(model->provider.advance));
 	if (share)
 	{
 		if (share->used[RL_DIM_CONCURRENCY] > 0)
@@ -937,6 +969,7 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 {
 	RlShare    *share = pgrl_lease_share(lease);
 	int32		actual_requests;
+	int64		actual_output;
 	int64		overage;
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
@@ -952,29 +985,36 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 	out->actual_tokens = !usage->has_tokens ? lease->tokens :
 		model->count_cached ? usage->tokens_with_cached : usage->tokens_without_cached;
 	actual_requests = usage->has_requests ? usage->requests : lease->requests;
+	/* of them output: the rest counts as input (itpm), cached included */
+	actual_output = !usage->has_tokens ? lease->output_tokens :
+		Min(usage->output, out->actual_tokens);
 	overage = out->actual_tokens - lease->tokens;
 
 	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
 	{
-		int64		delta = pgrl_dimension_amount(d, out->actual_tokens, actual_requests) -
-			pgrl_dimension_amount(d, lease->tokens, lease->requests);
+		int64		delta = pgrl_dimension_amount(d, out->actual_tokens, actual_output,
+												  actual_requests) -
+			pgrl_dimension_amount(d, lease->tokens, lease->output_tokens, lease->requests);
 		/* a bucket takes refunds back whenever they come, up to full */
 		bool		same_window = pgrl_is_bucket(model, d) ||
 			(pgrl_dimension_is_daily(d) ?
 			 lease->day_start == model->day_start :
 			 lease->minute_start == model->minute_start);
 
+		/* an overage the provider reported (rl_observe) counts once */
+		int64		model_delta = delta - pgrl_absorb_overage(model, d, delta);
+
 		out->any_window_current |= same_window;
 		/* the job type's share moves with the model */
 		if (same_window)
 		{
-			model->used[d] = Max(0, pgrl_add_saturating(model->used[d], delta));
+			model->used[d] = Max(0, pgrl_add_saturating(model->used[d], model_delta));
 			if (share)
 				share->used[d] = Max(0, pgrl_add_saturating(share->used[d], delta));
 		}
 		else if (delta > 0)
 		{
-			model->used[d] = pgrl_add_saturating(model->used[d], delta);
+			model->used[d] = pgrl_add_saturating(model->used[d], model_delta);
 			if (share)
 				share->used[d] = pgrl_add_saturating(share->used[d], delta);
 		}
@@ -1099,7 +1139,7 @@ pgrl_ledger_capacity(int slot, const RlRequest *request, TimestampTz now,
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		amount = pgrl_dimension_amount(d, request->tokens, request->requests);
+		int64		amount = pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests);
 
 		capacity->slots[d] = -1;
 		if (capacity->limit[d] == RL_UNLIMITED || amount == 0)
@@ -1374,16 +1414,12 @@ pgrl_restored_model(const char *name)
 	model = &pgrl_models[slot];
 	/* a bucket's usage is as of the restore, whatever the window */
 	model->refilled_at = Max(model->refilled_at, restore_now);
-	if (model->minute_start != restore_minute_start)
-	{
-		model->minute_start = restore_minute_start;
-		model->used[RL_DIM_RPM] = model->used[RL_DIM_TPM] = 0;
-	}
-	if (model->day_start != restore_day_start)
-	{
-		model->day_start = restore_day_start;
-		model->used[RL_DIM_RPD] = model->used[RL_DIM_TPD] = 0;
-	}
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_dimension_is_daily(d) ? model->day_start != restore_day_start :
+			model->minute_start != restore_minute_start)
+			model->used[d] = 0;
+	model->minute_start = restore_minute_start;
+	model->day_start = restore_day_start;
 	return model;
 }
 
@@ -1410,36 +1446,39 @@ pgrl_restore_buckets(const RlModel *model, const RlShare *share, int64 *used, in
 	}
 }
 
+/* A saved row's usage, by limit */
+static void
+pgrl_saved_usage(int64 *used, int64 requests_minute, int64 tokens_minute,
+				 int64 input_tokens_minute, int64 output_tokens_minute,
+				 int64 requests_day, int64 tokens_day)
+{
+	used[RL_DIM_RPM] = requests_minute;
+	used[RL_DIM_TPM] = tokens_minute;
+	used[RL_DIM_ITPM] = input_tokens_minute;
+	used[RL_DIM_OTPM] = output_tokens_minute;
+	used[RL_DIM_RPD] = requests_day;
+	used[RL_DIM_TPD] = tokens_day;
+}
+
 /* A model's saved counters, for windows that are still current */
 void
 pgrl_ledger_restore_counter(const RlSavedCounter *c)
 {
 	RlModel    *model = pgrl_restored_model(c->model);
+	int64		saved[RL_DIM_CONCURRENCY];
 
 	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	if (model == NULL)
 		return;
-	if (c->minute_start == restore_minute_start)
-	{
-		model->used[RL_DIM_RPM] = c->requests_minute;
-		model->used[RL_DIM_TPM] = c->tokens_minute;
-	}
-	if (c->day_start == restore_day_start)
-	{
-		model->used[RL_DIM_RPD] = c->requests_day;
-		model->used[RL_DIM_TPD] = c->tokens_day;
-	}
+	pgrl_saved_usage(saved, c->requests_minute, c->tokens_minute, c->input_tokens_minute,
+					 c->output_tokens_minute, c->requests_day, c->tokens_day);
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_dimension_is_daily(d) ? c->day_start == restore_day_start :
+			c->minute_start == restore_minute_start)
+			model->used[d] = saved[d];
 	if (model->window_type == RL_WINDOW_BUCKET && c->refilled_at != RL_NO_WINDOW)
-	{
-		int64		saved[RL_DIM_CONCURRENCY];
-
-		saved[RL_DIM_RPM] = c->requests_minute;
-		saved[RL_DIM_TPM] = c->tokens_minute;
-		saved[RL_DIM_RPD] = c->requests_day;
-		saved[RL_DIM_TPD] = c->tokens_day;
 		pgrl_restore_buckets(model, NULL, model->used, model->refill_carry, saved,
 							 c->refilled_at);
-	}
 	model->granted = c->granted;
 	model->denied = c->denied;
 	model->expired = c->expired;
@@ -1508,23 +1547,23 @@ pgrl_ledger_restore_share(const RlSavedShare *saved)
 	int			model_slot = pgrl_name_index_find(model_index, saved->model);
 	int			job_type_slot = pgrl_job_type_slot(saved->job_type);
 	RlShare    *share;
+	int64		used[RL_DIM_CONCURRENCY];
 
 	Assert(pgrl_config_lock_held(LW_EXCLUSIVE));
 	if (model_slot < 0 || job_type_slot < 0)
 		return;
 	share = pgrl_share(model_slot, job_type_slot);
+	pgrl_saved_usage(used, saved->requests_minute, saved->tokens_minute,
+					 saved->input_tokens_minute, saved->output_tokens_minute,
+					 saved->requests_day, saved->tokens_day);
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_dimension_is_daily(d) ? saved->day_start == restore_day_start :
+			saved->minute_start == restore_minute_start)
+			share->used[d] = used[d];
 	if (saved->minute_start == restore_minute_start)
-	{
-		share->used[RL_DIM_RPM] = saved->requests_minute;
-		share->used[RL_DIM_TPM] = saved->tokens_minute;
 		share->jobs_minute = saved->jobs_minute;
-	}
 	if (saved->day_start == restore_day_start)
-	{
-		share->used[RL_DIM_RPD] = saved->requests_day;
-		share->used[RL_DIM_TPD] = saved->tokens_day;
 		share->jobs_day = saved->jobs_day;
-	}
 	share->granted = saved->granted;
 	share->denied = saved->denied;
 	if (saved->usage.day_start == restore_day_start)
@@ -1540,16 +1579,8 @@ pgrl_ledger_restore_share(const RlSavedShare *saved)
 		share->ratio = saved->ratio;
 	if (pgrl_models[model_slot].window_type == RL_WINDOW_BUCKET &&
 		saved->refilled_at != RL_NO_WINDOW)
-	{
-		int64		used[RL_DIM_CONCURRENCY];
-
-		used[RL_DIM_RPM] = saved->requests_minute;
-		used[RL_DIM_TPM] = saved->tokens_minute;
-		used[RL_DIM_RPD] = saved->requests_day;
-		used[RL_DIM_TPD] = saved->tokens_day;
 		pgrl_restore_buckets(&pgrl_models[model_slot], share, share->used,
 							 share->refill_carry, used, saved->refilled_at);
-	}
 }
 
 /*
@@ -1602,7 +1633,7 @@ pgrl_ledger_restore_lease_counted(const RlLease *lease)
 		/* a bucket's saved usage and marks hold it already, refilled since */
 		if (current && !pgrl_is_bucket(model, d))
 			*floor = pgrl_add_saturating(*floor,
-										 pgrl_dimension_amount(d, lease->tokens, lease->requests));
+										 pgrl_dimension_amount(d, lease->tokens, lease->output_tokens, lease->requests));
 	}
 }
 

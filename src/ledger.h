@@ -41,16 +41,19 @@ typedef struct RlProviderState
 	int64		remaining[RL_NUM_PROVIDER_DIMS];
 	TimestampTz reset_at[RL_NUM_PROVIDER_DIMS];
 	TimestampTz observed_at;	/* 0: never */
-	TimestampTz cooldown_until; /* refuse everything until then (a 429) */
+	TimestampTz cooldown_until; /* refuse everything until then (a 429);
+								 * DT_NOBEGIN: none */
 	int64		observations;
 	int64		headers_ignored;	/* malformed, since the model was defined */
+	int64		advance[RL_NUM_DIMS];	/* raised to the provider's usage and not
+										 * yet met by overages (ledger_provider.c) */
 } RlProviderState;
 
 /* What an observation did to a model */
 typedef struct RlProviderEffect
 {
 	bool		raised[RL_NUM_DIMS];	/* usage rose to the provider's */
-	TimestampTz cooldown_until; /* 0: not in a cooldown */
+	TimestampTz cooldown_until; /* DT_NOBEGIN: not in a cooldown */
 } RlProviderEffect;
 
 /* A model as configured in rl_model */
@@ -69,7 +72,9 @@ typedef struct RlModelConfig
 /* The size of a request, once defaults are applied */
 typedef struct RlRequest
 {
-	int64		tokens;
+	int64		tokens;			/* input and output */
+	int64		output_tokens;	/* of them, the output's (max_tokens) */
+	bool		has_output;		/* output_tokens was given */
 	int32		requests;
 	int			job_type_slot;	/* -1 without a job type */
 	uint32		job_type_generation;
@@ -251,6 +256,8 @@ typedef struct RlSavedCounter
 	int64		tokens_day;
 	TimestampTz refilled_at;	/* a bucket model's: its usage is as of then
 								 * (RL_NO_WINDOW: saved by a fixed model) */
+	int64		input_tokens_minute;	/* itpm and otpm (1.2 on) */
+	int64		output_tokens_minute;
 	int64		granted;
 	int64		denied;
 	int64		expired;
@@ -277,6 +284,8 @@ typedef struct RlSavedShare
 	int64		tokens_day;
 	int64		jobs_day;
 	TimestampTz refilled_at;	/* as in RlSavedCounter */
+	int64		input_tokens_minute;
+	int64		output_tokens_minute;
 	int64		granted;
 	int64		denied;
 	RlDayUsage	usage;
@@ -332,6 +341,8 @@ extern void pgrl_ledger_clear(void);
 extern void pgrl_ledger_admit(int slot, const RlRequest *request, const RlMemoryCap *memory,
 							  int64 ticket, TimestampTz now, TimestampTz expires_at,
 							  RlAdmission *result);
+extern bool pgrl_ledger_needs_output(int slot, const RlRequest *request);
+extern TimestampTz pgrl_provider_pause_limit(TimestampTz now);
 extern void pgrl_ledger_count_refusal(int slot, const RlRequest *request, int limited_by);
 extern void pgrl_ledger_count_wait(int slot, uint32 generation, RlWaitOutcome outcome,
 								   int64 waited_us);

@@ -205,9 +205,10 @@ extern RlShare *pgrl_share(int model_slot, int job_type_slot);
 extern RlShare *pgrl_lease_share(const RlLease *lease);
 extern RlShare *pgrl_request_share(int model_slot, const RlRequest *request);
 extern void pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room);
-extern int	pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests);
+extern int	pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int64 output,
+								int32 requests);
 extern void pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens,
-							 int32 requests);
+							 int64 output, int32 requests);
 extern void pgrl_roll_share_windows(RlModel *model, bool minute, TimestampTz new_day);
 extern void pgrl_refill_shares(RlModel *model, int64 elapsed_us);
 extern int64 pgrl_share_limit(const RlModel *model, const RlShare *share, RlDimension dim);
@@ -216,11 +217,14 @@ extern void pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlR
 										 int64 *room, RlShareRoom *share_room);
 extern void pgrl_shares_prepare(void);
 
+/* ledger_provider.c */
+extern int64 pgrl_absorb_overage(RlModel *model, int d, int64 delta);
+
 /* ledger_marks.c */
 extern void pgrl_reset_marks(RlModel *model);
 extern int64 pgrl_mark_room(const RlModel *model, RlDimension dim);
 extern bool pgrl_mark_covers_expiry(const RlModel *model, TimestampTz expires_at);
-extern bool pgrl_mark_refused(RlModel *model, int64 tokens, int32 requests,
+extern bool pgrl_mark_refused(RlModel *model, int64 tokens, int64 output, int32 requests,
 							  TimestampTz expires_at);
 extern bool pgrl_mark_note_usage(RlModel *model);
 extern void pgrl_mark_note_lease(RlModel *model, TimestampTz expires_at);

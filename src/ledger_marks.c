@@ -185,14 +185,15 @@ pgrl_mark_request(RlModel *model)
  * Caller holds the model's lock.
  */
 bool
-pgrl_mark_refused(RlModel *model, int64 tokens, int32 requests, TimestampTz expires_at)
+pgrl_mark_refused(RlModel *model, int64 tokens, int64 output, int32 requests,
+				  TimestampTz expires_at)
 {
 	RlMarks    *marks = &model->marks;
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		amount = pgrl_dimension_amount(d, tokens, requests);
+		int64		amount = pgrl_dimension_amount(d, tokens, output, requests);
 
 		marks->demand[d] = pgrl_add_saturating(marks->demand[d], amount);
 		marks->largest_demand[d] = Max(marks->largest_demand[d], amount);

@@ -166,10 +166,10 @@ pgrl_share_room(const RlModel *model, const RlShare *share, RlShareRoom *room)
 
 /* The first dimension (in blocks-longest order) the share refuses, or -1 */
 int
-pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests)
+pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int64 output, int32 requests)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		if (pgrl_dimension_amount(d, tokens, requests) > room->room[d] &&
+		if (pgrl_dimension_amount(d, tokens, output, requests) > room->room[d] &&
 			room->guaranteed[d] < 1)
 			return d;
 	return -1;
@@ -177,12 +177,12 @@ pgrl_share_blocking(const RlShareRoom *room, int64 tokens, int32 requests)
 
 /* Set a request's part of the room aside */
 static void
-pgrl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
+pgrl_share_take(RlShareRoom *room, int64 tokens, int64 output, int32 requests)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
 		if (room->room[d] != PG_INT64_MAX)
-			room->room[d] -= pgrl_dimension_amount(d, tokens, requests);
+			room->room[d] -= pgrl_dimension_amount(d, tokens, output, requests);
 		if (room->guaranteed[d] != PG_INT64_MAX)
 			room->guaranteed[d]--;
 	}
@@ -190,20 +190,44 @@ pgrl_share_take(RlShareRoom *room, int64 tokens, int32 requests)
 
 /* Count a granted request; caller holds the model's lock */
 void
-pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int32 requests)
+pgrl_share_grant(RlShare *share, const RlModel *model, int64 tokens, int64 output,
+				 int32 requests)
 {
 	RlDayUsage *usage = &share->usage;
 
 	AssertModelLocked(model, LW_EXCLUSIVE);
 	AssertShareDay(share, model);
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		share->used[d] = pgrl_add_saturating(share->used[d],
-											 pgrl_dimension_amount(d, tokens, requests));
+	{
+		int64		amount = pgrl_dimension_amount(d, tokens, output, requests);
+		int64		used = pgrl_add_saturating(share->used[d], amount);
+
+		/*
+		 * A job the guarantee (min_job_type_slots) admits past an empty share
+		 * bucket leaves it one job below empty at most: a share that rounds
+		 * to nothing would otherwise never refill what such jobs took
+		 */
+		if (pgrl_is_bucket(model, d))
+			used = Max(share->used[d],
+					   Min(used, pgrl_add_saturating(Max(pgrl_share_limit(model, share, d), 0),
+													 amount)));
+		share->used[d] = used;
+	}
 	share->jobs_minute++;
 	share->jobs_day++;
 	share->granted++;
 	usage->requests = pgrl_add_saturating(usage->requests, requests);
 	share->version++;
+}
+
+/* Does a share use any of its rate limits of the day (else the minute)? */
+static inline bool
+pgrl_share_rates_used(const RlShare *share, bool daily)
+{
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_dimension_is_daily(d) == daily && share->used[d] != 0)
+			return true;
+	return false;
 }
 
 /*
@@ -225,23 +249,19 @@ pgrl_roll_share_windows(RlModel *model, bool minute, TimestampTz new_day)
 		 * Most shares of most models are idle: leave them as they are.  A
 		 * bucket limit's usage refills instead (pgrl_refill_shares).
 		 */
-		if (minute && (share->jobs_minute != 0 || share->used[RL_DIM_RPM] != 0 ||
-					   share->used[RL_DIM_TPM] != 0))
+		if (minute && (share->jobs_minute != 0 || pgrl_share_rates_used(share, false)))
 		{
-			if (!pgrl_is_bucket(model, RL_DIM_RPM))
-				share->used[RL_DIM_RPM] = 0;
-			if (!pgrl_is_bucket(model, RL_DIM_TPM))
-				share->used[RL_DIM_TPM] = 0;
+			for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+				if (!pgrl_dimension_is_daily(d) && !pgrl_is_bucket(model, d))
+					share->used[d] = 0;
 			share->jobs_minute = 0;
 			share->version++;
 		}
-		if (day && (share->jobs_day != 0 || share->used[RL_DIM_RPD] != 0 ||
-					share->used[RL_DIM_TPD] != 0))
+		if (day && (share->jobs_day != 0 || pgrl_share_rates_used(share, true)))
 		{
-			if (!pgrl_is_bucket(model, RL_DIM_RPD))
-				share->used[RL_DIM_RPD] = 0;
-			if (!pgrl_is_bucket(model, RL_DIM_TPD))
-				share->used[RL_DIM_TPD] = 0;
+			for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+				if (pgrl_dimension_is_daily(d) && !pgrl_is_bucket(model, d))
+					share->used[d] = 0;
 			share->jobs_day = 0;
 			share->version++;
 		}
@@ -279,8 +299,7 @@ pgrl_refill_shares(RlModel *model, int64 elapsed_us)
 		RlShare    *share = pgrl_share(model_slot, j);
 
 		/* most shares are full (unused): nothing to refill, nothing to carry */
-		if ((share->used[RL_DIM_RPD] | share->used[RL_DIM_TPD] |
-			 share->used[RL_DIM_RPM] | share->used[RL_DIM_TPM]) == 0)
+		if (!pgrl_share_rates_used(share, false) && !pgrl_share_rates_used(share, true))
 		{
 			memset(share->refill_carry, 0, sizeof(share->refill_carry));
 			continue;
@@ -549,13 +568,11 @@ pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *requ
 			all_fit = false;
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			total[d] = pgrl_add_saturating(total[d],
-										   pgrl_dimension_amount(d, claims[i].tokens,
-																 claims[i].requests));
+										   pgrl_dimension_amount(d, claims[i].tokens, claims[i].output_tokens, claims[i].requests));
 	}
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		if (room[d] != PG_INT64_MAX &&
-			pgrl_add_saturating(total[d], pgrl_dimension_amount(d, request->tokens,
-																request->requests)) > room[d])
+			pgrl_add_saturating(total[d], pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests)) > room[d])
 			all_fit = false;
 	if (all_fit)
 	{
@@ -573,7 +590,7 @@ pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *requ
 		bool		fits = true;
 
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			if (pgrl_dimension_amount(d, claims[i].tokens, claims[i].requests) > room[d])
+			if (pgrl_dimension_amount(d, claims[i].tokens, claims[i].output_tokens, claims[i].requests) > room[d])
 				fits = false;
 		if (fits && claims[i].job_type_slot >= 0)
 		{
@@ -594,15 +611,17 @@ pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *requ
 				other_room_known[j] = true;
 				claim_share = &other_rooms[j];
 			}
-			fits = pgrl_share_blocking(claim_share, claims[i].tokens, claims[i].requests) < 0;
+			fits = pgrl_share_blocking(claim_share, claims[i].tokens, claims[i].output_tokens,
+										   claims[i].requests) < 0;
 		}
 		if (!fits)
 			continue;
 		for (int d = 0; d < RL_NUM_DIMS; d++)
 			if (room[d] != PG_INT64_MAX)
-				room[d] -= pgrl_dimension_amount(d, claims[i].tokens, claims[i].requests);
+				room[d] -= pgrl_dimension_amount(d, claims[i].tokens, claims[i].output_tokens, claims[i].requests);
 		if (claim_share)
-			pgrl_share_take(claim_share, claims[i].tokens, claims[i].requests);
+			pgrl_share_take(claim_share, claims[i].tokens, claims[i].output_tokens,
+							claims[i].requests);
 	}
 }
 
@@ -639,7 +658,7 @@ pgrl_ledger_share_status(int slot, TimestampTz now, char *name, RlShareStatus *r
 		row->base_ratio = share->base_ratio;
 		row->flexible = share->flexible;
 		/* what its whole share holds, at least ratelimit.min_job_type_slots */
-		row->slots = pgrl_ratio_fit(model->limit, share->ratio, job_type->est_tokens,
+		row->slots = pgrl_ratio_fit(model->limit, share->ratio, job_type->est_tokens, 0,
 									job_type->est_requests, &row->limited_by);
 		if (row->slots >= 0)
 			row->slots = Max(row->slots, (int64) pgrl_min_job_type_slots);

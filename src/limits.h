@@ -11,9 +11,10 @@
 #include "pg_ratelimit.h"
 
 /*
- * The five limits of a model.  The order is the order of "blocks longest":
+ * The seven limits of a model.  The order is the order of "blocks longest":
  * when several limits refuse a request, the first in this order is reported
- * as limited_by, and capacity ties are resolved toward it.
+ * as limited_by, and capacity ties are resolved toward it.  itpm and otpm
+ * count a request's input and output tokens apart (tpm counts both).
  */
 typedef enum RlDimension
 {
@@ -21,6 +22,8 @@ typedef enum RlDimension
 	RL_DIM_TPD,
 	RL_DIM_RPM,
 	RL_DIM_TPM,
+	RL_DIM_ITPM,
+	RL_DIM_OTPM,
 	RL_DIM_CONCURRENCY,
 	RL_NUM_DIMS
 } RlDimension;
@@ -50,9 +53,12 @@ pgrl_dimension_is_daily(RlDimension dim)
 	return dim == RL_DIM_RPD || dim == RL_DIM_TPD;
 }
 
-/* How much of a dimension a request of this size consumes */
+/*
+ * How much of a dimension a request of this size consumes: tokens in all,
+ * of which output are output tokens (the rest input), and requests.
+ */
 static inline int64
-pgrl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
+pgrl_dimension_amount(RlDimension dim, int64 tokens, int64 output, int32 requests)
 {
 	switch (dim)
 	{
@@ -62,6 +68,10 @@ pgrl_dimension_amount(RlDimension dim, int64 tokens, int32 requests)
 		case RL_DIM_TPD:
 		case RL_DIM_TPM:
 			return tokens;
+		case RL_DIM_ITPM:
+			return tokens - output;
+		case RL_DIM_OTPM:
+			return output;
 		default:
 			return 1;
 	}
@@ -86,9 +96,10 @@ extern TimestampTz pgrl_window_reset(TimestampTz window_start, RlDimension dim);
 extern int64 pgrl_refill(int64 limit, RlDimension dim, int64 elapsed_us, int64 *carry);
 extern int64 pgrl_refill_time(int64 limit, RlDimension dim, int64 amount, int64 carry);
 extern int	pgrl_min_dimension(const int64 *slots);
-extern int64 pgrl_fit(const int64 *room, int64 tokens, int32 requests, int *limited_by);
+extern int64 pgrl_fit(const int64 *room, int64 tokens, int64 output, int32 requests,
+					  int *limited_by);
 extern int64 pgrl_share_of(int64 limit, double ratio);
-extern int64 pgrl_ratio_fit(const int64 *limits, double ratio, int64 tokens, int32 requests,
-							int *limited_by);
+extern int64 pgrl_ratio_fit(const int64 *limits, double ratio, int64 tokens, int64 output,
+							int32 requests, int *limited_by);
 
 #endif							/* RL_LIMITS_H */

@@ -41,6 +41,7 @@
 #include "ledger.h"
 #include "names.h"
 #include "observe.h"
+#include "settings.h"
 
 PG_FUNCTION_INFO_V1(rl_observe);
 
@@ -335,8 +336,19 @@ pgrl_header_text(JsonbValue *value, char *buf)
 	}
 	else if (value->type == jbvNumeric)
 	{
-		text = DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(value->val.numeric)));
+		Datum		number = NumericGetDatum(value->val.numeric);
+
+		/*
+		 * Only what a header can say: no more than 18 digits either side of
+		 * the point (1e131071 would print 131,072 of them)
+		 */
+		if (numeric_is_nan(value->val.numeric) ||
+			DatumGetInt32(DirectFunctionCall1(numeric_scale, number)) > 18 ||
+			DatumGetBool(DirectFunctionCall2(numeric_gt,
+											 DirectFunctionCall1(numeric_abs, number),
+											 NumericGetDatum(int64_to_numeric(PG_INT64_MAX)))))
+			return false;
+		text = DatumGetCString(DirectFunctionCall1(numeric_out, number));
 		len = strlen(text);
 	}
 	else
@@ -428,17 +440,23 @@ pgrl_parse_headers(Jsonb *headers, TimestampTz now, RlObservation *obs)
 	JsonbValue	value;
 	JsonbIteratorToken token;
 	int64		clock_offset = now - GetCurrentTimestamp();
+	MemoryContext header_context;
 
 	if (!JB_ROOT_IS_OBJECT(headers) || JB_ROOT_IS_SCALAR(headers))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("headers must be a JSON object of header names and values")));
+	/* what reading one header allocates is freed before the next */
+	header_context = AllocSetContextCreate(CurrentMemoryContext, "pg_ratelimit header",
+										   ALLOCSET_SMALL_SIZES);
 	it = JsonbIteratorInit(&headers->root);
 	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
 	{
 		char		name[64];
 		char		text[RL_HEADER_VALUE_MAX + 1];
 		const RlHeaderName *header = NULL;
+		MemoryContext caller_context;
+		bool		read;
 
 		if (token != WJB_KEY)
 			continue;
@@ -455,12 +473,16 @@ pgrl_parse_headers(Jsonb *headers, TimestampTz now, RlObservation *obs)
 		/* not a rate-limit header: a response has many others */
 		if (header == NULL)
 			continue;
-		if (pgrl_header_text(&value, text) &&
-			pgrl_take_header(header, text, now, clock_offset, obs))
+		caller_context = MemoryContextSwitchTo(header_context);
+		read = pgrl_header_text(&value, text);
+		MemoryContextSwitchTo(caller_context);
+		MemoryContextReset(header_context);
+		if (read && pgrl_take_header(header, text, now, clock_offset, obs))
 			obs->understood++;
 		else
 			obs->ignored++;
 	}
+	MemoryContextDelete(header_context);
 }
 
 #define OBSERVATION_COLUMNS	4
@@ -487,6 +509,8 @@ rl_observe(PG_FUNCTION_ARGS)
 	bool		known;
 
 	pgrl_api_begin();
+	/* as an acquire: a standby's limiter admits nothing, so it pauses nothing */
+	pgrl_require_primary("observe provider responses");
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -73,6 +73,7 @@ typedef struct RlSavedLease
 {
 	int64		lease_id;
 	int64		tokens;
+	int64		output_tokens;
 	TimestampTz minute_start;
 	TimestampTz day_start;
 	TimestampTz acquired_at;
@@ -160,19 +161,31 @@ static const char *const stats_columns[] = {
 	"cost_total", "stats_since"
 };
 #define RL_STATS_COLUMNS	19
-/* the limited_by values with a column in 1.1 (provider's came with 1.2) */
-#define RL_STATS_DENIALS	(RL_LIMITED_BY_MEMORY + 1)
+/* the limited_by values with a column in 1.1, in the columns' order */
+static const int stats_denials[] = {
+	RL_DIM_RPD, RL_DIM_TPD, RL_DIM_RPM, RL_DIM_TPM, RL_DIM_CONCURRENCY,
+	RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY
+};
+#define RL_STATS_DENIALS	7
+StaticAssertDecl(lengthof(stats_denials) == RL_STATS_DENIALS, "stats_denials");
 #define RL_STATS_FIRST_WAIT	RL_STATS_DENIALS
 #define RL_STATS_FIRST_TOTAL	(RL_STATS_FIRST_WAIT + 2 * RL_NUM_WAIT_OUTCOMES)
 StaticAssertDecl(lengthof(stats_columns) == RL_STATS_COLUMNS, "stats_columns");
 StaticAssertDecl(RL_STATS_FIRST_TOTAL + 6 == RL_STATS_COLUMNS, "stats_columns order");
 
-/* Then, from 1.2 on, refilled_at and denied_provider */
+/*
+ * Then, from 1.2 on: refilled_at, the denials of the limits that came with
+ * it, and the usage of itpm and otpm
+ */
 #define RL_REFILL_COLUMN	(RL_COUNTER_COLUMNS + RL_STATS_COLUMNS)
 #define RL_DENIED_PROVIDER_COLUMN	(RL_REFILL_COLUMN + 1)
+#define RL_DENIED_ITPM_COLUMN	(RL_REFILL_COLUMN + 2)
+#define RL_DENIED_OTPM_COLUMN	(RL_REFILL_COLUMN + 3)
+#define RL_INPUT_MINUTE_COLUMN	(RL_REFILL_COLUMN + 4)
+#define RL_OUTPUT_MINUTE_COLUMN	(RL_REFILL_COLUMN + 5)
 
 /* The most array parameters of any statement */
-#define RL_MAX_ARRAY_COLUMNS	(RL_DENIED_PROVIDER_COLUMN + 1)
+#define RL_MAX_ARRAY_COLUMNS	(RL_OUTPUT_MINUTE_COLUMN + 1)
 
 /* What the worker last wrote, per model slot (worker-local) */
 typedef struct RlPersisted
@@ -254,13 +267,13 @@ pgrl_has_stats_columns(const char *version)
 }
 
 /*
- * Does the installed version have the columns that came with 1.2:
- * refilled_at in rl_counter and rl_share_counter (what a bucket model's
- * usage is as of; before 1.2 nothing can be a bucket model) and
- * denied_provider in rl_counter?
+ * Does the installed version have the columns that came with 1.2: what a
+ * bucket model's usage is as of (refilled_at), the usage and the marks of
+ * itpm and otpm, the output part of a lease's estimate, and the denials of
+ * provider, itpm and otpm?
  */
 static bool
-pgrl_has_refill_columns(const char *version)
+pgrl_has_v12_columns(const char *version)
 {
 	return pgrl_version_at_least(version, 1, 2);
 }
@@ -287,7 +300,7 @@ pgrl_read_stats(HeapTuple tup, TupleDesc desc, RlModelStats *stats)
 	int			col = 0;
 
 	for (int k = 0; k < RL_STATS_DENIALS; k++)
-		stats->denied_by[k] = COL(stats_columns[col++]);
+		stats->denied_by[stats_denials[k]] = COL(stats_columns[col++]);
 	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
 		stats->waits[k] = COL(stats_columns[col++]);
 	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
@@ -318,28 +331,53 @@ static const char *const mark_columns[RL_NUM_DIMS] = {
 	[RL_DIM_TPD] = "tokens_day",
 	[RL_DIM_RPM] = "requests_minute",
 	[RL_DIM_TPM] = "tokens_minute",
+	[RL_DIM_ITPM] = "input_tokens_minute",
+	[RL_DIM_OTPM] = "output_tokens_minute",
 	[RL_DIM_CONCURRENCY] = "in_flight"
 };
 static const char *const next_mark_columns[RL_DIM_CONCURRENCY] = {
 	[RL_DIM_RPD] = "next_requests_day",
 	[RL_DIM_TPD] = "next_tokens_day",
 	[RL_DIM_RPM] = "next_requests_minute",
-	[RL_DIM_TPM] = "next_tokens_minute"
+	[RL_DIM_TPM] = "next_tokens_minute",
+	[RL_DIM_ITPM] = "next_input_tokens_minute",
+	[RL_DIM_OTPM] = "next_output_tokens_minute"
 };
+
+/* Do the tables of the installed version have a column for the limit? */
+static bool
+pgrl_has_dimension_columns(RlDimension dim, bool has_v12)
+{
+	return has_v12 || (dim != RL_DIM_ITPM && dim != RL_DIM_OTPM);
+}
+
+/*
+ * The columns of rl_mark after model, minute_start and day_start: the
+ * marks, then the next marks, of the limits the tables have
+ */
+static void
+pgrl_append_mark_columns(StringInfo sql, bool has_v12)
+{
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (pgrl_has_dimension_columns(d, has_v12))
+			appendStringInfo(sql, ", %s", mark_columns[d]);
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_has_dimension_columns(d, has_v12))
+			appendStringInfo(sql, ", %s", next_mark_columns[d]);
+}
 
 /* Read the saved high-water marks (rl_mark) */
 static void
-pgrl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema)
+pgrl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qschema,
+				bool has_v12)
 {
 	StringInfoData sql;
 	TupleDesc	desc;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "SELECT model, minute_start, day_start, requests_day, tokens_day,"
-					 " requests_minute, tokens_minute, in_flight, next_requests_day,"
-					 " next_tokens_day, next_requests_minute, next_tokens_minute,"
-					 " lease_horizon, clean FROM %s.rl_mark", qschema);
+	appendStringInfoString(&sql, "SELECT model, minute_start, day_start");
+	pgrl_append_mark_columns(&sql, has_v12);
+	appendStringInfo(&sql, ", lease_horizon, clean FROM %s.rl_mark", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_marks = SPI_processed;
@@ -355,9 +393,11 @@ pgrl_read_marks(RlStateSnapshot *state, MemoryContext context, const char *qsche
 		saved->marks.minute_start = COL("minute_start");
 		saved->marks.day_start = COL("day_start");
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			saved->marks.mark[d] = COL(mark_columns[d]);
+			if (pgrl_has_dimension_columns(d, has_v12))
+				saved->marks.mark[d] = COL(mark_columns[d]);
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-			saved->marks.next[d] = COL(next_mark_columns[d]);
+			if (pgrl_has_dimension_columns(d, has_v12))
+				saved->marks.next[d] = COL(next_mark_columns[d]);
 		saved->marks.horizon = COL("lease_horizon");
 		saved->marks.clean = DatumGetBool(SPI_getbinval(tup, desc,
 														pgrl_spi_column(desc, "clean"),
@@ -397,7 +437,8 @@ pgrl_lease_name(RlStateSnapshot *state, HTAB *names, MemoryContext context, Datu
  * than that, whatever ratelimit.max_leases allows.
  */
 static void
-pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschema)
+pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qschema,
+				 bool has_v12)
 {
 	StringInfoData sql;
 	Portal		portal;
@@ -419,8 +460,9 @@ pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qsch
 	appendStringInfo(&sql,
 					 "SELECT lease_id, model, coalesce(job_type, '') AS job_type,"
 					 " coalesce(instance, '') AS instance,"
-					 " tokens, requests, minute_start, day_start, acquired_at, expires_at, pid,"
-					 " role_oid FROM %s.rl_lease_state ORDER BY lease_id", qschema);
+					 " tokens, %s AS output_tokens, requests, minute_start, day_start,"
+					 " acquired_at, expires_at, pid, role_oid FROM %s.rl_lease_state"
+					 " ORDER BY lease_id", has_v12 ? "output_tokens" : "0::bigint", qschema);
 	portal = SPI_cursor_open_with_args(NULL, sql.data, 0, NULL, NULL, NULL, true, 0);
 	for (;;)
 	{
@@ -430,6 +472,7 @@ pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qsch
 					col_job_type,
 					col_instance,
 					col_tokens,
+					col_output_tokens,
 					col_requests,
 					col_minute_start,
 					col_day_start,
@@ -447,6 +490,7 @@ pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qsch
 		col_job_type = pgrl_spi_column(desc, "job_type");
 		col_instance = pgrl_spi_column(desc, "instance");
 		col_tokens = pgrl_spi_column(desc, "tokens");
+		col_output_tokens = pgrl_spi_column(desc, "output_tokens");
 		col_requests = pgrl_spi_column(desc, "requests");
 		col_minute_start = pgrl_spi_column(desc, "minute_start");
 		col_day_start = pgrl_spi_column(desc, "day_start");
@@ -475,6 +519,9 @@ pgrl_read_leases(RlStateSnapshot *state, MemoryContext context, const char *qsch
 			l->instance = pgrl_lease_name(state, names, context,
 										  SPI_getbinval(tup, desc, col_instance, &isnull));
 			l->tokens = pgrl_col_int64(tup, desc, col_tokens);
+			/* an estimate's output part is never more than the whole */
+			l->output_tokens = Min(Max(pgrl_col_int64(tup, desc, col_output_tokens), 0),
+								   Max(l->tokens, 0));
 			l->requests = DatumGetInt32(SPI_getbinval(tup, desc, col_requests, &isnull));
 			l->minute_start = pgrl_col_int64(tup, desc, col_minute_start);
 			l->day_start = pgrl_col_int64(tup, desc, col_day_start);
@@ -499,7 +546,7 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 	RlStateSnapshot *state = MemoryContextAllocZero(context, sizeof(RlStateSnapshot));
 	const char *qschema = session->qschema;
 	bool		has_stats = pgrl_has_stats_columns(session->version);
-	bool		has_refill = pgrl_has_refill_columns(session->version);
+	bool		has_v12 = pgrl_has_v12_columns(session->version);
 	StringInfoData sql;
 	TupleDesc	desc;
 
@@ -524,8 +571,9 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 					 " overage_tokens, %s", RL_SAVED_USAGE_COLUMNS);
 	for (int k = 0; has_stats && k < RL_STATS_COLUMNS; k++)
 		appendStringInfo(&sql, ", %s", stats_columns[k]);
-	if (has_refill)
-		appendStringInfoString(&sql, ", refilled_at, denied_provider");
+	if (has_v12)
+		appendStringInfoString(&sql, ", refilled_at, denied_provider, denied_itpm, denied_otpm,"
+							   " input_tokens_minute, output_tokens_minute");
 	appendStringInfo(&sql, " FROM %s.rl_counter", qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
@@ -543,7 +591,7 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 		c->day_start = COL("day_start");
 		c->requests_day = COL("requests_day");
 		c->tokens_day = COL("tokens_day");
-		c->refilled_at = pgrl_read_refilled_at(tup, desc, has_refill);
+		c->refilled_at = pgrl_read_refilled_at(tup, desc, has_v12);
 		c->granted = COL("granted");
 		c->denied = COL("denied");
 		c->expired = COL("expired");
@@ -553,8 +601,14 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 		c->has_stats = has_stats;
 		if (has_stats)
 			pgrl_read_stats(tup, desc, &c->stats);
-		if (has_refill)
+		if (has_v12)
+		{
 			c->stats.denied_by[RL_LIMITED_BY_PROVIDER] = COL("denied_provider");
+			c->stats.denied_by[RL_DIM_ITPM] = COL("denied_itpm");
+			c->stats.denied_by[RL_DIM_OTPM] = COL("denied_otpm");
+			c->input_tokens_minute = COL("input_tokens_minute");
+			c->output_tokens_minute = COL("output_tokens_minute");
+		}
 	}
 
 	resetStringInfo(&sql);
@@ -562,7 +616,8 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 					 "SELECT model, job_type, base_ratio, ratio, minute_start, requests_minute,"
 					 " tokens_minute, jobs_minute, day_start, requests_day, tokens_day, jobs_day,"
 					 " granted, denied, %s%s FROM %s.rl_share_counter", RL_SAVED_USAGE_COLUMNS,
-					 has_refill ? ", refilled_at" : "", qschema);
+					 has_v12 ? ", refilled_at, input_tokens_minute, output_tokens_minute" : "",
+					 qschema);
 	pgrl_state_query(sql.data);
 	desc = SPI_tuptable->tupdesc;
 	state->num_shares = SPI_processed;
@@ -587,13 +642,18 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 		sh->requests_day = COL("requests_day");
 		sh->tokens_day = COL("tokens_day");
 		sh->jobs_day = COL("jobs_day");
-		sh->refilled_at = pgrl_read_refilled_at(tup, desc, has_refill);
+		sh->refilled_at = pgrl_read_refilled_at(tup, desc, has_v12);
+		if (has_v12)
+		{
+			sh->input_tokens_minute = COL("input_tokens_minute");
+			sh->output_tokens_minute = COL("output_tokens_minute");
+		}
 		sh->granted = COL("granted");
 		sh->denied = COL("denied");
 		pgrl_read_usage(tup, desc, &sh->usage);
 	}
 
-	pgrl_read_marks(state, context, qschema);
+	pgrl_read_marks(state, context, qschema, has_v12);
 
 	resetStringInfo(&sql);
 	appendStringInfo(&sql,
@@ -620,7 +680,7 @@ pgrl_read_state(MemoryContext context, const RlExtSql *session)
 		info->role = isnull ? InvalidOid : DatumGetObjectId(role);
 	}
 
-	pgrl_read_leases(state, context, qschema);
+	pgrl_read_leases(state, context, qschema, has_v12);
 	return state;
 }
 
@@ -701,6 +761,7 @@ pgrl_restore_saved_state(RlStateSnapshot *state)
 		memset(&lease, 0, sizeof(lease));
 		lease.lease_id = l->lease_id;
 		lease.tokens = l->tokens;
+		lease.output_tokens = l->output_tokens;
 		lease.requests = l->requests;
 		lease.minute_start = l->minute_start;
 		lease.day_start = l->day_start;
@@ -838,7 +899,7 @@ pgrl_stats_datums(const RlModelStats *stats, Datum **columns, int n)
 	int			col = 0;
 
 	for (int k = 0; k < RL_STATS_DENIALS; k++)
-		columns[col++][n] = Int64GetDatum(stats->denied_by[k]);
+		columns[col++][n] = Int64GetDatum(stats->denied_by[stats_denials[k]]);
 	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
 		columns[col++][n] = Int64GetDatum(stats->waits[k]);
 	for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
@@ -855,8 +916,9 @@ pgrl_stats_datums(const RlModelStats *stats, Datum **columns, int n)
 /* Columns of rl_share_counter passed as arrays */
 #define RL_SHARE_USAGE_FIRST	14
 #define RL_SHARE_COLUMNS	(RL_SHARE_USAGE_FIRST + RL_DAY_USAGE_COLUMNS)
-/* and refilled_at, written from 1.2 on */
+/* and refilled_at and the usage of itpm and otpm, written from 1.2 on */
 #define RL_SHARE_REFILL_COLUMN	RL_SHARE_COLUMNS
+#define RL_SHARE_V12_COLUMNS	3
 
 /* Columns of rl_usage_daily passed as arrays */
 #define RL_USAGE_USAGE_FIRST	2
@@ -867,7 +929,7 @@ typedef struct RlShareRows
 {
 	int			count;
 	int			room;
-	Datum	   *columns[RL_SHARE_COLUMNS + 1];
+	Datum	   *columns[RL_SHARE_COLUMNS + RL_SHARE_V12_COLUMNS];
 	Size	   *shares;			/* the share each row saves, and its version */
 	uint64	   *versions;
 } RlShareRows;
@@ -949,7 +1011,7 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 	{
 		int			room = Max(rows->room * 2, rows->count + count + 64);
 
-		for (int i = 0; i <= RL_SHARE_REFILL_COLUMN; i++)
+		for (int i = 0; i < RL_SHARE_COLUMNS + RL_SHARE_V12_COLUMNS; i++)
 			rows->columns[i] = pgrl_grow(rows->columns[i], sizeof(Datum), room);
 		rows->shares = pgrl_grow(rows->shares, sizeof(Size), room);
 		rows->versions = pgrl_grow(rows->versions, sizeof(uint64), room);
@@ -981,6 +1043,8 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 		c[13][n] = Int64GetDatum(share->denied);
 		pgrl_usage_datums(&share->usage, &c[RL_SHARE_USAGE_FIRST], n);
 		c[RL_SHARE_REFILL_COLUMN][n] = TimestampTzGetDatum(share->refilled_at);
+		c[RL_SHARE_REFILL_COLUMN + 1][n] = Int64GetDatum(share->used[RL_DIM_ITPM]);
+		c[RL_SHARE_REFILL_COLUMN + 2][n] = Int64GetDatum(share->used[RL_DIM_OTPM]);
 
 		if (pgrl_day_used(&share->usage_ended) &&
 			persisted_share_ended[rows->shares[n]] != share->usage_ended.day_start)
@@ -993,14 +1057,14 @@ pgrl_add_share_rows(RlShareRows *rows, RlUsageRows *usage_rows, int model_slot,
 
 /* Write the gathered share rows */
 static void
-pgrl_write_share_rows(const char *qschema, RlShareRows *rows, bool with_refill)
+pgrl_write_share_rows(const char *qschema, RlShareRows *rows, bool with_v12)
 {
-	Oid			types[RL_SHARE_COLUMNS + 1] = {TEXTOID, TEXTOID, FLOAT8OID, FLOAT8OID,
-		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID,
-		INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID,
-	INT8OID, INT8OID, TIMESTAMPTZOID};
-	Datum		args[RL_SHARE_COLUMNS + 1];
-	int			num_columns = RL_SHARE_COLUMNS + (with_refill ? 1 : 0);
+	Oid			types[RL_SHARE_COLUMNS + RL_SHARE_V12_COLUMNS] = {TEXTOID, TEXTOID, FLOAT8OID,
+		FLOAT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID,
+		INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID,
+	INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID};
+	Datum		args[RL_SHARE_COLUMNS + RL_SHARE_V12_COLUMNS];
+	int			num_columns = RL_SHARE_COLUMNS + (with_v12 ? RL_SHARE_V12_COLUMNS : 0);
 	StringInfoData sql;
 
 	if (rows->count == 0)
@@ -1034,11 +1098,13 @@ pgrl_write_share_rows(const char *qschema, RlShareRows *rows, bool with_refill)
 					 " usage_overage_events = excluded.usage_overage_events,"
 					 " usage_overage_tokens = excluded.usage_overage_tokens,"
 					 " saved_at = excluded.saved_at%s", qschema,
-					 with_refill ? ", refilled_at" : "",
-					 with_refill ? ", nullif(ra, '-infinity')" : "",
-					 with_refill ? ", $23" : "",
-					 with_refill ? ", ra" : "",
-					 with_refill ? ", refilled_at = excluded.refilled_at" : "");
+					 with_v12 ? ", refilled_at, input_tokens_minute, output_tokens_minute" : "",
+					 with_v12 ? ", nullif(ra, '-infinity'), itm, otm" : "",
+					 with_v12 ? ", $23, $24, $25" : "",
+					 with_v12 ? ", ra, itm, otm" : "",
+					 with_v12 ? ", refilled_at = excluded.refilled_at,"
+					 " input_tokens_minute = excluded.input_tokens_minute,"
+					 " output_tokens_minute = excluded.output_tokens_minute" : "");
 	pgrl_execute_arrays(sql.data, num_columns, types, args);
 	for (int i = 0; i < rows->count; i++)
 		persisted_share_versions[rows->shares[i]] = rows->versions[i];
@@ -1049,10 +1115,10 @@ pgrl_write_share_rows(const char *qschema, RlShareRows *rows, bool with_refill)
  * rl_stats' counters too (the installed version has their columns).
  */
 static void
-pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
+pgrl_persist_models(const char *qschema, bool with_stats, bool with_v12)
 {
 	int			n = 0;
-	int			num_columns = with_refill ? RL_DENIED_PROVIDER_COLUMN + 1 :
+	int			num_columns = with_v12 ? RL_MAX_ARRAY_COLUMNS :
 		RL_COUNTER_COLUMNS + (with_stats ? RL_STATS_COLUMNS : 0);
 	Datum	   *c[RL_MAX_ARRAY_COLUMNS];
 	Oid			ctypes[RL_MAX_ARRAY_COLUMNS] = {TEXTOID, TIMESTAMPTZOID,
@@ -1062,8 +1128,8 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
 	INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, TIMESTAMPTZOID,
-		/* refilled_at, denied_provider */
-	TIMESTAMPTZOID, INT8OID};
+		/* refilled_at, denied_provider, _itpm, _otpm, input/output_tokens_minute */
+	TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
 	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
 	uint32	   *generations = palloc(sizeof(uint32) * pgrl_max_models);
@@ -1110,11 +1176,15 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		pgrl_usage_datums(&copy.usage, &c[RL_COUNTER_USAGE_FIRST], n);
 		if (with_stats)
 			pgrl_stats_datums(&copy.stats, &c[RL_COUNTER_COLUMNS], n);
-		if (with_refill)
+		if (with_v12)
 		{
 			c[RL_REFILL_COLUMN][n] = TimestampTzGetDatum(copy.refilled_at);
 			c[RL_DENIED_PROVIDER_COLUMN][n] =
 				Int64GetDatum(copy.stats.denied_by[RL_LIMITED_BY_PROVIDER]);
+			c[RL_DENIED_ITPM_COLUMN][n] = Int64GetDatum(copy.stats.denied_by[RL_DIM_ITPM]);
+			c[RL_DENIED_OTPM_COLUMN][n] = Int64GetDatum(copy.stats.denied_by[RL_DIM_OTPM]);
+			c[RL_INPUT_MINUTE_COLUMN][n] = Int64GetDatum(copy.used[RL_DIM_ITPM]);
+			c[RL_OUTPUT_MINUTE_COLUMN][n] = Int64GetDatum(copy.used[RL_DIM_OTPM]);
 		}
 		n++;
 
@@ -1141,8 +1211,9 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 						 " usage_overage_events, usage_overage_tokens", qschema);
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
-		if (with_refill)
-			appendStringInfoString(&sql, ", refilled_at, denied_provider");
+		if (with_v12)
+			appendStringInfoString(&sql, ", refilled_at, denied_provider, denied_itpm,"
+								   " denied_otpm, input_tokens_minute, output_tokens_minute");
 		appendStringInfoString(&sql,
 							   ", saved_at)"
 							   " SELECT m, ms, rm, tm, ds, rd, td, g, de, ex, oe, ot,"
@@ -1151,8 +1222,8 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 		/* the arrays of stats_columns are unnested under the columns' names */
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
-		if (with_refill)
-			appendStringInfoString(&sql, ", nullif(ra, '-infinity'), dp");
+		if (with_v12)
+			appendStringInfoString(&sql, ", nullif(ra, '-infinity'), dp, di, dout, itm, otm");
 		appendStringInfoString(&sql, ", now() FROM unnest($1");
 		for (int i = 1; i < num_columns; i++)
 			appendStringInfo(&sql, ", $%d", i + 1);
@@ -1161,8 +1232,8 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 							   " uc, uco, uoe, uot");
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, ", %s", stats_columns[k]);
-		if (with_refill)
-			appendStringInfoString(&sql, ", ra, dp");
+		if (with_v12)
+			appendStringInfoString(&sql, ", ra, dp, di, dout, itm, otm");
 		appendStringInfoString(&sql,
 							   ") ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
 							   " requests_minute = excluded.requests_minute,"
@@ -1178,14 +1249,18 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_refill)
 							   " usage_overage_tokens = excluded.usage_overage_tokens,");
 		for (int k = 0; with_stats && k < RL_STATS_COLUMNS; k++)
 			appendStringInfo(&sql, " %s = excluded.%s,", stats_columns[k], stats_columns[k]);
-		if (with_refill)
+		if (with_v12)
 			appendStringInfoString(&sql, " refilled_at = excluded.refilled_at,"
-								   " denied_provider = excluded.denied_provider,");
+								   " denied_provider = excluded.denied_provider,"
+								   " denied_itpm = excluded.denied_itpm,"
+								   " denied_otpm = excluded.denied_otpm,"
+								   " input_tokens_minute = excluded.input_tokens_minute,"
+								   " output_tokens_minute = excluded.output_tokens_minute,");
 		appendStringInfoString(&sql, " saved_at = excluded.saved_at");
 		pgrl_execute_arrays(sql.data, num_columns, ctypes, args);
 	}
 	pgrl_write_usage_rows(qschema, &usage_rows);
-	pgrl_write_share_rows(qschema, &share_rows, with_refill);
+	pgrl_write_share_rows(qschema, &share_rows, with_v12);
 
 	/* Only now that the rows are written: they are saved */
 	for (int i = 0; i < n; i++)
@@ -1220,7 +1295,8 @@ pgrl_save_row_set(const char *qschema, const char *table, const char *key,
 }
 
 /* Columns of rl_lease_state passed as arrays */
-#define RL_LEASE_COLUMNS	12
+/* Columns of rl_lease_state passed as arrays: output_tokens last, from 1.2 on */
+#define RL_LEASE_COLUMNS	13
 
 /*
  * Insert leases the save copies, a batch at a time, at most max_batches
@@ -1230,10 +1306,12 @@ pgrl_save_row_set(const char *qschema, const char *table, const char *key,
  * copied all it must.  Returns how many were written.
  */
 static int
-pgrl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batches, bool *done)
+pgrl_insert_unsaved_leases(const char *qschema, bool with_output, RlLeaseSave *save,
+						   int max_batches, bool *done)
 {
 	Oid			types[RL_LEASE_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT8OID, INT4OID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID};
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, OIDOID, INT8OID};
+	int			num_columns = RL_LEASE_COLUMNS - (with_output ? 0 : 1);
 	RlLease    *leases = palloc(sizeof(RlLease) * RL_LEASE_BATCH);
 	char	   *models = palloc((Size) RL_LEASE_BATCH * (RL_NAME_MAX_LEN + 1));
 	char	   *job_types = palloc((Size) RL_LEASE_BATCH * (RL_NAME_MAX_LEN + 1));
@@ -1249,11 +1327,13 @@ pgrl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batch
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
 					 "INSERT INTO %s.rl_lease_state (lease_id, model, job_type, instance, tokens,"
-					 " requests, minute_start, day_start, acquired_at, expires_at, pid, role_oid)"
-					 " SELECT l, m, nullif(j, ''), nullif(i, ''), t, r, ms, ds, aa, ea, p, ro"
-					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-					 " AS x(l, m, j, i, t, r, ms, ds, aa, ea, p, ro)"
-					 " ON CONFLICT (lease_id) DO NOTHING", qschema);
+					 " requests, minute_start, day_start, acquired_at, expires_at, pid, role_oid%s)"
+					 " SELECT l, m, nullif(j, ''), nullif(i, ''), t, r, ms, ds, aa, ea, p, ro%s"
+					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12%s)"
+					 " AS x(l, m, j, i, t, r, ms, ds, aa, ea, p, ro%s)"
+					 " ON CONFLICT (lease_id) DO NOTHING", qschema,
+					 with_output ? ", output_tokens" : "", with_output ? ", o" : "",
+					 with_output ? ", $13" : "", with_output ? ", o" : "");
 	for (int i = 0; i < RL_LEASE_COLUMNS; i++)
 		cols[i] = palloc(sizeof(Datum) * RL_LEASE_BATCH);
 
@@ -1308,10 +1388,11 @@ pgrl_insert_unsaved_leases(const char *qschema, RlLeaseSave *save, int max_batch
 			cols[9][k] = TimestampTzGetDatum(lease->expires_at);
 			cols[10][k] = Int32GetDatum(lease->pid);
 			cols[11][k] = ObjectIdGetDatum(lease->role);
+			cols[12][k] = Int64GetDatum(lease->output_tokens);
 		}
-		for (int i = 0; i < RL_LEASE_COLUMNS; i++)
+		for (int i = 0; i < num_columns; i++)
 			args[i] = pgrl_array(cols[i], n, types[i]);
-		pgrl_execute_arrays(sql.data, RL_LEASE_COLUMNS, types, args);
+		pgrl_execute_arrays(sql.data, num_columns, types, args);
 		MemoryContextSwitchTo(old_context);
 		MemoryContextReset(batch_context);
 		saved += n;
@@ -1359,7 +1440,7 @@ pgrl_delete_gone_leases(const char *qschema, RlLeaseSave *save)
  * pgrl_leases_save_round).  final: the worker is stopping, save it all.
  */
 static void
-pgrl_persist_leases(const char *qschema, Oid extension, bool final)
+pgrl_persist_leases(const char *qschema, bool with_output, Oid extension, bool final)
 {
 	uint64		version = pgrl_leases_version();
 	bool		full;
@@ -1389,7 +1470,7 @@ pgrl_persist_leases(const char *qschema, Oid extension, bool final)
 		lease_save_open = true;
 	}
 	/* rows are inserted before any is deleted: a lease may have gone since */
-	inserted = pgrl_insert_unsaved_leases(qschema, &lease_save,
+	inserted = pgrl_insert_unsaved_leases(qschema, with_output, &lease_save,
 										  full || final ? -1 : RL_LEASE_BATCHES_PER_ROUND, &done);
 	lease_save.gone_left = -1;
 	deleted = pgrl_delete_gone_leases(qschema, &lease_save);
@@ -1457,8 +1538,8 @@ typedef struct RlProposals
 
 static RlProposals proposals;
 
-/* Columns of rl_mark passed as arrays (all but saved_at) */
-#define RL_MARK_COLUMNS		14
+/* Columns of rl_mark passed as arrays (all but saved_at), at most */
+#define RL_MARK_COLUMNS		(3 + RL_NUM_DIMS + RL_DIM_CONCURRENCY + 2)
 
 /*
  * Propose new marks for every model that needs them (exact ones for a
@@ -1484,19 +1565,30 @@ pgrl_propose_marks(TimestampTz now, bool exact, bool lower)
 
 /* Write the proposed marks to rl_mark */
 static void
-pgrl_write_marks(const char *qschema)
+pgrl_write_marks(const char *qschema, bool has_v12)
 {
-	Oid			types[RL_MARK_COLUMNS] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID,
-		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID,
-	BOOLOID};
+	Oid			types[RL_MARK_COLUMNS];
 	Datum	   *c[RL_MARK_COLUMNS];
 	Datum		args[RL_MARK_COLUMNS];
+	StringInfoData columns;
 	StringInfoData sql;
 	int			n = proposals.count;
+	int			num_columns = 0;
 
 	if (n == 0)
 		return;
-	for (int i = 0; i < RL_MARK_COLUMNS; i++)
+	types[num_columns++] = TEXTOID;
+	types[num_columns++] = TIMESTAMPTZOID;
+	types[num_columns++] = TIMESTAMPTZOID;
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (pgrl_has_dimension_columns(d, has_v12))
+			types[num_columns++] = INT8OID;
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_has_dimension_columns(d, has_v12))
+			types[num_columns++] = INT8OID;
+	types[num_columns++] = TIMESTAMPTZOID;
+	types[num_columns++] = BOOLOID;
+	for (int i = 0; i < num_columns; i++)
 		c[i] = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
 	{
@@ -1507,35 +1599,41 @@ pgrl_write_marks(const char *qschema)
 		c[col++][i] = TimestampTzGetDatum(set->minute_start);
 		c[col++][i] = TimestampTzGetDatum(set->day_start);
 		for (int d = 0; d < RL_NUM_DIMS; d++)
-			c[col++][i] = Int64GetDatum(set->mark[d]);
+			if (pgrl_has_dimension_columns(d, has_v12))
+				c[col++][i] = Int64GetDatum(set->mark[d]);
 		for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
-			c[col++][i] = Int64GetDatum(set->next[d]);
+			if (pgrl_has_dimension_columns(d, has_v12))
+				c[col++][i] = Int64GetDatum(set->next[d]);
 		c[col++][i] = TimestampTzGetDatum(set->horizon);
 		c[col++][i] = BoolGetDatum(set->clean);
-		Assert(col == RL_MARK_COLUMNS);
+		Assert(col == num_columns);
 	}
-	for (int i = 0; i < RL_MARK_COLUMNS; i++)
+	for (int i = 0; i < num_columns; i++)
 		args[i] = pgrl_array(c[i], n, types[i]);
+
+	/* the arrays are unnested under the columns' names */
+	initStringInfo(&columns);
+	appendStringInfoString(&columns, "model, minute_start, day_start");
+	pgrl_append_mark_columns(&columns, has_v12);
+	appendStringInfoString(&columns, ", lease_horizon, clean");
 	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "INSERT INTO %s.rl_mark AS k (model, minute_start, day_start, requests_day,"
-					 " tokens_day, requests_minute, tokens_minute, in_flight, next_requests_day,"
-					 " next_tokens_day, next_requests_minute, next_tokens_minute, lease_horizon,"
-					 " clean, saved_at)"
-					 " SELECT m, ms, ds, rd, td, rm, tm, f, nrd, ntd, nrm, ntm, h, c, now()"
-					 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-					 " AS x(m, ms, ds, rd, td, rm, tm, f, nrd, ntd, nrm, ntm, h, c)"
-					 " ON CONFLICT (model) DO UPDATE SET minute_start = excluded.minute_start,"
-					 " day_start = excluded.day_start, requests_day = excluded.requests_day,"
-					 " tokens_day = excluded.tokens_day, requests_minute = excluded.requests_minute,"
-					 " tokens_minute = excluded.tokens_minute, in_flight = excluded.in_flight,"
-					 " next_requests_day = excluded.next_requests_day,"
-					 " next_tokens_day = excluded.next_tokens_day,"
-					 " next_requests_minute = excluded.next_requests_minute,"
-					 " next_tokens_minute = excluded.next_tokens_minute,"
-					 " lease_horizon = excluded.lease_horizon, clean = excluded.clean,"
-					 " saved_at = excluded.saved_at", qschema);
-	pgrl_execute_arrays(sql.data, RL_MARK_COLUMNS, types, args);
+	appendStringInfo(&sql, "INSERT INTO %s.rl_mark AS k (%s, saved_at) SELECT %s, now()"
+					 " FROM unnest($1", qschema, columns.data, columns.data);
+	for (int i = 1; i < num_columns; i++)
+		appendStringInfo(&sql, ", $%d", i + 1);
+	appendStringInfo(&sql, ") AS x(%s) ON CONFLICT (model) DO UPDATE SET"
+					 " minute_start = excluded.minute_start, day_start = excluded.day_start",
+					 columns.data);
+	for (int d = 0; d < RL_NUM_DIMS; d++)
+		if (pgrl_has_dimension_columns(d, has_v12))
+			appendStringInfo(&sql, ", %s = excluded.%s", mark_columns[d], mark_columns[d]);
+	for (int d = 0; d < RL_DIM_CONCURRENCY; d++)
+		if (pgrl_has_dimension_columns(d, has_v12))
+			appendStringInfo(&sql, ", %s = excluded.%s", next_mark_columns[d],
+							 next_mark_columns[d]);
+	appendStringInfoString(&sql, ", lease_horizon = excluded.lease_horizon,"
+						   " clean = excluded.clean, saved_at = excluded.saved_at");
+	pgrl_execute_arrays(sql.data, num_columns, types, args);
 	elog(DEBUG1, "pg_ratelimit saved the marks of %d models", n);
 }
 
@@ -1677,9 +1775,10 @@ pgrl_persist_state(bool save_state, bool save_marks, bool final)
 				persisted[slot].version = 0;
 		persisted_stats = with_stats;
 		pgrl_persist_models(session.qschema, with_stats,
-							pgrl_has_refill_columns(session.version));
+							pgrl_has_v12_columns(session.version));
 		pgrl_persist_instances(session.qschema);
-		pgrl_persist_leases(session.qschema, session.extension_oid, final);
+		pgrl_persist_leases(session.qschema, pgrl_has_v12_columns(session.version),
+							session.extension_oid, final);
 
 		pgrl_config_lock(LW_SHARED);
 		config_generation = pgrl_config_generation();
@@ -1695,7 +1794,7 @@ pgrl_persist_state(bool save_state, bool save_marks, bool final)
 	pgrl_persist_clock(session.qschema);
 	if (!final && save_marks)
 		pgrl_propose_marks(now, false, save_state);
-	pgrl_write_marks(session.qschema);
+	pgrl_write_marks(session.qschema, pgrl_has_v12_columns(session.version));
 	pgrl_extsql_end(&session);
 	return (int64) rows_written;
 }

@@ -59,6 +59,9 @@
 #define RL_MIN_JOB_TYPE_SLOTS_DEFAULT	1
 #define RL_MIN_JOB_TYPE_SLOTS_MAX		1000000
 
+#define RL_MAX_PROVIDER_PAUSE_DEFAULT	300
+#define RL_MAX_PROVIDER_PAUSE_MAX		(2 * 24 * 3600)
+
 char	   *pgrl_database_name = NULL;
 int			pgrl_max_models = RL_MAX_MODELS_DEFAULT;
 int			pgrl_max_job_types = RL_MAX_JOB_TYPES_DEFAULT;
@@ -72,6 +75,7 @@ int			pgrl_max_instances_per_role = RL_MAX_INSTANCES_PER_ROLE_DEFAULT;
 int			pgrl_instance_timeout_s = RL_INSTANCE_TIMEOUT_DEFAULT;
 int			pgrl_ratio_interval_ms = RL_RATIO_INTERVAL_DEFAULT;
 int			pgrl_min_job_type_slots = RL_MIN_JOB_TYPE_SLOTS_DEFAULT;
+int			pgrl_max_provider_pause_s = RL_MAX_PROVIDER_PAUSE_DEFAULT;
 bool		pgrl_enable_test_clock = false;
 
 /* Register every ratelimit.* setting and reserve the prefix */
@@ -217,6 +221,17 @@ pgrl_define_settings(void)
 							RL_MIN_JOB_TYPE_SLOTS_MAX,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ratelimit.max_provider_pause",
+							"Longest pause of a model that a 429 or retry-after reported with rl_observe starts.",
+							"A longer retry-after is cut to it; lowering it shortens pauses in progress; 0: never pause.",
+							&pgrl_max_provider_pause_s,
+							RL_MAX_PROVIDER_PAUSE_DEFAULT,
+							0,
+							RL_MAX_PROVIDER_PAUSE_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("ratelimit.enable_test_clock",

@@ -21,6 +21,7 @@ extern int	pgrl_max_instances_per_role;
 extern int	pgrl_instance_timeout_s;
 extern int	pgrl_ratio_interval_ms;
 extern int	pgrl_min_job_type_slots;
+extern int	pgrl_max_provider_pause_s;
 extern bool pgrl_enable_test_clock;
 extern bool pgrl_preloaded;
 

@@ -36,21 +36,25 @@
 #include "workerstate.h"
 
 PG_FUNCTION_INFO_V1(rl_status_internal);
-PG_FUNCTION_INFO_V1(rl_provider_internal);
+PG_FUNCTION_INFO_V1(rl_status_extra_internal);
 PG_FUNCTION_INFO_V1(rl_job_status_internal);
+PG_FUNCTION_INFO_V1(rl_job_status_extra_internal);
 PG_FUNCTION_INFO_V1(rl_leases_internal);
 PG_FUNCTION_INFO_V1(rl_instances_internal);
 PG_FUNCTION_INFO_V1(rl_allocation_internal);
 PG_FUNCTION_INFO_V1(rl_stats_internal);
+PG_FUNCTION_INFO_V1(rl_stats_extra_internal);
 PG_FUNCTION_INFO_V1(rl_worker_internal);
 
 /* Columns of each view's function */
 #define STATUS_COLUMNS		20
 #define JOB_STATUS_COLUMNS	20
+#define EXTRA_JOB_STATUS_COLUMNS	6
 #define LEASES_COLUMNS		11
 #define INSTANCES_COLUMNS	7
 #define ALLOCATION_COLUMNS	7
-#define STATS_COLUMNS		26	/* 25 before 1.2: no denied_provider */
+#define STATS_COLUMNS		25
+#define EXTRA_STATS_COLUMNS	4
 #define WORKER_COLUMNS		20
 
 /* pool_slots of a model none of whose limits the estimates consume */
@@ -129,16 +133,26 @@ pgrl_provider_column(int64 value, Datum *datum, bool *isnull)
 	*datum = Int64GetDatum(value);
 }
 
-#define PROVIDER_COLUMNS	12
+#define EXTRA_STATUS_COLUMNS	16
+
+/* The limit of the model each limit the provider reports on is checked against */
+static const RlDimension provider_limit_dims[RL_NUM_PROVIDER_DIMS] = {
+	[RL_PROVIDER_REQUESTS] = RL_DIM_RPM,
+	[RL_PROVIDER_TOKENS] = RL_DIM_TPM,
+	[RL_PROVIDER_INPUT_TOKENS] = RL_DIM_ITPM,
+	[RL_PROVIDER_OUTPUT_TOKENS] = RL_DIM_OTPM,
+};
 
 /*
- * rl_provider_internal(): one row per model, the last columns of rl_status:
- * its window type and what the provider last said of it (rl_observe).
+ * rl_status_extra_internal(): one row per model, the columns rl_status got
+ * in 1.2: its window type, its input and output token limits and their
+ * usage, and what the provider last said of it (rl_observe).
  * provider_limits_differ is true when a limit the provider reported is not
- * the one configured (requests: rpm, tokens: tpm).
+ * the one configured (requests: rpm, tokens: tpm, input and output
+ * tokens: itpm and otpm).
  */
 Datum
-rl_provider_internal(PG_FUNCTION_ARGS)
+rl_status_extra_internal(PG_FUNCTION_ARGS)
 {
 	TimestampTz now;
 
@@ -150,11 +164,12 @@ rl_provider_internal(PG_FUNCTION_ARGS)
 		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 		RlModelStatus status;
 		const RlProviderState *provider = &status.provider;
-		Datum		values[PROVIDER_COLUMNS];
-		bool		nulls[PROVIDER_COLUMNS];
+		Datum		values[EXTRA_STATUS_COLUMNS];
+		bool		nulls[EXTRA_STATUS_COLUMNS];
 		int			col = 0;
 		bool		known;
 		bool		differ = false;
+		TimestampTz cooldown_until;
 
 		pgrl_config_lock(LW_SHARED);
 		known = pgrl_ledger_model_status(slot, now, &status);
@@ -165,36 +180,49 @@ rl_provider_internal(PG_FUNCTION_ARGS)
 		memset(nulls, false, sizeof(nulls));
 		values[col++] = CStringGetTextDatum(status.name);
 		values[col++] = CStringGetTextDatum(pgrl_window_type_names[status.window_type]);
+		pgrl_limit_column(status.limit[RL_DIM_ITPM], &values[col], &nulls[col]);
+		col++;
+		pgrl_limit_column(status.limit[RL_DIM_OTPM], &values[col], &nulls[col]);
+		col++;
+		values[col++] = Int64GetDatum(status.used[RL_DIM_ITPM]);
+		values[col++] = Int64GetDatum(status.used[RL_DIM_OTPM]);
 		for (int p = 0; p < RL_NUM_PROVIDER_DIMS; p++, col++)
 			pgrl_provider_column(provider->limit[p], &values[col], &nulls[col]);
 		pgrl_provider_column(provider->remaining[RL_PROVIDER_REQUESTS], &values[col], &nulls[col]);
 		col++;
 		pgrl_provider_column(provider->remaining[RL_PROVIDER_TOKENS], &values[col], &nulls[col]);
 		col++;
-		if (provider->limit[RL_PROVIDER_REQUESTS] >= 0 &&
-			provider->limit[RL_PROVIDER_REQUESTS] != status.limit[RL_DIM_RPM])
-			differ = true;
-		if (provider->limit[RL_PROVIDER_TOKENS] >= 0 &&
-			provider->limit[RL_PROVIDER_TOKENS] != status.limit[RL_DIM_TPM])
-			differ = true;
+		for (int p = 0; p < RL_NUM_PROVIDER_DIMS; p++)
+			if (provider->limit[p] >= 0 &&
+				provider->limit[p] != status.limit[provider_limit_dims[p]])
+				differ = true;
 		values[col] = BoolGetDatum(differ);
 		nulls[col++] = provider->observed_at == 0;
-		values[col] = TimestampTzGetDatum(provider->cooldown_until);
-		nulls[col++] = provider->cooldown_until <= now;
+		/* as admission sees it: ratelimit.max_provider_pause may have fallen */
+		cooldown_until = Min(provider->cooldown_until, pgrl_provider_pause_limit(now));
+		values[col] = TimestampTzGetDatum(cooldown_until);
+		nulls[col++] = cooldown_until <= now;
 		values[col] = TimestampTzGetDatum(provider->observed_at);
 		nulls[col++] = provider->observed_at == 0;
 		values[col++] = Int64GetDatum(provider->headers_ignored);
-		Assert(col == PROVIDER_COLUMNS);
+		Assert(col == EXTRA_STATUS_COLUMNS);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
 }
 
 /* The order of the denial columns of rl_stats, by limited_by */
-static const int denied_order[RL_NUM_LIMITED_BY] = {
+static const int denied_order[] = {
 	RL_DIM_RPM, RL_DIM_TPM, RL_DIM_RPD, RL_DIM_TPD, RL_DIM_CONCURRENCY,
-	RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY, RL_LIMITED_BY_PROVIDER
+	RL_LIMITED_BY_JOB_TYPE, RL_LIMITED_BY_MEMORY
 };
+
+/* ... and of those rl_stats got at its end in 1.2 */
+static const int denied_order_extra[] = {
+	RL_DIM_ITPM, RL_DIM_OTPM, RL_LIMITED_BY_PROVIDER
+};
+StaticAssertDecl(lengthof(denied_order) + lengthof(denied_order_extra) == RL_NUM_LIMITED_BY,
+				 "every limited_by has a column in rl_stats");
 
 /*
  * rl_stats_internal(): one row per model, behind the rl_stats view: the
@@ -204,13 +232,9 @@ Datum
 rl_stats_internal(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			num_denials;
 
 	pgrl_api_begin();
 	InitMaterializedSRF(fcinfo, 0);
-	/* the installed version's definition: denied_provider came with 1.2 */
-	num_denials = rsinfo->setDesc->natts == STATS_COLUMNS ? RL_NUM_LIMITED_BY :
-		RL_NUM_LIMITED_BY - 1;
 	/* expiries due now count in expired */
 	pgrl_expire_due_leases(pgrl_now());
 
@@ -234,7 +258,7 @@ rl_stats_internal(PG_FUNCTION_ARGS)
 		values[col++] = CStringGetTextDatum(row.name);
 		values[col++] = Int64GetDatum(row.granted);
 		values[col++] = Int64GetDatum(row.denied);
-		for (int k = 0; k < num_denials; k++)
+		for (int k = 0; k < (int) lengthof(denied_order); k++)
 			values[col++] = Int64GetDatum(stats->denied_by[denied_order[k]]);
 		for (int k = 0; k < RL_NUM_WAIT_OUTCOMES; k++)
 			values[col++] = Int64GetDatum(stats->waits[k]);
@@ -250,18 +274,52 @@ rl_stats_internal(PG_FUNCTION_ARGS)
 		values[col++] = Int64GetDatum(row.overage_tokens);
 		values[col] = TimestampTzGetDatum(stats->since);
 		nulls[col++] = stats->since == DT_NOBEGIN;
-		Assert(col == rsinfo->setDesc->natts);
+		Assert(col == lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
 }
 
 /*
- * rl_job_status_internal(): one row per (model, job type), behind the
- * rl_job_status view.
+ * rl_stats_extra_internal(): one row per model, the columns rl_stats got at
+ * its end in 1.2: the refusals by itpm, otpm and the provider's pause.
  */
 Datum
-rl_job_status_internal(PG_FUNCTION_ARGS)
+rl_stats_extra_internal(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	pgrl_api_begin();
+	InitMaterializedSRF(fcinfo, 0);
+	for (int slot = 0; slot < pgrl_max_models; slot++)
+	{
+		RlModelStatsRow row;
+		Datum		values[EXTRA_STATS_COLUMNS];
+		bool		nulls[EXTRA_STATS_COLUMNS] = {false, false, false, false};
+		int			col = 0;
+		bool		known;
+
+		pgrl_config_lock(LW_SHARED);
+		known = pgrl_ledger_model_stats(slot, &row);
+		pgrl_config_unlock();
+		if (!known)
+			continue;
+		values[col++] = CStringGetTextDatum(row.name);
+		for (int k = 0; k < (int) lengthof(denied_order_extra); k++)
+			values[col++] = Int64GetDatum(row.stats.denied_by[denied_order_extra[k]]);
+		Assert(col == lengthof(values));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* Writes one row of a job status view */
+typedef void (*RlJobStatusRow) (ReturnSetInfo *rsinfo, const char *model, const char *job_type,
+								int model_slot, const RlShareStatus *row);
+
+/* Each (model, job type) of the shares in use, to a job status view */
+static void
+pgrl_job_status_rows(FunctionCallInfo fcinfo, RlJobStatusRow write_row)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	RlShareStatus *rows = palloc(sizeof(RlShareStatus) * pgrl_max_job_types);
@@ -286,46 +344,91 @@ rl_job_status_internal(PG_FUNCTION_ARGS)
 		pgrl_config_unlock();
 
 		for (int i = 0; i < count; i++)
-		{
-			RlShareStatus *row = &rows[i];
-			Datum		values[JOB_STATUS_COLUMNS];
-			bool		nulls[JOB_STATUS_COLUMNS];
-			int			col = 0;
-
-			memset(nulls, 0, sizeof(nulls));
-			values[col++] = CStringGetTextDatum(model);
-			values[col++] = CStringGetTextDatum(job_types[i].name);
-			values[col++] = Float8GetDatum(row->ratio);
-			values[col++] = Float8GetDatum(row->base_ratio);
-			values[col++] = BoolGetDatum(row->flexible);
-			values[col] = Int64GetDatum(row->slots);
-			nulls[col++] = row->slots < 0;
-			values[col] = row->limited_by >= 0 ?
-				CStringGetTextDatum(pgrl_dimension_names[row->limited_by]) : (Datum) 0;
-			nulls[col++] = row->limited_by < 0;
-			values[col++] = Int64GetDatum(row->used[RL_DIM_CONCURRENCY]);
-			values[col++] = Int32GetDatum((int32) pgrl_share_waiters(m, row->job_type_slot));
-
-			/*
-			 * rpm, tpm, rpd, tpd: the share of the limit, and what is used of
-			 * it
-			 */
-			for (int k = 0; k < (int) lengthof(window_order); k++)
-			{
-				RlDimension d = window_order[k];
-
-				pgrl_limit_column(row->share[d], &values[col], &nulls[col]);
-				col++;
-				values[col++] = Int64GetDatum(row->used[d]);
-			}
-			pgrl_limit_column(row->share[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
-			col++;
-			values[col++] = Int64GetDatum(row->granted);
-			values[col++] = Int64GetDatum(row->denied);
-			Assert(col == lengthof(values));
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
+			write_row(rsinfo, model, job_types[i].name, m, &rows[i]);
 	}
+}
+
+/* A row of rl_job_status_internal() */
+static void
+pgrl_job_status_row(ReturnSetInfo *rsinfo, const char *model, const char *job_type,
+					int model_slot, const RlShareStatus *row)
+{
+	Datum		values[JOB_STATUS_COLUMNS];
+	bool		nulls[JOB_STATUS_COLUMNS];
+	int			col = 0;
+
+	memset(nulls, 0, sizeof(nulls));
+	values[col++] = CStringGetTextDatum(model);
+	values[col++] = CStringGetTextDatum(job_type);
+	values[col++] = Float8GetDatum(row->ratio);
+	values[col++] = Float8GetDatum(row->base_ratio);
+	values[col++] = BoolGetDatum(row->flexible);
+	values[col] = Int64GetDatum(row->slots);
+	nulls[col++] = row->slots < 0;
+	values[col] = row->limited_by >= 0 ?
+		CStringGetTextDatum(pgrl_dimension_names[row->limited_by]) : (Datum) 0;
+	nulls[col++] = row->limited_by < 0;
+	values[col++] = Int64GetDatum(row->used[RL_DIM_CONCURRENCY]);
+	values[col++] = Int32GetDatum((int32) pgrl_share_waiters(model_slot, row->job_type_slot));
+
+	/* rpm, tpm, rpd, tpd: the share of the limit, and what is used of it */
+	for (int k = 0; k < (int) lengthof(window_order); k++)
+	{
+		RlDimension d = window_order[k];
+
+		pgrl_limit_column(row->share[d], &values[col], &nulls[col]);
+		col++;
+		values[col++] = Int64GetDatum(row->used[d]);
+	}
+	pgrl_limit_column(row->share[RL_DIM_CONCURRENCY], &values[col], &nulls[col]);
+	col++;
+	values[col++] = Int64GetDatum(row->granted);
+	values[col++] = Int64GetDatum(row->denied);
+	Assert(col == lengthof(values));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * rl_job_status_internal(): one row per (model, job type), behind the
+ * rl_job_status view.
+ */
+Datum
+rl_job_status_internal(PG_FUNCTION_ARGS)
+{
+	pgrl_job_status_rows(fcinfo, pgrl_job_status_row);
+	return (Datum) 0;
+}
+
+/* A row of rl_job_status_extra_internal(): the share of itpm and otpm */
+static void
+pgrl_job_status_extra_row(ReturnSetInfo *rsinfo, const char *model, const char *job_type,
+						  int model_slot, const RlShareStatus *row)
+{
+	Datum		values[EXTRA_JOB_STATUS_COLUMNS];
+	bool		nulls[EXTRA_JOB_STATUS_COLUMNS];
+	int			col = 0;
+
+	memset(nulls, 0, sizeof(nulls));
+	values[col++] = CStringGetTextDatum(model);
+	values[col++] = CStringGetTextDatum(job_type);
+	pgrl_limit_column(row->share[RL_DIM_ITPM], &values[col], &nulls[col]);
+	col++;
+	values[col++] = Int64GetDatum(row->used[RL_DIM_ITPM]);
+	pgrl_limit_column(row->share[RL_DIM_OTPM], &values[col], &nulls[col]);
+	col++;
+	values[col++] = Int64GetDatum(row->used[RL_DIM_OTPM]);
+	Assert(col == lengthof(values));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * rl_job_status_extra_internal(): one row per (model, job type), the
+ * columns rl_job_status got at its end in 1.2
+ */
+Datum
+rl_job_status_extra_internal(PG_FUNCTION_ARGS)
+{
+	pgrl_job_status_rows(fcinfo, pgrl_job_status_extra_row);
 	return (Datum) 0;
 }
 
@@ -529,7 +632,7 @@ pgrl_instance_part(const int64 *limits, int n, int rank, int64 *part)
 static int64
 pgrl_pool_slots(const int64 *part, int64 avg_tokens, int32 avg_requests, int *limited_by)
 {
-	int64		pool = pgrl_fit(part, avg_tokens, avg_requests, limited_by);
+	int64		pool = pgrl_fit(part, avg_tokens, 0, avg_requests, limited_by);
 
 	return pool < 0 ? RL_UNLIMITED_POOL_SLOTS : pool;
 }
@@ -543,7 +646,7 @@ static int64
 pgrl_job_type_slots(const int64 *part, const RlJobType *job_type, double ratio,
 					int64 pool, int pool_limited_by, int *limited_by)
 {
-	int64		slots = pgrl_ratio_fit(part, ratio, job_type->est_tokens, job_type->est_requests,
+	int64		slots = pgrl_ratio_fit(part, ratio, job_type->est_tokens, 0, job_type->est_requests,
 									   limited_by);
 	int64		from_pool = pgrl_share_of(pool, ratio);
 
@@ -587,7 +690,7 @@ pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_
 {
 	int64		got = Max(want, 0);
 	int			fit_limited_by;
-	int64		fit = pgrl_fit(left, job_type->est_tokens, job_type->est_requests,
+	int64		fit = pgrl_fit(left, job_type->est_tokens, 0, job_type->est_requests,
 							   &fit_limited_by);
 
 	if (fit >= 0 && fit < got)
@@ -597,7 +700,7 @@ pgrl_take_part(int64 *left, const RlJobType *job_type, int64 want, int *limited_
 	}
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		if (left[d] != RL_UNLIMITED)
-			left[d] -= got * pgrl_dimension_amount(d, job_type->est_tokens,
+			left[d] -= got * pgrl_dimension_amount(d, job_type->est_tokens, 0,
 												   job_type->est_requests);
 	return got;
 }

@@ -71,6 +71,7 @@ typedef struct RlWaiter
 	int			num_slots;
 	int			slots[RL_MAX_WAIT_MODELS];
 	int64		tokens;
+	int64		output_tokens;
 	int32		requests;
 	int			job_type_slot;	/* -1 without a job type */
 	pg_atomic_uint32 *memory_in_flight; /* its instance's jobs of the type,
@@ -225,7 +226,8 @@ pgrl_waiter_exit(int code, Datum arg)
  * ticket).  A ticket of 0 takes a new one.  Returns the ticket.
  */
 int64
-pgrl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 requests,
+pgrl_register_waiter(const int *slots, int num_slots, int64 tokens, int64 output_tokens,
+					 int32 requests,
 					 int job_type_slot, const RlMemoryCap *memory, int64 ticket)
 {
 	RlWaiter   *me = pgrl_my_record();
@@ -247,6 +249,7 @@ pgrl_register_waiter(const int *slots, int num_slots, int64 tokens, int32 reques
 	me->num_slots = num_slots;
 	memcpy(me->slots, slots, sizeof(int) * num_slots);
 	me->tokens = tokens;
+	me->output_tokens = output_tokens;
 	me->requests = requests;
 	me->job_type_slot = job_type_slot;
 	me->memory_in_flight = memory->in_flight;
@@ -404,6 +407,7 @@ pgrl_older_claims(int slot, int64 ticket, RlClaim *claims)
 			continue;
 		claims[num_claims].ticket = waiter.ticket;
 		claims[num_claims].tokens = waiter.tokens;
+		claims[num_claims].output_tokens = waiter.output_tokens;
 		claims[num_claims].requests = waiter.requests;
 		claims[num_claims].job_type_slot = waiter.job_type_slot;
 		num_claims++;

@@ -24,6 +24,7 @@ typedef struct RlClaim
 {
 	int64		ticket;
 	int64		tokens;
+	int64		output_tokens;
 	int32		requests;
 	int			job_type_slot;
 } RlClaim;
@@ -31,7 +32,7 @@ typedef struct RlClaim
 extern Size pgrl_waiters_shmem_size(void);
 extern void pgrl_waiters_shmem_init(void);
 extern int64 pgrl_register_waiter(const int *slots, int num_slots, int64 tokens,
-								  int32 requests, int job_type_slot,
+								  int64 output_tokens, int32 requests, int job_type_slot,
 								  const RlMemoryCap *memory, int64 ticket);
 extern void pgrl_waiter_granted(void);
 extern uint32 pgrl_waiter_wakeups(void);

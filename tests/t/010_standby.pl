@@ -120,6 +120,7 @@ foreach my $call (
 	"rl_release($lease, input_tokens => 5)",
 	"rl_heartbeat('w2')",
 	"rl_unregister('w1')",
+	"rl_observe('m1', '{\"retry-after\": \"60\"}', 429)",
 	"rl_debug_set_clock('2030-01-01 00:30:00+00')",
 	"rl_define_model('mx', rpm => 1)",
 	"rl_drop_model('m1')",

@@ -408,12 +408,16 @@ query(q{REVOKE CREATE ON SCHEMA ratelimit FROM squatter; ALTER EXTENSION pg_rate
 is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'}), '1.2',
 	'once only superusers can have put anything in it, the update runs');
 
-# 1.1 to 1.2: rl_define_model and rl_alter_model get a new argument, so
-# they are new functions; the grants made on the old ones carry over, are
-# dumped as the administrator's, and the grantee can define bucket models
+# 1.1 to 1.2: rl_define_model, rl_alter_model, rl_acquire, rl_acquire_any
+# and rl_capacity get new arguments, so they are new functions; the grants
+# made on the old ones carry over, are dumped as the administrator's, and
+# the grantees can define bucket models and acquire with output estimates
 my $old_define = 'ratelimit.rl_define_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean)';
 my $old_alter = 'ratelimit.rl_alter_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean, text[])';
-my $new_define = 'ratelimit.rl_define_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean, text)';
+my $new_define = 'ratelimit.rl_define_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean, text, bigint, bigint)';
+my $old_acquire = 'ratelimit.rl_acquire(text, text, bigint, integer, interval, text, interval, boolean)';
+my $new_acquire = 'ratelimit.rl_acquire(text, text, bigint, integer, interval, text, interval, boolean, bigint)';
+my $new_capacity = 'ratelimit.rl_capacity(text, text, bigint, integer, bigint)';
 query(qq{
 	DROP EXTENSION pg_ratelimit;
 	CREATE EXTENSION pg_ratelimit VERSION '1.1';
@@ -421,6 +425,16 @@ query(qq{
 	CREATE ROLE model_admin LOGIN;
 	GRANT USAGE ON SCHEMA ratelimit TO model_admin;   -- this schema was made by hand above
 	GRANT EXECUTE ON FUNCTION $old_define, $old_alter TO model_admin WITH GRANT OPTION;
+	GRANT EXECUTE ON FUNCTION $old_acquire TO model_admin;
+	-- a role whose name needs quoting, a grant on a function PUBLIC may call,
+	-- a view an operator took from PUBLIC, and a view built on it
+	CREATE ROLE "App Role";
+	GRANT EXECUTE ON FUNCTION $old_acquire TO "App Role";
+	CREATE ROLE monitoring;
+	GRANT EXECUTE ON FUNCTION ratelimit.rl_capacity(text, text, bigint, integer) TO monitoring;
+	REVOKE SELECT ON ratelimit.rl_stats FROM PUBLIC;
+	GRANT SELECT ON ratelimit.rl_stats TO monitoring;
+	CREATE VIEW public.my_denials AS SELECT model, denied FROM ratelimit.rl_stats;
 	ALTER EXTENSION pg_ratelimit UPDATE;
 });
 is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'pg_ratelimit'}), '1.2',
@@ -430,15 +444,37 @@ is(query(q{SELECT rpm || ' ' || window_type FROM ratelimit.rl_model WHERE model 
 is(query(qq{SELECT has_function_privilege('model_admin', '$new_define', 'EXECUTE WITH GRANT OPTION')
 			  AND NOT has_function_privilege('squatter', '$new_define', 'EXECUTE')}), 't',
 	'the grant on rl_define_model carried over, grant option included, and nothing more');
-is(query(q{SELECT count(*) FROM pg_proc WHERE proname IN ('rl_define_model', 'rl_alter_model')}), '2',
+is(query(qq{SELECT has_function_privilege('model_admin', '$new_acquire', 'EXECUTE')
+			  AND NOT has_function_privilege('squatter', '$new_acquire', 'EXECUTE')
+			  AND has_function_privilege('squatter', '$new_capacity', 'EXECUTE')}), 't',
+	'so did the grant on rl_acquire; rl_capacity stays callable by every role, rl_acquire not');
+is(query(qq{SELECT has_function_privilege('App Role', '$new_acquire', 'EXECUTE')
+			  AND has_function_privilege('monitoring', '$new_capacity', 'EXECUTE')}), 't',
+	'a grant to a role whose name needs quoting carries over, and one on rl_capacity');
+is(query(q{SELECT has_table_privilege('monitoring', 'ratelimit.rl_stats', 'SELECT')
+			  AND NOT has_table_privilege('squatter', 'ratelimit.rl_stats', 'SELECT')
+			  AND has_table_privilege('squatter', 'ratelimit.rl_job_status', 'SELECT')}), 't',
+	'rl_stats keeps the privileges an operator gave it, rl_job_status its own');
+is(query(q{SELECT count(*) FROM public.my_denials}), '1', 'a view built on rl_stats still works');
+is(query(q{SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
+		   WHERE attrelid = 'ratelimit.rl_stats'::regclass AND attnum > 21}),
+	'expired,overage_events,overage_tokens,since,denied_itpm,denied_otpm,denied_provider',
+	'rl_stats gets its new columns at its end');
+is(query(q{SELECT count(*) FROM pg_proc
+		   WHERE proname IN ('rl_define_model', 'rl_alter_model', 'rl_acquire', 'rl_acquire_any',
+							 'rl_capacity')}), '5',
 	'the old functions are gone');
 like(`pg_dump -d '@{[ $old->connstr('app') ]}' --schema-only`,
-	qr/GRANT ALL ON FUNCTION ratelimit\.rl_define_model\(.*window_type text\) TO model_admin WITH GRANT OPTION;/,
+	qr/GRANT ALL ON FUNCTION ratelimit\.rl_define_model\(.*window_type text, itpm bigint, otpm bigint\) TO model_admin WITH GRANT OPTION;/,
 	'pg_dump writes the carried grant as the administrator\'s');
 is($old->safe_psql('app', q{SELECT ratelimit.rl_define_model('b', rpm => 6, window_type => 'bucket');
 							  SELECT window_type FROM ratelimit.rl_model WHERE model = 'b'},
 		extra_params => [ '-U', 'model_admin' ]),
 	"\nbucket", 'the grantee defines a bucket model');
+is($old->safe_psql('app', q{SELECT ratelimit.rl_define_model('io', otpm => 100);
+							  SELECT granted FROM ratelimit.rl_acquire('io', tokens => 5, output_tokens => 50)},
+		extra_params => [ '-U', 'model_admin' ]),
+	"\nt", 'and acquires with an output estimate');
 
 $old->stop;
 $new->stop;

@@ -5,7 +5,8 @@
 # - a listener hears NOTIFY rl_capacity with reason "refill" when the bucket
 #   holds what it refused;
 # - a clean restart keeps the bucket's state (saved with refilled_at): an
-#   emptied bucket stays empty, less what refilled meanwhile;
+#   emptied bucket stays empty, less what refilled meanwhile; so does a job
+#   type's share of it;
 # - a crash fails closed: what was granted after the last save of the
 #   counters is covered by the marks, so admissions over the crash stay
 #   within what the bucket allowed (capacity plus refill over the time).
@@ -42,6 +43,8 @@ query(q{
 	SELECT rl_define_model('wait', rpm => 60, window_type => 'bucket');
 	SELECT rl_define_model('durable', rpm => 60, window_type => 'bucket');
 	SELECT rl_define_model('crash', rpm => 60, window_type => 'bucket');
+	SELECT rl_define_model('shared', rpm => 120, window_type => 'bucket');
+	SELECT rl_define_job_type('half', ratio => 0.5, flexible => false);
 });
 
 ######################################################################
@@ -87,6 +90,20 @@ ok($after >= 40 && $after <= 60,
 is(query(q{SELECT refilled_at IS NOT NULL FROM rl_counter WHERE model = 'durable'}), 't',
 	'its saved usage says when it is as of');
 ok(take('durable', 61) < 30, 'and it admits only what refilled, not a full bucket');
+
+# a job type's share: half of rpm 120, a bucket of 60 refilling one a second
+query(q{SELECT rl_debug_set_clock('2030-01-01 00:07:00+00')});
+is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('shared', 'half', ttl => '1 h')).granted)
+		   FROM generate_series(1, 61)}), '60', 'the job type empties its share');
+$node->restart;
+my $share_after = query(q{SELECT requests_minute FROM rl_job_status
+						  WHERE model = 'shared' AND job_type = 'half'});
+ok($share_after >= 40 && $share_after <= 60,
+	"after a clean restart its share is still nearly empty (lacks $share_after of 60)");
+my $share_granted = query(q{SELECT count(*) FILTER (WHERE (rl_acquire('shared', 'half')).granted)
+							FROM generate_series(1, 61)});
+ok($share_granted < 30, "the job type gets only what refilled ($share_granted), not a full share");
+ok(take('shared', 61) >= 55, 'while the rest of the model stays open to calls without it');
 
 ######################################################################
 # A crash fails closed
