@@ -45,12 +45,12 @@ def chat(prompt):
 
 def call_llm(conn, prompt):
     # what the provider counts: the prompt (about 4 characters a token) and max_tokens
-    estimate = len(prompt) // 4 + 1 + MAX_TOKENS
+    prompt_tokens = len(prompt) // 4 + 1
     while True:
         granted, lease_id, limited_by = conn.execute(
-            "SELECT granted, lease_id, limited_by"
-            " FROM ratelimit.rl_acquire(%s, tokens => %s, max_wait => '30 seconds')",
-            (MODEL, estimate)).fetchone()
+            "SELECT granted, lease_id, limited_by FROM ratelimit.rl_acquire(%s,"
+            " tokens => %s, output_tokens => %s, max_wait => '30 seconds')",
+            (MODEL, prompt_tokens, MAX_TOKENS)).fetchone()
         if not granted:
             raise RuntimeError(f"rate limited by {limited_by}")
         try:

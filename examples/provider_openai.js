@@ -24,12 +24,12 @@ const openai = new OpenAI({ maxRetries: 0 });
 
 async function callLlm(client, prompt) {
   // what the provider counts: the prompt (about 4 characters a token) and max_tokens
-  const estimate = Math.floor(prompt.length / 4) + 1 + MAX_TOKENS;
+  const promptTokens = Math.floor(prompt.length / 4) + 1;
   for (;;) {
     const { rows: [grant] } = await client.query(
-      `SELECT granted, lease_id, limited_by
-         FROM ratelimit.rl_acquire($1, tokens => $2, max_wait => '30 seconds')`,
-      [MODEL, estimate]);
+      `SELECT granted, lease_id, limited_by FROM ratelimit.rl_acquire($1,
+         tokens => $2, output_tokens => $3, max_wait => '30 seconds')`,
+      [MODEL, promptTokens, MAX_TOKENS]);
     if (!grant.granted) throw new Error(`rate limited by ${grant.limited_by}`);
     let completion, response, failure;
     try {
@@ -55,7 +55,7 @@ async function callLlm(client, prompt) {
       await client.query(
         `SELECT * FROM ratelimit.rl_release($1, input_tokens => 0, output_tokens => 0,
                                             requests => 0)`, [grant.lease_id]);
-      console.log(`429 from the provider: every session waits until ${seen.cooldown_until.toISOString()}`);
+      console.log(`429 from the provider: every session waits until ${seen.cooldown_until?.toISOString()}`);
       continue;
     }
     if (failure) {

@@ -161,7 +161,9 @@ foreach my $example (@examples)
 		skip "node: $name", 12 if $name =~ /\.js$/ && !$have_node;
 		my $model = "sim/$name";
 		my $key = "key-$name";
-		query(qq{SELECT ratelimit.rl_define_model('$model', rpm => 60, tpm => 20000,
+		# Anthropic's input and output token limits too
+		my $io = $style eq 'anthropic' ? 'itpm => 15000, otpm => 5000,' : '';
+		query(qq{SELECT ratelimit.rl_define_model('$model', rpm => 60, tpm => 20000, $io
 												  window_type => 'bucket')});
 		set_provider($style, $provider, $key);
 		my ($out, $err) = ('', '');
@@ -180,9 +182,9 @@ foreach my $example (@examples)
 			'60 20000 false', "$name: rl_status shows the limits the provider reported, as configured");
 		if ($style eq 'anthropic')
 		{
-			is(query(qq{SELECT provider_itpm || ' ' || provider_otpm FROM ratelimit.rl_status
-						WHERE model = '$model'}),
-				'15000 5000', "$name: and the input and output token limits");
+			is( query(qq{SELECT provider_itpm || ' ' || provider_otpm || ' ' || itpm || ' ' || otpm
+						 FROM ratelimit.rl_status WHERE model = '$model'}),
+				'15000 5000 15000 5000', "$name: and the input and output token limits");
 		}
 		else
 		{
