@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every pg_ratelimit test on a throwaway server:
 #   pg_regress (sql/, expected/), isolation specs (tests/isolation/),
-#   the many-client stress test (tests/stress/), TAP tests (tests/t/) and
-#   failovers under Patroni (tests/ha/).
+#   the many-client stress test (tests/stress/), TAP tests (tests/t/),
+#   failovers under Patroni (tests/ha/) and the provider simulator's own
+#   tests (tests/provider/).
 #
 # Installs missing Debian packages when run as root, builds and installs the
 # extension, then runs the suites as the postgres user (as root) or as the
@@ -68,7 +69,7 @@ count_results() {
 	failed=$((failed + bad))
 }
 
-SUITES=${SUITES:-structure regress isolation stress tap ha demo}
+SUITES=${SUITES:-structure provider regress isolation stress tap ha demo}
 run_suite() {
 	local name=$1
 	shift
@@ -87,6 +88,8 @@ run_suite() {
 run_suite structure bash -c 'make -s with_llvm=no >/dev/null && python3 tools/module_graph.py'
 # the control file, upgrade scripts, Makefile and META.json agree
 run_suite structure python3 tools/check_packaging.py
+# the fake LLM provider the benchmarks and tests/t/028 call (no server needed)
+run_suite provider python3 tests/provider/test_simulator.py
 run_suite regress make -s installcheck ISOLATION= TAP_TESTS=
 run_suite isolation make -s installcheck REGRESS= TAP_TESTS=
 run_suite stress bash tests/stress/run.sh

@@ -3,7 +3,7 @@
 # run.  A benchmark, not a test: it asserts nothing, and the machines are
 # shared and noisy, so run it more than once.
 #
-#   bash tests/bench/run.sh [throughput] [wake] [persist] [leases]   (default: all)
+#   bash tests/bench/run.sh [throughput] [wake] [persist] [leases] [goodput]   (default: all)
 #
 # throughput: acquire + release on one hot model with all five limits set (and
 #   on the same limits as token buckets, window_type bucket),
@@ -19,18 +19,32 @@
 #   of two SELECT 1 round trips; and the worker's CPU over 30 s with the
 #   100,000 leases open and no traffic, and during the runs.
 #
+# goodput: 32 clients (psycopg, one connection each) in waves of demand call
+#   a provider simulator (tests/provider/simulator.py, token buckets of rpm
+#   600 and tpm 60000) through the limiter: acquire waiting in the server,
+#   the call (actual usage within +-30 % of the estimate), rl_observe,
+#   release.  Per scenario (fixed, bucket, bucket + rl_observe, with a client
+#   that bypasses the limiter, ...): the provider's 429s and the utilisation
+#   (what the provider accepted / what an ideal replay of the demand gets
+#   under its limits; tests/bench/goodput.py explains).  DURATION seconds per
+#   scenario, 120 by default (about 15 minutes in all); SCENARIOS picks some.
+#
 #   DURATION=5 ROUNDS=1 bash tests/bench/run.sh throughput
+#   DURATION=30 SCENARIOS="fixed bucket+observe" bash tests/bench/run.sh goodput
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/common.sh"
 
+# goodput's scenarios last 120 s unless DURATION says otherwise
+GOODPUT_DURATION=${DURATION:-120}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-8}
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(throughput wake persist leases)
+[ ${#sections[@]} -gt 0 ] || sections=(throughput wake persist leases goodput)
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
-install_deps
+# goodput's clients are Python (psycopg 3, Debian's python3-psycopg)
+if wants goodput; then install_deps python3-psycopg; else install_deps; fi
 build_and_install
 dir=$(make_server_dir)
 trap 'stop_server "$dir"; rm -rf "$dir"' EXIT
@@ -230,4 +244,20 @@ if wants leases; then
 		printf "worker CPU with 100,000 open leases and no traffic, over %d s: %.2f %% of a core\n",
 			secs, 100 * idle / hz / secs
 	}'
+fi
+
+if wants goodput; then
+	echo "== goodput"
+	# the Python that has psycopg (Debian's, when another python3 comes first)
+	python=""
+	for p in python3 /usr/bin/python3; do
+		if "$p" -c 'import psycopg' >/dev/null 2>&1; then python=$p; break; fi
+	done
+	if [ -z "$python" ]; then
+		echo "goodput: skipped, psycopg 3 is not installed (apt-get install python3-psycopg)"
+	else
+		DURATION=$GOODPUT_DURATION "$python" "$REPO_ROOT/tests/bench/goodput.py" ||
+			echo "goodput: ended with an error (exit $?)"
+	fi
+	echo
 fi
