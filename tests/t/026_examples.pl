@@ -45,7 +45,9 @@ while ($readme =~ /^<!-- (example|excerpt): (\S+) -->\n```[a-z]*\n(.*?)^```$/msg
 foreach my $file (
 	'examples/wait_in_server.py', 'examples/listen.py',
 	'examples/wait_in_server.js', 'examples/listen.js',
-	'examples/pgbouncer_psycopg.py', 'tests/clients/rl_listen.c')
+	'examples/pgbouncer_psycopg.py', 'tests/clients/rl_listen.c',
+	'examples/provider_loop.py', 'examples/provider_openai.js',
+	'examples/provider_anthropic.js')
 {
 	ok($shown{$file}, "the README shows $file");
 }

@@ -19,8 +19,7 @@
 #   test moves the simulator's clock and the limiter's test clock past it
 #   instead of waiting.
 #
-# The file tests/provider/README-proposal.md, the text proposed for the
-# README, shows the examples as they are.
+# That the README shows them as they are is tests/t/026_examples.pl's to check.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -35,19 +34,6 @@ my @examples = (
 	[ 'provider_loop.py',      'openai' ],
 	[ 'provider_openai.js',    'openai' ],
 	[ 'provider_anthropic.js', 'anthropic' ]);
-
-######################################################################
-# The proposed README text shows the files as they are
-
-my $proposal = slurp_file("$root/tests/provider/README-proposal.md");
-my %shown;
-while ($proposal =~ /^<!-- example: (\S+) -->\n```[a-z]*\n(.*?)^```$/msg)
-{
-	my ($file, $block) = ($1, $2);
-	is($block, slurp_file("$root/$file"), "README-proposal.md shows $file as it is");
-	$shown{$file}++;
-}
-ok($shown{"examples/$_->[0]"}, "README-proposal.md shows examples/$_->[0]") foreach @examples;
 
 ######################################################################
 # What runs them
