@@ -342,7 +342,7 @@ COMMENT ON FUNCTION rl_define_model(text, bigint, bigint, bigint, bigint, intege
 COMMENT ON FUNCTION rl_alter_model(text, bigint, bigint, bigint, bigint, integer, numeric, numeric, numeric, boolean, text[], text, bigint, bigint) IS
 	'change the settings given of an existing model, leaving the others; clear names limits to remove (rpm, tpm, rpd, tpd, itpm, otpm, max_concurrent)';
 COMMENT ON FUNCTION rl_acquire(text, text, bigint, integer, interval, text, interval, boolean, bigint) IS
-	'reserve one request and its tokens on a model, all limits at once (with output_tokens: tokens are the input''s, output_tokens the output''s); waits up to max_wait; returns a lease to release';
+	'reserve one request and its tokens on a model, all limits at once (output_tokens: the output''s part of tokens, for otpm; the rest is input); waits up to max_wait; returns a lease to release';
 COMMENT ON FUNCTION rl_acquire_any(text[], text, bigint, integer, interval, text, interval, boolean, bigint) IS
 	'like rl_acquire on the first of several models that admits, in order; waits on all of them';
 COMMENT ON FUNCTION rl_capacity(text, text, bigint, integer, bigint) IS

@@ -44,13 +44,14 @@ def chat(prompt):
 
 
 def call_llm(conn, prompt):
-    # what the provider counts: the prompt (about 4 characters a token) and max_tokens
+    # what the provider counts: the prompt (about 4 characters a token) and
+    # max_tokens; tokens is the whole, output_tokens the output's part of it
     prompt_tokens = len(prompt) // 4 + 1
     while True:
         granted, lease_id, limited_by = conn.execute(
             "SELECT granted, lease_id, limited_by FROM ratelimit.rl_acquire(%s,"
             " tokens => %s, output_tokens => %s, max_wait => '30 seconds')",
-            (MODEL, prompt_tokens, MAX_TOKENS)).fetchone()
+            (MODEL, prompt_tokens + MAX_TOKENS, MAX_TOKENS)).fetchone()
         if not granted:
             raise RuntimeError(f"rate limited by {limited_by}")
         try:

@@ -23,13 +23,14 @@ const MAX_TOKENS = 200;
 const openai = new OpenAI({ maxRetries: 0 });
 
 async function callLlm(client, prompt) {
-  // what the provider counts: the prompt (about 4 characters a token) and max_tokens
+  // what the provider counts: the prompt (about 4 characters a token) and
+  // max_tokens; tokens is the whole, output_tokens the output's part of it
   const promptTokens = Math.floor(prompt.length / 4) + 1;
   for (;;) {
     const { rows: [grant] } = await client.query(
       `SELECT granted, lease_id, limited_by FROM ratelimit.rl_acquire($1,
          tokens => $2, output_tokens => $3, max_wait => '30 seconds')`,
-      [MODEL, promptTokens, MAX_TOKENS]);
+      [MODEL, promptTokens + MAX_TOKENS, MAX_TOKENS]);
     if (!grant.granted) throw new Error(`rate limited by ${grant.limited_by}`);
     let completion, response, failure;
     try {

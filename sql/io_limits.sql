@@ -1,6 +1,7 @@
 -- Input and output tokens limited apart: itpm and otpm.  An acquire gives
--- tokens => its input estimate and output_tokens => its output estimate
--- (max_tokens); tpm counts both, itpm the input, otpm the output.  A release
+-- tokens => its whole estimate and output_tokens => the output's part of it
+-- (max_tokens); tpm counts the whole, itpm the input (tokens -
+-- output_tokens), otpm the output.  A release
 -- settles each from the actual usage; cached input counts as input when the
 -- model's count_cached says.
 SET timezone = 'UTC';
@@ -26,9 +27,7 @@ SELECT model, rpm, tpm, itpm, otpm FROM rl_model WHERE model = 'io/m';
 -- On a model with otpm, an acquire without an output estimate is an error
 -- (with a hint), and reserves nothing
 SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 100)$$);
-\set VERBOSITY verbose
 SELECT rl_acquire('io/m', tokens => 100);
-\set VERBOSITY default
 SELECT regress_io_error($$SELECT rl_acquire_any(ARRAY['io/m'], tokens => 100)$$);
 -- checked on every model before any is tried: a full model before it is
 -- not refused (no denial counted)
@@ -37,12 +36,16 @@ SELECT granted FROM rl_acquire('io/full');
 SELECT regress_io_error($$SELECT rl_acquire_any(ARRAY['io/full', 'io/m'], tokens => 100)$$);
 SELECT denied FROM rl_stats WHERE model = 'io/full';
 SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 100, output_tokens => -1)$$);
+-- the output is part of the whole estimate
+SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 100, output_tokens => 101)$$);
+SELECT regress_io_error($$SELECT rl_acquire('io/m', output_tokens => 1)$$);
+SELECT regress_io_error($$SELECT * FROM rl_capacity('io/m', tokens => 1, output_tokens => 2)$$);
 SELECT tokens_minute, input_tokens_minute, output_tokens_minute, in_flight
 FROM rl_status WHERE model = 'io/m';
 
--- tokens are the input's, output_tokens the output's: tpm takes both
+-- 1300 tokens of which 300 output: itpm takes 1000, otpm 300, tpm 1300
 SELECT granted, lease_id IS NOT NULL AS has_lease
-FROM rl_acquire('io/m', tokens => 1000, output_tokens => 300) \gset io_
+FROM rl_acquire('io/m', tokens => 1300, output_tokens => 300) \gset io_
 SELECT lease_id AS io_lease FROM rl_leases WHERE model = 'io/m' \gset
 SELECT tokens_minute, input_tokens_minute, output_tokens_minute
 FROM rl_status WHERE model = 'io/m';
@@ -51,17 +54,17 @@ SELECT tokens FROM rl_leases WHERE lease_id = :io_lease;
 -- otpm refuses when the output estimates are more than it has left (tpm and
 -- itpm would still admit): limited_by otpm, until the minute ends
 SELECT granted, limited_by, retry_after BETWEEN '49 s' AND '50 s' AS to_the_minute
-FROM rl_acquire('io/m', tokens => 10, output_tokens => 701);
-SELECT granted FROM rl_acquire('io/m', tokens => 10, output_tokens => 700);
+FROM rl_acquire('io/m', tokens => 711, output_tokens => 701);
+SELECT granted FROM rl_acquire('io/m', tokens => 710, output_tokens => 700);
 -- itpm refuses input estimates past it
 SELECT granted, limited_by FROM rl_acquire('io/m', tokens => 2991, output_tokens => 0);
 -- a request larger than a limit can never fit
-SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 10, output_tokens => 1001)$$);
-SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 4001, output_tokens => 1)$$);
+SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 1011, output_tokens => 1001)$$);
+SELECT regress_io_error($$SELECT rl_acquire('io/m', tokens => 4002, output_tokens => 1)$$);
 
 -- rl_capacity shows both, and how many of a size fit
 SELECT dimension, limit_value, used, remaining, slots
-FROM rl_capacity('io/m', tokens => 500, output_tokens => 100);
+FROM rl_capacity('io/m', tokens => 600, output_tokens => 100);
 SELECT denied_itpm, denied_otpm FROM rl_stats WHERE model = 'io/m';
 
 -- A release settles input and output apart: 800 input, 100 cached (counted:
@@ -91,7 +94,7 @@ SELECT granted, limited_by FROM rl_acquire('io/nocache', tokens => 101);
 -- The minute ends: both are free again
 SELECT rl_debug_set_clock('2030-01-01 00:01:00.5+00');
 SELECT input_tokens_minute, output_tokens_minute FROM rl_status WHERE model = 'io/m';
-SELECT granted FROM rl_acquire('io/m', tokens => 4000, output_tokens => 1000);
+SELECT granted FROM rl_acquire('io/m', tokens => 5000, output_tokens => 1000);
 
 -- Job types get a share of itpm and otpm like of every limit
 SELECT rl_define_job_type('io/half', ratio => 0.5, flexible => false);
@@ -103,13 +106,13 @@ FROM rl_job_status WHERE model = 'io/nocache' AND job_type = 'io/half';
 -- Bucket models refill itpm and otpm like the other limits: otpm 600 is 10
 -- output tokens a second
 SELECT rl_define_model('io/bucket', otpm => 600, window_type => 'bucket');
-SELECT granted FROM rl_acquire('io/bucket', tokens => 0, output_tokens => 600);
+SELECT granted FROM rl_acquire('io/bucket', tokens => 600, output_tokens => 600);
 SELECT granted, limited_by, retry_after BETWEEN '0.7 s' AND '1 s' AS about_a_second
-FROM rl_acquire('io/bucket', tokens => 0, output_tokens => 10);
+FROM rl_acquire('io/bucket', tokens => 10, output_tokens => 10);
 SELECT rl_debug_set_clock('2030-01-01 00:01:03+00');
 SELECT output_tokens_minute BETWEEN 574 AND 577 AS refilled_about_25
 FROM rl_status WHERE model = 'io/bucket';
-SELECT granted FROM rl_acquire('io/bucket', tokens => 0, output_tokens => 20);
+SELECT granted FROM rl_acquire('io/bucket', tokens => 20, output_tokens => 20);
 
 -- rl_alter_model changes or clears them alone
 SELECT rl_alter_model('io/m', itpm => 5000);

@@ -102,6 +102,7 @@ typedef enum RlAttemptFailure
 	RL_ATTEMPT_NO_MODEL,		/* names[failed_index] */
 	RL_ATTEMPT_NEVER_FITS,		/* the only model; attempt->never_fits */
 	RL_ATTEMPT_NEEDS_OUTPUT,	/* names[failed_index] limits output tokens */
+	RL_ATTEMPT_OUTPUT_EXCEEDS,	/* output_tokens > tokens */
 	RL_ATTEMPT_LEASES_FULL,
 	RL_ATTEMPT_LEASE_NOT_STORED
 } RlAttemptFailure;
@@ -109,9 +110,10 @@ typedef enum RlAttemptFailure
 /*
  * Resolve the job type (args->job_type, NULL for none) and the request's
  * size: explicit tokens/requests, else the job type's estimates, else 0
- * tokens and 1 request.  With an output estimate (output, may be NULL),
- * the tokens are the input's and the request's tokens are both.  False
- * when the job type does not exist.  Caller holds config_lock.
+ * tokens and 1 request.  The tokens are the whole estimate; an output
+ * estimate (output, may be NULL) says how many of them are output, the
+ * rest being input.  False when the job type does not exist.  Caller holds
+ * config_lock.
  */
 bool
 pgrl_resolve_request(const char *job_type_name, const int64 *tokens, const int64 *output,
@@ -132,7 +134,6 @@ pgrl_resolve_request(const char *job_type_name, const int64 *tokens, const int64
 	request->tokens = tokens ? *tokens : job_type ? job_type->est_tokens : 0;
 	request->has_output = output != NULL;
 	request->output_tokens = output ? *output : 0;
-	request->tokens = pgrl_add_saturating(request->tokens, request->output_tokens);
 	request->requests = requests ? *requests : job_type ? job_type->est_requests : 1;
 	return true;
 }
@@ -164,7 +165,18 @@ pgrl_report_needs_output(const char *model)
 			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 			 errmsg("model \"%s\" limits output tokens (otpm): the request needs an output estimate",
 					model),
-			 errhint("Pass output_tokens => the request's max_tokens, and tokens => its input tokens.")));
+			 errhint("Pass output_tokens => the request's max_tokens, and tokens => its input and output tokens together.")));
+}
+
+/* The error for an output estimate larger than the whole estimate */
+void
+pgrl_report_output_exceeds(const RlRequest *request)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("output_tokens (" INT64_FORMAT ") must not exceed tokens (" INT64_FORMAT ")",
+					request->output_tokens, request->tokens),
+			 errhint("tokens is the whole estimate, input and output: the input is tokens - output_tokens.")));
 }
 
 /* The error for a request larger than one of a model's limits */
@@ -204,6 +216,8 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 							  args->has_requests ? &args->requests : NULL,
 							  &attempt->request))
 		return RL_ATTEMPT_NO_JOB_TYPE;
+	if (attempt->request.output_tokens > attempt->request.tokens)
+		return RL_ATTEMPT_OUTPUT_EXCEEDS;
 	pgrl_memory_cap(args->instance, attempt->request.job_type_slot, memory);
 	for (int i = 0; i < num_models; i++)
 	{
@@ -351,6 +365,9 @@ pgrl_attempt(const RlAcquireArgs *args, int64 ticket, TimestampTz now, RlAttempt
 			break;
 		case RL_ATTEMPT_NEEDS_OUTPUT:
 			pgrl_report_needs_output(names[failed_index]);
+			break;
+		case RL_ATTEMPT_OUTPUT_EXCEEDS:
+			pgrl_report_output_exceeds(&attempt->request);
 			break;
 		case RL_ATTEMPT_LEASES_FULL:
 			ereport(ERROR,

@@ -17,7 +17,7 @@ typedef struct RlAcquireArgs
 	int			num_models;
 	const char *job_type;		/* checked name, or NULL */
 	bool		has_tokens;
-	int64		tokens;			/* the input's, when output_tokens is given */
+	int64		tokens;			/* the whole estimate, input and output */
 	bool		has_output_tokens;
 	int64		output_tokens;
 	bool		has_requests;
@@ -42,6 +42,7 @@ typedef struct RlAcquireResult
 
 extern void pgrl_acquire(RlAcquireArgs *args, RlAcquireResult *result);
 extern void pgrl_report_needs_output(const char *model);
+extern void pgrl_report_output_exceeds(const RlRequest *request);
 extern bool pgrl_resolve_request(const char *job_type_name, const int64 *tokens,
 								 const int64 *output,
 								 const int32 *requests, RlRequest *request);

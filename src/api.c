@@ -497,6 +497,11 @@ rl_capacity(PG_FUNCTION_ARGS)
 		pgrl_config_unlock();
 		pgrl_report_no_job_type(job_type);
 	}
+	if (request.output_tokens > request.tokens)
+	{
+		pgrl_config_unlock();
+		pgrl_report_output_exceeds(&request);
+	}
 	model_slot = pgrl_model_slot(name);
 	known = model_slot >= 0 && pgrl_ledger_capacity(model_slot, &request, now, &capacity);
 	pgrl_config_unlock();

@@ -472,7 +472,7 @@ is($old->safe_psql('app', q{SELECT ratelimit.rl_define_model('b', rpm => 6, wind
 		extra_params => [ '-U', 'model_admin' ]),
 	"\nbucket", 'the grantee defines a bucket model');
 is($old->safe_psql('app', q{SELECT ratelimit.rl_define_model('io', otpm => 100);
-							  SELECT granted FROM ratelimit.rl_acquire('io', tokens => 5, output_tokens => 50)},
+							  SELECT granted FROM ratelimit.rl_acquire('io', tokens => 55, output_tokens => 50)},
 		extra_params => [ '-U', 'model_admin' ]),
 	"\nt", 'and acquires with an output estimate');
 

@@ -35,10 +35,10 @@ query(q{
 
 # the minute has 58 s left for the restart
 query(q{SELECT rl_debug_set_clock('2030-01-01 00:20:02+00')});
-my $open = query(q{SELECT lease_id FROM rl_acquire('io', tokens => 3000, output_tokens => 500,
+my $open = query(q{SELECT lease_id FROM rl_acquire('io', tokens => 3500, output_tokens => 500,
 														ttl => '1 h')});
 query(q{SELECT rl_release(lease_id, input_tokens => 800, output_tokens => 100)
-		FROM rl_acquire('io', tokens => 1000, output_tokens => 200)});
+		FROM rl_acquire('io', tokens => 1200, output_tokens => 200)});
 is(query(q{SELECT input_tokens_minute || '/' || output_tokens_minute FROM rl_status WHERE model = 'io'}),
 	'3800/600', 'before the restart: the open estimate and the settled usage');
 
@@ -61,7 +61,7 @@ is(query(q{SELECT input_tokens_minute || '/' || output_tokens_minute FROM rl_sta
 
 query(q{SELECT rl_debug_set_clock('2030-01-01 00:30:01+00')});
 # four grants of 200 output tokens: only the marks know of them
-is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('io_crash', tokens => 10, output_tokens => 200,
+is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('io_crash', tokens => 210, output_tokens => 200,
 												  ttl => '1 h')).granted)
 		   FROM generate_series(1, 4)}), '4', 'four grants before the crash');
 my $worker = query(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'});
@@ -73,7 +73,7 @@ $node->poll_query_until('postgres', qq{
 like(slurp_file($node->logfile), qr/terminated by signal 9/, 'it was a crash');
 ok(query(q{SELECT output_tokens_minute FROM rl_status WHERE model = 'io_crash'}) >= 800,
 	'after the crash otpm counts at least what was granted before it');
-is(query(q{SELECT granted FROM rl_acquire('io_crash', tokens => 10, output_tokens => 201)}), 'f',
+is(query(q{SELECT granted FROM rl_acquire('io_crash', tokens => 211, output_tokens => 201)}), 'f',
 	'so what the four left of otpm is all it admits');
 
 $node->stop;
