@@ -699,7 +699,14 @@ BEGIN
 			INTO kind
 			FROM pg_catalog.pg_type t
 			WHERE t.oid OPERATOR(pg_catalog.=) member.objid
-			  AND t.typnamespace OPERATOR(pg_catalog.<>) target;
+			  AND t.typnamespace OPERATOR(pg_catalog.<>) target
+			  -- an array type, or a table's row type (members of their own
+			  -- from PostgreSQL 18 on), moves with its element type or table
+			  AND NOT EXISTS (SELECT FROM pg_catalog.pg_type e
+							  WHERE e.typarray OPERATOR(pg_catalog.=) t.oid)
+			  AND NOT EXISTS (SELECT FROM pg_catalog.pg_class r
+							  WHERE r.oid OPERATOR(pg_catalog.=) t.typrelid
+								AND r.relkind OPERATOR(pg_catalog.<>) 'c'::"char");
 			IF kind IS NOT NULL THEN
 				EXECUTE pg_catalog.format('ALTER %s %s SET SCHEMA ratelimit',
 										  kind, member.objid::pg_catalog.regtype);

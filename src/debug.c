@@ -106,7 +106,12 @@ pgrl_debug_pause_check(char **newval, void **extra, GucSource source)
 		return false;
 	}
 
+	/* GUC frees it: from PostgreSQL 16 on, it must come from guc_malloc */
+#if PG_VERSION_NUM >= 160000
+	result = guc_malloc(LOG, sizeof(uint32));
+#else
 	result = malloc(sizeof(uint32));
+#endif
 	if (result == NULL)
 		return false;
 	*result = points;

@@ -14,6 +14,9 @@
 #include "common/int.h"
 #include "datatype/timestamp.h"
 #include "utils/numeric.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
 
 /* Longest model, job type or instance name, in bytes, without the NUL */
 #define RL_NAME_MAX_LEN			127

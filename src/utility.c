@@ -133,6 +133,17 @@ pgrl_is_served(const char *dbname)
 	return dbname != NULL && strcmp(dbname, pgrl_database_name) == 0;
 }
 
+/* Does the current role own the database (or have its owner's rights)? */
+static bool
+pgrl_owns_database(Oid dboid)
+{
+#if PG_VERSION_NUM >= 160000
+	return object_ownercheck(DatabaseRelationId, dboid, GetUserId());
+#else
+	return pg_database_ownercheck(dboid, GetUserId());
+#endif
+}
+
 /* An option of CREATE or ALTER DATABASE, or NULL */
 static DefElem *
 pgrl_option(List *options, const char *name)
@@ -163,7 +174,7 @@ pgrl_may_copy(Oid dboid)
 		return false;
 	is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
 	ReleaseSysCache(tuple);
-	return is_template || pg_database_ownercheck(dboid, GetUserId());
+	return is_template || pgrl_owns_database(dboid);
 }
 
 static void
@@ -249,7 +260,7 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 	dboid = get_database_oid(target, true);
 	if (!OidIsValid(dboid) || (dboid == MyDatabaseId && !own_database))
 		return;
-	if (copy ? !pgrl_may_copy(dboid) : !pg_database_ownercheck(dboid, GetUserId()))
+	if (copy ? !pgrl_may_copy(dboid) : !pgrl_owns_database(dboid))
 		return;
 	/* a rename also needs CREATEDB */
 	if (nodeTag(parsetree) == T_RenameStmt && !have_createdb_privilege())

@@ -152,11 +152,21 @@ pgrl_waiters_shmem_init(void)
 	}
 }
 
+/*
+ * This backend's record, 1 to MaxBackends (0: none): its BackendId before
+ * PostgreSQL 17, its 0-based ProcNumber plus one from 17 on
+ */
+#if PG_VERSION_NUM >= 170000
+#define RL_MY_BACKEND	(MyProcNumber + 1)
+#else
+#define RL_MY_BACKEND	MyBackendId
+#endif
+
 static RlWaiter *
 pgrl_my_record(void)
 {
-	Assert(MyBackendId > 0 && MyBackendId < queue->num_records);
-	return &queue->records[MyBackendId];
+	Assert(RL_MY_BACKEND > 0 && RL_MY_BACKEND < queue->num_records);
+	return &queue->records[RL_MY_BACKEND];
 }
 
 /*
@@ -334,7 +344,7 @@ pgrl_unregister_waiter(void)
 	bool		memory_capped;
 	bool		was_claiming;
 
-	if (queue == NULL || MyBackendId <= 0)
+	if (queue == NULL || RL_MY_BACKEND <= 0)
 		return;
 	me = pgrl_my_record();
 	if (!me->active)
