@@ -6,7 +6,7 @@ Connects to $DATABASE_URL, or by default to the database ratelimit_demo on the
 server that PGHOST, PGPORT and PGUSER name, and calls an OpenAI-compatible
 chat endpoint: $OPENAI_BASE_URL (default https://api.openai.com/v1) with the
 key $OPENAI_API_KEY.  Each of JOBS calls (default 3) acquires a lease on
-MODEL (default openai/gpt-4o-mini), waiting up to 30 s in the server, calls
+MODEL (default openai/gpt-4.1-mini), waiting up to 30 s in the server, calls
 the provider, gives the response's headers and status to rl_observe, and
 releases the lease with the usage the provider reported.  After a 429 the
 model pauses for every session until the provider's retry-after: the next
@@ -22,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 DSN = os.environ.get("DATABASE_URL", "postgresql:///ratelimit_demo")
-MODEL = sys.argv[1] if len(sys.argv) > 1 else "openai/gpt-4o-mini"
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "openai/gpt-4.1-mini"
 JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 BASE_URL = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
 MAX_TOKENS = 200

@@ -5,7 +5,7 @@
 // Connects to $DATABASE_URL, or by default to the database ratelimit_demo on
 // the server that PGHOST, PGPORT and PGUSER name.  The SDK reads
 // $OPENAI_API_KEY and $OPENAI_BASE_URL.  Each of JOBS calls (default 3)
-// acquires a lease on MODEL (default openai/gpt-4o-mini), waiting up to 30 s
+// acquires a lease on MODEL (default openai/gpt-4.1-mini), waiting up to 30 s
 // in the server, calls the provider, gives the response's headers and status
 // to rl_observe, and releases the lease with the usage the provider reported.
 // After a 429 the model pauses for every session until the provider's
@@ -16,7 +16,7 @@ const { Client } = require('pg');
 const OpenAI = require('openai');
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgresql:///ratelimit_demo';
-const MODEL = process.argv[2] ?? 'openai/gpt-4o-mini';
+const MODEL = process.argv[2] ?? 'openai/gpt-4.1-mini';
 const JOBS = Number(process.argv[3] ?? 3);
 const MAX_TOKENS = 200;
 // retries are the limiter's job: the SDK must not make its own

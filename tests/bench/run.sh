@@ -27,7 +27,8 @@
 #   that bypasses the limiter, ...): the provider's 429s and the utilisation
 #   (what the provider accepted / what an ideal replay of the demand gets
 #   under its limits; tests/bench/goodput.py explains).  DURATION seconds per
-#   scenario, 120 by default (about 15 minutes in all); SCENARIOS picks some.
+#   scenario, 120 by default (7 scenarios, about 17 minutes); SCENARIOS picks
+#   some, NETWORK_MS=MIN:MAX adds a network delay each way.
 #
 #   DURATION=5 ROUNDS=1 bash tests/bench/run.sh throughput
 #   DURATION=30 SCENARIOS="fixed bucket+observe" bash tests/bench/run.sh goodput
