@@ -60,6 +60,11 @@ SELECT rl_define_model('openai/gpt-4o', rpm => 500, tpm => 400000, rpd => 10000,
 SELECT rl_define_model('openai/gpt-4o-mini', rpm => 1500, tpm => 2000000,
 					   max_concurrent => 10,
 					   price_input => 0.15, price_output => 0.60, price_cached => 0.075);
+-- for the provider clients (README, Matching your provider): counted the
+-- way the providers count, as buckets; not used by the demo's workers
+SELECT rl_define_model('openai/gpt-4.1-mini', rpm => 500, tpm => 200000, window_type => 'bucket');
+SELECT rl_define_model('anthropic/claude-sonnet-4-5', rpm => 50, itpm => 30000, otpm => 8000,
+					   window_type => 'bucket');
 SELECT rl_define_job_type('chat', est_tokens => 900, est_memory_kb => 50000,
 						  ratio => 0.7, flexible => false);
 SELECT rl_define_job_type('summarize', est_tokens => 3000, est_memory_kb => 200000);
