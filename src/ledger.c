@@ -539,7 +539,7 @@ static int
 pgrl_first_short(const int64 *room, const RlRequest *request)
 {
 	for (int d = 0; d < RL_NUM_DIMS; d++)
-		if (pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests) > room[d])
+		if (pgrl_request_amount(d, request) > room[d])
 			return d;
 	return -1;
 }
@@ -566,7 +566,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		int64		limit = model->limit[d];
 
 		if (limit != RL_UNLIMITED &&
-			pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests) > limit)
+			pgrl_request_amount(d, request) > limit)
 		{
 			result->never_fits = d;
 			result->never_fits_limit = limit;
@@ -576,14 +576,20 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
 		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : pgrl_mark_room(model, d);
 	}
-	/* the provider answered 429 (rl_observe): nothing until it says */
-	model->provider.cooldown_until = Min(model->provider.cooldown_until,
-										 pgrl_provider_pause_limit(now));
+	/*
+	 * The provider answered 429 (rl_observe): nothing until it says, for no
+	 * longer than ratelimit.max_provider_pause says now
+	 */
 	if (now < model->provider.cooldown_until)
 	{
-		pgrl_deny(model, share, RL_LIMITED_BY_PROVIDER, -1, model->provider.cooldown_until,
-				  result);
-		return;
+		model->provider.cooldown_until = Min(model->provider.cooldown_until,
+											 pgrl_provider_pause_limit(now));
+		if (now < model->provider.cooldown_until)
+		{
+			pgrl_deny(model, share, RL_LIMITED_BY_PROVIDER, -1,
+					  model->provider.cooldown_until, result);
+			return;
+		}
 	}
 	if (share)
 		pgrl_share_room(model, share, &share_room);
@@ -610,7 +616,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 											 request->output_tokens, request->requests);
 	if (blocking >= 0)
 	{
-		int64		shortfall = pgrl_dimension_amount(blocking, request->tokens, request->output_tokens, request->requests) - room[blocking];
+		int64		shortfall = pgrl_request_amount(blocking, request) - room[blocking];
 
 		pgrl_deny(model, share, blocking, blocking,
 				  pgrl_is_bucket(model, blocking) ?
@@ -621,7 +627,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	}
 	if (share_blocking >= 0)
 	{
-		int64		shortfall = pgrl_dimension_amount(share_blocking, request->tokens, request->output_tokens, request->requests) -
+		int64		shortfall = pgrl_request_amount(share_blocking, request) -
 			share_room.room[share_blocking];
 
 		TimestampTz retry_at;
@@ -681,7 +687,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 	model->version++;
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		model->used[d] = pgrl_add_saturating(model->used[d],
-											 pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests));
+											 pgrl_request_amount(d, request));
 	model->granted++;
 	model->usage.requests = pgrl_add_saturating(model->usage.requests, request->requests);
 	model->stats.requests = pgrl_add_saturating(model->stats.requests, request->requests);
@@ -1143,7 +1149,7 @@ pgrl_ledger_capacity(int slot, const RlRequest *request, TimestampTz now,
 
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 	{
-		int64		amount = pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests);
+		int64		amount = pgrl_request_amount(d, request);
 
 		capacity->slots[d] = -1;
 		if (capacity->limit[d] == RL_UNLIMITED || amount == 0)

@@ -80,6 +80,13 @@ typedef struct RlRequest
 	uint32		job_type_generation;
 } RlRequest;
 
+/* How much of a dimension a request consumes */
+static inline int64
+pgrl_request_amount(RlDimension dim, const RlRequest *request)
+{
+	return pgrl_dimension_amount(dim, request->tokens, request->output_tokens, request->requests);
+}
+
 /* The outcome of one admission attempt on one model */
 typedef struct RlAdmission
 {

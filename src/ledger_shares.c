@@ -580,7 +580,7 @@ pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *requ
 	}
 	for (int d = 0; d < RL_NUM_DIMS; d++)
 		if (room[d] != PG_INT64_MAX &&
-			pgrl_add_saturating(total[d], pgrl_dimension_amount(d, request->tokens, request->output_tokens, request->requests)) > room[d])
+			pgrl_add_saturating(total[d], pgrl_request_amount(d, request)) > room[d])
 			all_fit = false;
 	if (all_fit)
 	{
