@@ -4,7 +4,8 @@
 #                            pg_config names
 #   make installcheck        regression, isolation and TAP tests against a
 #                            running server with the extension preloaded
-#   make test                everything, on a throwaway server (scripts/test.sh)
+#   make test                everything, on throwaway servers of PostgreSQL
+#                            15, 17 and 18 (scripts/test-matrix.sh)
 
 MODULE_big = pg_ratelimit
 OBJS = \
@@ -35,6 +36,7 @@ OBJS = \
 	src/utility.o \
 	src/views.o \
 	src/wait.o \
+	src/waitevent.o \
 	src/worker.o \
 	src/workerstate.o
 
@@ -53,6 +55,9 @@ ISOLATION_OPTS = --inputdir=tests/isolation --use-existing
 
 TAP_TESTS = 1
 PROVE_TESTS ?= tests/t/*.pl
+# the TAP tests find the clients and examples under $TESTDIR, which PGXS
+# sets before PostgreSQL 17 only
+installcheck: export TESTDIR = $(CURDIR)
 
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 
@@ -62,13 +67,6 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 ifeq ($(ASSERTS),1)
 PG_CPPFLAGS += -DUSE_ASSERT_CHECKING
 endif
-# objects built the other way are rebuilt: the stamp changes (at parse
-# time: PGXS makes every file .SECONDARY, so a missing one forces nothing)
-ASSERTS_STAMP = src/.asserts
-ASSERTS_VALUE := $(if $(filter 1,$(ASSERTS)),on,off)
-ifneq ($(shell cat $(ASSERTS_STAMP) 2>/dev/null),$(ASSERTS_VALUE))
-$(shell echo $(ASSERTS_VALUE) >$(ASSERTS_STAMP))
-endif
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -76,6 +74,22 @@ ifeq ($(PGXS),)
 $(error pg_config was not found: install postgresql-server-dev-15, or run scripts/test.sh)
 endif
 include $(PGXS)
+
+# Objects built the other way (assertions, or another PostgreSQL: 15, 17
+# and 18 from one checkout) are rebuilt: the stamp changes (at parse time:
+# PGXS makes every file .SECONDARY, so a missing one forces nothing)
+BUILD_STAMP = src/.build
+BUILD_VALUE := asserts=$(if $(filter 1,$(ASSERTS)),on,off) postgresql=$(VERSION)
+ifneq ($(shell cat $(BUILD_STAMP) 2>/dev/null),$(BUILD_VALUE))
+$(shell echo '$(BUILD_VALUE)' >$(BUILD_STAMP))
+endif
+
+# On a server built with injection points (PostgreSQL 17+, as
+# scripts/build-postgres.sh builds them), the race tests of the waiting
+# code run a second time, driven by injection points (src/debug.h)
+ifeq ($(enable_injection_points),yes)
+ISOLATION += inj_lost_wakeup inj_race_window
+endif
 
 # Symbol visibility: the library exports only what PostgreSQL looks up by
 # name (Pg_magic_func, _PG_init, the SQL-callable functions and their
@@ -102,18 +116,18 @@ ISOLATION_TESTDB = contrib_regression
 
 .PHONY: test demo bench
 test:
-	bash scripts/test.sh
+	bash scripts/test-matrix.sh
 demo:
 	bash scripts/demo.sh
 bench:
 	bash tests/bench/run.sh
 
 # PGXS does not track header dependencies
-$(OBJS): $(wildcard src/*.h) $(ASSERTS_STAMP)
-EXTRA_CLEAN += $(ASSERTS_STAMP)
+$(OBJS): $(wildcard src/*.h) $(BUILD_STAMP)
+EXTRA_CLEAN += $(BUILD_STAMP)
 
 # The libpq client used by the TAP tests and shown in the README
-tests/clients/rl_listen: tests/clients/rl_listen.c
+tests/clients/rl_listen: tests/clients/rl_listen.c $(BUILD_STAMP)
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
 installcheck: tests/clients/rl_listen
 
@@ -130,7 +144,7 @@ installcheck-not-root:
 		exit 1; \
 	fi
 EXTRA_CLEAN += tests/clients/rl_listen
-tests/bench/wake_latency: tests/bench/wake_latency.c
+tests/bench/wake_latency: tests/bench/wake_latency.c $(BUILD_STAMP)
 	$(CC) $(CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< -L$(shell $(PG_CONFIG) --libdir) -lpq
 EXTRA_CLEAN += tests/bench/wake_latency
 

@@ -9,7 +9,8 @@
 # them, naming the mirror this machine's own apt sources use, downloads the
 # source with apt-get source (falling back to the newest earlier revision the
 # mirror has when the index names one it has not synced yet), and builds it
-# with the build dependencies Debian 12 packages, with TAP tests enabled.
+# with the build dependencies Debian 12 packages, with TAP tests and injection
+# points (for the race tests of the waiting code) enabled.
 #
 # RL_PG_CACHE sets the cache (default /var/cache/pg_ratelimit-postgres).
 set -euo pipefail
@@ -81,7 +82,7 @@ tar xf "$orig"
 srcdir=$(find . -maxdepth 1 -type d -name 'postgresql-*' | head -1)
 cd "$srcdir"
 log "building PostgreSQL $(basename "$srcdir") into $prefix" >&2
-./configure --prefix="$prefix" --enable-tap-tests --enable-cassert=no --with-icu \
+./configure --prefix="$prefix" --enable-tap-tests --enable-injection-points --with-icu \
 	--without-llvm >"$work/configure.log" 2>&1 || { tail -30 "$work/configure.log" >&2; die "configure failed"; }
 make -s -j"$(nproc)" >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; die "make failed"; }
 make -s -C contrib -j"$(nproc)" >>"$work/make.log" 2>&1 || true
@@ -89,6 +90,9 @@ make -s install >>"$work/make.log" 2>&1
 # the TAP modules (PostgreSQL::Test::Cluster) and pg_regress for extensions
 make -s -C src/test/perl install >>"$work/make.log" 2>&1 || true
 make -s -C src/test/isolation install >>"$work/make.log" 2>&1 || true
+# injection points (17+) drive the deterministic race tests of the waiting code
+make -s -C src/test/modules/injection_points install >>"$work/make.log" 2>&1 ||
+	die "injection_points did not build"
 chmod -R a+rX "$prefix"
 touch "$prefix/.complete"
 cd "$cache"

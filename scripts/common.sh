@@ -1,12 +1,23 @@
 # Shared set-up for scripts/test.sh, scripts/demo.sh and tests/bench/run.sh:
 # install what is missing, build and install the extension, and start or
-# stop a throwaway PostgreSQL 15 server with pg_ratelimit preloaded.
+# stop a throwaway PostgreSQL server with pg_ratelimit preloaded.
+#
+# RL_PG_MAJOR picks the PostgreSQL: 15 (the default) is Debian 12's own
+# package; 17 and 18 are built from Debian's source packages into a cache
+# by scripts/build-postgres.sh (README, "Supported PostgreSQL versions").
 #
 # PostgreSQL refuses to run as root: when we are root the server (and
 # everything that starts servers) runs as the postgres user.
 
-PG_MAJOR=15
-SYSTEM_PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_MAJOR=${RL_PG_MAJOR:-15}
+SYSTEM_PG_MAJOR=15
+if [ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ]; then
+	SYSTEM_PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+else
+	# the install scripts/build-postgres.sh makes (use_private_postgres
+	# builds it when missing)
+	SYSTEM_PG_BIN=${RL_PG_CACHE:-/var/cache/pg_ratelimit-postgres}/pg$PG_MAJOR/bin
+fi
 # build_and_install switches to a private copy of PostgreSQL; the choice is
 # passed on to child scripts through RL_PG_BIN
 PG_BIN=${RL_PG_BIN:-$SYSTEM_PG_BIN}
@@ -31,8 +42,8 @@ as_server_user() {
 # say what to install.  OPTIONAL packages are installed too when root, but
 # without them (not root) the tests that need them skip instead of failing.
 install_deps() {
-	local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
-				libpq-dev libipc-run-perl make gcc)
+	local pkgs=(postgresql-$SYSTEM_PG_MAJOR postgresql-server-dev-$SYSTEM_PG_MAJOR
+				postgresql-client-$SYSTEM_PG_MAJOR libpq-dev libipc-run-perl make gcc)
 	local missing=() optional=()
 	for p in "${pkgs[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -65,42 +76,57 @@ install_deps() {
 # lib directories relative to its binaries, so the copy runs our extension
 # like the original.  The copy is $REPO_ROOT/tmp_install, or, as root (whose
 # checkout the postgres user may not be able to read), a directory under
-# /var/tmp named after the checkout.  RL_PREFIX overrides the place.
+# /var/tmp named after the checkout; for 17 and 18 the name ends in -pg17 or
+# -pg18.  RL_PREFIX overrides the place.
 private_postgres_root() {
+	local suffix=
+	[ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ] || suffix=-pg$PG_MAJOR
 	if [ -n "${RL_PREFIX:-}" ]; then
-		echo "$RL_PREFIX"
+		echo "$RL_PREFIX$suffix"
 	elif is_root; then
-		echo "/var/tmp/pg_ratelimit-$(printf '%s' "$REPO_ROOT" | md5sum | cut -c1-12)"
+		echo "/var/tmp/pg_ratelimit-$(printf '%s' "$REPO_ROOT" | md5sum | cut -c1-12)$suffix"
 	else
-		echo "$REPO_ROOT/tmp_install"
+		echo "$REPO_ROOT/tmp_install$suffix"
 	fi
 }
 
 use_private_postgres() {
-	local root
+	local root bin
 	root=$(private_postgres_root)
-	local bin=$root$SYSTEM_PG_BIN
+	if [ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ]; then
+		bin=$root$SYSTEM_PG_BIN
+	else
+		[ -x "$SYSTEM_PG_BIN/postgres" ] || bash "$REPO_ROOT/scripts/build-postgres.sh" "$PG_MAJOR" >/dev/null
+		bin=$root/bin
+	fi
 	if [ ! -x "$bin/postgres" ] || [ "$SYSTEM_PG_BIN/postgres" -nt "$bin/postgres" ]; then
 		log "copying PostgreSQL $PG_MAJOR into $root (the extension is installed there)"
 		rm -rf "$root"
-		mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql" "$root/usr/include"
+		if [ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ]; then
+			mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql" "$root/usr/include"
+			cp -a "/usr/lib/postgresql/$PG_MAJOR" "$root/usr/lib/postgresql/"
+			cp -a "/usr/share/postgresql/$PG_MAJOR" "$root/usr/share/postgresql/"
+			ln -s /usr/include/postgresql "$root/usr/include/postgresql"
+		else
+			# a whole source build: bin, lib, share and include under one prefix
+			cp -a "$(dirname "$SYSTEM_PG_BIN")" "$root"
+			rm -f "$root/.complete"
+		fi
 		chmod 755 "$root"
-		cp -a "/usr/lib/postgresql/$PG_MAJOR" "$root/usr/lib/postgresql/"
-		cp -a "/usr/share/postgresql/$PG_MAJOR" "$root/usr/share/postgresql/"
-		ln -s /usr/include/postgresql "$root/usr/include/postgresql"
 	fi
 	PG_BIN=$bin
 	export RL_PG_BIN=$bin PATH="$bin:$PATH"
 }
 
-# Build the extension and install it into the private copy of PostgreSQL
+# build_and_install [MAKE ARGUMENTS...]: build the extension and install it
+# into the private copy of PostgreSQL; returns non-zero when the build fails
 build_and_install() {
-	log "building pg_ratelimit"
+	log "building pg_ratelimit for PostgreSQL $PG_MAJOR"
 	use_private_postgres
-	make -C "$REPO_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	make -C "$REPO_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" "$@" >/dev/null || return 1
 	# files of earlier builds (an upgrade script since renamed) must not linger
 	rm -f "$("$PG_BIN/pg_config" --sharedir)"/extension/pg_ratelimit[-.]*
-	make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+	make -C "$REPO_ROOT" -s install PG_CONFIG="$PG_BIN/pg_config" "$@" >/dev/null || return 1
 	log "installed into $(private_postgres_root) (the system's PostgreSQL is left alone)"
 }
 

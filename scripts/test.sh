@@ -9,6 +9,11 @@
 # extension, then runs the suites as the postgres user (as root) or as the
 # current user.  Ends with a line "N passed, N failed".
 #
+# RL_PG_MAJOR=17 or 18 runs the suites against that PostgreSQL (built once
+# by scripts/build-postgres.sh); there the default suites are the ones that
+# exercise the server (regress, isolation, stress, tap): the others do not
+# depend on its version.  scripts/test-matrix.sh runs every version.
+#
 # While developing, SUITES picks suites and PROVE_TESTS picks TAP files:
 #   SUITES="regress tap" PROVE_TESTS=tests/t/004_persistence.pl bash scripts/test.sh
 set -euo pipefail
@@ -28,9 +33,15 @@ if [ "${1:-}" != "--inner" ]; then
 	command -v npm >/dev/null || install_deps nodejs npm
 	# tests/ha/run.sh runs etcd and three PostgreSQL nodes under Patroni
 	install_deps patroni etcd-server
-	# the extension's own assertions (lock preconditions) are checked in tests
+	# the extension's own assertions (lock preconditions) are checked in
+	# tests; a compiler warning (-Wall -Wextra) fails the run
 	export ASSERTS=1
-	build_and_install
+	if ! build_and_install COPT=-Werror; then
+		echo "not ok - pg_ratelimit builds for PostgreSQL $PG_MAJOR without warnings"
+		echo "0 passed, 1 failed"
+		exit 1
+	fi
+	log "pg_ratelimit built for PostgreSQL $PG_MAJOR without warnings"
 	if is_root; then
 		# pg_regress writes into the tree and TAP refuses root: run a copy
 		work=$(make_server_dir)
@@ -69,7 +80,13 @@ count_results() {
 	failed=$((failed + bad))
 }
 
-SUITES=${SUITES:-structure provider regress isolation stress tap ha demo}
+if [ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ]; then
+	SUITES=${SUITES:-structure provider regress isolation stress tap ha demo}
+else
+	SUITES=${SUITES:-regress isolation stress tap}
+fi
+log "PostgreSQL $(postgres --version | sed 's/^postgres (PostgreSQL) //'): $SUITES"
+
 run_suite() {
 	local name=$1
 	shift

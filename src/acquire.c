@@ -39,6 +39,7 @@
 #include "ledger.h"
 #include "settings.h"
 #include "wait.h"
+#include "waitevent.h"
 
 /*
  * From libpq/libpq.h, whose libpq-be.h needs the GSSAPI headers that a
@@ -452,7 +453,8 @@ pgrl_sleep_unless_woken(uint32 wakeups, long sleep_ms)
 		if (now >= end)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(pgrl_sleep_ms(now, end), RL_CLIENT_CHECK_MS), PG_WAIT_EXTENSION);
+						 Min(pgrl_sleep_ms(now, end), RL_CLIENT_CHECK_MS),
+						 pgrl_wait_event(RL_WAIT_EVENT_ACQUIRE));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		pgrl_check_client_connection();

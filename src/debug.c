@@ -19,6 +19,11 @@
  * The points are placed where the backend holds no LWLock.  With the
  * setting empty a point costs one test of a backend-local flag.
  *
+ * On PostgreSQL 17+ built with injection points, each pause point is also
+ * an injection point (debug.h), which the injection_points test module
+ * drives without ratelimit.enable_test_clock; the advisory locks stay
+ * because they work on every version and on the servers distributions ship.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -28,6 +33,9 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
+#ifdef USE_INJECTION_POINTS
+#include "utils/injection_point.h"
+#endif
 
 #include "debug.h"
 #include "pg_ratelimit.h"
@@ -38,6 +46,25 @@ static const char *const pause_point_names[] = {
 	[RL_PAUSE_BEFORE_ADMISSION] = "before_admission",
 	[RL_PAUSE_BEFORE_SLEEP] = "before_sleep",
 };
+
+#ifdef USE_INJECTION_POINTS
+/* The injection points at the same places (debug.h) */
+static const char *const injection_point_names[] = {
+	[RL_PAUSE_BEFORE_ADMISSION] = "pg-ratelimit-before-admission",
+	[RL_PAUSE_BEFORE_SLEEP] = "pg-ratelimit-before-sleep",
+};
+
+/* Run the injection point of a pause point: whatever a test attached */
+void
+pgrl_debug_injection_point(RlPausePoint point)
+{
+#if PG_VERSION_NUM >= 180000
+	INJECTION_POINT(injection_point_names[point], NULL);
+#else
+	INJECTION_POINT(injection_point_names[point]);
+#endif
+}
+#endif
 
 uint32		pgrl_debug_pause_points = 0;
 

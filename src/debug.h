@@ -29,17 +29,30 @@ extern uint32 pgrl_debug_pause_points;
 
 extern void pgrl_debug_pause_wait(RlPausePoint point);
 extern void pgrl_debug_define_settings(void);
+#ifdef USE_INJECTION_POINTS
+extern void pgrl_debug_injection_point(RlPausePoint point);
+#endif
 
 /*
  * Stop at a pause point while a test holds its lock.  Costs one test of a
  * backend-local flag when ratelimit.debug_pause is empty.  Never call it
  * with an LWLock held: it may wait on a heavyweight lock.
+ *
+ * On a server built with injection points (PostgreSQL 17+ configured with
+ * --enable-injection-points, as scripts/build-postgres.sh does; no
+ * distribution's packages are), each pause point is also the injection
+ * point "pg-ratelimit-" followed by its name with dashes
+ * (pg-ratelimit-before-sleep), for tests that drive it with the
+ * injection_points module.
  */
 static inline void
 pgrl_debug_pause(RlPausePoint point)
 {
 	if (unlikely((pgrl_debug_pause_points & ((uint32) 1 << point)) != 0))
 		pgrl_debug_pause_wait(point);
+#ifdef USE_INJECTION_POINTS
+	pgrl_debug_injection_point(point);
+#endif
 }
 
 #endif							/* RL_DEBUG_H */

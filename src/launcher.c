@@ -50,6 +50,7 @@
 
 #include "launcher.h"
 #include "settings.h"
+#include "waitevent.h"
 #include "workerstate.h"
 
 PGDLLEXPORT void rl_launcher_main(Datum main_arg);
@@ -361,10 +362,10 @@ rl_launcher_main(Datum main_arg)
 				sleep_ms = (long) ((launcher.next_attempt - now + 999) / 1000);
 		}
 
-		/* idle: no wait event, so that only waiting callers show "Extension" */
+		/* idle: named from PostgreSQL 17 on, else none (waitevent.c) */
 		events = WaitLatch(MyLatch,
 						   WL_LATCH_SET | WL_EXIT_ON_PM_DEATH | (sleep_ms >= 0 ? WL_TIMEOUT : 0),
-						   sleep_ms, 0);
+						   sleep_ms, pgrl_wait_event(RL_WAIT_EVENT_LAUNCHER_MAIN));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 

@@ -14,11 +14,17 @@
 
 #include "debug.h"
 #include "launcher.h"
+#include "pg_ratelimit.h"
 #include "settings.h"
 #include "shmem.h"
 #include "utility.h"
 
+/* From PostgreSQL 18 on, pg_get_loaded_modules() shows the name and version */
+#if PG_VERSION_NUM >= 180000
+PG_MODULE_MAGIC_EXT(.name = "pg_ratelimit",.version = PGRL_LIBRARY_VERSION);
+#else
 PG_MODULE_MAGIC;
+#endif
 
 void		_PG_init(void);
 

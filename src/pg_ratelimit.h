@@ -18,6 +18,12 @@
 #include "varatt.h"
 #endif
 
+/*
+ * The library's version, as META.json gives it: default_version of the
+ * control file with a patch number (tools/check_packaging.py checks them)
+ */
+#define PGRL_LIBRARY_VERSION	"1.2.0"
+
 /* Longest model, job type or instance name, in bytes, without the NUL */
 #define RL_NAME_MAX_LEN			127
 

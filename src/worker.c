@@ -51,6 +51,7 @@
 #include "persist.h"
 #include "settings.h"
 #include "wait.h"
+#include "waitevent.h"
 #include "workerstate.h"
 
 PGDLLEXPORT void rl_worker_main(Datum main_arg);
@@ -313,16 +314,15 @@ rl_worker_main(Datum main_arg)
 			break;
 
 		/*
-		 * Idle: no wait event (PostgreSQL 15 has no names of its own for an
-		 * extension's), so that wait_event_type = 'Extension' lists only
-		 * the callers waiting in rl_acquire.  Woken during the round: its
+		 * Idle: a named wait event from PostgreSQL 17 on, else none
+		 * (waitevent.c).  Woken during the round: its
 		 * commit may have waited for a synchronous standby, which resets our
 		 * latch.  Go again at once, or a request for marks made meanwhile
 		 * waits for the next timed round.
 		 */
 		if (pgrl_worker_wakeups() == wakeups)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Max(sleep_ms, 1), 0);
+							 Max(sleep_ms, 1), pgrl_wait_event(RL_WAIT_EVENT_WORKER_MAIN));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

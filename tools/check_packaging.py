@@ -6,7 +6,9 @@ META.json agree (README, "Upgrading").
   by a chain of pg_ratelimit--A--B.sql upgrade scripts, from the one full
   install script pg_ratelimit--1.0.sql;
 - the Makefile's DATA installs every one of those scripts;
-- META.json is valid JSON and says the same version (X.Y as X.Y.0).
+- META.json is valid JSON and says the same version (X.Y as X.Y.0), and so
+  does the library (PGRL_LIBRARY_VERSION, shown by PostgreSQL 18's
+  pg_get_loaded_modules()).
 
 Prints TAP lines; exits non-zero when any check fails."""
 import glob
@@ -60,5 +62,12 @@ try:
           f'META.json says version {default}.0', meta['version'])
 except (ValueError, KeyError) as e:
     check(False, 'META.json is valid', str(e))
+
+# the library reports its version to pg_get_loaded_modules() (PostgreSQL 18+)
+library = re.search(r'^#define PGRL_LIBRARY_VERSION\s+"([^"]+)"',
+                    open('src/pg_ratelimit.h').read(), re.M)
+check(library is not None and library.group(1) == default + '.0',
+      f'the library says version {default}.0 (PGRL_LIBRARY_VERSION)',
+      library.group(1) if library else 'not defined')
 
 sys.exit(1 if failures else 0)

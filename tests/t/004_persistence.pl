@@ -5,8 +5,10 @@ use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
-use Time::HiRes qw(usleep);
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use CrashPoll;
 
 my $node = PostgreSQL::Test::Cluster->new('primary');
 $node->init(allows_streaming => 1);
@@ -31,14 +33,10 @@ sub worker_pid
 sub wait_for_worker
 {
 	my ($node, $old_pid) = @_;
-	foreach (1 .. 600)
-	{
-		my ($ret, $stdout) = $node->psql('postgres',
-			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'");
-		return 1 if $ret == 0 && $stdout ne '' && $stdout ne $old_pid;
-		usleep(100_000);
-	}
-	return 0;
+	$old_pid = 0 if $old_pid eq '';
+	return poll_across_crash($node, qq{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		WHERE backend_type = 'pg_ratelimit worker' AND pid <> $old_pid});
 }
 
 query(q{

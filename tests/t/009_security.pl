@@ -52,9 +52,11 @@ sub wait_for_worker_round
 	my ($old_pid) = @_;
 	foreach (1 .. 600)
 	{
-		my ($ret, $stdout) = $node->psql('postgres',
-			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker' AND state = 'idle'");
-		return $stdout if $ret == 0 && $stdout ne '' && $stdout ne $old_pid;
+		# during a crash restart psql may exit before it reads its query,
+		# and IPC::Run then dies of a broken pipe: try again
+		my ($ret, $stdout) = eval { $node->psql('postgres',
+			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker' AND state = 'idle'") };
+		return $stdout if defined $ret && $ret == 0 && $stdout ne '' && $stdout ne $old_pid;
 		usleep(100_000);
 	}
 	die 'no pg_ratelimit worker finished a round';

@@ -14,8 +14,10 @@ use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
-use Time::HiRes qw(usleep);
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use CrashPoll;
 
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
@@ -60,14 +62,11 @@ sub wait_for_next_save
 sub wait_for_worker
 {
 	my ($node, $old_pid) = @_;
-	foreach (1 .. 600)
-	{
-		my ($ret, $stdout) = $node->psql('postgres',
-			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'");
-		return if $ret == 0 && $stdout ne '' && $stdout ne $old_pid;
-		usleep(100_000);
-	}
-	die 'no pg_ratelimit worker';
+	$old_pid = 0 if $old_pid eq '';
+	poll_across_crash($node, qq{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		WHERE backend_type = 'pg_ratelimit worker' AND pid <> $old_pid})
+	  or die 'no pg_ratelimit worker';
 }
 
 query($primary, q{

@@ -8,8 +8,10 @@ use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
-use Time::HiRes qw(usleep);
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use CrashPoll;
 
 my $node = PostgreSQL::Test::Cluster->new('holds');
 $node->init;
@@ -26,9 +28,7 @@ sub query { return $node->safe_psql('postgres', shift); }
 
 sub worker_pid
 {
-	my ($ret, $stdout) = $node->psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'");
-	return $ret == 0 ? $stdout : '';
+	return query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'");
 }
 
 # SIGKILL a backend and wait for the new worker
@@ -38,12 +38,10 @@ sub crash
 	my $pid = $doomed->query_safe('SELECT pg_backend_pid()');
 	my $old = worker_pid();
 	kill 'KILL', $pid;
-	foreach (1 .. 600)
-	{
-		my $new = worker_pid();
-		last if $new ne '' && $new ne $old;
-		usleep(100_000);
-	}
+	poll_across_crash($node, qq{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		WHERE backend_type = 'pg_ratelimit worker' AND pid <> $old})
+	  or die 'no worker after the crash';
 	eval { $doomed->quit; };
 }
 

@@ -9,6 +9,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use CrashPoll;
 
 my $node = PostgreSQL::Test::Cluster->new('mid_save');
 $node->init;
@@ -40,7 +43,7 @@ my $doomed = $node->background_psql('postgres');
 my $pid = $doomed->query_safe('SELECT pg_backend_pid()');
 kill 'KILL', $pid;
 eval { $doomed->quit };
-$node->poll_query_until('postgres', 'SELECT true') or die 'the server did not come back';
+poll_across_crash($node, 'SELECT true') or die 'the server did not come back';
 like(slurp_file($node->logfile), qr/terminated by signal 9/, 'it was a crash');
 
 my $saved = query('SELECT count(*) FROM rl_lease_state');

@@ -9,14 +9,19 @@
 # new launcher starts a new worker.  The error message itself is shown to
 # members of pg_read_all_stats (pg_monitor) only.
 #
-# And in pg_stat_activity, wait_event_type = 'Extension' lists only the
-# callers blocked in rl_acquire: the idle worker and launcher show no wait
-# event.
+# And in pg_stat_activity, the callers blocked in rl_acquire are told
+# apart: from PostgreSQL 17 on by the wait event RateLimitAcquire (the idle
+# worker and launcher show RateLimitWorkerMain and RateLimitLauncherMain,
+# and pg_wait_events lists all three); before, wait_event_type = 'Extension'
+# lists only them (the idle worker and launcher show no wait event).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use CrashPoll;
 
 $ENV{PGOPTIONS} = '-c search_path=public,ratelimit';
 
@@ -98,13 +103,36 @@ $waiter->query_until(qr/waiting/, q{
 ok($node->poll_query_until('postgres',
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = $waiter_pid AND wait_event_type = 'Extension'"),
 	'the blocked caller shows wait_event_type Extension');
-is(query("SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE wait_event_type = 'Extension'"),
-	$waiter_pid, "wait_event_type = 'Extension' lists only it");
-ok($node->poll_query_until('postgres', q{
-	SELECT count(*) = 2 FROM pg_stat_activity
-	WHERE backend_type IN ('pg_ratelimit worker', 'pg_ratelimit launcher')
-	  AND state = 'idle' AND wait_event IS NULL}),
-	'the worker and the launcher, idle, show no wait event');
+is(query(q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+		   WHERE wait_event_type = 'Extension' AND backend_type = 'client backend'}),
+	$waiter_pid, "wait_event_type = 'Extension' of client backends lists only it");
+if ($node->pg_version >= 17)
+{
+	is(query("SELECT wait_event FROM pg_stat_activity WHERE pid = $waiter_pid"),
+		'RateLimitAcquire', 'its wait event is RateLimitAcquire (PostgreSQL 17+)');
+	ok($node->poll_query_until('postgres', q{
+		SELECT string_agg(backend_type || ' ' || wait_event_type || ' ' || wait_event, ', '
+						  ORDER BY backend_type)
+			   = 'pg_ratelimit launcher Extension RateLimitLauncherMain, '
+				 'pg_ratelimit worker Extension RateLimitWorkerMain'
+		FROM pg_stat_activity
+		WHERE backend_type IN ('pg_ratelimit worker', 'pg_ratelimit launcher') AND state = 'idle'}),
+		'the worker and the launcher, idle, show their own wait events');
+	is(query(q{SELECT string_agg(name, ' ' ORDER BY name) FROM pg_wait_events
+			   WHERE type = 'Extension' AND name LIKE 'RateLimit%'}),
+		'RateLimitAcquire RateLimitLauncherMain RateLimitWorkerMain',
+		'pg_wait_events lists the three');
+}
+else
+{
+	is(query("SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE wait_event_type = 'Extension'"),
+		$waiter_pid, "wait_event_type = 'Extension' lists only it");
+	ok($node->poll_query_until('postgres', q{
+		SELECT count(*) = 2 FROM pg_stat_activity
+		WHERE backend_type IN ('pg_ratelimit worker', 'pg_ratelimit launcher')
+		  AND state = 'idle' AND wait_event IS NULL}),
+		'the worker and the launcher, idle, show no wait event');
+}
 
 # the release wakes the waiter and notifies (a denial came first)
 my ($woken, $sent) = split /\|/, query('SELECT waiters_woken, notifications_sent FROM rl_worker');
@@ -161,7 +189,7 @@ is(log_lines(qr/pg_ratelimit worker exited with an error; the launcher starts it
 # SIGKILL: a crash; shared memory starts over, and so do the counters
 my ($launcher, $since) = split /\|/, query('SELECT launcher_pid, stats_since FROM rl_worker');
 kill 'KILL', $worker;
-$node->poll_query_until('postgres', qq{
+poll_across_crash($node, qq{
 	SELECT launcher_pid <> $launcher AND worker_pid IS NOT NULL AND state = 'running'
 	FROM rl_worker})
   or die 'no worker after the crash';

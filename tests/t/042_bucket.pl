@@ -16,6 +16,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Time::HiRes qw(time);
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use CrashPoll;
 
 my $node = PostgreSQL::Test::Cluster->new('bucket');
 $node->init;
@@ -117,7 +120,7 @@ is($before_crash, '40', '40 granted before the crash');
 # a backend killed: the server resets shared memory and restores
 my $worker = query(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'});
 kill 'KILL', $worker;
-$node->poll_query_until('postgres', qq{
+poll_across_crash($node, qq{
 	SELECT count(*) = 1 FROM pg_stat_activity
 	WHERE backend_type = 'pg_ratelimit worker' AND pid <> $worker})
   or die 'no worker after the crash';

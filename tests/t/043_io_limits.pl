@@ -9,6 +9,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use CrashPoll;
 
 my $node = PostgreSQL::Test::Cluster->new('io_limits');
 $node->init;
@@ -66,7 +69,7 @@ is(query(q{SELECT count(*) FILTER (WHERE (rl_acquire('io_crash', tokens => 210, 
 		   FROM generate_series(1, 4)}), '4', 'four grants before the crash');
 my $worker = query(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ratelimit worker'});
 kill 'KILL', $worker;
-$node->poll_query_until('postgres', qq{
+poll_across_crash($node, qq{
 	SELECT count(*) = 1 FROM pg_stat_activity
 	WHERE backend_type = 'pg_ratelimit worker' AND pid <> $worker})
   or die 'no worker after the crash';
