@@ -10,7 +10,9 @@
 # source with apt-get source (falling back to the newest earlier revision the
 # mirror has when the index names one it has not synced yet), and builds it
 # with the build dependencies Debian 12 packages, with TAP tests and injection
-# points (for the race tests of the waiting code) enabled.
+# points (for the race tests of the waiting code) enabled.  The first build
+# also installs pgindent and pg_bsd_indent from its source into
+# CACHE/pgindent, for the layout check of scripts/test.sh.
 #
 # RL_PG_CACHE sets the cache (default /var/cache/pg_ratelimit-postgres).
 set -euo pipefail
@@ -93,6 +95,14 @@ make -s -C src/test/isolation install >>"$work/make.log" 2>&1 || true
 # injection points (17+) drive the deterministic race tests of the waiting code
 make -s -C src/test/modules/injection_points install >>"$work/make.log" 2>&1 ||
 	die "injection_points did not build"
+# pgindent and pg_bsd_indent come with the source (16+): the structure
+# suite of scripts/test.sh checks the C layout with them (make pgindent-check)
+if [ ! -x "$cache/pgindent/bin/pgindent" ]; then
+	PREFIX=$cache/pgindent PG_CONFIG=$prefix/bin/pg_config \
+		bash "$REPO_ROOT/tools/install-pgindent.sh" "$work/$srcdir" >&2 ||
+		log "pgindent was not installed" >&2
+	chmod -R a+rX "$cache/pgindent" 2>/dev/null || true
+fi
 chmod -R a+rX "$prefix"
 touch "$prefix/.complete"
 cd "$cache"

@@ -105,6 +105,19 @@ run_suite() {
 run_suite structure bash -c 'make -s with_llvm=no >/dev/null && python3 tools/module_graph.py'
 # the control file, upgrade scripts, Makefile and META.json agree
 run_suite structure python3 tools/check_packaging.py
+# the C sources are laid out as pgindent lays them out, with pgindent from a
+# PostgreSQL source tree (scripts/build-postgres.sh installs it)
+check_layout() {
+	local tools=${RL_PG_CACHE:-/var/cache/pg_ratelimit-postgres}/pgindent
+	if [ ! -x "$tools/bin/pgindent" ]; then
+		echo "ok 1 # skip pgindent is not installed (scripts/build-postgres.sh installs it)"
+	elif PATH="$tools/bin:$PATH" make -s pgindent-check PGINDENT="$tools/bin/pgindent"; then
+		echo "ok 1 - the C sources are as pgindent lays them out, typedefs.list is current"
+	else
+		echo "not ok 1 - the C sources are as pgindent lays them out, typedefs.list is current"
+	fi
+}
+run_suite structure check_layout
 # the fake LLM provider the benchmarks and tests/t/028 call (no server needed)
 run_suite provider python3 tests/provider/test_simulator.py
 run_suite regress make -s installcheck ISOLATION= TAP_TESTS=

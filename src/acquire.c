@@ -228,7 +228,11 @@ pgrl_attempt_locked(const RlAcquireArgs *args, int64 ticket, TimestampTz now,
 			*failed_index = i;
 			return RL_ATTEMPT_NO_MODEL;
 		}
-		/* checked on every model before any is tried: a failed call changes nothing */
+
+		/*
+		 * checked on every model before any is tried: a failed call changes
+		 * nothing
+		 */
 		if (pgrl_ledger_needs_output(slots[i], &attempt->request))
 		{
 			*failed_index = i;

@@ -765,6 +765,7 @@ pgrl_config_triggers_enabled(Oid relid)
 		if (trigger->tgenabled != TRIGGER_FIRES_ALWAYS)
 			enabled = false;
 	}
+
 	/*
 	 * Keep the lock to the end of the round's transaction: an update of the
 	 * extension that moves its tables (pg_ratelimit--1.0--1.1.sql locks them
@@ -797,9 +798,9 @@ pgrl_check_config_triggers(void)
 	for (int i = 0; i < (int) lengthof(config_tables); i++)
 	{
 		/*
-		 * A table missing from the extension's schema was just moved
-		 * (ALTER EXTENSION UPDATE, which this round waited for in
-		 * table_open) or dropped: look again next round, no warning.
+		 * A table missing from the extension's schema was just moved (ALTER
+		 * EXTENSION UPDATE, which this round waited for in table_open) or
+		 * dropped: look again next round, no warning.
 		 */
 		config_relids[i] = get_relname_relid(config_tables[i], schema);
 		if (!OidIsValid(config_relids[i]))

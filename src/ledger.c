@@ -576,6 +576,7 @@ pgrl_admit_locked(RlModel *model, RlShare *share, const RlRequest *request,
 		room[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : limit - model->used[d];
 		avail[d] = limit == RL_UNLIMITED ? PG_INT64_MAX : pgrl_mark_room(model, d);
 	}
+
 	/*
 	 * The provider answered 429 (rl_observe): nothing until it says, for no
 	 * longer than ratelimit.max_provider_pause says now
@@ -1005,6 +1006,7 @@ pgrl_settle_locked(RlModel *model, const RlLease *lease, const RlUsage *usage,
 		int64		delta = pgrl_dimension_amount(d, out->actual_tokens, actual_output,
 												  actual_requests) -
 			pgrl_dimension_amount(d, lease->tokens, lease->output_tokens, lease->requests);
+
 		/* a bucket takes refunds back whenever they come, up to full */
 		bool		same_window = pgrl_is_bucket(model, d) ||
 			(pgrl_dimension_is_daily(d) ?
@@ -1281,7 +1283,11 @@ pgrl_ledger_roll(int slot, TimestampTz now, bool hold_release, RlNotice *notice)
 		/* slots held after a restore just came free: waiters look again */
 		wake = model->marks.held_released;
 		model->marks.held_released = false;
-		/* a bucket refilled for what it refused, a cooldown ended: waiters look */
+
+		/*
+		 * a bucket refilled for what it refused, a cooldown ended: waiters
+		 * look
+		 */
 		if (model->notify_reason == RL_NOTIFY_REFILL ||
 			model->notify_reason == RL_NOTIFY_COOLDOWN_END)
 			wake = true;

@@ -45,8 +45,9 @@ typedef struct RlProviderState
 								 * DT_NOBEGIN: none */
 	int64		observations;
 	int64		headers_ignored;	/* malformed, since the model was defined */
-	int64		advance[RL_NUM_DIMS];	/* raised to the provider's usage and not
-										 * yet met by overages (ledger_provider.c) */
+	int64		advance[RL_NUM_DIMS];	/* raised to the provider's usage and
+										 * not yet met by overages
+										 * (ledger_provider.c) */
 } RlProviderState;
 
 /* What an observation did to a model */
@@ -99,8 +100,8 @@ typedef struct RlAdmission
 	int			never_fits;		/* RlDimension the request exceeds, or -1 */
 	int64		never_fits_limit;
 	uint32		model_generation;	/* of the model tried */
-	bool		memory_counted; /* the rest only when granted: counted
-								 * against the instance's memory */
+	bool		memory_counted; /* the rest only when granted: counted against
+								 * the instance's memory */
 	TimestampTz minute_start;
 	TimestampTz day_start;
 } RlAdmission;
@@ -149,7 +150,8 @@ typedef enum RlWaitOutcome
 typedef struct RlModelStats
 {
 	TimestampTz since;			/* real time; DT_NOBEGIN: not known */
-	int64		denied_by[RL_NUM_LIMITED_BY];	/* refused calls, by limited_by */
+	int64		denied_by[RL_NUM_LIMITED_BY];	/* refused calls, by
+												 * limited_by */
 	int64		waits[RL_NUM_WAIT_OUTCOMES];	/* calls that waited */
 	int64		wait_us[RL_NUM_WAIT_OUTCOMES];	/* and how long (real time) */
 	int64		requests;		/* admitted, as rl_usage counts them */
@@ -312,8 +314,8 @@ typedef struct RlMarkSet
 	TimestampTz horizon;		/* no lease granted under it expires later */
 	bool		clean;			/* exact: saved when nothing more was granted */
 	bool		bucket;			/* of a bucket model: mark[] bounds usage
-								 * whatever the window (not saved: the
-								 * model's configuration says) */
+								 * whatever the window (not saved: the model's
+								 * configuration says) */
 } RlMarkSet;
 
 /* A pending rl_capacity notice of a model (notify.c) */

@@ -620,7 +620,7 @@ pgrl_claim_for_older_waiters(RlModel *model, int64 ticket, const RlRequest *requ
 				claim_share = &other_rooms[j];
 			}
 			fits = pgrl_share_blocking(claim_share, claims[i].tokens, claims[i].output_tokens,
-										   claims[i].requests) < 0;
+									   claims[i].requests) < 0;
 		}
 		if (!fits)
 			continue;

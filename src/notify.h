@@ -11,7 +11,7 @@
 #include "datatype/timestamp.h"
 
 extern TimestampTz pgrl_roll_and_queue_notifications(TimestampTz now, TimestampTz *next_refill,
-													  int *queued);
+													 int *queued);
 extern TimestampTz pgrl_queue_allocation_notice(TimestampTz now, int *queued);
 
 #endif							/* RL_NOTIFY_H */

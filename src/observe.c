@@ -319,7 +319,7 @@ static bool
 pgrl_header_text(JsonbValue *value, char *buf)
 {
 	JsonbValue *first = NULL;
-	const char *text;
+	const char *chars;
 	int			len;
 
 	if (value->type == jbvBinary && JsonContainerIsArray(value->val.binary.data))
@@ -331,7 +331,7 @@ pgrl_header_text(JsonbValue *value, char *buf)
 	}
 	if (value->type == jbvString)
 	{
-		text = value->val.string.val;
+		chars = value->val.string.val;
 		len = value->val.string.len;
 	}
 	else if (value->type == jbvNumeric)
@@ -348,19 +348,22 @@ pgrl_header_text(JsonbValue *value, char *buf)
 											 DirectFunctionCall1(numeric_abs, number),
 											 NumericGetDatum(int64_to_numeric(PG_INT64_MAX)))))
 			return false;
-		text = DatumGetCString(DirectFunctionCall1(numeric_out, number));
-		len = strlen(text);
+		chars = DatumGetCString(DirectFunctionCall1(numeric_out, number));
+		len = strlen(chars);
 	}
 	else
 		return false;
 	/* surrounding blanks are allowed, as in HTTP */
-	while (len > 0 && isspace((unsigned char) *text))
-		text++, len--;
-	while (len > 0 && isspace((unsigned char) text[len - 1]))
+	while (len > 0 && isspace((unsigned char) *chars))
+	{
+		chars++;
+		len--;
+	}
+	while (len > 0 && isspace((unsigned char) chars[len - 1]))
 		len--;
 	if (len == 0 || len > RL_HEADER_VALUE_MAX)
 		return false;
-	memcpy(buf, text, len);
+	memcpy(buf, chars, len);
 	buf[len] = '\0';
 	return true;
 }
@@ -453,7 +456,7 @@ pgrl_parse_headers(Jsonb *headers, TimestampTz now, RlObservation *obs)
 	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
 	{
 		char		name[64];
-		char		text[RL_HEADER_VALUE_MAX + 1];
+		char		chars[RL_HEADER_VALUE_MAX + 1];
 		const RlHeaderName *header = NULL;
 		MemoryContext caller_context;
 		bool		read;
@@ -474,10 +477,10 @@ pgrl_parse_headers(Jsonb *headers, TimestampTz now, RlObservation *obs)
 		if (header == NULL)
 			continue;
 		caller_context = MemoryContextSwitchTo(header_context);
-		read = pgrl_header_text(&value, text);
+		read = pgrl_header_text(&value, chars);
 		MemoryContextSwitchTo(caller_context);
 		MemoryContextReset(header_context);
-		if (read && pgrl_take_header(header, text, now, clock_offset, obs))
+		if (read && pgrl_take_header(header, chars, now, clock_offset, obs))
 			obs->understood++;
 		else
 			obs->ignored++;

@@ -33,13 +33,13 @@ typedef struct RlObservation
 	bool		has_remaining[RL_NUM_PROVIDER_DIMS];
 	int64		remaining[RL_NUM_PROVIDER_DIMS];
 	bool		has_reset[RL_NUM_PROVIDER_DIMS];
-	TimestampTz reset_at[RL_NUM_PROVIDER_DIMS];	/* when it is full again */
+	TimestampTz reset_at[RL_NUM_PROVIDER_DIMS]; /* when it is full again */
 	bool		has_retry_after;
 	TimestampTz retry_at;
 	int			status;			/* the HTTP status, 0 when not given */
 	int			understood;		/* headers taken */
-	int			ignored;		/* headers of a known name with a value
-								 * that does not parse */
+	int			ignored;		/* headers of a known name with a value that
+								 * does not parse */
 } RlObservation;
 
 #endif							/* RL_OBSERVE_H */

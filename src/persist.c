@@ -217,9 +217,10 @@ static uint64 persisted_instances_version = 0;
 static int64 persisted_clock_offset = 0;
 static bool persisted_clock = false;
 static bool persisted_anything = false;
-static uint64 rows_written = 0;	/* by this round's statements */
+static uint64 rows_written = 0; /* by this round's statements */
 static Oid	persisted_extension = InvalidOid;
-static bool persisted_stats = false;	/* the last save wrote rl_stats' columns */
+static bool persisted_stats = false;	/* the last save wrote rl_stats'
+										 * columns */
 
 /* A bigint or timestamptz column by name constant; 0 when NULL */
 #define COL(name)	pgrl_spi_int64(tup, desc, pgrl_spi_column(desc, (name)), 0)
@@ -1121,15 +1122,19 @@ pgrl_persist_models(const char *qschema, bool with_stats, bool with_v12)
 	int			num_columns = with_v12 ? RL_MAX_ARRAY_COLUMNS :
 		RL_COUNTER_COLUMNS + (with_stats ? RL_STATS_COLUMNS : 0);
 	Datum	   *c[RL_MAX_ARRAY_COLUMNS];
-	Oid			ctypes[RL_MAX_ARRAY_COLUMNS] = {TEXTOID, TIMESTAMPTZOID,
-		INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID,
-		/* stats_columns */
-		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-	INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, TIMESTAMPTZOID,
-		/* refilled_at, denied_provider, _itpm, _otpm, input/output_tokens_minute */
-	TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+
+	/*
+	 * The columns' types, a line per group: the counters (two lines), the
+	 * stats columns (two lines), then 1.2's refilled_at, denied_provider,
+	 * denied_itpm, denied_otpm, input_tokens_minute and output_tokens_minute
+	 */
+	Oid			ctypes[RL_MAX_ARRAY_COLUMNS] = {
+		TEXTOID, TIMESTAMPTZOID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, INT8OID, INT8OID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, NUMERICOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID
+	};
 	RlUsageRows usage_rows;
 	uint64	   *versions = palloc(sizeof(uint64) * pgrl_max_models);
 	uint32	   *generations = palloc(sizeof(uint32) * pgrl_max_models);

@@ -243,7 +243,10 @@ pgrl_before_utility(Node *parsetree, bool top_level)
 					target = stmt->dbname;
 				else if (allow != NULL && allow->arg != NULL && !defGetBoolean(allow))
 				{
-					/* refused from a session connected to it: not own_database */
+					/*
+					 * refused from a session connected to it: not
+					 * own_database
+					 */
 					target = stmt->dbname;
 					in_block = true;
 				}

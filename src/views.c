@@ -221,6 +221,7 @@ static const int denied_order[] = {
 static const int denied_order_extra[] = {
 	RL_DIM_ITPM, RL_DIM_OTPM, RL_LIMITED_BY_PROVIDER
 };
+
 StaticAssertDecl(lengthof(denied_order) + lengthof(denied_order_extra) == RL_NUM_LIMITED_BY,
 				 "every limited_by has a column in rl_stats");
 
@@ -970,10 +971,11 @@ rl_worker_internal(PG_FUNCTION_ARGS)
 	values[c++] = Int64GetDatum(status.rows_written);
 	values[c++] = Int64GetDatum(status.notifications_sent);
 	values[c++] = Int64GetDatum((int64) pgrl_waiters_woken());
+
 	/*
-	 * An error message may quote table contents or settings: only roles
-	 * that may read every session's statistics see it (as with the query
-	 * column of pg_stat_activity); the others see that there was one.
+	 * An error message may quote table contents or settings: only roles that
+	 * may read every session's statistics see it (as with the query column of
+	 * pg_stat_activity); the others see that there was one.
 	 */
 	values[c] = CStringGetTextDatum(has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS) ?
 									status.last_error : "<insufficient privilege>");

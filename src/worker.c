@@ -315,10 +315,10 @@ rl_worker_main(Datum main_arg)
 
 		/*
 		 * Idle: a named wait event from PostgreSQL 17 on, else none
-		 * (waitevent.c).  Woken during the round: its
-		 * commit may have waited for a synchronous standby, which resets our
-		 * latch.  Go again at once, or a request for marks made meanwhile
-		 * waits for the next timed round.
+		 * (waitevent.c).  Woken during the round: its commit may have waited
+		 * for a synchronous standby, which resets our latch.  Go again at
+		 * once, or a request for marks made meanwhile waits for the next
+		 * timed round.
 		 */
 		if (pgrl_worker_wakeups() == wakeups)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

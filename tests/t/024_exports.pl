@@ -3,7 +3,8 @@
 # C function the extension's SQL scripts name with its pg_finfo_ record.
 # Everything else is hidden, so no internal name can collide with another library's
 # (GNU readline has an rl_restore_state, for one).  And hidden as it is, the
-# library still loads, its worker starts and its functions answer.
+# library still loads, its worker starts and its functions answer; on
+# PostgreSQL 18 it says its name and version.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -100,6 +101,17 @@ is($node->safe_psql('postgres', q{
 	SELECT granted FROM rl_acquire('m');
 	SELECT granted || ' ' || limited_by FROM rl_acquire('m');
 }), "\nt\nt\nfalse rpm", 'the functions answer: two requests a minute are granted, the third is not');
+
+# PostgreSQL 18 lists the loaded libraries with the name and version their
+# magic block gives: the extension's default version with a patch number
+if ($node->pg_version >= 18)
+{
+	is($node->safe_psql('postgres', q{
+		SELECT version = (SELECT default_version || '.0' FROM pg_available_extensions
+						  WHERE name = 'pg_ratelimit')
+		FROM pg_get_loaded_modules() WHERE module_name = 'pg_ratelimit'}),
+		't', 'pg_get_loaded_modules() names pg_ratelimit with its version (PostgreSQL 18+)');
+}
 
 $node->stop;
 done_testing();
