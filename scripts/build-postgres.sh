@@ -5,65 +5,102 @@
 #   bash scripts/build-postgres.sh 18      # prints the install's bin directory
 #
 # Debian 12 packages only PostgreSQL 15; newer majors come as source packages
-# of later Debian suites (trixie: 17, sid: 18).  This adds deb-src lines for
-# them, naming the mirror this machine's own apt sources use, downloads the
-# source with apt-get source (falling back to the newest earlier revision the
-# mirror has when the index names one it has not synced yet), and builds it
-# with the build dependencies Debian 12 packages, with TAP tests and injection
-# points (for the race tests of the waiting code) enabled.  The first build
-# also installs pgindent and pg_bsd_indent from its source into
-# CACHE/pgindent, for the layout check of scripts/test.sh.
+# of later Debian suites (17 from trixie, 18 from sid).  The deb-src line for
+# that suite, naming the mirror this machine's own apt sources use, goes into
+# an apt configuration of the cache's own (CACHE/apt-MAJOR): the host's apt
+# sources are left alone.  apt-get source downloads the source, checked
+# against the suite's signed index.  When the mirror has not yet got the
+# revision the index names, the newest earlier revision in the mirror's pool
+# is taken instead, and only if its .dsc carries a good signature of a
+# Debian developer (debian-keyring) and its files match the .dsc's checksums.
+#
+# It is built with the build dependencies Debian 12 packages, with TAP tests
+# and injection points (for the race tests of the waiting code) enabled.
+# Building 18 also installs pgindent and pg_bsd_indent from its source, with
+# its typedefs.list, into CACHE/pgindent, for the layout check of
+# scripts/test.sh.  CACHE/pgMAJOR/.complete records what was built; a build
+# made with other options is made again.
 #
 # RL_PG_CACHE sets the cache (default /var/cache/pg_ratelimit-postgres).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 major=${1:?usage: build-postgres.sh MAJOR}
-cache=${RL_PG_CACHE:-/var/cache/pg_ratelimit-postgres}
-prefix=$cache/pg$major
-if [ -x "$prefix/bin/postgres" ] && [ -f "$prefix/.complete" ]; then
-	echo "$prefix/bin"
-	exit 0
-fi
-is_root || die "building PostgreSQL $major needs root (apt-get); or set RL_PG_CACHE to a built one"
-
 case $major in
 	17) suite=trixie ;;
 	18) suite=sid ;;
 	*) die "no source suite known for PostgreSQL $major" ;;
 esac
+cache=${RL_PG_CACHE:-/var/cache/pg_ratelimit-postgres}
+prefix=$cache/pg$major
+configure_options=(--enable-tap-tests --enable-injection-points --with-icu --without-llvm)
+stamp="configure ${configure_options[*]}"
+[ "$major" = 18 ] && stamp="$stamp; pgindent"
+
+is_complete() {
+	[ -x "$prefix/bin/postgres" ] && [ "$(cat "$prefix/.complete" 2>/dev/null)" = "$stamp" ]
+}
+if is_complete; then
+	echo "$prefix/bin"
+	exit 0
+fi
+is_root || die "building PostgreSQL $major needs root (apt-get) once: run sudo bash scripts/build-postgres.sh $major"
+
+mkdir -p "$cache"
+chmod 755 "$cache"
+# one build of a version at a time (two checkouts, CI and a developer)
+exec 9>"$cache/.lock-$major"
+flock 9
+if is_complete; then
+	echo "$prefix/bin"
+	exit 0
+fi
 
 install_deps bison flex libreadline-dev zlib1g-dev libicu-dev pkg-config libipc-run-perl \
 	dpkg-dev curl bzip2 xz-utils >&2
+# earlier versions of this script added the deb-src lines to the host's apt
+rm -f /etc/apt/sources.list.d/pg_ratelimit-sources.sources
 
-# the mirror of this machine's Debian sources, for the deb-src lines
+# the mirror of this machine's Debian sources, for the deb-src line
 mirror=$(sed -n 's/^URIs: *\(.*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
 [ -n "$mirror" ] || mirror=$(sed -n 's/^deb \([^ ]*\/debian\) .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
 [ -n "$mirror" ] || die "cannot tell this machine's Debian mirror"
-list=/etc/apt/sources.list.d/pg_ratelimit-sources.sources
-if [ ! -f "$list" ]; then
-	cat >"$list" <<EOF
+
+# an apt configuration of our own, with only that suite's sources
+apt_dir=$cache/apt-$major
+rm -rf "$apt_dir"
+mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+cat >"$apt_dir/sources.list.d/debian-src.sources" <<EOF
 Types: deb-src
 URIs: $mirror
-Suites: trixie sid
+Suites: $suite
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-	apt-get update -qq >&2
-fi
+apt_options=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_dir/sources.list.d"
+	-o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
+apt-get "${apt_options[@]}" update -qq >&2 || die "apt-get update of the $suite sources failed"
 
 work=$cache/src-$major
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
 package=postgresql-$major
-if ! apt-get source -qq --download-only "$package" >&2 2>/dev/null; then
+# the .dsc file names are checked, not trusted: a name is a plain file name
+plain_name='^[A-Za-z0-9][A-Za-z0-9.+_~-]*$'
+if apt-get "${apt_options[@]}" source -qq --download-only "$package" >"$work/apt-source.log" 2>&1; then
+	dsc=$(ls ./*.dsc | head -1)
+	signature=()
+else
+	cat "$work/apt-source.log" >&2
 	# the index may name a revision the mirror has not got yet: take the
-	# newest earlier one it has (its .dsc lists the other files)
-	version=$(apt-cache showsrc "$package" | sed -n 's/^Version: //p' | head -1)
+	# newest earlier one it has, if a Debian developer signed it
+	version=$(apt-cache "${apt_options[@]}" showsrc "$package" | sed -n 's/^Version: //p' | head -1)
+	[ -n "$version" ] || die "the $suite index has no $package"
 	upstream=${version%%-*}
 	minor=${upstream#*.}
 	revision=${version#*-}
+	[[ $minor =~ ^[0-9]+$ ]] || die "cannot look for revisions before $version"
 	pool=$mirror/pool/main/p/$package
 	found=
 	for ((m = minor - 1; m >= 0 && m >= minor - 6; m--)); do
@@ -74,37 +111,42 @@ if ! apt-get source -qq --download-only "$package" >&2 2>/dev/null; then
 		fi
 	done
 	[ -n "$found" ] || die "no source of $package on the mirror"
-	log "the index names $version, the mirror has $found: building that" >&2
-	for file in $(sed -n '/^Files:/,/^[^ ]/s/^ [0-9a-f]* [0-9]* //p' "$package.dsc"); do
+	log "the index names $version, the mirror has $found: building that, if its signature is good" >&2
+	install_deps gpgv debian-keyring >&2
+	gpgv --keyring /usr/share/keyrings/debian-keyring.gpg --keyring /usr/share/keyrings/debian-maintainers.gpg \
+		--output "$package.dsc.signed" "$package.dsc" >&2 ||
+		die "the signature of ${package}_$found.dsc does not verify"
+	for file in $(sed -n '/^Files:/,/^[^ ]/s/^ [0-9a-f]* [0-9]* //p' "$package.dsc.signed"); do
+		[[ $file =~ $plain_name ]] || die "the .dsc names a file \"$file\""
 		curl -fsS -o "$file" "$pool/$file"
 	done
+	dsc=$package.dsc
+	signature=(--require-valid-signature)
 fi
-orig=$(ls ./*.orig.tar.* | head -1)
-tar xf "$orig"
-srcdir=$(find . -maxdepth 1 -type d -name 'postgresql-*' | head -1)
-cd "$srcdir"
-log "building PostgreSQL $(basename "$srcdir") into $prefix" >&2
-./configure --prefix="$prefix" --enable-tap-tests --enable-injection-points --with-icu \
-	--without-llvm >"$work/configure.log" 2>&1 || { tail -30 "$work/configure.log" >&2; die "configure failed"; }
+[[ $(basename "$dsc") =~ $plain_name ]] || die "unexpected source file name $dsc"
+# checks every file against the .dsc's checksums (and, for a revision the
+# index did not name, the signature); Debian's patches are not applied
+dpkg-source "${signature[@]}" --require-strong-checksums -x --skip-patches "$dsc" "$work/tree" \
+	>"$work/dpkg-source.log" 2>&1 || { cat "$work/dpkg-source.log" >&2; die "the source does not verify"; }
+cd "$work/tree"
+log "building PostgreSQL $(sed -n 's/^Version: //p' "$work/$dsc") into $prefix" >&2
+rm -rf "$prefix"
+./configure --prefix="$prefix" "${configure_options[@]}" >"$work/configure.log" 2>&1 ||
+	{ tail -30 "$work/configure.log" >&2; die "configure failed"; }
 make -s -j"$(nproc)" >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; die "make failed"; }
-make -s -C contrib -j"$(nproc)" >>"$work/make.log" 2>&1 || true
-make -s install >>"$work/make.log" 2>&1
-# the TAP modules (PostgreSQL::Test::Cluster) and pg_regress for extensions
-make -s -C src/test/perl install >>"$work/make.log" 2>&1 || true
-make -s -C src/test/isolation install >>"$work/make.log" 2>&1 || true
-# injection points (17+) drive the deterministic race tests of the waiting code
-make -s -C src/test/modules/injection_points install >>"$work/make.log" 2>&1 ||
-	die "injection_points did not build"
-# pgindent and pg_bsd_indent come with the source (16+): the structure
-# suite of scripts/test.sh checks the C layout with them (make pgindent-check)
-if [ ! -x "$cache/pgindent/bin/pgindent" ]; then
+make -s install >>"$work/make.log" 2>&1 || die "make install failed"
+# the TAP modules (PostgreSQL::Test::Cluster) and the isolation tester for
+# extensions; injection points (17+) drive the race tests of the waiting code
+for dir in src/test/perl src/test/isolation src/test/modules/injection_points; do
+	make -s -C "$dir" install >>"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; die "installing $dir failed"; }
+done
+if [ "$major" = 18 ]; then
 	PREFIX=$cache/pgindent PG_CONFIG=$prefix/bin/pg_config \
-		bash "$REPO_ROOT/tools/install-pgindent.sh" "$work/$srcdir" >&2 ||
-		log "pgindent was not installed" >&2
-	chmod -R a+rX "$cache/pgindent" 2>/dev/null || true
+		bash "$REPO_ROOT/tools/install-pgindent.sh" "$work/tree" >&2 || die "installing pgindent failed"
+	chmod -R a+rX "$cache/pgindent"
 fi
 chmod -R a+rX "$prefix"
-touch "$prefix/.complete"
+echo "$stamp" >"$prefix/.complete"
 cd "$cache"
-rm -rf "$work"
+rm -rf "$work" "$apt_dir"
 echo "$prefix/bin"

@@ -75,16 +75,20 @@ install_deps() {
 # refreshed when the system's is upgraded).  PostgreSQL finds its share and
 # lib directories relative to its binaries, so the copy runs our extension
 # like the original.  The copy is $REPO_ROOT/tmp_install, or, as root (whose
-# checkout the postgres user may not be able to read), a directory under
-# /var/tmp named after the checkout; for 17 and 18 the name ends in -pg17 or
-# -pg18.  RL_PREFIX overrides the place.
+# checkout the postgres user may not be able to read), a directory named
+# after the checkout under the root-owned cache of scripts/build-postgres.sh
+# (not under a world-writable directory, where another user could put a
+# PostgreSQL of theirs first); for 17 and 18 the name ends in -pg17 or
+# -pg18.  RL_PREFIX overrides the place.  A copy carries a marker file: an
+# existing directory without it is never removed.
+COPY_MARKER=.pg_ratelimit-copy
 private_postgres_root() {
 	local suffix=
 	[ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ] || suffix=-pg$PG_MAJOR
 	if [ -n "${RL_PREFIX:-}" ]; then
 		echo "$RL_PREFIX$suffix"
 	elif is_root; then
-		echo "/var/tmp/pg_ratelimit-$(printf '%s' "$REPO_ROOT" | md5sum | cut -c1-12)$suffix"
+		echo "${RL_PG_CACHE:-/var/cache/pg_ratelimit-postgres}/copies/$(printf '%s' "$REPO_ROOT" | md5sum | cut -c1-12)$suffix"
 	else
 		echo "$REPO_ROOT/tmp_install$suffix"
 	fi
@@ -96,12 +100,17 @@ use_private_postgres() {
 	if [ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ]; then
 		bin=$root$SYSTEM_PG_BIN
 	else
-		[ -x "$SYSTEM_PG_BIN/postgres" ] || bash "$REPO_ROOT/scripts/build-postgres.sh" "$PG_MAJOR" >/dev/null
+		# returns at once when it is built
+		bash "$REPO_ROOT/scripts/build-postgres.sh" "$PG_MAJOR" >/dev/null
 		bin=$root/bin
 	fi
 	if [ ! -x "$bin/postgres" ] || [ "$SYSTEM_PG_BIN/postgres" -nt "$bin/postgres" ]; then
 		log "copying PostgreSQL $PG_MAJOR into $root (the extension is installed there)"
+		if [ -e "$root" ] && [ ! -f "$root/$COPY_MARKER" ]; then
+			die "$root exists and is not a copy these scripts made: remove it, or set RL_PREFIX to a new directory"
+		fi
 		rm -rf "$root"
+		mkdir -p "$(dirname "$root")"
 		if [ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ]; then
 			mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql" "$root/usr/include"
 			cp -a "/usr/lib/postgresql/$PG_MAJOR" "$root/usr/lib/postgresql/"
@@ -112,6 +121,7 @@ use_private_postgres() {
 			cp -a "$(dirname "$SYSTEM_PG_BIN")" "$root"
 			rm -f "$root/.complete"
 		fi
+		touch "$root/$COPY_MARKER"
 		chmod 755 "$root"
 	fi
 	PG_BIN=$bin

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: a throwaway PostgreSQL 15 with pg_ratelimit preloaded, and a
-# demonstration workload against it.  Twelve simulated application workers
+# The main job: a throwaway PostgreSQL (15; RL_PG_MAJOR=17 or 18 for those)
+# with pg_ratelimit preloaded, and a demonstration workload against it.  Twelve simulated application workers
 # (pgbench clients) share two OpenAI models on one API key for 20 seconds:
 # nine run chat jobs (a fixed 70 % share), three summarize (the flexible
 # rest).  Each registers as an instance (heartbeats), acquires a lease on

@@ -36,6 +36,9 @@ if [ "${1:-}" != "--inner" ]; then
 	# the extension's own assertions (lock preconditions) are checked in
 	# tests; a compiler warning (-Wall -Wextra) fails the run
 	export ASSERTS=1
+	# (here, where a failure stops the run: inside the condition below set -e
+	# does not apply)
+	use_private_postgres
 	if ! build_and_install COPT=-Werror; then
 		echo "not ok - pg_ratelimit builds for PostgreSQL $PG_MAJOR without warnings"
 		echo "0 passed, 1 failed"

@@ -21,8 +21,9 @@
  *
  * On PostgreSQL 17+ built with injection points, each pause point is also
  * an injection point (debug.h), which the injection_points test module
- * drives without ratelimit.enable_test_clock; the advisory locks stay
- * because they work on every version and on the servers distributions ship.
+ * drives (on a server started with ratelimit.enable_test_clock too); the
+ * advisory locks stay because they work on every version and on the
+ * servers distributions ship.
  *
  *-------------------------------------------------------------------------
  */

@@ -10,6 +10,8 @@
 
 #include "utils/guc.h"
 
+#include "settings.h"
+
 /*
  * The named places where a backend can be held for a test.  The value is
  * the second key of the advisory lock that holds it (the first is
@@ -38,12 +40,14 @@ extern void pgrl_debug_injection_point(RlPausePoint point);
  * backend-local flag when ratelimit.debug_pause is empty.  Never call it
  * with an LWLock held: it may wait on a heavyweight lock.
  *
- * On a server built with injection points (PostgreSQL 17+ configured with
- * --enable-injection-points, as scripts/build-postgres.sh does; no
+ * Built against a server with injection points (PostgreSQL 17+ configured
+ * with --enable-injection-points, as scripts/build-postgres.sh does; no
  * distribution's packages are), each pause point is also the injection
  * point "pg-ratelimit-" followed by its name with dashes
  * (pg-ratelimit-before-sleep), for tests that drive it with the
- * injection_points module.
+ * injection_points module.  Only on a server started with
+ * ratelimit.enable_test_clock, like the pause points: elsewhere a point
+ * costs the same one test as without injection points.
  */
 static inline void
 pgrl_debug_pause(RlPausePoint point)
@@ -51,7 +55,8 @@ pgrl_debug_pause(RlPausePoint point)
 	if (unlikely((pgrl_debug_pause_points & ((uint32) 1 << point)) != 0))
 		pgrl_debug_pause_wait(point);
 #ifdef USE_INJECTION_POINTS
-	pgrl_debug_injection_point(point);
+	if (unlikely(pgrl_enable_test_clock))
+		pgrl_debug_injection_point(point);
 #endif
 }
 

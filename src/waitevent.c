@@ -14,15 +14,29 @@
  * event, so that wait_event_type = 'Extension' does not mix them in.
  *
  * Each process asks PostgreSQL for an event's number once and keeps it:
- * the name-to-number table is PostgreSQL's shared memory, not ours.
+ * the name-to-number table is PostgreSQL's shared memory, not ours.  That
+ * table has room for a fixed number of names (the server's, for every
+ * extension): when it is full, PostgreSQL raises an error, and a process
+ * then waits as before 17 rather than fail for a label.  Callers hold no
+ * LWLock (they are about to sleep), so the error's cleanup is to release
+ * the one PostgreSQL held while registering.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "storage/lwlock.h"
+#include "utils/memutils.h"
 #include "utils/wait_event.h"
 
 #include "waitevent.h"
+
+/* The wait event before PostgreSQL 17 */
+static uint32
+pgrl_unnamed_wait_event(RlWaitEvent event)
+{
+	return event == RL_WAIT_EVENT_ACQUIRE ? PG_WAIT_EXTENSION : 0;
+}
 
 #if PG_VERSION_NUM >= 170000
 
@@ -32,15 +46,39 @@ static const char *const wait_event_names[] = {
 	[RL_WAIT_EVENT_LAUNCHER_MAIN] = "RateLimitLauncherMain",
 };
 
-/* This process's numbers of the events, 0 until first used */
+/* This process's numbers of the events, once asked for */
 static uint32 wait_event_ids[lengthof(wait_event_names)];
+static bool wait_event_known[lengthof(wait_event_names)];
 
 uint32
 pgrl_wait_event(RlWaitEvent event)
 {
 	Assert(event >= 0 && event < lengthof(wait_event_names));
-	if (wait_event_ids[event] == 0)
-		wait_event_ids[event] = WaitEventExtensionNew(wait_event_names[event]);
+	if (!wait_event_known[event])
+	{
+		MemoryContext context = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			wait_event_ids[event] = WaitEventExtensionNew(wait_event_names[event]);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *error;
+
+			MemoryContextSwitchTo(context);
+			error = CopyErrorData();
+			FlushErrorState();
+			LWLockReleaseAll();
+			ereport(LOG,
+					(errmsg("pg_ratelimit waits without the wait event name %s: %s",
+							wait_event_names[event], error->message)));
+			FreeErrorData(error);
+			wait_event_ids[event] = pgrl_unnamed_wait_event(event);
+		}
+		PG_END_TRY();
+		wait_event_known[event] = true;
+	}
 	return wait_event_ids[event];
 }
 
@@ -49,7 +87,7 @@ pgrl_wait_event(RlWaitEvent event)
 uint32
 pgrl_wait_event(RlWaitEvent event)
 {
-	return event == RL_WAIT_EVENT_ACQUIRE ? PG_WAIT_EXTENSION : 0;
+	return pgrl_unnamed_wait_event(event);
 }
 
 #endif

@@ -36,7 +36,7 @@ sub crash
 {
 	my $doomed = $node->background_psql('postgres');
 	my $pid = $doomed->query_safe('SELECT pg_backend_pid()');
-	my $old = worker_pid();
+	my $old = worker_pid() || 0;
 	kill 'KILL', $pid;
 	poll_across_crash($node, qq{
 		SELECT count(*) = 1 FROM pg_stat_activity

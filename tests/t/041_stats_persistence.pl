@@ -35,7 +35,7 @@ sub worker_pid
 # restarting under us
 sub wait_for_worker
 {
-	my $old_pid = shift;
+	my $old_pid = shift || 0;
 	return poll_across_crash($node, qq{
 		SELECT count(*) = 1 FROM pg_stat_activity
 		WHERE backend_type = 'pg_ratelimit worker' AND pid <> $old_pid});
