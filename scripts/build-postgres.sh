@@ -10,9 +10,10 @@
 # an apt configuration of the cache's own (CACHE/apt-MAJOR): the host's apt
 # sources are left alone.  apt-get source downloads the source, checked
 # against the suite's signed index.  When the mirror has not yet got the
-# revision the index names, the newest earlier revision in the mirror's pool
-# is taken instead, and only if its .dsc carries a good signature of a
-# Debian developer (debian-keyring) and its files match the .dsc's checksums.
+# revision the index names (404), an earlier minor version with the same
+# Debian revision from the mirror's pool is taken instead, and only if its
+# .dsc carries a good signature of a Debian developer (debian-keyring), names
+# this package and revision, and its files match the .dsc's checksums.
 #
 # It is built with the build dependencies Debian 12 packages, with TAP tests
 # and injection points (for the race tests of the waiting code) enabled.
@@ -38,7 +39,8 @@ stamp="configure ${configure_options[*]}"
 [ "$major" = 18 ] && stamp="$stamp; pgindent"
 
 is_complete() {
-	[ -x "$prefix/bin/postgres" ] && [ "$(cat "$prefix/.complete" 2>/dev/null)" = "$stamp" ]
+	[ -x "$prefix/bin/postgres" ] && [ "$(cat "$prefix/.complete" 2>/dev/null)" = "$stamp" ] &&
+		{ [ "$major" != 18 ] || [ -x "$cache/pgindent/bin/pgindent" ]; }
 }
 if is_complete; then
 	echo "$prefix/bin"
@@ -46,24 +48,31 @@ if is_complete; then
 fi
 is_root || die "building PostgreSQL $major needs root (apt-get) once: run sudo bash scripts/build-postgres.sh $major"
 
-mkdir -p "$cache"
-chmod 755 "$cache"
+install -d -m 755 "$cache"
 # one build of a version at a time (two checkouts, CI and a developer)
 exec 9>"$cache/.lock-$major"
-flock 9
+if ! flock -n 9; then
+	log "waiting for another build of PostgreSQL $major" >&2
+	flock 9
+fi
 if is_complete; then
 	echo "$prefix/bin"
 	exit 0
 fi
 
-install_deps bison flex libreadline-dev zlib1g-dev libicu-dev pkg-config libipc-run-perl \
-	dpkg-dev curl bzip2 xz-utils >&2
 # earlier versions of this script added the deb-src lines to the host's apt
 rm -f /etc/apt/sources.list.d/pg_ratelimit-sources.sources
+install_deps bison flex libreadline-dev zlib1g-dev libicu-dev pkg-config libipc-run-perl \
+	dpkg-dev curl bzip2 xz-utils >&2
 
 # the mirror of this machine's Debian sources, for the deb-src line
-mirror=$(sed -n 's/^URIs: *\(.*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
-[ -n "$mirror" ] || mirror=$(sed -n 's/^deb \([^ ]*\/debian\) .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)
+mirror=
+if [ -r /etc/apt/sources.list.d/debian.sources ]; then
+	mirror=$(sed -n 's|^URIs: *\([^ ]*/debian\)/\{0,1\} *$|\1|p' /etc/apt/sources.list.d/debian.sources | head -1)
+fi
+if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
+	mirror=$(sed -n 's|^deb \(\[[^]]*\] \)\{0,1\}\([^ ]*/debian\)/\{0,1\} .*|\2|p' /etc/apt/sources.list | head -1)
+fi
 [ -n "$mirror" ] || die "cannot tell this machine's Debian mirror"
 
 # an apt configuration of our own, with only that suite's sources
@@ -89,10 +98,15 @@ package=postgresql-$major
 # the .dsc file names are checked, not trusted: a name is a plain file name
 plain_name='^[A-Za-z0-9][A-Za-z0-9.+_~-]*$'
 if apt-get "${apt_options[@]}" source -qq --download-only "$package" >"$work/apt-source.log" 2>&1; then
-	dsc=$(ls ./*.dsc | head -1)
+	dscs=(./*.dsc)
+	[ -f "${dscs[0]}" ] || die "apt-get source fetched no .dsc"
+	dsc=${dscs[0]}
 	signature=()
 else
 	cat "$work/apt-source.log" >&2
+	# only files the mirror does not have (404): a file that does not match
+	# the signed index is an error, not a reason to look elsewhere
+	grep -q '404 *Not Found' "$work/apt-source.log" || die "apt-get source $package failed"
 	# the index may name a revision the mirror has not got yet: take the
 	# newest earlier one it has, if a Debian developer signed it
 	version=$(apt-cache "${apt_options[@]}" showsrc "$package" | sed -n 's/^Version: //p' | head -1)
@@ -113,13 +127,16 @@ else
 	[ -n "$found" ] || die "no source of $package on the mirror"
 	log "the index names $version, the mirror has $found: building that, if its signature is good" >&2
 	install_deps gpgv debian-keyring >&2
-	gpgv --keyring /usr/share/keyrings/debian-keyring.gpg --keyring /usr/share/keyrings/debian-maintainers.gpg \
+	gpgv --keyring /usr/share/keyrings/debian-keyring.gpg \
 		--output "$package.dsc.signed" "$package.dsc" >&2 ||
 		die "the signature of ${package}_$found.dsc does not verify"
-	for file in $(sed -n '/^Files:/,/^[^ ]/s/^ [0-9a-f]* [0-9]* //p' "$package.dsc.signed"); do
+	# signed, and for this package and revision (not another signed .dsc)
+	grep -qx "Source: $package" "$package.dsc.signed" && grep -qxF "Version: $found" "$package.dsc.signed" ||
+		die "${package}_$found.dsc is not the source of $package $found"
+	while read -r file; do
 		[[ $file =~ $plain_name ]] || die "the .dsc names a file \"$file\""
 		curl -fsS -o "$file" "$pool/$file"
-	done
+	done < <(sed -n '/^Files:/,/^[^ ]/s/^ [0-9a-f]* [0-9]* //p' "$package.dsc.signed")
 	dsc=$package.dsc
 	signature=(--require-valid-signature)
 fi
@@ -145,8 +162,8 @@ if [ "$major" = 18 ]; then
 		bash "$REPO_ROOT/tools/install-pgindent.sh" "$work/tree" >&2 || die "installing pgindent failed"
 	chmod -R a+rX "$cache/pgindent"
 fi
-chmod -R a+rX "$prefix"
 echo "$stamp" >"$prefix/.complete"
+chmod -R a+rX "$prefix"
 cd "$cache"
 rm -rf "$work" "$apt_dir"
 echo "$prefix/bin"

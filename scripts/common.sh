@@ -80,7 +80,7 @@ install_deps() {
 # (not under a world-writable directory, where another user could put a
 # PostgreSQL of theirs first); for 17 and 18 the name ends in -pg17 or
 # -pg18.  RL_PREFIX overrides the place.  A copy carries a marker file: an
-# existing directory without it is never removed.
+# existing directory RL_PREFIX names without it is never removed.
 COPY_MARKER=.pg_ratelimit-copy
 private_postgres_root() {
 	local suffix=
@@ -106,11 +106,13 @@ use_private_postgres() {
 	fi
 	if [ ! -x "$bin/postgres" ] || [ "$SYSTEM_PG_BIN/postgres" -nt "$bin/postgres" ]; then
 		log "copying PostgreSQL $PG_MAJOR into $root (the extension is installed there)"
-		if [ -e "$root" ] && [ ! -f "$root/$COPY_MARKER" ]; then
-			die "$root exists and is not a copy these scripts made: remove it, or set RL_PREFIX to a new directory"
+		if [ -n "${RL_PREFIX:-}" ] && [ -e "$root" ] && [ ! -f "$root/$COPY_MARKER" ]; then
+			die "RL_PREFIX: $root exists and is not a copy these scripts made: name a new directory"
 		fi
 		rm -rf "$root"
-		mkdir -p "$(dirname "$root")"
+		install -d -m 755 "$(dirname "$root")" "$root"
+		# first, so that a copy cut short is still known as ours
+		touch "$root/$COPY_MARKER"
 		if [ "$PG_MAJOR" = "$SYSTEM_PG_MAJOR" ]; then
 			mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql" "$root/usr/include"
 			cp -a "/usr/lib/postgresql/$PG_MAJOR" "$root/usr/lib/postgresql/"
@@ -118,11 +120,9 @@ use_private_postgres() {
 			ln -s /usr/include/postgresql "$root/usr/include/postgresql"
 		else
 			# a whole source build: bin, lib, share and include under one prefix
-			cp -a "$(dirname "$SYSTEM_PG_BIN")" "$root"
+			cp -a "$(dirname "$SYSTEM_PG_BIN")/." "$root/"
 			rm -f "$root/.complete"
 		fi
-		touch "$root/$COPY_MARKER"
-		chmod 755 "$root"
 	fi
 	PG_BIN=$bin
 	export RL_PG_BIN=$bin PATH="$bin:$PATH"

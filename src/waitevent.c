@@ -25,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
@@ -54,6 +55,8 @@ uint32
 pgrl_wait_event(RlWaitEvent event)
 {
 	Assert(event >= 0 && event < lengthof(wait_event_names));
+	/* the error's cleanup below assumes this: no LWLock, no holdoff */
+	Assert(InterruptHoldoffCount == 0 && CritSectionCount == 0);
 	if (!wait_event_known[event])
 	{
 		MemoryContext context = CurrentMemoryContext;
@@ -66,10 +69,10 @@ pgrl_wait_event(RlWaitEvent event)
 		{
 			ErrorData  *error;
 
+			LWLockReleaseAll();
 			MemoryContextSwitchTo(context);
 			error = CopyErrorData();
 			FlushErrorState();
-			LWLockReleaseAll();
 			ereport(LOG,
 					(errmsg("pg_ratelimit waits without the wait event name %s: %s",
 							wait_event_names[event], error->message)));
