@@ -76,8 +76,9 @@ endif
 include $(PGXS)
 
 # Objects built the other way (assertions, COPT=-Werror, or another
-# PostgreSQL: 15, 17 and 18 from one checkout) are rebuilt: the stamp changes (at parse time:
-# PGXS makes every file .SECONDARY, so a missing one forces nothing)
+# PostgreSQL: 15, 17 and 18 from one checkout) are rebuilt: the stamp
+# changes (at parse time: PGXS makes every file .SECONDARY, so a missing one
+# forces nothing)
 BUILD_STAMP = src/.build
 BUILD_VALUE := asserts=$(if $(filter 1,$(ASSERTS)),on,off) postgresql=$(VERSION) copt=$(COPT)
 ifneq ($(shell cat $(BUILD_STAMP) 2>/dev/null),$(BUILD_VALUE))

@@ -4,7 +4,7 @@
 #
 # RL_PG_MAJOR picks the PostgreSQL: 15 (the default) is Debian 12's own
 # package; 17 and 18 are built from Debian's source packages into a cache
-# by scripts/build-postgres.sh (README, "Supported PostgreSQL versions").
+# by scripts/build-postgres.sh (README, "PostgreSQL versions").
 #
 # PostgreSQL refuses to run as root: when we are root the server (and
 # everything that starts servers) runs as the postgres user.

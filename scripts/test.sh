@@ -11,8 +11,9 @@
 #
 # RL_PG_MAJOR=17 or 18 runs the suites against that PostgreSQL (built once
 # by scripts/build-postgres.sh); there the default suites are the ones that
-# exercise the server (regress, isolation, stress, tap): the others do not
-# depend on its version.  scripts/test-matrix.sh runs every version.
+# exercise the server (regress, isolation, stress, tap): the others check
+# the sources, or run on 15 only to keep CI short (demo, ha).
+# scripts/test-matrix.sh runs every version.
 #
 # While developing, SUITES picks suites and PROVE_TESTS picks TAP files:
 #   SUITES="regress tap" PROVE_TESTS=tests/t/004_persistence.pl bash scripts/test.sh

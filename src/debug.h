@@ -46,8 +46,8 @@ extern void pgrl_debug_injection_point(RlPausePoint point);
  * point "pg-ratelimit-" followed by its name with dashes
  * (pg-ratelimit-before-sleep), for tests that drive it with the
  * injection_points module.  Only on a server started with
- * ratelimit.enable_test_clock, like the pause points: elsewhere a point
- * costs the same one test as without injection points.
+ * ratelimit.enable_test_clock, like the pause points: elsewhere that costs
+ * one more test of a backend-local flag.
  */
 static inline void
 pgrl_debug_pause(RlPausePoint point)
